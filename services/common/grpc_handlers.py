@@ -1,0 +1,251 @@
+"""The one place where a gRPC server authenticates callers, maps errors and logs access.
+
+`build_interceptors` returns a `grpc.aio.ServerInterceptor` that wraps every handler so that:
+
+1. the caller is authenticated from metadata `authorization: Bearer <caller token>` against the
+   server's `CallerRegistry` (UNAUTHENTICATED if missing or unknown) and must hold the right the
+   method needs (PERMISSION_DENIED otherwise, also for methods with no right configured);
+   gRPC health checking and reflection are open to everyone;
+2. an `AicredsError` raised by the handler becomes the status its `kind` names, with its public
+   message as details and its `reason` in trailing metadata `x-error-reason`; any other exception
+   becomes INTERNAL with the fixed text `internal error` — its message is never sent or logged,
+   since in a vault that is how secrets leak;
+3. one JSON access-log line is written per RPC: method, caller, status, duration, request id.
+   Never request or response content.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from services.common import request_context
+from services.common.callers import Caller, CallerRegistry, Right
+from services.common.errors import AicredsError
+
+ERROR_REASON_KEY = "x-error-reason"
+_OPEN_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+
+STATUS_BY_KIND: Mapping[str, grpc.StatusCode] = {
+    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "already_exists": grpc.StatusCode.ALREADY_EXISTS,
+    "failed_precondition": grpc.StatusCode.FAILED_PRECONDITION,
+    "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
+    "deadline_exceeded": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "internal": grpc.StatusCode.INTERNAL,
+}
+
+access_log = logging.getLogger("aicreds.access")
+_log = logging.getLogger("aicreds.grpc")
+
+
+def build_interceptors(
+    *, service: str, callers: CallerRegistry, required_rights: Mapping[str, Right]
+) -> list[grpc.aio.ServerInterceptor]:
+    """Interceptors for a server whose methods need the given rights (full method names)."""
+    return [_ServiceInterceptor(service, callers, dict(required_rights))]
+
+
+def _metadata_value(metadata: Sequence[Any] | None, key: str) -> str | None:
+    for item in metadata or ():
+        if item[0] == key:
+            value = item[1]
+            return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    return None
+
+
+def _bearer(metadata: Sequence[Any] | None) -> str | None:
+    header = _metadata_value(metadata, "authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class _ServiceInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, service: str, callers: CallerRegistry, rights: dict[str, Right]) -> None:
+        self._service = service
+        self._callers = callers
+        self._rights = rights
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(_OPEN_PREFIXES):
+            return handler
+        metadata = handler_call_details.invocation_metadata
+        request_id = _metadata_value(metadata, "x-request-id") or uuid.uuid4().hex
+        token = _bearer(metadata)
+        caller = self._callers.authenticate(token) if token is not None else None
+        denial: tuple[grpc.StatusCode, str] | None = None
+        if caller is None:
+            reason = "no caller token" if token is None else "unknown caller token"
+            denial = (grpc.StatusCode.UNAUTHENTICATED, f"caller not authenticated: {reason}")
+        else:
+            needed = self._rights.get(method)
+            if needed is None or not caller.has(needed):
+                what = needed.value if needed is not None else "a right this server does not grant"
+                denial = (
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"caller {caller.name!r} lacks the right {what!r} for {method}",
+                )
+        return _wrap(handler, _Call(self._service, method, caller, request_id, denial))
+
+
+class _Call:
+    """What the wrapper needs to know about one RPC."""
+
+    __slots__ = ("service", "method", "caller", "request_id", "denial")
+
+    def __init__(
+        self,
+        service: str,
+        method: str,
+        caller: Caller | None,
+        request_id: str,
+        denial: tuple[grpc.StatusCode, str] | None,
+    ) -> None:
+        self.service = service
+        self.method = method
+        self.caller = caller
+        self.request_id = request_id
+        self.denial = denial
+
+
+def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
+    if handler.unary_unary is not None:
+        inner_uu = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            with _Scope(call, context) as scope:
+                await scope.check()
+                try:
+                    return await inner_uu(request, context)
+                except BaseException as err:
+                    await scope.fail(err)
+            return None  # pragma: no cover - scope.fail always raises
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, handler.request_deserializer, handler.response_serializer
+        )
+    if handler.unary_stream is not None:
+        inner_us = handler.unary_stream
+
+        async def unary_stream(
+            request: Any, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            with _Scope(call, context) as scope:
+                await scope.check()
+                try:
+                    result = inner_us(request, context)
+                    if inspect.isasyncgen(result):
+                        async for item in result:
+                            yield item
+                    else:
+                        await result
+                except BaseException as err:
+                    await scope.fail(err)
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream, handler.request_deserializer, handler.response_serializer
+        )
+    raise TypeError(f"{call.method}: only unary-unary and unary-stream methods are supported")
+
+
+class _Scope:
+    """Sets the request context, checks the caller, maps errors and logs the outcome."""
+
+    def __init__(self, call: _Call, context: grpc.aio.ServicerContext) -> None:
+        self._call = call
+        self._context = context
+        self._start = 0.0
+        self._code: grpc.StatusCode | None = None
+        self._tokens: list[Any] = []
+
+    def __enter__(self) -> _Scope:
+        self._start = time.perf_counter()
+        self._tokens = [
+            request_context._caller.set(self._call.caller),
+            request_context._request_id.set(self._call.request_id),
+        ]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        code = self._code or self._context.code() or grpc.StatusCode.OK
+        if isinstance(code, int):  # aio may report the raw integer
+            code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+        access_log.info(
+            "rpc",
+            extra={
+                "fields": {
+                    "service": self._call.service,
+                    "method": self._call.method,
+                    "caller": self._call.caller.name if self._call.caller else None,
+                    "code": code.name,
+                    "ms": round((time.perf_counter() - self._start) * 1000, 3),
+                    "request_id": self._call.request_id,
+                }
+            },
+        )
+        request_context._request_id.reset(self._tokens[1])
+        request_context._caller.reset(self._tokens[0])
+
+    async def check(self) -> None:
+        if self._call.denial is not None:
+            code, message = self._call.denial
+            self._code = code
+            await self._context.abort(code, message)
+
+    async def fail(self, err: BaseException) -> None:
+        """Turn an exception from the handler into a status; always raises."""
+        if isinstance(err, grpc.aio.AbortError):
+            raise err
+        if isinstance(err, AicredsError):
+            code = STATUS_BY_KIND.get(err.kind, grpc.StatusCode.INTERNAL)
+            self._code = code
+            trailing = tuple(self._context.trailing_metadata() or ()) + (
+                (ERROR_REASON_KEY, err.reason),
+            )
+            self._context.set_trailing_metadata(trailing)
+            await self._context.abort(code, err.message)
+        if isinstance(err, Exception):
+            self._code = grpc.StatusCode.INTERNAL
+            # Only the type and where it was raised: an exception's text may carry a secret.
+            frame = err.__traceback__
+            while frame is not None and frame.tb_next is not None:
+                frame = frame.tb_next
+            where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
+            _log.error(
+                "unhandled error",
+                extra={
+                    "fields": {
+                        "method": self._call.method,
+                        "error": type(err).__name__,
+                        "where": where,
+                    }
+                },
+            )
+            await self._context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        self._code = grpc.StatusCode.CANCELLED
+        raise err

@@ -1,0 +1,73 @@
+"""Typed readers of environment variables, used by each service's frozen settings object.
+
+Each raises ValueError naming the variable (never echoing a value that could be a secret).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def env_str(environ: Mapping[str, str], name: str, default: str) -> str:
+    """The variable's value, or `default` when unset or empty."""
+    value = environ.get(name, "")
+    return value if value != "" else default
+
+
+def env_optional(environ: Mapping[str, str], name: str) -> str | None:
+    """The variable's value, or None when unset or empty."""
+    value = environ.get(name, "")
+    return value or None
+
+
+def env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer") from None
+
+
+def env_float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be a finite number")
+    return value
+
+
+def env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ValueError(f"{name} must be true or false")
+
+
+def env_path(environ: Mapping[str, str], name: str, default: Path) -> Path:
+    raw = environ.get(name, "")
+    return Path(raw) if raw else default
+
+
+def env_optional_path(environ: Mapping[str, str], name: str) -> Path | None:
+    raw = environ.get(name, "")
+    return Path(raw) if raw else None
+
+
+def state_dir(environ: Mapping[str, str]) -> Path:
+    """`STATE_DIR`, shared by the services for local state (default `.state`)."""
+    return env_path(environ, "STATE_DIR", Path(".state"))
