@@ -1,0 +1,63 @@
+"""The vault's settings, read once from the environment at start (SPEC 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.grpc_server import TlsFiles
+from services.common.settings import (
+    env_bool,
+    env_optional_path,
+    env_path,
+    env_str,
+    state_dir,
+)
+
+
+@dataclass(frozen=True)
+class VaultSettings:
+    """Everything the vault reads from `VAULT_*` variables (and the shared `STATE_DIR`)."""
+
+    listen: str
+    state_dir: Path
+    database: Path
+    keyring_file: Path
+    generate_dev_key: bool
+    callers_file: Path
+    tls_cert: Path | None
+    tls_key: Path | None
+    tls_client_ca: Path | None
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> VaultSettings:
+        """Build from environment variables; ValueError names a bad variable."""
+        state = state_dir(environ)
+        settings = cls(
+            listen=env_str(environ, "VAULT_LISTEN", "127.0.0.1:50051"),
+            state_dir=state,
+            database=env_path(environ, "VAULT_DATABASE", state / "vault.db"),
+            keyring_file=env_path(environ, "VAULT_KEYRING_FILE", state / "master-keys.json"),
+            generate_dev_key=env_bool(environ, "VAULT_GENERATE_DEV_KEY", False),
+            callers_file=env_path(environ, "VAULT_CALLERS_FILE", state / "vault-callers.json"),
+            tls_cert=env_optional_path(environ, "VAULT_TLS_CERT"),
+            tls_key=env_optional_path(environ, "VAULT_TLS_KEY"),
+            tls_client_ca=env_optional_path(environ, "VAULT_TLS_CLIENT_CA"),
+            log_level=env_str(environ, "VAULT_LOG_LEVEL", "INFO").upper(),
+        )
+        if (settings.tls_cert is None) != (settings.tls_key is None):
+            raise ValueError("VAULT_TLS_CERT and VAULT_TLS_KEY must be set together")
+        if settings.tls_client_ca is not None and settings.tls_cert is None:
+            raise ValueError("VAULT_TLS_CLIENT_CA needs VAULT_TLS_CERT and VAULT_TLS_KEY")
+        if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("VAULT_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return settings
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """Server TLS files, when configured (a client CA turns on mutual TLS)."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        return TlsFiles(cert=self.tls_cert, key=self.tls_key, client_ca=self.tls_client_ca)

@@ -1,0 +1,106 @@
+"""Users' credential maps: validation, encryption and storage of `key -> value` pairs.
+
+Values are sealed with the user's data key and bound to their credential key by the AAD.
+Every change and every failed change is audited, with key names only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from services.vault.audit import audit_failures, audit_record
+from services.vault.envelope import Envelope
+from services.vault.errors import CredentialNotFound
+from services.vault.store import AuditSink, CredentialStore
+from services.vault.validation import (
+    KEY_PATTERN,
+    describe,
+    validate_credentials,
+    validate_key,
+    validate_user_id,
+    validate_value,
+)
+
+
+class AuditedCredentialStore(CredentialStore, AuditSink, Protocol):
+    pass
+
+
+class CredentialMaps:
+    """The domain operations behind CredentialService."""
+
+    def __init__(self, store: AuditedCredentialStore, envelope: Envelope) -> None:
+        self._store = store
+        self._envelope = envelope
+
+    def __repr__(self) -> str:
+        return f"CredentialMaps(envelope={self._envelope!r})"
+
+    async def _open_all(self, user_id: str, blobs: Mapping[str, bytes]) -> dict[str, str]:
+        return {key: await self._envelope.open(user_id, key, blob) for key, blob in blobs.items()}
+
+    async def get_all(self, user_id: str) -> dict[str, str]:
+        """The user's whole map, decrypted (empty for an unknown user)."""
+        validate_user_id(user_id)
+        return await self._open_all(user_id, await self._store.get_credentials(user_id))
+
+    async def get(self, user_id: str, key: str) -> str:
+        validate_user_id(user_id)
+        validate_key(key)
+        blobs = await self._store.get_credentials_named(user_id, [key])
+        if key not in blobs:
+            raise CredentialNotFound(f"credential {describe(key)} not found")
+        return await self._envelope.open(user_id, key, blobs[key])
+
+    async def values(self, user_id: str, keys: Iterable[str]) -> tuple[dict[str, str], list[str]]:
+        """Decrypted values of those `keys` that exist, and the sorted names of the others."""
+        wanted = list(dict.fromkeys(keys))
+        for key in wanted:
+            validate_key(key)
+        blobs = await self._store.get_credentials_named(user_id, wanted)
+        values = await self._open_all(user_id, blobs)
+        return values, sorted(k for k in wanted if k not in values)
+
+    async def replace_all(
+        self, caller: str, user_id: str, credentials: Mapping[str, str]
+    ) -> dict[str, str]:
+        """Make the map exactly `credentials` (atomically); the map as stored."""
+        validate_user_id(user_id)
+        valid_names = sorted(k for k in credentials if KEY_PATTERN.fullmatch(k))
+        record = audit_record(caller, user_id, "credentials.replace", valid_names)
+        async with audit_failures(self._store, record):
+            validate_credentials(credentials)
+            blobs = {
+                key: await self._envelope.seal(user_id, key, value)
+                for key, value in sorted(credentials.items())
+            }
+            await self._store.replace_credentials(user_id, blobs, audit=record)
+        return dict(sorted(credentials.items()))
+
+    async def put(self, caller: str, user_id: str, key: str, value: str) -> None:
+        """Create or update one pair."""
+        validate_user_id(user_id)
+        names = [key] if KEY_PATTERN.fullmatch(key) else []
+        record = audit_record(caller, user_id, "credentials.put", names)
+        async with audit_failures(self._store, record):
+            validate_key(key)
+            validate_value(key, value)
+            blob = await self._envelope.seal(user_id, key, value)
+            await self._store.put_credential(user_id, key, blob, audit=record)
+
+    async def delete(self, caller: str, user_id: str, key: str) -> None:
+        """Delete one pair; CredentialNotFound if absent."""
+        validate_user_id(user_id)
+        names = [key] if KEY_PATTERN.fullmatch(key) else []
+        record = audit_record(caller, user_id, "credentials.delete", names)
+        async with audit_failures(self._store, record):
+            validate_key(key)
+            if not await self._store.delete_credential(user_id, key, audit=record):
+                raise CredentialNotFound(f"credential {describe(key)} not found")
+
+    async def delete_all(self, caller: str, user_id: str) -> int:
+        """Delete the whole map; how many pairs were deleted."""
+        validate_user_id(user_id)
+        record = audit_record(caller, user_id, "credentials.delete_all")
+        return await self._store.delete_credentials(user_id, audit=record)

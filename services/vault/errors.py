@@ -1,0 +1,56 @@
+"""Errors the vault raises.
+
+    AicredsError (services.common.errors)     gRPC status          reason (REST error code)
+    ├── InvalidArgument                       INVALID_ARGUMENT     invalid_argument
+    ├── NotFound
+    │   ├── CredentialNotFound                NOT_FOUND            credential_not_found
+    │   ├── ProviderNotFound                  NOT_FOUND            provider_not_found
+    │   └── ModelNotFound                     NOT_FOUND            model_not_found
+    ├── AlreadyExists
+    │   └── ProviderExists                    ALREADY_EXISTS       provider_exists
+    └── Internal
+        ├── DecryptionFailed                  INTERNAL             decryption_failed
+        └── UnknownMasterKey                  INTERNAL             unknown_master_key
+
+    StartupRefused (plain Exception)          the process exits with its message
+
+Messages are public (sent to callers, logged): they may name a user, a credential key, a
+provider or a master key id, never a value, a token or key material. `StartupRefused` is for the
+operator and says what to do.
+"""
+
+from __future__ import annotations
+
+from services.common.errors import AlreadyExists, Internal, NotFound
+
+
+class CredentialNotFound(NotFound):
+    reason = "credential_not_found"
+
+
+class ProviderNotFound(NotFound):
+    reason = "provider_not_found"
+
+
+class ModelNotFound(NotFound):
+    reason = "model_not_found"
+
+
+class ProviderExists(AlreadyExists):
+    reason = "provider_exists"
+
+
+class DecryptionFailed(Internal):
+    """A stored blob is corrupt, truncated, of an unknown version, or not for this place."""
+
+    reason = "decryption_failed"
+
+
+class UnknownMasterKey(Internal):
+    """A stored blob names a master key that the keyring file does not hold."""
+
+    reason = "unknown_master_key"
+
+
+class StartupRefused(Exception):
+    """The vault cannot start with this configuration; the message tells the operator why."""

@@ -1,0 +1,42 @@
+"""Which caller right each vault RPC needs (SPEC 4.2). Methods not listed are refused.
+
+To add a service: add its methods here with the right they need, and register its servicer in
+`server.register_services`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from services.common.callers import Right
+
+CREDENTIAL_SERVICE = "aicreds.vault.v1.CredentialService"
+PROVIDER_SERVICE = "aicreds.vault.v1.ProviderService"
+
+
+def _methods(service: str, right: Right, *names: str) -> dict[str, Right]:
+    return {f"/{service}/{name}": right for name in names}
+
+
+REQUIRED_RIGHTS: Mapping[str, Right] = {
+    **_methods(
+        CREDENTIAL_SERVICE,
+        Right.MANAGE,
+        "GetCredentials",
+        "ReplaceCredentials",
+        "GetCredential",
+        "PutCredential",
+        "DeleteCredential",
+        "DeleteCredentials",
+    ),
+    **_methods(CREDENTIAL_SERVICE, Right.RESOLVE, "Resolve"),
+    **_methods(
+        PROVIDER_SERVICE,
+        Right.MANAGE,
+        "CreateProvider",
+        "GetProvider",
+        "ListProviders",
+        "UpdateProvider",
+        "DeleteProvider",
+    ),
+}

@@ -1,0 +1,141 @@
+"""The vault process: wiring of keyring, store, domain and servicers; `aicreds-vault`.
+
+`start_vault(settings)` is used by `main` and by tests alike: it refuses bad configuration with
+`StartupRefused`, opens and migrates the database, verifies the master keys against it and starts
+the gRPC server (health, reflection, caller auth, access log, optional TLS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from dataclasses import dataclass
+
+import grpc.aio
+from aicreds.vault.v1 import credentials_pb2_grpc
+
+from services.common.callers import CallerRegistry
+from services.common.grpc_handlers import build_interceptors
+from services.common.grpc_server import RunningServer, run_until_signal, start_server
+from services.common.logging import configure_logging
+from services.vault.config import VaultSettings
+from services.vault.credentials import CredentialMaps
+from services.vault.envelope import Envelope
+from services.vault.errors import StartupRefused
+from services.vault.keyring import KeyringSource, load_or_generate
+from services.vault.resolve import Resolver
+from services.vault.rights import CREDENTIAL_SERVICE, REQUIRED_RIGHTS
+from services.vault.servicers.credentials import CredentialServicer
+from services.vault.store.sqlite import SqliteVaultStore
+
+_log = logging.getLogger("aicreds.vault")
+
+
+@dataclass
+class RunningVault:
+    """A started vault: its server, its store and its domain objects."""
+
+    settings: VaultSettings
+    server: RunningServer
+    store: SqliteVaultStore
+    envelope: Envelope
+    credentials: CredentialMaps
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Drain (health NOT_SERVING), stop serving, then close the database."""
+        try:
+            await self.server.stop(grace)
+        finally:
+            await self.store.close()
+
+
+def load_callers(settings: VaultSettings) -> CallerRegistry:
+    try:
+        return CallerRegistry.load(settings.callers_file)
+    except ValueError as err:
+        raise StartupRefused(
+            f"{err} (VAULT_CALLERS_FILE: a JSON file of callers with token digests and rights)"
+        ) from None
+
+
+def register_services(
+    server: grpc.aio.Server, credentials: CredentialMaps, resolver: Resolver
+) -> None:
+    credentials_pb2_grpc.add_CredentialServiceServicer_to_server(
+        CredentialServicer(credentials, resolver), server
+    )
+
+
+async def start_vault(settings: VaultSettings) -> RunningVault:
+    """Start a vault as configured; StartupRefused says what to fix."""
+    callers = load_callers(settings)
+    keyring = KeyringSource(
+        settings.keyring_file,
+        load_or_generate(settings.keyring_file, generate_dev_key=settings.generate_dev_key),
+    )
+    store = await SqliteVaultStore.open(settings.database)
+    try:
+        envelope = Envelope(store, keyring)
+        await envelope.verify_master_keys()
+        credentials = CredentialMaps(store, envelope)
+        resolver = Resolver(credentials, store)
+        server = await start_server(
+            listen=settings.listen,
+            register=lambda s: register_services(s, credentials, resolver),
+            service_names=[CREDENTIAL_SERVICE],
+            interceptors=build_interceptors(
+                service="vault", callers=callers, required_rights=REQUIRED_RIGHTS
+            ),
+            tls=settings.tls,
+        )
+    except BaseException:
+        await store.close()
+        raise
+    _log.info(
+        "vault serving",
+        extra={
+            "fields": {
+                "listen": settings.listen,
+                "port": server.port,
+                "database": str(settings.database),
+                "tls": settings.tls is not None,
+                "master_keys": keyring.current.key_ids,
+                "primary_master_key": keyring.current.primary_id,
+            }
+        },
+    )
+    return RunningVault(settings, server, store, envelope, credentials)
+
+
+async def serve(settings: VaultSettings) -> None:
+    running = await start_vault(settings)
+    try:
+        await run_until_signal(running.server)
+    finally:
+        await running.store.close()
+
+
+def main() -> None:
+    """`aicreds-vault`: run the vault until SIGTERM/SIGINT."""
+    try:
+        settings = VaultSettings.from_env(os.environ)
+    except ValueError as err:
+        sys.exit(f"aicreds-vault: {err}")
+    configure_logging("vault", settings.log_level)
+    try:
+        asyncio.run(serve(settings))
+    except StartupRefused as err:
+        _log.critical("vault refused to start", extra={"fields": {"problem": str(err)}})
+        sys.exit(f"aicreds-vault: refusing to start: {err}")
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

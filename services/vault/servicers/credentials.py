@@ -1,0 +1,69 @@
+"""CredentialService over gRPC."""
+
+from __future__ import annotations
+
+import grpc.aio
+from aicreds.vault.v1 import credentials_pb2 as pb
+from aicreds.vault.v1 import credentials_pb2_grpc
+
+from services.common.errors import InvalidArgument
+from services.vault.credentials import CredentialMaps
+from services.vault.resolve import Resolver
+from services.vault.servicers import caller_name
+
+
+class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
+    def __init__(self, credentials: CredentialMaps, resolver: Resolver) -> None:
+        self._credentials = credentials
+        self._resolver = resolver
+
+    async def GetCredentials(
+        self, request: pb.GetCredentialsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetCredentialsResponse:
+        credentials = await self._credentials.get_all(request.user_id)
+        return pb.GetCredentialsResponse(credentials=credentials)
+
+    async def ReplaceCredentials(
+        self, request: pb.ReplaceCredentialsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReplaceCredentialsResponse:
+        stored = await self._credentials.replace_all(
+            caller_name(), request.user_id, dict(request.credentials)
+        )
+        return pb.ReplaceCredentialsResponse(credentials=stored)
+
+    async def GetCredential(
+        self, request: pb.GetCredentialRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetCredentialResponse:
+        value = await self._credentials.get(request.user_id, request.key)
+        return pb.GetCredentialResponse(key=request.key, value=value)
+
+    async def PutCredential(
+        self, request: pb.PutCredentialRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PutCredentialResponse:
+        await self._credentials.put(caller_name(), request.user_id, request.key, request.value)
+        return pb.PutCredentialResponse(key=request.key, value=request.value)
+
+    async def DeleteCredential(
+        self, request: pb.DeleteCredentialRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteCredentialResponse:
+        await self._credentials.delete(caller_name(), request.user_id, request.key)
+        return pb.DeleteCredentialResponse(key=request.key)
+
+    async def DeleteCredentials(
+        self, request: pb.DeleteCredentialsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteCredentialsResponse:
+        deleted = await self._credentials.delete_all(caller_name(), request.user_id)
+        return pb.DeleteCredentialsResponse(deleted=deleted)
+
+    async def Resolve(
+        self, request: pb.ResolveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResolveResponse:
+        target = request.WhichOneof("target")
+        if target == "keys":
+            resolution = await self._resolver.resolve_keys(
+                caller_name(), request.user_id, list(request.keys.keys)
+            )
+            return pb.ResolveResponse(
+                values=resolution.values, missing_keys=resolution.missing_keys
+            )
+        raise InvalidArgument("resolve needs one of keys, provider_name or model")

@@ -1,0 +1,125 @@
+"""The vault's storage interface: what the domain layer needs from a database, and no more.
+
+Every backend (SQLite today, PostgreSQL later) implements `VaultStore` and passes the same
+tests. The store holds only ciphertext for secrets: credential values and provider headers
+arrive sealed, data keys arrive wrapped. It never decrypts.
+
+Writes that change state take an `AuditRecord` and append it in the same transaction, only when
+the change happens (so no acknowledged change lacks its audit row); a request that fails is
+audited separately through `append_audit`.
+
+Adding a concern (API tokens, sessions, audit reading): define its own Protocol here or in a
+sibling module, add its tables as a new migration at the end of `migrations.MIGRATIONS`, and
+implement it on the backend with the database helpers in `sqlite_db` — no existing method
+changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class WrappedDataKey:
+    """A user's data key (DEK), sealed under the master key `kek_id`."""
+
+    user_id: str
+    dek_id: str
+    kek_id: str
+    blob: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ProviderRecord:
+    """A stored provider: plain configuration plus its headers sealed under the user's DEK."""
+
+    user_id: str
+    name: str
+    kind: str
+    base_url: str
+    models: tuple[str, ...]
+    on_missing_credential: str
+    headers_blob: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One audited action: names only, never values (SPEC 4.5)."""
+
+    time: datetime
+    caller: str
+    user_id: str
+    action: str
+    keys: tuple[str, ...]
+    outcome: str
+
+
+class DataKeyStore(Protocol):
+    async def get_data_key(self, user_id: str) -> WrappedDataKey | None:
+        """The user's wrapped data key, if any."""
+
+    async def add_data_key(self, key: WrappedDataKey) -> WrappedDataKey:
+        """Store a first data key for its user; if one exists already, keep and return that."""
+
+    async def master_key_ids_in_use(self) -> set[str]:
+        """Ids of the master keys that wrap at least one data key."""
+
+    async def get_master_key_checks(self) -> dict[str, bytes]:
+        """Master key id -> a known blob sealed with it, to detect a wrong key at start."""
+
+    async def add_master_key_check(self, kek_id: str, blob: bytes) -> None:
+        """Record a check blob for a master key that has none (an existing one is kept)."""
+
+
+class CredentialStore(Protocol):
+    async def get_credentials(self, user_id: str) -> dict[str, bytes]:
+        """The user's whole map: key -> sealed value."""
+
+    async def get_credentials_named(self, user_id: str, keys: Sequence[str]) -> dict[str, bytes]:
+        """Sealed values of those of `keys` the user has."""
+
+    async def put_credential(
+        self, user_id: str, key: str, blob: bytes, *, audit: AuditRecord
+    ) -> None:
+        """Create or update one pair."""
+
+    async def replace_credentials(
+        self, user_id: str, blobs: Mapping[str, bytes], *, audit: AuditRecord
+    ) -> None:
+        """Make the map exactly `blobs`, in one transaction."""
+
+    async def delete_credential(self, user_id: str, key: str, *, audit: AuditRecord) -> bool:
+        """Delete one pair; False (and no audit row) if absent."""
+
+    async def delete_credentials(self, user_id: str, *, audit: AuditRecord) -> int:
+        """Delete the whole map; the number of pairs deleted."""
+
+
+class ProviderStore(Protocol):
+    async def get_provider(self, user_id: str, name: str) -> ProviderRecord | None: ...
+
+    async def list_providers(self, user_id: str) -> list[ProviderRecord]:
+        """The user's providers sorted by name."""
+
+    async def create_provider(self, record: ProviderRecord, *, audit: AuditRecord) -> bool:
+        """Insert; False (and no audit row) if the user has a provider of that name."""
+
+    async def update_provider(self, record: ProviderRecord, *, audit: AuditRecord) -> bool:
+        """Replace; False (and no audit row) if absent."""
+
+    async def delete_provider(self, user_id: str, name: str, *, audit: AuditRecord) -> bool:
+        """Delete; False (and no audit row) if absent."""
+
+
+class AuditSink(Protocol):
+    async def append_audit(self, record: AuditRecord) -> None:
+        """Append one record in its own transaction (reads and failed requests)."""
+
+
+class VaultStore(DataKeyStore, CredentialStore, ProviderStore, AuditSink, Protocol):
+    """Everything the credential and provider services need."""
+
+    async def close(self) -> None: ...

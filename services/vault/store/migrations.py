@@ -1,0 +1,58 @@
+"""Versioned schema migrations of the SQLite backend, applied in order at start.
+
+Append new migrations at the end with the next version number; never edit or reorder one that
+has shipped. Each runs in one transaction together with its row in `schema_migrations`, so a
+crash leaves either all of it or none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "credential store: data keys, credentials, master key checks, audit events",
+        (
+            """CREATE TABLE data_keys (
+                user_id    TEXT PRIMARY KEY,
+                dek_id     TEXT NOT NULL,
+                kek_id     TEXT NOT NULL,
+                wrapped    BLOB NOT NULL,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX data_keys_by_kek ON data_keys (kek_id)",
+            """CREATE TABLE credentials (
+                user_id    TEXT NOT NULL,
+                key        TEXT NOT NULL,
+                blob       BLOB NOT NULL,
+                updated_at TEXT NOT NULL,
+                UNIQUE (user_id, key)
+            )""",
+            """CREATE TABLE master_key_checks (
+                kek_id     TEXT PRIMARY KEY,
+                blob       BLOB NOT NULL,
+                created_at TEXT NOT NULL
+            )""",
+            """CREATE TABLE audit_events (
+                id      INTEGER PRIMARY KEY AUTOINCREMENT,
+                time    TEXT NOT NULL,
+                caller  TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                action  TEXT NOT NULL,
+                keys    TEXT NOT NULL,
+                outcome TEXT NOT NULL
+            )""",
+            "CREATE INDEX audit_events_by_user ON audit_events (user_id, id)",
+        ),
+    ),
+)

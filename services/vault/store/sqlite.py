@@ -1,0 +1,153 @@
+"""The SQLite implementation of `VaultStore` (the embedded default backend)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from services.vault.store import AuditRecord, ProviderRecord, WrappedDataKey
+from services.vault.store.sqlite_db import SqliteDatabase, insert_audit, utc_text
+
+
+class SqliteVaultStore:
+    """Data keys, credentials, providers and audit appends in one SQLite database."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    def __repr__(self) -> str:
+        return f"SqliteVaultStore({self.db!r})"
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteVaultStore:
+        return cls(await SqliteDatabase.open(path))
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    # -- data keys and master key checks ------------------------------------------------------
+
+    async def get_data_key(self, user_id: str) -> WrappedDataKey | None:
+        row = await self.db.fetch_one(
+            "SELECT dek_id, kek_id, wrapped FROM data_keys WHERE user_id = ?", (user_id,)
+        )
+        if row is None:
+            return None
+        return WrappedDataKey(user_id, str(row[0]), str(row[1]), bytes(row[2]))
+
+    async def add_data_key(self, key: WrappedDataKey) -> WrappedDataKey:
+        async with self.db.writing() as conn:
+            now = utc_text()
+            await conn.execute(
+                "INSERT INTO data_keys (user_id, dek_id, kek_id, wrapped, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING",
+                (key.user_id, key.dek_id, key.kek_id, key.blob, now, now),
+            )
+            async with conn.execute(
+                "SELECT dek_id, kek_id, wrapped FROM data_keys WHERE user_id = ?", (key.user_id,)
+            ) as cursor:
+                row = await cursor.fetchone()
+        assert row is not None
+        return WrappedDataKey(key.user_id, row[0], row[1], bytes(row[2]))
+
+    async def master_key_ids_in_use(self) -> set[str]:
+        rows = await self.db.fetch_all("SELECT DISTINCT kek_id FROM data_keys")
+        return {str(row[0]) for row in rows}
+
+    async def get_master_key_checks(self) -> dict[str, bytes]:
+        rows = await self.db.fetch_all("SELECT kek_id, blob FROM master_key_checks")
+        return {str(row[0]): bytes(row[1]) for row in rows}
+
+    async def add_master_key_check(self, kek_id: str, blob: bytes) -> None:
+        async with self.db.writing() as conn:
+            await conn.execute(
+                "INSERT INTO master_key_checks (kek_id, blob, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (kek_id) DO NOTHING",
+                (kek_id, blob, utc_text()),
+            )
+
+    # -- credentials --------------------------------------------------------------------------
+
+    async def get_credentials(self, user_id: str) -> dict[str, bytes]:
+        rows = await self.db.fetch_all(
+            "SELECT key, blob FROM credentials WHERE user_id = ? ORDER BY key", (user_id,)
+        )
+        return {str(row[0]): bytes(row[1]) for row in rows}
+
+    async def get_credentials_named(self, user_id: str, keys: Sequence[str]) -> dict[str, bytes]:
+        if not keys:
+            return {}
+        found: dict[str, bytes] = {}
+        # Bounded IN lists keep well under SQLite's parameter limit.
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self.db.fetch_all(
+                f"SELECT key, blob FROM credentials WHERE user_id = ? AND key IN ({marks})",
+                (user_id, *chunk),
+            )
+            found.update({str(row[0]): bytes(row[1]) for row in rows})
+        return found
+
+    async def put_credential(
+        self, user_id: str, key: str, blob: bytes, *, audit: AuditRecord
+    ) -> None:
+        async with self.db.writing() as conn:
+            await conn.execute(
+                "INSERT INTO credentials (user_id, key, blob, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (user_id, key) DO UPDATE SET blob = excluded.blob,"
+                " updated_at = excluded.updated_at",
+                (user_id, key, blob, utc_text()),
+            )
+            await insert_audit(conn, audit)
+
+    async def replace_credentials(
+        self, user_id: str, blobs: Mapping[str, bytes], *, audit: AuditRecord
+    ) -> None:
+        async with self.db.writing() as conn:
+            now = utc_text()
+            await conn.execute("DELETE FROM credentials WHERE user_id = ?", (user_id,))
+            await conn.executemany(
+                "INSERT INTO credentials (user_id, key, blob, updated_at) VALUES (?, ?, ?, ?)",
+                [(user_id, key, blob, now) for key, blob in blobs.items()],
+            )
+            await insert_audit(conn, audit)
+
+    async def delete_credential(self, user_id: str, key: str, *, audit: AuditRecord) -> bool:
+        async with self.db.writing() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM credentials WHERE user_id = ? AND key = ?", (user_id, key)
+            )
+            deleted: bool = cursor.rowcount > 0
+            await cursor.close()
+            if deleted:
+                await insert_audit(conn, audit)
+        return deleted
+
+    async def delete_credentials(self, user_id: str, *, audit: AuditRecord) -> int:
+        async with self.db.writing() as conn:
+            cursor = await conn.execute("DELETE FROM credentials WHERE user_id = ?", (user_id,))
+            deleted: int = max(cursor.rowcount, 0)
+            await cursor.close()
+            await insert_audit(conn, audit)
+        return deleted
+
+    # -- audit --------------------------------------------------------------------------------
+
+    async def append_audit(self, record: AuditRecord) -> None:
+        async with self.db.writing() as conn:
+            await insert_audit(conn, record)
+
+
+def _provider(row: Sequence[Any]) -> ProviderRecord:
+    return ProviderRecord(
+        user_id=str(row[0]),
+        name=str(row[1]),
+        kind=str(row[2]),
+        base_url=str(row[3]),
+        models=tuple(json.loads(str(row[4]))),
+        on_missing_credential=str(row[5]),
+        headers_blob=bytes(row[6]),
+    )

@@ -1,0 +1,162 @@
+"""SQLite plumbing: one writer connection, a few readers, pragmas and migrations.
+
+WAL mode lets readers run while the writer writes; `synchronous=FULL` makes every commit
+durable before it is acknowledged (SPEC 4.4). All writes go through one connection under an
+asyncio lock, each in a `BEGIN IMMEDIATE` transaction, so concurrent requests never interleave
+and never lose an update. A `busy_timeout` lets an operator command in another process write too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from services.vault.store import AuditRecord
+from services.vault.store.migrations import MIGRATIONS, Migration
+
+_BUSY_TIMEOUT_MS = 10_000
+
+
+def utc_text(moment: datetime | None = None) -> str:
+    """A UTC timestamp as stored: ISO 8601 with microseconds and `Z`."""
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    await conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+    await conn.execute("PRAGMA journal_mode = WAL")
+    await conn.execute("PRAGMA synchronous = FULL")
+    await conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+class SqliteDatabase:
+    """An open SQLite database: use `writing()` for a write transaction, `reading()` to read."""
+
+    def __init__(
+        self, path: Path, writer: aiosqlite.Connection, readers: Sequence[aiosqlite.Connection]
+    ) -> None:
+        self.path = path
+        self._writer = writer
+        self._write_lock = asyncio.Lock()
+        self._all_readers = tuple(readers)
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        for reader in readers:
+            self._readers.put_nowait(reader)
+
+    def __repr__(self) -> str:
+        return f"SqliteDatabase(path={str(self.path)!r})"
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path,
+        *,
+        readers: int = 3,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> SqliteDatabase:
+        """Open (creating, mode 0600) and migrate the database at `path`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        opened: list[aiosqlite.Connection] = []
+        try:
+            writer = await _connect(path)
+            opened.append(writer)
+            await _migrate(writer, migrations)
+            for _ in range(readers):
+                opened.append(await _connect(path))
+        except BaseException:
+            for conn in opened:
+                await conn.close()
+            raise
+        return cls(path, writer, opened[1:])
+
+    async def close(self) -> None:
+        for conn in (*self._all_readers, self._writer):
+            await conn.close()
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction: committed (durably) on exit, rolled back on any error."""
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+            except BaseException:
+                await asyncio.shield(self._writer.execute("ROLLBACK"))
+                raise
+            # Shielded: a cancelled RPC must not leave the writer inside an open transaction.
+            await asyncio.shield(self._writer.execute("COMMIT"))
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A reader connection (each statement sees a committed snapshot)."""
+        conn = await self._readers.get()
+        try:
+            yield conn
+        finally:
+            self._readers.put_nowait(conn)
+
+    async def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        async with self.reading() as conn, conn.execute(sql, params) as cursor:
+            return [tuple(row) for row in await cursor.fetchall()]
+
+    async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
+        async with self.reading() as conn, conn.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+            return tuple(row) if row is not None else None
+
+
+async def insert_audit(conn: aiosqlite.Connection, record: AuditRecord) -> None:
+    """Append an audit row inside the caller's transaction."""
+    await conn.execute(
+        "INSERT INTO audit_events (time, caller, user_id, action, keys, outcome)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            utc_text(record.time),
+            record.caller,
+            record.user_id,
+            record.action,
+            json.dumps(list(record.keys)),
+            record.outcome,
+        ),
+    )
+
+
+async def _migrate(conn: aiosqlite.Connection, migrations: Sequence[Migration]) -> None:
+    versions = [m.version for m in migrations]
+    if versions != sorted(set(versions)):
+        raise ValueError("migrations must have distinct, increasing versions")
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    for migration in migrations:
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            async with conn.execute(
+                "SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)
+            ) as cursor:
+                done = await cursor.fetchone() is not None
+            if not done:
+                for statement in migration.statements:
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, utc_text()),
+                )
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
