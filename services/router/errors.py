@@ -1,0 +1,61 @@
+"""Errors the router raises, on top of `services.common.errors`.
+
+    AicredsError (services.common.errors)
+    ├── InvalidArgument
+    │   └── BadInvokeRequest        invalid_argument     a malformed method, path, query or header
+    ├── PermissionDenied
+    │   └── EgressRefused           egress_denied        the upstream resolves to a refused address
+    ├── FailedPrecondition
+    │   └── CredentialMissing       credential_not_found a referenced key is missing and the
+    │                                                    provider says on_missing_credential=error
+    ├── Unavailable
+    │   ├── UpstreamUnavailable     upstream_unavailable connect failure or connection lost
+    │   └── VaultUnavailable        vault_unavailable    the vault did not answer
+    └── DeadlineExceeded
+        └── UpstreamTimeout         upstream_timeout     the upstream outlived the call's deadline
+
+Messages are public (sent to the caller, logged): they may name a header, a credential key, a
+host or an address, never a credential value. Errors the vault reports (provider or model not
+found, ...) are re-raised as the matching common class with the vault's message and reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from services.common.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    Unavailable,
+)
+
+
+class BadInvokeRequest(InvalidArgument):
+    reason = "invalid_argument"
+
+
+class EgressRefused(PermissionDenied):
+    reason = "egress_denied"
+
+
+class CredentialMissing(FailedPrecondition):
+    reason = "credential_not_found"
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        names = ", ".join(keys)
+        super().__init__(f"Credential not found: {names}")
+        self.keys = tuple(keys)
+
+
+class UpstreamUnavailable(Unavailable):
+    reason = "upstream_unavailable"
+
+
+class VaultUnavailable(Unavailable):
+    reason = "vault_unavailable"
+
+
+class UpstreamTimeout(DeadlineExceeded):
+    reason = "upstream_timeout"

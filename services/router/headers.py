@@ -1,0 +1,122 @@
+"""Which headers go upstream and which come back (SPEC 2.6, 3.3). Pure, no grpc.
+
+Upstream request headers are the provider's configured headers (after substitution) plus the
+client's headers that are on an allowlist and that the provider does not set itself. The
+client's own authentication (`Authorization`, `x-api-key`, cookies) is never on the list.
+Hop-by-hop headers (RFC 9110 section 7.6.1, plus any the `Connection` header names) are dropped
+in both directions; httpx computes `Host` and `Content-Length` itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from services.router.errors import BadInvokeRequest
+
+FORWARDED_CLIENT_HEADERS = frozenset(
+    {
+        "content-type",
+        "accept",
+        "anthropic-version",
+        "anthropic-beta",
+        "openai-beta",
+        "user-agent",
+        "x-request-id",
+    }
+)
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+# Set by httpx from the URL and the body; a configured value would contradict them.
+_COMPUTED = frozenset({"host", "content-length"})
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+_SENSITIVE_NAMES = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"}
+)
+_SENSITIVE_PARTS = ("key", "token", "secret", "auth", "password")
+
+
+def is_sensitive_header(name: str) -> bool:
+    """SPEC 2.3: a header whose value is a secret when it holds one literally."""
+    lowered = name.lower()
+    return lowered in _SENSITIVE_NAMES or any(part in lowered for part in _SENSITIVE_PARTS)
+
+
+def check_header(name: str, value: str) -> None:
+    """Refuse a header that cannot be sent as is (the message names the header, not the value)."""
+    if not _TOKEN.match(name):
+        raise BadInvokeRequest(f"header name {name!r} is not a valid HTTP token")
+    if _BAD_VALUE.search(value):
+        raise BadInvokeRequest(f"header {name!r} has a control character in its value")
+
+
+def _connection_named(headers: Iterable[tuple[str, str]]) -> set[str]:
+    named: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            named.update(part.strip().lower() for part in value.split(",") if part.strip())
+    return named
+
+
+def upstream_request_headers(
+    provider: Sequence[tuple[str, str]], client: Sequence[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The headers to send upstream: the provider's, then the allowed client headers it lacks.
+
+    Args:
+        provider: the provider's headers after substitution, one line per value.
+        client: the headers the caller passed in InvokeRequest.
+
+    Raises:
+        BadInvokeRequest: a header name or value that HTTP cannot carry.
+    """
+    provider_names = {name.lower() for name, _ in provider}
+    out: list[tuple[str, str]] = []
+    for name, value in provider:
+        lowered = name.lower()
+        if lowered in HOP_BY_HOP or lowered in _COMPUTED:
+            continue
+        check_header(name, value)
+        out.append((name, value))
+    for name, value in client:
+        lowered = name.lower()
+        if lowered not in FORWARDED_CLIENT_HEADERS or lowered in provider_names:
+            continue
+        check_header(name, value)
+        out.append((name, value))
+    return out
+
+
+def downstream_response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The upstream's response headers without hop-by-hop ones."""
+    lines = list(headers)
+    drop = HOP_BY_HOP | _connection_named(lines)
+    return [(name, value) for name, value in lines if name.lower() not in drop]
+
+
+def literal_secret_remains(value: str, placeholders: re.Pattern[str]) -> bool:
+    """True if a sensitive header's value holds secret text besides placeholders.
+
+    `Bearer {{credential:k}}` holds none; `Bearer sk-123` does. An auth scheme word is not a
+    secret.
+    """
+    rest = placeholders.sub(" ", value).split()
+    if rest and rest[0].lower() in {"bearer", "basic", "token", "bot", "apikey"}:
+        rest = rest[1:]
+    return bool(rest)

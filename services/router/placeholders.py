@@ -1,0 +1,133 @@
+"""The placeholder engine (SPEC 3.1-3.2): pure, no I/O, no grpc.
+
+`{{credential:KEY}}` in a header value is replaced by the user's value for KEY, in one pass,
+left to right; an inserted value is never scanned again. Text that looks like a placeholder but
+is not one (`{{credential: key}}`, `{{ credential:key }}`, `{{credential:}}`,
+`{{Credential:key}}`, a key with characters outside `A-Z a-z 0-9 _ . -` or longer than 128) is
+left exactly as it is and reported as the warning `malformed placeholder`. A key missing from
+the map leaves its placeholder unreplaced and is reported as `Credential not found: KEY`.
+
+Warnings name keys only, never values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+KEY_PATTERN = r"[A-Za-z0-9_.\-]{1,128}"
+"""A credential key (SPEC 2.2)."""
+
+PLACEHOLDER = re.compile(r"\{\{credential:(" + KEY_PATTERN + r")\}\}")
+"""A well-formed placeholder; group 1 is the key."""
+
+# At each position a well-formed placeholder is tried first; failing that, anything that opens
+# like one (`{{`, optional blanks, `credential` in any case) up to the next brace is a lookalike.
+_SCANNER = re.compile(
+    r"\{\{(?:credential:(?P<key>" + KEY_PATTERN + r")\}\}"
+    r"|(?i:\s*credential)[^{}]*(?:\}\}?)?)"
+)
+
+MALFORMED_WARNING = "malformed placeholder"
+
+
+def missing_warning(key: str) -> str:
+    """The warning for a key that is not in the user's map."""
+    return f"Credential not found: {key}"
+
+
+def render_value(key: str, value: str) -> str:
+    """The default rendering of a substituted value: the value itself."""
+    return value
+
+
+@dataclass(frozen=True)
+class Substituted:
+    """One header value after substitution."""
+
+    text: str = field(repr=False)
+    missing_keys: tuple[str, ...] = ()
+    malformed: int = 0
+    substituted_keys: tuple[str, ...] = ()
+
+
+def substitute_placeholders(
+    text: str,
+    values: Mapping[str, str],
+    render: Callable[[str, str], str] = render_value,
+) -> Substituted:
+    """Replace every well-formed placeholder whose key is in `values`.
+
+    Args:
+        text: a header value, possibly holding placeholders.
+        values: credential key -> value.
+        render: how a substituted value is written (Preview passes a masking function).
+
+    Returns:
+        The new text, the keys that were missing (in order of appearance, repeated if repeated),
+        the number of malformed lookalikes, and the keys substituted.
+    """
+    if "{{" not in text:  # the common fast path: nothing to scan
+        return Substituted(text)
+    out: list[str] = []
+    missing: list[str] = []
+    used: list[str] = []
+    malformed = 0
+    last = 0
+    for match in _SCANNER.finditer(text):
+        key = match.group("key")
+        if key is None:
+            malformed += 1
+            continue
+        if key not in values:
+            missing.append(key)
+            continue
+        out.append(text[last : match.start()])
+        out.append(render(key, values[key]))
+        used.append(key)
+        last = match.end()
+    out.append(text[last:])
+    return Substituted("".join(out), tuple(missing), malformed, tuple(used))
+
+
+def referenced_keys(texts: Iterable[str]) -> list[str]:
+    """The distinct keys that well-formed placeholders in `texts` name, in order of appearance."""
+    seen: dict[str, None] = {}
+    for text in texts:
+        for match in PLACEHOLDER.finditer(text):
+            seen.setdefault(match.group(1), None)
+    return list(seen)
+
+
+@dataclass(frozen=True)
+class SubstitutedHeaders:
+    """A provider's headers after substitution, and what the substitution noticed."""
+
+    headers: tuple[tuple[str, str], ...] = field(repr=False)
+    warnings: tuple[str, ...]
+    missing_keys: tuple[str, ...]
+
+
+def substitute_headers(
+    headers: Iterable[tuple[str, Sequence[str]]],
+    values: Mapping[str, str],
+    render: Callable[[str, str], str] = render_value,
+) -> SubstitutedHeaders:
+    """Substitute placeholders in every value of every header (names are never touched).
+
+    Warnings are de-duplicated and keep the order in which they first occurred.
+    """
+    lines: list[tuple[str, str]] = []
+    warnings: dict[str, None] = {}
+    missing: dict[str, None] = {}
+    for name, header_values in headers:
+        for value in header_values:
+            result = substitute_placeholders(value, values, render)
+            lines.append((name, result.text))
+            for key in result.missing_keys:
+                missing.setdefault(key, None)
+                warnings.setdefault(missing_warning(key), None)
+            if result.malformed:
+                warnings.setdefault(MALFORMED_WARNING, None)
+    return SubstitutedHeaders(tuple(lines), tuple(warnings), tuple(missing))

@@ -1,0 +1,70 @@
+"""Which headers go upstream and come back."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.router.errors import BadInvokeRequest
+from services.router.headers import (
+    downstream_response_headers,
+    is_sensitive_header,
+    literal_secret_remains,
+    upstream_request_headers,
+)
+from services.router.placeholders import PLACEHOLDER
+
+
+def test_client_auth_never_goes_upstream_and_provider_wins() -> None:
+    client = [
+        ("Authorization", "Bearer sk-aic-client-token"),
+        ("x-api-key", "sk-aic-client-token"),
+        ("Cookie", "session=abc"),
+        ("Content-Type", "application/json"),
+        ("Accept", "text/event-stream"),
+        ("anthropic-version", "2023-06-01"),
+        ("X-Forwarded-For", "10.0.0.1"),
+        ("User-Agent", "client/1"),
+    ]
+    provider = [("Authorization", "Bearer sk-upstream"), ("user-agent", "provider/1")]
+    assert upstream_request_headers(provider, client) == [
+        ("Authorization", "Bearer sk-upstream"),
+        ("user-agent", "provider/1"),
+        ("Content-Type", "application/json"),
+        ("Accept", "text/event-stream"),
+        ("anthropic-version", "2023-06-01"),
+    ]
+
+
+def test_hop_by_hop_and_computed_headers_are_dropped_from_provider_config() -> None:
+    provider = [("Connection", "close"), ("Host", "evil"), ("Content-Length", "1"), ("X-K", "v")]
+    assert upstream_request_headers(provider, []) == [("X-K", "v")]
+
+
+@pytest.mark.parametrize(("name", "value"), [("X-K", "a\r\nInjected: 1"), ("Bad Name", "v")])
+def test_unsendable_headers_are_refused_without_echoing_the_value(name: str, value: str) -> None:
+    with pytest.raises(BadInvokeRequest) as caught:
+        upstream_request_headers([(name, value)], [])
+    assert "Injected" not in caught.value.message
+
+
+def test_response_hop_by_hop_headers_are_dropped() -> None:
+    headers = [
+        ("Content-Type", "text/event-stream"),
+        ("Transfer-Encoding", "chunked"),
+        ("Connection", "keep-alive, X-Private"),
+        ("X-Private", "1"),
+        ("Keep-Alive", "timeout=5"),
+        ("x-request-id", "r1"),
+    ]
+    assert downstream_response_headers(headers) == [
+        ("Content-Type", "text/event-stream"),
+        ("x-request-id", "r1"),
+    ]
+
+
+def test_sensitive_names_and_literal_secrets() -> None:
+    assert is_sensitive_header("X-API-Key") and is_sensitive_header("x-goog-api-key")
+    assert not is_sensitive_header("Content-Type")
+    assert not literal_secret_remains("Bearer {{credential:k}}", PLACEHOLDER)
+    assert literal_secret_remains("Bearer sk-123", PLACEHOLDER)
+    assert literal_secret_remains("{{credential:k}} extra", PLACEHOLDER)
