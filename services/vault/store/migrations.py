@@ -55,4 +55,34 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX audit_events_by_user ON audit_events (user_id, id)",
         ),
     ),
+    Migration(
+        2,
+        "API tokens and sessions (HMAC digests only; services.vault.store.tokens)",
+        (
+            """CREATE TABLE api_tokens (
+                id           TEXT PRIMARY KEY,
+                user_id      TEXT NOT NULL,
+                name         TEXT NOT NULL,
+                prefix       TEXT NOT NULL,
+                digest       BLOB NOT NULL UNIQUE,
+                scopes       TEXT NOT NULL,
+                created_at   TEXT NOT NULL,
+                last_used_at TEXT,
+                expires_at   TEXT,
+                revoked_at   TEXT
+            )""",
+            "CREATE INDEX api_tokens_by_user ON api_tokens (user_id, created_at)",
+            """CREATE TABLE sessions (
+                id         TEXT PRIMARY KEY,
+                user_id    TEXT NOT NULL,
+                token_id   TEXT NOT NULL REFERENCES api_tokens (id),
+                digest     BLOB NOT NULL UNIQUE,
+                created_at TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                revoked_at TEXT
+            )""",
+            "CREATE INDEX sessions_by_token ON sessions (token_id)",
+            "CREATE INDEX sessions_by_expiry ON sessions (expires_at)",
+        ),
+    ),
 )

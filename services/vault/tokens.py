@@ -1,0 +1,299 @@
+"""API tokens (SPEC 2.1, 2.4): their format, scopes, keyed hashing and lifecycle.
+
+A token is `sk-aic-` followed by 32 random bytes in URL-safe base64 (43 characters). The vault
+keeps only HMAC-SHA256 of it under the keyring's pepper, so the plaintext exists once, in the
+reply to `create`. `authenticate` answers who a token belongs to or the precise reason it is
+refused (malformed, unknown, revoked, expired); it never raises for a bad token.
+
+`last_used_at` is written at most once a minute per token (`LAST_USED_RESOLUTION`): the
+conditional update is skipped when the stored time is recent, so authenticating a busy token
+costs one indexed read, not a write per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from services.common.errors import InvalidArgument, NotFound
+
+TOKEN_PREFIX = "sk-aic-"
+TOKEN_RANDOM_BYTES = 32
+DISPLAY_PREFIX_LENGTH = 8
+MAX_TOKEN_NAME = 128
+LAST_USED_RESOLUTION = 60.0
+# 32 random bytes are 43 URL-safe characters; accept longer tokens (more entropy) up to a bound.
+_TOKEN_RE = re.compile(r"sk-aic-[A-Za-z0-9_-]{43,256}")
+_TOKEN_ID_RE = re.compile(r"tok_[A-Za-z0-9_-]{1,64}")
+
+Clock = Callable[[], float]
+
+
+class Scope(StrEnum):
+    """One right a token grants, spelled as in the REST API."""
+
+    CREDENTIALS_READ = "credentials:read"
+    CREDENTIALS_WRITE = "credentials:write"
+    PROVIDERS_READ = "providers:read"
+    PROVIDERS_WRITE = "providers:write"
+    LLM_INVOKE = "llm:invoke"
+    TOKENS_MANAGE = "tokens:manage"
+
+
+ALL_SCOPES: tuple[str, ...] = tuple(s.value for s in Scope)
+
+
+def parse_scopes(raw: Iterable[str]) -> tuple[str, ...]:
+    """Validate requested scopes; empty means all. Canonical order, no duplicates.
+
+    Raises:
+        InvalidArgument: a scope is not one of `ALL_SCOPES` (the message names it).
+    """
+    requested = [s.strip() for s in raw if s.strip()]
+    for scope in requested:
+        if scope not in ALL_SCOPES:
+            shown = scope if len(scope) <= 64 else scope[:64] + "..."
+            raise InvalidArgument(f"unknown scope {shown!r}; known scopes: {', '.join(ALL_SCOPES)}")
+    if not requested:
+        return ALL_SCOPES
+    return tuple(s for s in ALL_SCOPES if s in requested)
+
+
+def new_token() -> str:
+    """A fresh API token: `sk-aic-` + 32 random bytes, URL-safe base64."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_RANDOM_BYTES)
+
+
+def new_token_id() -> str:
+    """A fresh, non-secret token identifier."""
+    return "tok_" + secrets.token_hex(8)
+
+
+def is_well_formed_token(token: str) -> bool:
+    """Whether a string is shaped like an API token (says nothing about it being valid)."""
+    return _TOKEN_RE.fullmatch(token) is not None
+
+
+def display_prefix(token: str) -> str:
+    """The first 8 characters, shown to recognise a token (`sk-aic-x`)."""
+    return token[:DISPLAY_PREFIX_LENGTH]
+
+
+def check_token_id(token_id: str) -> str:
+    if _TOKEN_ID_RE.fullmatch(token_id) is None:
+        raise NotFound("no such token", reason="token_not_found")
+    return token_id
+
+
+def parse_lifetime(text: str) -> int:
+    """A lifetime like `30d`, `12h`, `45m`, `90s`, `2w` or plain seconds, in seconds.
+
+    `0`, `never` and `none` mean no expiry (0).
+
+    Raises:
+        ValueError: the text is not such a lifetime.
+    """
+    value = text.strip().lower()
+    if value in ("never", "none", "0"):
+        return 0
+    match = re.fullmatch(r"(\d{1,9})\s*([smhdw]?)", value)
+    if match is None:
+        raise ValueError(f"invalid lifetime {text!r}: use e.g. 90s, 45m, 12h, 30d, 2w or never")
+    units = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    seconds = int(match.group(1)) * units[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"invalid lifetime {text!r}: must be positive")
+    return seconds
+
+
+class SecretHasher:
+    """HMAC-SHA256 under the server pepper; one label per kind of secret (domain separation)."""
+
+    def __init__(self, pepper: bytes) -> None:
+        if len(pepper) < 32:
+            raise ValueError("the token pepper must be at least 32 bytes")
+        self._pepper = pepper
+
+    def __repr__(self) -> str:
+        return "SecretHasher(pepper=<hidden>)"
+
+    def digest(self, label: str, secret: str) -> bytes:
+        message = label.encode("ascii") + b"\x00" + secret.encode("utf-8")
+        return hmac.new(self._pepper, message, hashlib.sha256).digest()
+
+    def token_digest(self, token: str) -> bytes:
+        return self.digest("aicreds.token.v1", token)
+
+    def session_digest(self, session: str) -> bytes:
+        return self.digest("aicreds.session.v1", session)
+
+
+class AuthFailure(StrEnum):
+    """Why a token or session was refused."""
+
+    MALFORMED = "malformed"
+    UNKNOWN = "unknown"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token without its secret. Times are Unix seconds; None when unset."""
+
+    id: str
+    user_id: str
+    name: str
+    prefix: str
+    scopes: tuple[str, ...]
+    created_at: float
+    last_used_at: float | None = None
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+    def failure_at(self, now: float) -> AuthFailure | None:
+        if self.revoked_at is not None:
+            return AuthFailure.REVOKED
+        if self.expires_at is not None and now >= self.expires_at:
+            return AuthFailure.EXPIRED
+        return None
+
+
+@dataclass(frozen=True)
+class Authentication:
+    """The answer to `authenticate`: who, or why not."""
+
+    failure: AuthFailure | None
+    user_id: str = ""
+    token_id: str = ""
+    token_prefix: str = ""
+    scopes: tuple[str, ...] = ()
+    expires_at: float | None = None
+    session_id: str = ""
+
+    @property
+    def authenticated(self) -> bool:
+        return self.failure is None
+
+    @classmethod
+    def refused(cls, failure: AuthFailure) -> Authentication:
+        return cls(failure=failure)
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """A created token: the only copy of the plaintext, and its description."""
+
+    token: str = field(repr=False)
+    info: TokenInfo
+
+
+class TokenStore(Protocol):
+    """What tokens need from storage (implemented in `services.vault.store.tokens`)."""
+
+    async def insert_token(self, info: TokenInfo, digest: bytes, *, caller: str) -> None:
+        """Store a new token (and audit `tokens.create`) in one transaction."""
+
+    async def list_tokens(self, user_id: str) -> list[TokenInfo]:
+        """A user's tokens, newest first, revoked included."""
+
+    async def revoke_token(
+        self, user_id: str, token_id: str, now: float, *, caller: str
+    ) -> TokenInfo | None:
+        """Revoke a token and its sessions (and audit); None if the user has no such token."""
+
+    async def find_token(self, digest: bytes) -> TokenInfo | None:
+        """The token with this digest, if any."""
+
+    async def get_token(self, user_id: str, token_id: str) -> TokenInfo | None:
+        """One of the user's tokens by id."""
+
+    async def touch_token(self, token_id: str, now: float, older_than: float) -> None:
+        """Set last_used_at = now where it is unset or older than `older_than`."""
+
+
+class TokenService:
+    """Create, list, revoke and authenticate API tokens."""
+
+    def __init__(self, store: TokenStore, hasher: SecretHasher, clock: Clock = time.time) -> None:
+        self._store = store
+        self._hasher = hasher
+        self._clock = clock
+
+    async def create(
+        self,
+        user_id: str,
+        *,
+        name: str,
+        scopes: Iterable[str] = (),
+        expires_in_seconds: int = 0,
+        caller: str,
+    ) -> NewToken:
+        """Issue a token. Raises InvalidArgument for a bad name, scope or lifetime."""
+        if len(name) > MAX_TOKEN_NAME:
+            raise InvalidArgument(f"token name is longer than {MAX_TOKEN_NAME} characters")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+            raise InvalidArgument("token name must not contain control characters")
+        if expires_in_seconds < 0:
+            raise InvalidArgument("expires_in_seconds must not be negative")
+        if expires_in_seconds > 100 * 365 * 86400:
+            raise InvalidArgument("expires_in_seconds is more than 100 years")
+        granted = parse_scopes(scopes)
+        now = self._clock()
+        token = new_token()
+        info = TokenInfo(
+            id=new_token_id(),
+            user_id=user_id,
+            name=name,
+            prefix=display_prefix(token),
+            scopes=granted,
+            created_at=now,
+            expires_at=now + expires_in_seconds if expires_in_seconds else None,
+        )
+        await self._store.insert_token(info, self._hasher.token_digest(token), caller=caller)
+        return NewToken(token=token, info=info)
+
+    async def list(self, user_id: str) -> list[TokenInfo]:
+        return await self._store.list_tokens(user_id)
+
+    async def revoke(self, user_id: str, token_id: str, *, caller: str) -> TokenInfo:
+        """Revoke a token and its sessions; revoking twice succeeds.
+
+        Raises:
+            NotFound: (`token_not_found`) the user has no such token.
+        """
+        check_token_id(token_id)
+        info = await self._store.revoke_token(user_id, token_id, self._clock(), caller=caller)
+        if info is None:
+            raise NotFound("no such token", reason="token_not_found")
+        return info
+
+    async def authenticate(self, token: str) -> Authentication:
+        """Who a token belongs to, or why it is refused. Never raises for a bad token."""
+        if not is_well_formed_token(token):
+            return Authentication.refused(AuthFailure.MALFORMED)
+        info = await self._store.find_token(self._hasher.token_digest(token))
+        if info is None:
+            return Authentication.refused(AuthFailure.UNKNOWN)
+        now = self._clock()
+        failure = info.failure_at(now)
+        if failure is not None:
+            # The holder may learn which token it was (for the debug header), nothing more.
+            return Authentication(failure=failure, token_id=info.id, token_prefix=info.prefix)
+        if info.last_used_at is None or now - info.last_used_at >= LAST_USED_RESOLUTION:
+            await self._store.touch_token(info.id, now, now - LAST_USED_RESOLUTION)
+        return Authentication(
+            failure=None,
+            user_id=info.user_id,
+            token_id=info.id,
+            token_prefix=info.prefix,
+            scopes=info.scopes,
+            expires_at=info.expires_at,
+        )
