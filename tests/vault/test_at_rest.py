@@ -1,0 +1,158 @@
+"""What is on disk: ciphertext only, bound to its row, audited without values."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+from aicreds.vault.v1 import credentials_pb2 as pb
+from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
+
+from tests.support.vault import VaultHandle, running_vault
+
+VALUES = {
+    "openai_api_key": "sk-proj-AT-REST-openai-4f9c2b7e1d",
+    "anthropic_api_key": "sk-ant-AT-REST-anthropic-8a1e3c",
+    "short": "tiny-AT-REST-1",
+}
+
+
+@pytest.fixture
+async def vault(tmp_path: Path) -> AsyncIterator[VaultHandle]:
+    async with running_vault(tmp_path) as handle:
+        yield handle
+
+
+def _db_files(vault: VaultHandle) -> list[Path]:
+    db = vault.settings.database
+    return [p for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists()]
+
+
+async def test_no_plaintext_value_is_in_the_database_or_its_wal(vault: VaultHandle) -> None:
+    stub = CredentialServiceStub(vault.channel("gateway"))
+    await stub.ReplaceCredentials(pb.ReplaceCredentialsRequest(user_id="alice", credentials=VALUES))
+    for key, value in VALUES.items():
+        await stub.PutCredential(pb.PutCredentialRequest(user_id="bob", key=key, value=value))
+    files = _db_files(vault)
+    assert Path(f"{vault.settings.database}-wal") in files  # WAL mode, writes not checkpointed
+    for path in files:
+        data = path.read_bytes()
+        for value in VALUES.values():
+            assert value.encode() not in data, path.name
+            assert value.encode("utf-16-le") not in data, path.name
+    # Keys (names) are stored in clear; that is what makes UNIQUE(user, key) work.
+    with sqlite3.connect(vault.settings.database) as conn:
+        keys = {row[0] for row in conn.execute("SELECT key FROM credentials")}
+    assert keys == set(VALUES)
+
+
+async def _read_code(stub: CredentialServiceStub, user: str, key: str) -> grpc.StatusCode:
+    try:
+        await stub.GetCredential(pb.GetCredentialRequest(user_id=user, key=key))
+    except grpc.aio.AioRpcError as err:
+        assert dict(err.trailing_metadata() or ())["x-error-reason"] == "decryption_failed"
+        return err.code()
+    return grpc.StatusCode.OK
+
+
+def _blob(db: Path, user: str, key: str) -> bytes:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "SELECT blob FROM credentials WHERE user_id = ? AND key = ?", (user, key)
+        ).fetchone()
+    return bytes(row[0])
+
+
+def _set_blob(db: Path, user: str, key: str, blob: bytes) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO credentials (user_id, key, blob, updated_at) VALUES (?, ?, ?, 'x')"
+            " ON CONFLICT (user_id, key) DO UPDATE SET blob = excluded.blob",
+            (user, key, blob),
+        )
+
+
+async def test_a_ciphertext_copied_to_another_row_fails_to_decrypt(vault: VaultHandle) -> None:
+    stub = CredentialServiceStub(vault.channel("gateway"))
+    db = vault.settings.database
+    await stub.ReplaceCredentials(pb.ReplaceCredentialsRequest(user_id="alice", credentials=VALUES))
+    await stub.PutCredential(
+        pb.PutCredentialRequest(user_id="bob", key="openai_api_key", value="b")
+    )
+    stolen = _blob(db, "alice", "openai_api_key")
+
+    _set_blob(db, "bob", "openai_api_key", stolen)  # another user's row, same key
+    assert await _read_code(stub, "bob", "openai_api_key") == grpc.StatusCode.INTERNAL
+    _set_blob(db, "alice", "short", stolen)  # the same user's row of another key
+    assert await _read_code(stub, "alice", "short") == grpc.StatusCode.INTERNAL
+    _set_blob(db, "alice", "new_key", stolen)  # a new row of the same user
+    assert await _read_code(stub, "alice", "new_key") == grpc.StatusCode.INTERNAL
+    # The original still opens.
+    assert await _read_code(stub, "alice", "openai_api_key") == grpc.StatusCode.OK
+
+
+async def test_a_tampered_stored_blob_fails_with_internal_and_no_value(vault: VaultHandle) -> None:
+    stub = CredentialServiceStub(vault.channel("gateway"))
+    db = vault.settings.database
+    await stub.PutCredential(
+        pb.PutCredentialRequest(
+            user_id="alice", key="openai_api_key", value=VALUES["openai_api_key"]
+        )
+    )
+    original = _blob(db, "alice", "openai_api_key")
+    for index in (0, 1, 3, 10, len(original) // 2, len(original) - 1):
+        tampered = bytearray(original)
+        tampered[index] ^= 0x04
+        _set_blob(db, "alice", "openai_api_key", bytes(tampered))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.GetCredential(pb.GetCredentialRequest(user_id="alice", key="openai_api_key"))
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+        assert dict(info.value.trailing_metadata() or ())["x-error-reason"] in {
+            "decryption_failed",
+            "unknown_master_key",
+        }
+    _set_blob(db, "alice", "openai_api_key", original[:20])
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.GetCredentials(pb.GetCredentialsRequest(user_id="alice"))
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+
+
+async def test_changes_and_resolves_are_audited_with_key_names_only(vault: VaultHandle) -> None:
+    stub = CredentialServiceStub(vault.channel("gateway"))
+    router = CredentialServiceStub(vault.channel("router"))
+    await stub.ReplaceCredentials(pb.ReplaceCredentialsRequest(user_id="alice", credentials=VALUES))
+    await stub.PutCredential(pb.PutCredentialRequest(user_id="alice", key="extra", value="sk-x-1"))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.PutCredential(
+            pb.PutCredentialRequest(user_id="alice", key="extra", value="bad\nsk-x-2")
+        )
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.DeleteCredential(pb.DeleteCredentialRequest(user_id="alice", key="absent"))
+    await stub.DeleteCredential(pb.DeleteCredentialRequest(user_id="alice", key="extra"))
+    await router.Resolve(
+        pb.ResolveRequest(user_id="alice", keys=pb.KeyNames(keys=["short", "missing"]))
+    )
+    await stub.DeleteCredentials(pb.DeleteCredentialsRequest(user_id="alice"))
+
+    with sqlite3.connect(vault.settings.database) as conn:
+        rows = conn.execute(
+            "SELECT caller, user_id, action, keys, outcome FROM audit_events ORDER BY id"
+        ).fetchall()
+    events = [(c, u, a, json.loads(k), o) for c, u, a, k, o in rows]
+    assert events == [
+        ("gateway", "alice", "credentials.replace", sorted(VALUES), "ok"),
+        ("gateway", "alice", "credentials.put", ["extra"], "ok"),
+        ("gateway", "alice", "credentials.put", ["extra"], "invalid_argument"),
+        ("gateway", "alice", "credentials.delete", ["absent"], "credential_not_found"),
+        ("gateway", "alice", "credentials.delete", ["extra"], "ok"),
+        ("router", "alice", "credentials.resolve", ["short", "missing"], "ok"),
+        ("gateway", "alice", "credentials.delete_all", [], "ok"),
+    ]
+    dump = json.dumps(rows)
+    for value in (*VALUES.values(), "sk-x-1", "sk-x-2"):
+        assert value not in dump

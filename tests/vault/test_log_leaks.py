@@ -1,0 +1,92 @@
+"""No credential value, caller token or key material reaches any log record."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import sqlite3
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+from aicreds.vault.v1 import credentials_pb2 as pb
+from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
+
+from services.common.logging import JsonFormatter
+from services.vault.keyring import Keyring
+from tests.support.vault import running_vault
+
+VALUES = {
+    "openai_api_key": "sk-proj-LEAKCHECK-openai-a1b2c3d4e5",
+    "anthropic_api_key": "sk-ant-LEAKCHECK-anthropic-f6g7h8",
+    "tiny": "LEAKCHECK-tiny",
+}
+BAD_VALUES = ["LEAKCHECK-bad\nvalue-1", "LEAKCHECK-bad\x00value-2", "LEAKCHECK-ünicode-3"]
+
+
+def _everything_logged(records: list[logging.LogRecord]) -> str:
+    formatter = JsonFormatter("vault")
+    parts = []
+    for record in records:
+        parts.append(formatter.format(record))
+        parts.append(record.getMessage())
+        parts.append(repr(record.__dict__))
+        if record.exc_info and record.exc_info[1] is not None:
+            parts.append(repr(record.exc_info[1]))
+    return "\n".join(parts)
+
+
+async def test_no_value_token_or_key_occurs_in_any_log_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    keyring = Keyring.generate()
+    async with running_vault(tmp_path, keyring=keyring) as vault:
+        stub = CredentialServiceStub(vault.channel("gateway"))
+        router = CredentialServiceStub(vault.channel("router"))
+        await stub.ReplaceCredentials(
+            pb.ReplaceCredentialsRequest(user_id="alice", credentials=VALUES)
+        )
+        for key, value in VALUES.items():
+            await stub.PutCredential(pb.PutCredentialRequest(user_id="bob", key=key, value=value))
+            await stub.GetCredential(pb.GetCredentialRequest(user_id="bob", key=key))
+        await stub.GetCredentials(pb.GetCredentialsRequest(user_id="alice"))
+        await router.Resolve(
+            pb.ResolveRequest(user_id="alice", keys=pb.KeyNames(keys=[*VALUES, "missing"]))
+        )
+        for bad in BAD_VALUES:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.PutCredential(
+                    pb.PutCredentialRequest(user_id="alice", key="openai_api_key", value=bad)
+                )
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.ReplaceCredentials(
+                    pb.ReplaceCredentialsRequest(user_id="alice", credentials={"k": bad})
+                )
+        # Forbidden and unauthenticated calls carrying values.
+        with pytest.raises(grpc.aio.AioRpcError):
+            await router.PutCredential(
+                pb.PutCredentialRequest(user_id="alice", key="k", value=VALUES["tiny"])
+            )
+        with pytest.raises(grpc.aio.AioRpcError):
+            await CredentialServiceStub(vault.channel(None)).PutCredential(
+                pb.PutCredentialRequest(user_id="alice", key="k", value=VALUES["tiny"])
+            )
+        # An internal error (a corrupted row) is logged too.
+        with sqlite3.connect(vault.settings.database) as conn:
+            conn.execute("UPDATE credentials SET blob = x'0102' WHERE user_id = 'bob'")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.GetCredentials(pb.GetCredentialsRequest(user_id="bob"))
+        tokens = [vault.token("gateway"), vault.token("router")]
+        await stub.DeleteCredentials(pb.DeleteCredentialsRequest(user_id="alice"))
+
+    logged = _everything_logged(caplog.records)
+    assert "rpc" in logged and "PutCredential" in logged  # the capture did see the vault's logs
+    secrets = [*VALUES.values(), *BAD_VALUES, *tokens]
+    secrets += [keyring.primary_key.hex(), keyring.pepper.hex()]
+    secrets += [repr(keyring.primary_key), repr(keyring.pepper)]
+    secrets += [base64.b64encode(k).decode() for k in (keyring.primary_key, keyring.pepper)]
+    for secret in secrets:
+        assert secret not in logged
+        assert secret[:16] not in logged
