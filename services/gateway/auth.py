@@ -1,0 +1,229 @@
+"""Who is calling: the client's credential, its check against the vault, and a short cache.
+
+A REST client presents one of (first match wins):
+
+1. `Authorization: Bearer <token>`   method `bearer`
+2. `x-api-key: <token>`              method `x-api-key`
+3. the session cookie                method `session`
+
+`Authenticator.authenticate` asks the vault's `Authenticate` and keeps each answer for
+`cache_ttl` seconds (never past the credential's own expiry), keyed by a SHA-256 of the secret
+so the cache holds no secret. A token revoked anywhere therefore stops working on every replica
+within `cache_ttl`; one revoked through this replica stops at once (`forget_token`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from aicreds.vault.v1 import auth_pb2
+
+SESSION_COOKIE = "aicreds_session"
+_MAX_SECRET_LEN = 512
+
+
+class AuthMethod(StrEnum):
+    BEARER = "bearer"
+    X_API_KEY = "x-api-key"
+    SESSION = "session"
+
+
+class AuthFailure(StrEnum):
+    """Why a request is not authenticated (or not allowed), as X-Debug-Auth words it."""
+
+    NO_CREDENTIALS = "no credentials sent"
+    MALFORMED_HEADER = "malformed header"
+    MALFORMED_TOKEN = "malformed token"
+    UNKNOWN = "unknown token"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    MISSING_SCOPE = "missing scope"
+    SESSION_NOT_ALLOWED = "a session cannot be used here"
+
+
+_FAILURE_BY_VAULT: Mapping[int, AuthFailure] = {
+    auth_pb2.AUTH_FAILURE_MALFORMED: AuthFailure.MALFORMED_TOKEN,
+    auth_pb2.AUTH_FAILURE_UNKNOWN: AuthFailure.UNKNOWN,
+    auth_pb2.AUTH_FAILURE_REVOKED: AuthFailure.REVOKED,
+    auth_pb2.AUTH_FAILURE_EXPIRED: AuthFailure.EXPIRED,
+}
+
+
+@dataclass(frozen=True)
+class PresentedCredential:
+    """The secret a request carries and how it carried it."""
+
+    method: AuthMethod
+    secret: str = field(repr=False)
+
+    @property
+    def cache_key(self) -> str:
+        kind = "session" if self.method is AuthMethod.SESSION else "token"
+        return hashlib.sha256(f"{kind}\0{self.secret}".encode()).hexdigest()
+
+    @property
+    def shown_prefix(self) -> str | None:
+        """The first 8 characters of a token, if it is long enough that they are not all of it."""
+        if self.method is AuthMethod.SESSION or len(self.secret) < 24:
+            return None
+        return self.secret[:8]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated client: a user acting through one token (or a session made from it)."""
+
+    user_id: str
+    token_id: str
+    token_prefix: str
+    scopes: frozenset[str]
+    method: AuthMethod
+    session_id: str = ""
+    expires_at: float | None = None
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """Either a principal or the reason there is none."""
+
+    principal: Principal | None
+    failure: AuthFailure | None
+    presented: PresentedCredential | None
+
+
+def extract_credential(
+    headers: Mapping[str, str], cookies: Mapping[str, str]
+) -> PresentedCredential | AuthFailure:
+    """The credential a request presents, or why it presents none usable."""
+    authorization = headers.get("authorization")
+    if authorization is not None:
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not _plausible(token):
+            return AuthFailure.MALFORMED_HEADER
+        return PresentedCredential(AuthMethod.BEARER, token)
+    api_key = headers.get("x-api-key")
+    if api_key is not None:
+        api_key = api_key.strip()
+        if not _plausible(api_key):
+            return AuthFailure.MALFORMED_HEADER
+        return PresentedCredential(AuthMethod.X_API_KEY, api_key)
+    session = cookies.get(SESSION_COOKIE)
+    if session:
+        if not _plausible(session):
+            return AuthFailure.MALFORMED_HEADER
+        return PresentedCredential(AuthMethod.SESSION, session)
+    return AuthFailure.NO_CREDENTIALS
+
+
+def _plausible(secret: str) -> bool:
+    return 0 < len(secret) <= _MAX_SECRET_LEN and all(" " < ch < "\x7f" for ch in secret)
+
+
+class VaultAuthenticate(Protocol):
+    async def authenticate(
+        self, *, token: str | None = None, session: str | None = None
+    ) -> auth_pb2.AuthenticateResponse: ...
+
+
+@dataclass
+class _Entry:
+    result: AuthResult
+    valid_until: float
+
+
+class Authenticator:
+    """Checks presented credentials against the vault, remembering answers for a few seconds."""
+
+    def __init__(
+        self,
+        vault: VaultAuthenticate,
+        *,
+        cache_ttl: float,
+        clock: Callable[[], float] = time.time,
+        max_entries: int = 50_000,
+    ) -> None:
+        self._vault = vault
+        self._ttl = cache_ttl
+        self._clock = clock
+        self._max_entries = max_entries
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"Authenticator(cache_ttl={self._ttl}, entries={len(self._cache)})"
+
+    def known_good(self, presented: PresentedCredential) -> bool:
+        """Whether this credential authenticated recently (so it is not a guess)."""
+        entry = self._cache.get(presented.cache_key)
+        return (
+            entry is not None
+            and entry.result.principal is not None
+            and entry.valid_until > self._clock()
+        )
+
+    async def authenticate(self, presented: PresentedCredential) -> AuthResult:
+        """The vault's verdict on `presented`; raises `ApiError` if the vault cannot answer."""
+        now = self._clock()
+        key = presented.cache_key
+        entry = self._cache.get(key)
+        if entry is not None and entry.valid_until > now:
+            self._cache.move_to_end(key)
+            return entry.result
+        if presented.method is AuthMethod.SESSION:
+            reply = await self._vault.authenticate(session=presented.secret)
+        else:
+            reply = await self._vault.authenticate(token=presented.secret)
+        result = self._result(presented, reply)
+        valid_until = now + self._ttl
+        if result.principal is not None and result.principal.expires_at is not None:
+            valid_until = min(valid_until, result.principal.expires_at)
+        if self._ttl > 0:
+            self._cache[key] = _Entry(result, valid_until)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._max_entries:
+                self._cache.popitem(last=False)
+        return result
+
+    def forget_token(self, token_id: str) -> None:
+        """Drop every cached answer for a token (and its sessions), e.g. after revoking it."""
+        stale = [
+            key
+            for key, entry in self._cache.items()
+            if entry.result.principal is not None and entry.result.principal.token_id == token_id
+        ]
+        for key in stale:
+            del self._cache[key]
+
+    def forget_session(self, session: str) -> None:
+        """Drop the cached answer for a session secret, e.g. after logging it out."""
+        self._cache.pop(PresentedCredential(AuthMethod.SESSION, session).cache_key, None)
+
+    @staticmethod
+    def _result(presented: PresentedCredential, reply: auth_pb2.AuthenticateResponse) -> AuthResult:
+        if not reply.authenticated:
+            failure = _FAILURE_BY_VAULT.get(reply.failure, AuthFailure.UNKNOWN)
+            return AuthResult(None, failure, presented)
+        expires_at = (
+            reply.expires_at.seconds + reply.expires_at.nanos / 1e9
+            if reply.HasField("expires_at")
+            else None
+        )
+        principal = Principal(
+            user_id=reply.user_id,
+            token_id=reply.token_id,
+            token_prefix=reply.token_prefix[:8],
+            scopes=frozenset(reply.scopes),
+            method=presented.method,
+            session_id=reply.session_id,
+            expires_at=expires_at,
+        )
+        return AuthResult(principal, None, presented)

@@ -1,0 +1,214 @@
+"""Persistent gRPC channels to the vault and the router, with a deadline on every call.
+
+A `Backend` owns one channel (opened at application start, closed at shutdown), sends the
+request id as `x-request-id`, and turns every failed call into an `ApiError` through the one
+table in `errors.py`. `VaultClient` adds typed methods for the RPCs the REST API needs;
+`RouterClient` exposes the router stub for the model endpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from aicreds.router.v1 import router_pb2_grpc
+from aicreds.vault.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    credentials_pb2,
+    credentials_pb2_grpc,
+    providers_pb2,
+    providers_pb2_grpc,
+)
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.callers import read_secret_file
+from services.common.grpc_server import ClientTls, open_channel
+from services.gateway.errors import from_rpc_error
+from services.gateway.observability import current_request_id
+
+Reply = TypeVar("Reply")
+
+
+class Backend:
+    """One gRPC backend: its channel, deadline and error translation."""
+
+    name = "backend"
+
+    def __init__(
+        self, target: str, token_file: Path, tls: ClientTls | None, timeout: float
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._token_file = token_file
+        self._tls = tls
+        self._channel: grpc.aio.Channel | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(target={self.target!r})"
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            raise RuntimeError(f"{self.name} channel is not open")
+        return self._channel
+
+    async def open(self) -> None:
+        """Read the caller token and open the channel (lazily connecting)."""
+        token = read_secret_file(self._token_file)
+        self._channel = open_channel(self.target, token, self._tls)
+        self._bind(self._channel)
+
+    def _bind(self, channel: grpc.aio.Channel) -> None:
+        """Create the stubs; subclasses override."""
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        request_id = current_request_id()
+        return (("x-request-id", request_id),) if request_id else ()
+
+    async def call(self, rpc: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
+        """Make one unary call with the deadline; a failure raises the mapped `ApiError`."""
+        try:
+            return await rpc(request, timeout=self.timeout, metadata=self.metadata())
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err, self.name) from None
+
+    async def is_serving(self, timeout: float = 1.0) -> bool:
+        """Whether the backend answers `grpc.health.v1` with SERVING within `timeout`."""
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+class VaultClient(Backend):
+    """The vault RPCs the REST API uses, typed."""
+
+    name = "vault"
+
+    def _bind(self, channel: grpc.aio.Channel) -> None:
+        self._credentials = credentials_pb2_grpc.CredentialServiceStub(channel)
+        self._providers = providers_pb2_grpc.ProviderServiceStub(channel)
+        self._auth = auth_pb2_grpc.AuthServiceStub(channel)
+
+    # Credentials (SPEC 2.2)
+
+    async def get_credentials(self, user_id: str) -> dict[str, str]:
+        request = credentials_pb2.GetCredentialsRequest(user_id=user_id)
+        reply = await self.call(self._credentials.GetCredentials, request)
+        return dict(reply.credentials)
+
+    async def replace_credentials(
+        self, user_id: str, credentials: Mapping[str, str]
+    ) -> dict[str, str]:
+        request = credentials_pb2.ReplaceCredentialsRequest(
+            user_id=user_id, credentials=dict(credentials)
+        )
+        reply = await self.call(self._credentials.ReplaceCredentials, request)
+        return dict(reply.credentials)
+
+    async def delete_credentials(self, user_id: str) -> int:
+        request = credentials_pb2.DeleteCredentialsRequest(user_id=user_id)
+        reply = await self.call(self._credentials.DeleteCredentials, request)
+        return int(reply.deleted)
+
+    async def get_credential(self, user_id: str, key: str) -> str:
+        request = credentials_pb2.GetCredentialRequest(user_id=user_id, key=key)
+        reply = await self.call(self._credentials.GetCredential, request)
+        return str(reply.value)
+
+    async def put_credential(self, user_id: str, key: str, value: str) -> str:
+        request = credentials_pb2.PutCredentialRequest(user_id=user_id, key=key, value=value)
+        reply = await self.call(self._credentials.PutCredential, request)
+        return str(reply.value)
+
+    async def delete_credential(self, user_id: str, key: str) -> None:
+        request = credentials_pb2.DeleteCredentialRequest(user_id=user_id, key=key)
+        await self.call(self._credentials.DeleteCredential, request)
+
+    # Providers (SPEC 2.3)
+
+    async def list_providers(self, user_id: str) -> list[providers_pb2.Provider]:
+        request = providers_pb2.ListProvidersRequest(user_id=user_id)
+        reply = await self.call(self._providers.ListProviders, request)
+        return list(reply.providers)
+
+    async def get_provider(self, user_id: str, name: str) -> providers_pb2.ProviderResponse:
+        request = providers_pb2.GetProviderRequest(user_id=user_id, name=name)
+        return await self.call(self._providers.GetProvider, request)
+
+    async def create_provider(
+        self, user_id: str, provider: providers_pb2.Provider
+    ) -> providers_pb2.ProviderResponse:
+        request = providers_pb2.CreateProviderRequest(user_id=user_id, provider=provider)
+        return await self.call(self._providers.CreateProvider, request)
+
+    async def update_provider(
+        self, user_id: str, provider: providers_pb2.Provider
+    ) -> providers_pb2.ProviderResponse:
+        request = providers_pb2.UpdateProviderRequest(user_id=user_id, provider=provider)
+        return await self.call(self._providers.UpdateProvider, request)
+
+    async def delete_provider(self, user_id: str, name: str) -> None:
+        request = providers_pb2.DeleteProviderRequest(user_id=user_id, name=name)
+        await self.call(self._providers.DeleteProvider, request)
+
+    # Tokens and sessions (SPEC 2.4, 2.5)
+
+    async def create_token(
+        self, user_id: str, name: str, scopes: list[str], expires_in: int
+    ) -> auth_pb2.CreateTokenResponse:
+        request = auth_pb2.CreateTokenRequest(
+            user_id=user_id, name=name, scopes=scopes, expires_in_seconds=expires_in
+        )
+        return await self.call(self._auth.CreateToken, request)
+
+    async def list_tokens(self, user_id: str) -> list[auth_pb2.TokenInfo]:
+        request = auth_pb2.ListTokensRequest(user_id=user_id)
+        reply = await self.call(self._auth.ListTokens, request)
+        return list(reply.tokens)
+
+    async def revoke_token(self, user_id: str, token_id: str) -> auth_pb2.TokenInfo:
+        request = auth_pb2.RevokeTokenRequest(user_id=user_id, token_id=token_id)
+        return await self.call(self._auth.RevokeToken, request)
+
+    async def create_session(
+        self, user_id: str, token_id: str, ttl_seconds: int
+    ) -> auth_pb2.CreateSessionResponse:
+        request = auth_pb2.CreateSessionRequest(
+            user_id=user_id, token_id=token_id, ttl_seconds=ttl_seconds
+        )
+        return await self.call(self._auth.CreateSession, request)
+
+    async def revoke_session(self, user_id: str, session: str) -> bool:
+        request = auth_pb2.RevokeSessionRequest(user_id=user_id, session=session)
+        reply = await self.call(self._auth.RevokeSession, request)
+        return bool(reply.revoked)
+
+    async def authenticate(
+        self, *, token: str | None = None, session: str | None = None
+    ) -> auth_pb2.AuthenticateResponse:
+        if session is not None:
+            request = auth_pb2.AuthenticateRequest(session=session)
+        else:
+            request = auth_pb2.AuthenticateRequest(token=token or "")
+        return await self.call(self._auth.Authenticate, request)
+
+
+class RouterClient(Backend):
+    """The router: `stub` is `RouterServiceStub`; calls should use `timeout` as deadline."""
+
+    name = "router"
+
+    def _bind(self, channel: grpc.aio.Channel) -> None:
+        self.stub = router_pb2_grpc.RouterServiceStub(channel)

@@ -1,0 +1,199 @@
+"""`/api/v2/users/me/ai-providers` (SPEC 2.3): the user's AI provider configurations.
+
+The vault masks sensitive header values in every reply and reports literal secrets as
+`warnings`; this module converts between the REST JSON and the protobuf messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aicreds.vault.v1 import providers_pb2
+
+from services.gateway.errors import invalid_argument
+from services.gateway.rest import ApiCall, Endpoint, Reply
+from services.gateway.schemas import PROVIDER_NAME, envelope, obj, ref
+from services.gateway.validation import optional_string, require_object, string_list
+
+BASE = "/api/v2/users/me/ai-providers"
+READ = "providers:read"
+WRITE = "providers:write"
+
+KIND_BY_NAME: Mapping[str, int] = {
+    "openai": providers_pb2.PROVIDER_KIND_OPENAI,
+    "anthropic": providers_pb2.PROVIDER_KIND_ANTHROPIC,
+    "custom": providers_pb2.PROVIDER_KIND_CUSTOM,
+}
+NAME_BY_KIND: Mapping[int, str] = {value: key for key, value in KIND_BY_NAME.items()}
+ON_MISSING_BY_NAME: Mapping[str, int] = {
+    "warn": providers_pb2.ON_MISSING_CREDENTIAL_WARN,
+    "error": providers_pb2.ON_MISSING_CREDENTIAL_ERROR,
+}
+NAME_BY_ON_MISSING: Mapping[int, str] = {
+    providers_pb2.ON_MISSING_CREDENTIAL_UNSPECIFIED: "warn",
+    providers_pb2.ON_MISSING_CREDENTIAL_WARN: "warn",
+    providers_pb2.ON_MISSING_CREDENTIAL_ERROR: "error",
+}
+
+
+def provider_json(provider: providers_pb2.Provider) -> dict[str, Any]:
+    """A (masked) provider as REST JSON."""
+    return {
+        "name": provider.name,
+        "kind": NAME_BY_KIND.get(provider.kind, "custom"),
+        "base_url": provider.base_url,
+        "headers": {name: list(values.values) for name, values in sorted(provider.headers.items())},
+        "models": list(provider.models),
+        "on_missing_credential": NAME_BY_ON_MISSING.get(provider.on_missing_credential, "warn"),
+    }
+
+
+def parse_provider(body: object, *, name: str | None = None) -> providers_pb2.Provider:
+    """A provider from REST JSON; `name` (from the path) must match the body's if both exist."""
+    data = require_object(body)
+    unknown = sorted(
+        set(data) - {"name", "kind", "base_url", "headers", "models", "on_missing_credential"}
+    )
+    if unknown:
+        raise invalid_argument(f"unknown field {unknown[0][:64]!r}")
+    body_name = optional_string(data, "name", max_len=64)
+    if name is not None and body_name is not None and body_name != name:
+        raise invalid_argument("'name' in the body differs from the name in the path")
+    final_name = name if name is not None else body_name
+    if not final_name:
+        raise invalid_argument("missing field 'name'")
+    kind = optional_string(data, "kind")
+    if kind is None:
+        raise invalid_argument("missing field 'kind'")
+    if kind not in KIND_BY_NAME:
+        raise invalid_argument("'kind' must be one of openai, anthropic, custom")
+    base_url = optional_string(data, "base_url", max_len=2048)
+    if base_url is None:
+        raise invalid_argument("missing field 'base_url'")
+    if not base_url.lower().startswith(("http://", "https://")):
+        raise invalid_argument("'base_url' must be an http or https URL")
+    on_missing = optional_string(data, "on_missing_credential") or "warn"
+    if on_missing not in ON_MISSING_BY_NAME:
+        raise invalid_argument("'on_missing_credential' must be warn or error")
+    return providers_pb2.Provider(
+        name=final_name,
+        kind=KIND_BY_NAME[kind],  # type: ignore[arg-type]
+        base_url=base_url,
+        headers={
+            header: providers_pb2.HeaderValues(values=values)
+            for header, values in _headers(data).items()
+        },
+        models=string_list(data, "models"),
+        on_missing_credential=ON_MISSING_BY_NAME[on_missing],  # type: ignore[arg-type]
+    )
+
+
+def _headers(data: Mapping[str, Any]) -> dict[str, list[str]]:
+    raw = data.get("headers")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise invalid_argument("'headers' must be an object of header name -> list of values")
+    headers: dict[str, list[str]] = {}
+    for header, values in raw.items():
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            shown = "".join(ch if " " < ch < "\x7f" else "?" for ch in str(header)[:64])
+            raise invalid_argument(f"header {shown!r} must map to a list of strings")
+        headers[header] = values
+    return headers
+
+
+def _reply(reply: providers_pb2.ProviderResponse, status: int = 200) -> Reply:
+    return Reply(
+        {"provider": provider_json(reply.provider), "warnings": list(reply.warnings)},
+        status=status,
+    )
+
+
+async def list_providers(call: ApiCall) -> Reply:
+    providers = await call.gateway.vault.list_providers(call.user_id)
+    return Reply({"providers": [provider_json(p) for p in providers]})
+
+
+async def create_provider(call: ApiCall) -> Reply:
+    provider = parse_provider(await call.json())
+    return _reply(await call.gateway.vault.create_provider(call.user_id, provider), 201)
+
+
+async def get_provider(call: ApiCall) -> Reply:
+    return _reply(await call.gateway.vault.get_provider(call.user_id, call.path_param("name")))
+
+
+async def update_provider(call: ApiCall) -> Reply:
+    provider = parse_provider(await call.json(), name=call.path_param("name"))
+    return _reply(await call.gateway.vault.update_provider(call.user_id, provider))
+
+
+async def delete_provider(call: ApiCall) -> Reply:
+    name = call.path_param("name")
+    await call.gateway.vault.delete_provider(call.user_id, name)
+    return Reply({"name": name})
+
+
+_NAME = {"name": PROVIDER_NAME}
+_ONE = envelope(ref("ProviderReply"))
+_NOT_FOUND = {404: "provider_not_found"}
+
+ENDPOINTS = [
+    Endpoint(
+        "GET",
+        BASE,
+        list_providers,
+        "List providers",
+        "providers",
+        envelope(obj({"providers": {"type": "array", "items": ref("Provider")}}, ["providers"])),
+        scope=READ,
+    ),
+    Endpoint(
+        "POST",
+        BASE,
+        create_provider,
+        "Create a provider",
+        "providers",
+        _ONE,
+        scope=WRITE,
+        success_status=201,
+        request_schema=ref("ProviderCreate"),
+        errors={409: "provider_exists"},
+    ),
+    Endpoint(
+        "GET",
+        BASE + "/{name}",
+        get_provider,
+        "Get a provider",
+        "providers",
+        _ONE,
+        scope=READ,
+        path_params=_NAME,
+        errors=_NOT_FOUND,
+    ),
+    Endpoint(
+        "PUT",
+        BASE + "/{name}",
+        update_provider,
+        "Replace a provider",
+        "providers",
+        _ONE,
+        scope=WRITE,
+        path_params=_NAME,
+        request_schema=ref("ProviderUpdate"),
+        errors=_NOT_FOUND,
+    ),
+    Endpoint(
+        "DELETE",
+        BASE + "/{name}",
+        delete_provider,
+        "Delete a provider",
+        "providers",
+        envelope(obj({"name": PROVIDER_NAME}, ["name"])),
+        scope=WRITE,
+        path_params=_NAME,
+        errors=_NOT_FOUND,
+    ),
+]

@@ -1,0 +1,76 @@
+"""`/api/v2/sessions` (SPEC 2.5): browser sessions.
+
+`POST` (authenticated by an API token, not by another session) asks the vault for a session
+made from that token and sets it as an `HttpOnly; SameSite=Strict` cookie (`Secure` unless
+`GATEWAY_COOKIE_SECURE=false`); the secret is never in the body. `DELETE /current` ends the
+session of the cookie, if any, and clears the cookie.
+"""
+
+from __future__ import annotations
+
+import time
+
+from services.gateway.auth import SESSION_COOKIE
+from services.gateway.gate import expired_session_cookie, session_cookie
+from services.gateway.rest import ApiCall, Endpoint, Reply
+from services.gateway.routes.tokens import timestamp_json
+from services.gateway.schemas import TIMESTAMP, envelope, obj
+
+BASE = "/api/v2/sessions"
+
+
+async def create_session(call: ApiCall) -> Reply:
+    settings = call.gateway.settings
+    created = await call.gateway.vault.create_session(
+        call.user_id, call.principal.token_id, settings.session_ttl
+    )
+    expires_at = timestamp_json(created, "expires_at")
+    if created.HasField("expires_at"):
+        max_age = int(created.expires_at.seconds - time.time())
+    else:
+        max_age = settings.session_ttl
+    cookie = session_cookie(created.session, max_age=max_age, secure=settings.cookie_secure)
+    return Reply(
+        {"session_id": created.session_id, "expires_at": expires_at},
+        status=201,
+        headers={"Set-Cookie": cookie},
+    )
+
+
+async def end_session(call: ApiCall) -> Reply:
+    revoked = False
+    session = call.request.cookies.get(SESSION_COOKIE)
+    if session:
+        revoked = await call.gateway.vault.revoke_session(call.user_id, session)
+        call.gateway.gate.authenticator.forget_session(session)
+    cookie = expired_session_cookie(call.gateway.settings.cookie_secure)
+    return Reply({"revoked": revoked}, headers={"Set-Cookie": cookie})
+
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        BASE,
+        create_session,
+        "Log in: start a browser session",
+        "sessions",
+        envelope(
+            obj(
+                {"session_id": {"type": "string"}, "expires_at": TIMESTAMP},
+                ["session_id", "expires_at"],
+            )
+        ),
+        success_status=201,
+        token_only=True,
+        response_headers={"Set-Cookie": f"{SESSION_COOKIE}=...; HttpOnly; SameSite=Strict"},
+    ),
+    Endpoint(
+        "DELETE",
+        BASE + "/current",
+        end_session,
+        "Log out: end the current session",
+        "sessions",
+        envelope(obj({"revoked": {"type": "boolean"}}, ["revoked"])),
+        response_headers={"Set-Cookie": "clears the session cookie"},
+    ),
+]

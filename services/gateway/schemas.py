@@ -1,0 +1,149 @@
+"""JSON schemas of the REST v2 bodies, shared by the routes and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.gateway.validation import ALL_SCOPES, KEY_PATTERN, MAX_VALUE_BYTES
+
+JsonSchema = dict[str, Any]
+
+
+def ref(name: str) -> JsonSchema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(properties: dict[str, JsonSchema], required: list[str] | None = None) -> JsonSchema:
+    schema: JsonSchema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    schema["additionalProperties"] = False
+    return schema
+
+
+CREDENTIAL_KEY: JsonSchema = {
+    "type": "string",
+    "pattern": KEY_PATTERN,
+    "minLength": 1,
+    "maxLength": 128,
+    "description": "1-128 characters of A-Z a-z 0-9 _ . - (case-sensitive)",
+}
+CREDENTIAL_VALUE: JsonSchema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_VALUE_BYTES,
+    "pattern": "^[\\t\\x20-\\x7e]+$",
+    "description": "a legal HTTP header value: printable ASCII, space and tab",
+}
+PROVIDER_NAME: JsonSchema = {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"}
+TIMESTAMP: JsonSchema = {"type": ["string", "null"], "format": "date-time"}
+
+COMPONENTS: dict[str, JsonSchema] = {
+    "Error": obj(
+        {
+            "error": obj(
+                {"code": {"type": "string"}, "message": {"type": "string"}},
+                ["code", "message"],
+            )
+        },
+        ["error"],
+    ),
+    "CredentialMap": {
+        "type": "object",
+        "propertyNames": CREDENTIAL_KEY,
+        "additionalProperties": {"type": "string"},
+        "description": "credential key -> value (masked with ?masked=true)",
+    },
+    "CredentialValue": CREDENTIAL_VALUE,
+    "CredentialMapInput": {
+        "type": "object",
+        "propertyNames": CREDENTIAL_KEY,
+        "additionalProperties": CREDENTIAL_VALUE,
+    },
+    "Provider": obj(
+        {
+            "name": PROVIDER_NAME,
+            "kind": {"type": "string", "enum": ["openai", "anthropic", "custom"]},
+            "base_url": {"type": "string", "description": "absolute http(s) URL"},
+            "headers": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                "description": "header name -> values; sensitive values are MASKED",
+            },
+            "models": {"type": "array", "items": {"type": "string"}},
+            "on_missing_credential": {"type": "string", "enum": ["warn", "error"]},
+        },
+        ["name", "kind", "base_url", "headers", "models", "on_missing_credential"],
+    ),
+    "ProviderCreate": obj(
+        {
+            "name": PROVIDER_NAME,
+            "kind": {"type": "string", "enum": ["openai", "anthropic", "custom"]},
+            "base_url": {
+                "type": "string",
+                "pattern": "^https?://[a-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$",
+            },
+            "headers": {
+                "type": "object",
+                "propertyNames": {"pattern": "^[A-Za-z0-9-]{1,64}$"},
+                "additionalProperties": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": "^[\\x20-\\x7e]{1,256}$"},
+                },
+            },
+            "models": {
+                "type": "array",
+                "items": {"type": "string", "pattern": "^[A-Za-z0-9._:/-]{1,128}$"},
+            },
+            "on_missing_credential": {"type": "string", "enum": ["warn", "error"]},
+        },
+        ["name", "kind", "base_url"],
+    ),
+    "ProviderReply": obj(
+        {"provider": ref("Provider"), "warnings": {"type": "array", "items": {"type": "string"}}},
+        ["provider", "warnings"],
+    ),
+    "TokenInfo": obj(
+        {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "prefix": {"type": "string", "maxLength": 8},
+            "scopes": {"type": "array", "items": {"type": "string", "enum": list(ALL_SCOPES)}},
+            "created_at": TIMESTAMP,
+            "last_used_at": TIMESTAMP,
+            "expires_at": TIMESTAMP,
+            "revoked_at": TIMESTAMP,
+        },
+        [
+            "id",
+            "name",
+            "prefix",
+            "scopes",
+            "created_at",
+            "last_used_at",
+            "expires_at",
+            "revoked_at",
+        ],
+    ),
+}
+
+
+COMPONENTS["ProviderUpdate"] = {
+    **COMPONENTS["ProviderCreate"],
+    "required": ["kind", "base_url"],
+    "description": "the new configuration; `name`, if given, must equal the path's",
+}
+
+
+COMPONENTS["CreatedToken"] = obj(
+    {
+        "token": {"type": "string", "description": "the token, shown only this once"},
+        **COMPONENTS["TokenInfo"]["properties"],
+    },
+    ["token", *COMPONENTS["TokenInfo"]["required"]],
+)
+
+
+def envelope(inner: JsonSchema) -> JsonSchema:
+    """`{"response": inner}`."""
+    return obj({"response": inner}, ["response"])

@@ -1,0 +1,129 @@
+"""The gateway's configuration: one frozen object read from the environment at start."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.grpc_server import ClientTls
+from services.common.settings import (
+    env_bool,
+    env_float,
+    env_int,
+    env_optional_path,
+    env_path,
+    env_str,
+    state_dir,
+)
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Everything the gateway reads from `GATEWAY_*` variables (and `STATE_DIR`)."""
+
+    listen: str = "127.0.0.1:8080"
+    vault_addr: str = "127.0.0.1:50051"
+    router_addr: str = "127.0.0.1:50052"
+    vault_token_file: Path = Path(".state/gateway-vault.token")
+    router_token_file: Path = Path(".state/gateway-router.token")
+    vault_tls: ClientTls | None = None
+    router_tls: ClientTls | None = None
+    # The one Origin allowed on cookie-authenticated state-changing requests (CSRF defence).
+    origin: str = "http://127.0.0.1:8080"
+    cookie_secure: bool = True
+    # Requested session lifetime in seconds (the vault caps it by the token's expiry).
+    session_ttl: int = 12 * 3600
+    # How long an Authenticate answer is reused: the upper bound on how late a revocation bites.
+    auth_cache_ttl: float = 5.0
+    rate_limit: float = 20.0
+    rate_burst: int = 40
+    auth_fail_rate: float = 1.0
+    auth_fail_burst: int = 10
+    vault_timeout: float = 5.0
+    router_timeout: float = 300.0
+    max_body: int = MIB
+    log_level: str = "INFO"
+
+    @property
+    def listen_host(self) -> str:
+        return _split_listen(self.listen)[0]
+
+    @property
+    def listen_port(self) -> int:
+        return _split_listen(self.listen)[1]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
+        """Read the settings; raise ValueError naming the first bad variable."""
+        state = state_dir(environ)
+        settings = cls(
+            listen=env_str(environ, "GATEWAY_LISTEN", cls.listen),
+            vault_addr=env_str(environ, "GATEWAY_VAULT_ADDR", cls.vault_addr),
+            router_addr=env_str(environ, "GATEWAY_ROUTER_ADDR", cls.router_addr),
+            vault_token_file=env_path(
+                environ, "GATEWAY_VAULT_TOKEN_FILE", state / "gateway-vault.token"
+            ),
+            router_token_file=env_path(
+                environ, "GATEWAY_ROUTER_TOKEN_FILE", state / "gateway-router.token"
+            ),
+            vault_tls=_client_tls(environ, "GATEWAY_VAULT_TLS"),
+            router_tls=_client_tls(environ, "GATEWAY_ROUTER_TLS"),
+            origin=env_str(environ, "GATEWAY_ORIGIN", cls.origin).rstrip("/"),
+            cookie_secure=env_bool(environ, "GATEWAY_COOKIE_SECURE", cls.cookie_secure),
+            session_ttl=env_int(environ, "GATEWAY_SESSION_TTL", cls.session_ttl),
+            auth_cache_ttl=env_float(environ, "GATEWAY_AUTH_CACHE_TTL", cls.auth_cache_ttl),
+            rate_limit=env_float(environ, "GATEWAY_RATE_LIMIT", cls.rate_limit),
+            rate_burst=env_int(environ, "GATEWAY_RATE_BURST", cls.rate_burst),
+            auth_fail_rate=env_float(environ, "GATEWAY_AUTH_FAIL_RATE", cls.auth_fail_rate),
+            auth_fail_burst=env_int(environ, "GATEWAY_AUTH_FAIL_BURST", cls.auth_fail_burst),
+            vault_timeout=env_float(environ, "GATEWAY_VAULT_TIMEOUT", cls.vault_timeout),
+            router_timeout=env_float(environ, "GATEWAY_ROUTER_TIMEOUT", cls.router_timeout),
+            max_body=env_int(environ, "GATEWAY_MAX_BODY", cls.max_body),
+            log_level=env_str(environ, "GATEWAY_LOG_LEVEL", cls.log_level),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse values that cannot work, naming the variable."""
+        _split_listen(self.listen)
+        positive = {
+            "GATEWAY_AUTH_CACHE_TTL": self.auth_cache_ttl >= 0,
+            "GATEWAY_RATE_LIMIT": self.rate_limit > 0,
+            "GATEWAY_RATE_BURST": self.rate_burst >= 1,
+            "GATEWAY_AUTH_FAIL_RATE": self.auth_fail_rate > 0,
+            "GATEWAY_AUTH_FAIL_BURST": self.auth_fail_burst >= 1,
+            "GATEWAY_VAULT_TIMEOUT": self.vault_timeout > 0,
+            "GATEWAY_ROUTER_TIMEOUT": self.router_timeout > 0,
+            "GATEWAY_MAX_BODY": self.max_body >= 1,
+            "GATEWAY_SESSION_TTL": self.session_ttl >= 0,
+        }
+        for name, ok in positive.items():
+            if not ok:
+                raise ValueError(f"{name} is out of range")
+        if not self.origin.startswith(("http://", "https://")):
+            raise ValueError("GATEWAY_ORIGIN must be an http(s) origin, e.g. https://example.com")
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError("GATEWAY_LISTEN must be host:port")
+    return host.strip("[]"), int(port)
+
+
+def _client_tls(environ: Mapping[str, str], prefix: str) -> ClientTls | None:
+    """`<prefix>_CA` turns TLS on; `<prefix>_CERT` and `<prefix>_KEY` add a client certificate."""
+    ca = env_optional_path(environ, f"{prefix}_CA")
+    cert = env_optional_path(environ, f"{prefix}_CERT")
+    key = env_optional_path(environ, f"{prefix}_KEY")
+    if ca is None:
+        if cert is not None or key is not None:
+            raise ValueError(f"{prefix}_CERT and {prefix}_KEY need {prefix}_CA")
+        return None
+    if (cert is None) != (key is None):
+        raise ValueError(f"{prefix}_CERT and {prefix}_KEY go together")
+    return ClientTls(ca=ca, cert=cert, key=key)

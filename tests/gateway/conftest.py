@@ -1,0 +1,150 @@
+"""Fixtures: a real vault, a real gateway served by uvicorn on 127.0.0.1:0, an httpx client.
+
+`gateway_stack(**settings)` starts a gateway in front of the test's vault; several gateways may
+share one vault (replicas). `stack.mint(user, ...)` issues an API token through the vault's own
+`AuthService.CreateToken`, as the operator command does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from aicreds.vault.v1 import auth_pb2, auth_pb2_grpc
+from starlette.applications import Starlette
+
+from services.common.callers import write_private_file
+from services.gateway.app import Gateway, create_app
+from services.gateway.settings import GatewaySettings
+from tests.support.vault import VaultHandle, running_vault
+
+TEST_ORIGIN = "http://gateway.test"
+
+
+@asynccontextmanager
+async def serve(app: Starlette) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn on a free loopback port in this event loop; yield its URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, lifespan="on", log_config=None, access_log=False, http="httptools", loop="none"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("gateway did not start")
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@dataclass(frozen=True)
+class Minted:
+    """A token issued for a test: the plaintext and its id."""
+
+    token: str = field(repr=False)
+    id: str
+    user_id: str
+
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def api_key(self) -> dict[str, str]:
+        return {"x-api-key": self.token}
+
+
+@dataclass
+class Stack:
+    """One running gateway in front of the test's vault."""
+
+    vault: VaultHandle
+    url: str
+    client: httpx.AsyncClient
+    app: Starlette
+    settings: GatewaySettings
+
+    @property
+    def gateway(self) -> Gateway:
+        gateway: Gateway = self.app.state.gateway
+        return gateway
+
+    async def mint(
+        self, user_id: str, scopes: Iterable[str] = (), *, expires_in: int = 0, name: str = "t"
+    ) -> Minted:
+        stub = auth_pb2_grpc.AuthServiceStub(self.vault.channel("gateway"))
+        reply = await stub.CreateToken(
+            auth_pb2.CreateTokenRequest(
+                user_id=user_id, name=name, scopes=list(scopes), expires_in_seconds=expires_in
+            ),
+            timeout=5,
+        )
+        return Minted(reply.token, reply.info.id, user_id)
+
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+async def vault(tmp_path: Path) -> AsyncIterator[VaultHandle]:
+    async with running_vault(tmp_path, callers={"gateway": ["manage"]}) as handle:
+        yield handle
+
+
+def base_settings(tmp_path: Path, vault: VaultHandle) -> GatewaySettings:
+    vault_token = tmp_path / "gateway-vault.token"
+    router_token = tmp_path / "gateway-router.token"
+    write_private_file(vault_token, vault.token("gateway") + "\n")
+    if not router_token.exists():
+        write_private_file(router_token, "svc-no-router-in-these-tests\n")
+    with socket.socket() as probe:  # a port nothing listens on: the router is absent
+        probe.bind(("127.0.0.1", 0))
+        unused = probe.getsockname()[1]
+    return GatewaySettings(
+        listen="127.0.0.1:0",
+        vault_addr=vault.address,
+        router_addr=f"127.0.0.1:{unused}",
+        vault_token_file=vault_token,
+        router_token_file=router_token,
+        origin=TEST_ORIGIN,
+        cookie_secure=True,
+        rate_limit=1000.0,
+        rate_burst=1000,
+        auth_fail_rate=1000.0,
+        auth_fail_burst=1000,
+    )
+
+
+@pytest.fixture
+async def gateway_stack(tmp_path: Path, vault: VaultHandle) -> AsyncIterator[StackFactory]:
+    """Factory: `await gateway_stack(rate_burst=3, ...)` starts a gateway with those settings."""
+    async with AsyncExitStack() as exits:
+
+        async def make(**overrides: Any) -> Stack:
+            settings = replace(base_settings(tmp_path, vault), **overrides)
+            app = create_app(settings)
+            url = await exits.enter_async_context(serve(app))
+            client = await exits.enter_async_context(httpx.AsyncClient(base_url=url, timeout=10))
+            return Stack(vault, url, client, app, settings)
+
+        yield make
+
+
+@pytest.fixture
+async def stack(gateway_stack: StackFactory) -> Stack:
+    return await gateway_stack()
