@@ -51,7 +51,8 @@ run: $(STAMP) ## Start vault, router and gateway on localhost with a development
 	$(PY) -m services.devrun
 
 .PHONY: bench
-bench: $(STAMP) ## Run the benchmarks (not part of make test).
+bench: $(STAMP) ## Run the benchmarks (not part of make test; BENCH_DURATION=2 for a smoke run).
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(PY) -m bench
 
 .PHONY: clean

@@ -1,0 +1,477 @@
+"""One bench: start everything, check each path answers, run every scenario, write the results.
+
+Each measured run is preceded by a warm-up of the same load (discarded); around it the bench
+reads every service's CPU time and resets then reads its peak RSS, and samples RSS twice a
+second. A scenario whose first request fails is skipped with the reason in results.json, so
+that a half-built stack still yields the figures that can be measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import procstats
+from bench.config import BenchConfig
+from bench.fake_upstream import UpstreamConfig
+from bench.load import (
+    HttpRequestSpec,
+    RunResult,
+    closed_loop,
+    ensure_wrk,
+    loop_to_run,
+    router_invoke_call,
+    run_wrk,
+    sse_call,
+    vault_resolve_call,
+    wrk_script,
+    wrk_to_run,
+)
+from bench.stack import (
+    BENCH_MODEL,
+    CREDENTIAL_KEY,
+    Stack,
+    StackError,
+    Upstream,
+    new_upstream_key,
+    prepare_user,
+    start_stack,
+    start_upstream,
+)
+from bench.stats import rss_growth_pct
+
+CHAT_PATH = "/v1/chat/completions"
+CHAT_BODY = json.dumps(
+    {"model": BENCH_MODEL, "messages": [{"role": "user", "content": "Say hello to the bench."}]},
+    separators=(",", ":"),
+)
+STREAM_BODY = json.dumps(
+    {
+        "model": BENCH_MODEL,
+        "stream": True,
+        "messages": [{"role": "user", "content": "Say hello to the bench."}],
+    },
+    separators=(",", ":"),
+)
+REST_KEYS = 32
+MIB = 1024.0
+
+
+class ProcessSampler:
+    """Samples the RSS of named process trees every `interval` s while a run is going."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 0.5) -> None:
+        self._pids = pids
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self._t0 = 0.0
+        self.timeline: list[dict[str, Any]] = []
+        self.peak_mib: dict[str, float] = {}
+
+    def _sample(self) -> None:
+        point: dict[str, float] = {}
+        for name, pid in self._pids.items():
+            rss = procstats.snapshot(pid).rss_kib / MIB
+            point[name] = round(rss, 1)
+            self.peak_mib[name] = max(self.peak_mib.get(name, 0.0), rss)
+        self.timeline.append({"t": round(time.monotonic() - self._t0, 2), "rss_mib": point})
+
+    async def _loop(self) -> None:
+        while True:
+            self._sample()
+            await asyncio.sleep(self._interval)
+
+    async def __aenter__(self) -> ProcessSampler:
+        self._t0 = time.monotonic()
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._sample()
+
+
+RunFn = Callable[[int, float], Awaitable[RunResult]]
+
+
+@dataclass
+class Bench:
+    """Everything one bench run holds."""
+
+    config: BenchConfig
+    out_dir: Path
+    work_dir: Path
+    wrk: str = ""
+    upstream: Upstream | None = None
+    upstream_key: str = field(default="", repr=False)
+    stack: Stack | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    grpc_channels: dict[str, Any] = field(default_factory=dict)
+    peak_reset_ok: bool = True
+
+    # --- what each scenario sends ---------------------------------------------------------
+
+    def _script(self, name: str, requests: list[HttpRequestSpec], headers: dict[str, str]) -> Path:
+        # The script holds a token: it lives in the private work dir, not in the results.
+        path = self.work_dir / f"{name}.lua"
+        path.write_text(wrk_script(requests, headers))
+        return path
+
+    def _wrk_runner(
+        self, scenario: str, url: str, requests: list[HttpRequestSpec], headers: dict[str, str]
+    ) -> RunFn:
+        script = self._script(scenario, requests, headers)
+
+        async def run(concurrency: int, duration: float) -> RunResult:
+            report, cpu = await run_wrk(self.wrk, url, script, concurrency, duration)
+            return wrk_to_run(scenario, concurrency, report, cpu)
+
+        return run
+
+    def _loop_runner(self, scenario: str, make_call: Callable[[int], Any], tool: str) -> RunFn:
+        async def run(concurrency: int, duration: float) -> RunResult:
+            one_call = make_call(concurrency)
+            loop = await closed_loop(one_call, concurrency, duration)
+            return loop_to_run(scenario, concurrency, loop, tool)
+
+        return run
+
+    def runner(self, scenario: str) -> RunFn:
+        """The function that runs `scenario` once at a given concurrency and duration."""
+        assert self.upstream is not None
+        json_headers = {"Content-Type": "application/json"}
+        if scenario == "direct":
+            return self._wrk_runner(
+                scenario,
+                self.upstream.base_url,
+                [HttpRequestSpec("POST", CHAT_PATH, CHAT_BODY)],
+                {**json_headers, "Authorization": f"Bearer {self.upstream_key}"},
+            )
+        if scenario == "stream_direct":
+            return self._stream_runner(
+                scenario, f"{self.upstream.base_url}{CHAT_PATH}", self.upstream_key
+            )
+        stack = self.stack
+        if stack is None:
+            raise StackError("the stack is not running")
+        user_headers = {**json_headers, "Authorization": f"Bearer {stack.user_token}"}
+        if scenario == "gateway":
+            return self._wrk_runner(
+                scenario,
+                stack.gateway_url,
+                [HttpRequestSpec("POST", CHAT_PATH, CHAT_BODY)],
+                user_headers,
+            )
+        if scenario == "stream_gateway":
+            return self._stream_runner(
+                scenario, f"{stack.gateway_url}{CHAT_PATH}", stack.user_token
+            )
+        if scenario == "rest_put":
+            return self._wrk_runner(
+                scenario,
+                stack.gateway_url,
+                [
+                    HttpRequestSpec(
+                        "PUT",
+                        f"/api/v2/users/me/ai-credentials/bench_rest_{i:02d}",
+                        json.dumps({"value": f"bench-rest-value-{i:02d}-" + "x" * 40}),
+                    )
+                    for i in range(REST_KEYS)
+                ],
+                user_headers,
+            )
+        if scenario == "rest_get":
+            return self._wrk_runner(
+                scenario,
+                stack.gateway_url,
+                [HttpRequestSpec("GET", "/api/v2/users/me/ai-credentials")],
+                {"Authorization": f"Bearer {stack.user_token}"},
+            )
+        if scenario == "router_grpc":
+            return self._loop_runner(scenario, lambda c: self._router_call(), "python grpc.aio")
+        if scenario == "vault_resolve":
+            return self._loop_runner(scenario, lambda c: self._resolve_call(), "python grpc.aio")
+        raise ValueError(f"unknown scenario {scenario}")
+
+    def _stream_runner(self, scenario: str, url: str, token: str) -> RunFn:
+        import httpx
+
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+
+        async def run(concurrency: int, duration: float) -> RunResult:
+            limits = httpx.Limits(
+                max_connections=concurrency, max_keepalive_connections=concurrency
+            )
+            async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+                call = sse_call(client, url, STREAM_BODY.encode(), headers)
+                loop = await closed_loop(call, concurrency, duration)
+            return loop_to_run(scenario, concurrency, loop, "python httpx")
+
+        return run
+
+    def _channel(self, addr: str) -> Any:
+        """One channel per address for the whole bench (one HTTP/2 connection, as a client
+        service would keep)."""
+        import grpc
+
+        if addr not in self.grpc_channels:
+            self.grpc_channels[addr] = grpc.aio.insecure_channel(addr)
+        return self.grpc_channels[addr]
+
+    def _router_call(self) -> Any:
+        from aicreds.router.v1 import router_pb2, router_pb2_grpc
+
+        assert self.stack is not None
+        stub = router_pb2_grpc.RouterServiceStub(self._channel(self.stack.router_addr))
+        request = router_pb2.InvokeRequest(
+            user_id=self.stack.user_id,
+            model=BENCH_MODEL,
+            method="POST",
+            path="/chat/completions",
+            headers=[router_pb2.Header(name="content-type", value="application/json")],
+            body=CHAT_BODY.encode(),
+        )
+        metadata = (("authorization", f"Bearer {self.stack.agent_token}"),)
+        return router_invoke_call(stub, request, metadata)
+
+    def _resolve_call(self) -> Any:
+        from aicreds.vault.v1 import credentials_pb2, credentials_pb2_grpc
+
+        assert self.stack is not None
+        stub = credentials_pb2_grpc.CredentialServiceStub(self._channel(self.stack.vault_addr))
+        request = credentials_pb2.ResolveRequest(user_id=self.stack.user_id, model=BENCH_MODEL)
+        metadata = (("authorization", f"Bearer {self.stack.resolver_token}"),)
+        return vault_resolve_call(stub, request, metadata)
+
+    # --- measuring --------------------------------------------------------------------------
+
+    def service_pids(self) -> dict[str, int]:
+        pids: dict[str, int] = {}
+        if self.stack is not None:
+            pids.update({name: self.stack.pid(name) for name in self.stack.procs})
+        if self.upstream is not None:
+            pids["upstream"] = self.upstream.pids[0]
+        return pids
+
+    async def measure(
+        self, run: RunFn, scenario: str, concurrency: int, duration: float
+    ) -> tuple[RunResult, ProcessSampler]:
+        """Warm up, then one measured run with CPU and RSS of every service around it."""
+        if self.config.warmup_s > 0:
+            await run(concurrency, self.config.warmup_s)
+        pids = self.service_pids()
+        for pid in pids.values():
+            self.peak_reset_ok &= procstats.reset_peak(pid)
+        before = {name: procstats.snapshot(pid) for name, pid in pids.items()}
+        async with ProcessSampler(pids) as sampler:
+            result = await run(concurrency, duration)
+        after = {name: procstats.snapshot(pid) for name, pid in pids.items()}
+        calls = result.requests + result.errors
+        for name in pids:
+            cpu = after[name].cpu_seconds - before[name].cpu_seconds
+            result.services[name] = {
+                "cpu_s": round(cpu, 3),
+                "cpu_ms_per_request": round(cpu / calls * 1000, 4) if calls else 0.0,
+                "peak_rss_mib": round(max(after[name].hwm_kib / MIB, sampler.peak_mib[name]), 1),
+                "rss_end_mib": round(after[name].rss_kib / MIB, 1),
+            }
+        if self.stack is not None:
+            self.stack.check_alive()
+        return result, sampler
+
+    async def first_call(self, scenario: str) -> str | None:
+        """One call of the scenario; None when it succeeded, else why not."""
+        try:
+            result = await self.runner(scenario)(1, 0.3)
+        except Exception as err:
+            return f"{type(err).__name__}: {err}"[:500]
+        if result.requests == 0:
+            detail = ", ".join(f"{k}={v}" for k, v in result.error_detail.items()) or "no answer"
+            return f"no successful call in 0.3 s ({detail})"
+        return None
+
+    async def run_all(self) -> None:
+        config = self.config
+        for scenario in config.scenarios:
+            if scenario.startswith("stream_"):
+                levels = config.stream_concurrencies
+            elif scenario.startswith("rest_"):
+                levels = (config.rest_concurrency,)
+            else:
+                levels = config.concurrencies
+            why = await self.first_call(scenario)
+            if why is not None:
+                self.skipped[scenario] = why
+                print(f"bench: skipping {scenario}: {why}", flush=True)
+                continue
+            run = self.runner(scenario)
+            for concurrency in levels:
+                result, _ = await self.measure(run, scenario, concurrency, config.duration_s)
+                self.runs.append(result.as_dict())
+                lat = result.latency_ms or {}
+                p50, p99 = lat.get("p50", float("nan")), lat.get("p99", float("nan"))
+                print(
+                    f"bench: {scenario:15s} c={concurrency:<3d} {result.rps:9.1f} req/s  "
+                    f"p50 {p50:7.2f}  p99 {p99:7.2f} ms  errors {result.errors}",
+                    flush=True,
+                )
+
+    async def soak(self) -> dict[str, Any] | None:
+        """The gateway at the soak concurrency for the soak duration; RSS growth and errors."""
+        config = self.config
+        if self.stack is None:
+            self.skipped["soak"] = "the stack is not running"
+            return None
+        why = await self.first_call("gateway")
+        if why is not None:
+            self.skipped["soak"] = why
+            return None
+        run = self.runner("gateway")
+        print(
+            f"bench: soak through the gateway, c={config.soak_concurrency}, "
+            f"{config.soak_duration_s:.0f} s",
+            flush=True,
+        )
+        # A warm-up as long as a normal run, so that caches and pools are full before t=0.
+        await run(config.soak_concurrency, max(config.warmup_s, config.duration_s))
+        pids = {n: self.stack.pid(n) for n in self.stack.procs}
+        async with ProcessSampler(pids, interval=1.0) as sampler:
+            result = await run(config.soak_concurrency, config.soak_duration_s)
+        self.stack.check_alive()
+        totals = [sum(p["rss_mib"].values()) for p in sampler.timeline]
+        start, end, growth = rss_growth_pct(totals)
+        return {
+            "concurrency": config.soak_concurrency,
+            "duration_s": round(result.duration_s, 1),
+            "requests": result.requests,
+            "rps": round(result.rps, 1),
+            "errors": result.errors,
+            "error_detail": result.error_detail,
+            "latency_ms": result.latency_ms,
+            "rss_start_mib": round(start, 1),
+            "rss_end_mib": round(end, 1),
+            "rss_growth_pct": round(growth, 2),
+            "timeline": sampler.timeline,
+        }
+
+    async def close_channels(self) -> None:
+        for channel in self.grpc_channels.values():
+            await channel.close()
+        self.grpc_channels.clear()
+
+
+def _git_commit(repo: Path) -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit
+
+
+def meta_for(config: BenchConfig, wrk: str, started: datetime) -> dict[str, Any]:
+    try:
+        loadavg = Path("/proc/loadavg").read_text().split()[:3]
+    except OSError:
+        loadavg = []
+    return {
+        "started_at": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "commit": _git_commit(Path(__file__).resolve().parent.parent),
+        "duration_s": config.duration_s,
+        "warmup_s": config.warmup_s,
+        "concurrencies": list(config.concurrencies),
+        "stream_concurrencies": list(config.stream_concurrencies),
+        "rest_concurrency": config.rest_concurrency,
+        "scenarios": list(config.scenarios),
+        "upstream_workers": config.upstream_workers,
+        "stream_chunks": config.stream_chunks,
+        "stream_interval_ms": config.stream_interval_ms,
+        "cpus": os.cpu_count(),
+        "loadavg_start": " ".join(loadavg),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "wrk": wrk,
+        "load_generator_why": (
+            "wrk: C, event-driven, a few µs of CPU per request, exact HdrHistogram percentiles"
+        ),
+    }
+
+
+async def run_bench(config: BenchConfig) -> tuple[dict[str, Any], Path]:
+    """Run the whole bench; returns the results document and the folder it was written to."""
+    from bench.charts import write_charts
+    from bench.report import derive, summary_markdown, write_results
+
+    started = datetime.now(UTC)
+    out_dir = config.results_root / started.strftime("%Y%m%dT%H%M%SZ")
+    log_dir = out_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    wrk = ensure_wrk()
+    meta = meta_for(config, wrk, started)
+    with tempfile.TemporaryDirectory(prefix="aicreds-bench-") as tmp:
+        work_dir = Path(tmp)
+        os.chmod(work_dir, 0o700)
+        bench = Bench(config=config, out_dir=out_dir, work_dir=work_dir, wrk=wrk)
+        bench.upstream_key = new_upstream_key()
+        upstream_config = UpstreamConfig(
+            chunks=config.stream_chunks,
+            interval_ms=config.stream_interval_ms,
+            expected_auth=f"Bearer {bench.upstream_key}".encode(),
+        )
+        soak: dict[str, Any] | None = None
+        with (log_dir / "upstream.log").open("ab") as upstream_log:
+            bench.upstream = start_upstream(upstream_config, config.upstream_workers, upstream_log)
+        try:
+            if config.needs_stack:
+                try:
+                    bench.stack = start_stack(work_dir / "state", log_dir, os.environ)
+                    prepare_user(bench.stack, bench.upstream.base_url, bench.upstream_key)
+                except StackError as err:
+                    meta["stack_error"] = str(err)
+                    print(f"bench: the stack did not start: {err} (logs in {log_dir})", flush=True)
+            await bench.run_all()
+            if config.soak:
+                soak = await bench.soak()
+        finally:
+            await bench.close_channels()
+            if bench.stack is not None:
+                bench.stack.stop()
+            bench.upstream.stop()
+    meta["skipped"] = bench.skipped
+    meta["peak_rss_reset"] = bench.peak_reset_ok
+    meta["credential_key"] = CREDENTIAL_KEY
+    results = derive(meta, bench.runs, soak)
+    meta["charts"] = write_charts(out_dir, results)
+    results["meta"] = meta
+    write_results(out_dir, results)
+    latest = config.results_root / "latest"
+    try:
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        latest.symlink_to(out_dir.name)
+    except OSError:
+        pass
+    print()
+    print(summary_markdown(results))
+    print(f"bench: results in {out_dir}")
+    return results, out_dir
