@@ -85,4 +85,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX sessions_by_expiry ON sessions (expires_at)",
         ),
     ),
+    Migration(
+        3,
+        "providers: plain configuration, headers sealed under the user's data key",
+        (
+            """CREATE TABLE providers (
+                user_id               TEXT NOT NULL,
+                name                  TEXT NOT NULL,
+                kind                  TEXT NOT NULL,
+                base_url              TEXT NOT NULL,
+                models                TEXT NOT NULL,
+                on_missing_credential TEXT NOT NULL,
+                headers               BLOB NOT NULL,
+                created_at            TEXT NOT NULL,
+                updated_at            TEXT NOT NULL,
+                PRIMARY KEY (user_id, name)
+            )""",
+        ),
+    ),
 )
