@@ -1,0 +1,200 @@
+"""One call through the router (SPEC 3.3), independent of gRPC.
+
+1. `Router.prepare` asks the vault, in one `Resolve`, for the provider and the values of exactly
+   the keys its headers reference; substitutes them; builds the upstream URL, headers and body.
+   The result carries the warnings, so the caller can report them even if the call then fails.
+2. `PreparedCall.check_missing` fails the call (`CredentialMissing`) when the provider says
+   `on_missing_credential: error` and a key is missing - before anything is sent upstream.
+3. `Router.stream` sends it and yields the upstream's response as it arrives.
+
+Plaintext credential values live only in the objects of one call; nothing here caches them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+
+from services.common.errors import InvalidArgument
+from services.router.body_model import rewrite_model
+from services.router.errors import BadInvokeRequest, CredentialMissing
+from services.router.headers import (
+    is_sensitive_header,
+    literal_secret_remains,
+    upstream_request_headers,
+)
+from services.router.placeholders import PLACEHOLDER, substitute_headers
+from services.router.upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
+
+MASKED = "MASKED"
+_METHOD = re.compile(r"^[A-Z]{1,16}$")
+_URL_UNSAFE = re.compile(r"[\x00-\x20\x7f#]")
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """A provider as the vault resolved it (header values may hold literal secrets)."""
+
+    name: str
+    base_url: str
+    headers: tuple[tuple[str, tuple[str, ...]], ...] = field(repr=False)
+    on_missing_error: bool = False
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The vault's answer for one call."""
+
+    provider: ProviderConfig
+    values: Mapping[str, str] = field(repr=False)
+    missing_keys: tuple[str, ...] = ()
+    upstream_model: str = ""
+
+
+class ResolveSource(Protocol):
+    """Where resolutions come from (the vault, or a fake in tests)."""
+
+    async def resolve(
+        self, user_id: str, *, provider_name: str | None, model: str | None, timeout: float
+    ) -> Resolution: ...
+
+
+@dataclass(frozen=True)
+class InvokeCall:
+    """What the caller asked for."""
+
+    user_id: str
+    provider_name: str | None
+    model: str | None
+    method: str
+    path: str
+    query: str = ""
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    body: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True)
+class PreparedCall:
+    """A call ready to send, and what substitution noticed."""
+
+    provider_name: str
+    request: UpstreamRequest
+    warnings: tuple[str, ...]
+    missing_keys: tuple[str, ...]
+    refuse_missing: bool
+
+    def check_missing(self) -> None:
+        """Raise CredentialMissing if a key is missing and the provider says `error`."""
+        if self.refuse_missing and self.missing_keys:
+            raise CredentialMissing(self.missing_keys)
+
+
+@dataclass(frozen=True)
+class PreviewResult:
+    """A provider's headers as a call would send them, substituted values masked."""
+
+    headers: tuple[tuple[str, str], ...]
+    warnings: tuple[str, ...]
+
+
+def mask_value(value: str) -> str:
+    """SPEC 2.2's masking: first 3 and last 4 characters of a value of 16 or more, else MASKED."""
+    return f"{value[:3]}...{value[-4:]}" if len(value) >= 16 else MASKED
+
+
+def upstream_url(base_url: str, path: str, query: str) -> str:
+    """`base_url` + `path` (+ `?query`); the result must stay on the base URL's origin."""
+    if _URL_UNSAFE.search(path) or _URL_UNSAFE.search(query):
+        raise BadInvokeRequest("path and query may not hold spaces, control characters or '#'")
+    if any(segment in ("..", ".") for segment in path.split("/")):
+        raise BadInvokeRequest("path may not hold '.' or '..' segments")
+    url = base_url.rstrip("/") + "/" + path.lstrip("/")
+    if query:
+        url += "?" + query
+    base = httpx.URL(base_url)
+    built = httpx.URL(url)
+    if (built.scheme, built.host, built.port) != (base.scheme, base.host, base.port):
+        raise BadInvokeRequest("path must stay on the provider's base URL")
+    return url
+
+
+def _deadline_left(deadline: float) -> float:
+    return deadline - asyncio.get_running_loop().time()
+
+
+class Router:
+    """Prepares and sends calls: the vault on one side, the upstream client on the other."""
+
+    def __init__(self, vault: ResolveSource, upstream: UpstreamClient, vault_timeout: float):
+        self._vault = vault
+        self._upstream = upstream
+        self._vault_timeout = vault_timeout
+
+    async def _resolve(
+        self, user_id: str, provider_name: str | None, model: str | None, deadline: float
+    ) -> Resolution:
+        if not provider_name and not model:
+            raise InvalidArgument("name a provider_name or a model")
+        timeout = min(self._vault_timeout, _deadline_left(deadline))
+        return await self._vault.resolve(
+            user_id, provider_name=provider_name or None, model=model or None, timeout=timeout
+        )
+
+    async def prepare(self, call: InvokeCall, *, deadline: float) -> PreparedCall:
+        """Resolve and substitute; raises for a request that cannot be sent."""
+        method = call.method.upper()
+        if not _METHOD.match(method):
+            raise BadInvokeRequest("method must be an HTTP method such as POST")
+        resolution = await self._resolve(call.user_id, call.provider_name, call.model, deadline)
+        provider = resolution.provider
+        substituted = substitute_headers(provider.headers, resolution.values)
+        headers = upstream_request_headers(substituted.headers, call.headers)
+        body = call.body
+        if call.model and resolution.upstream_model and resolution.upstream_model != call.model:
+            body = rewrite_model(body, resolution.upstream_model)
+        request = UpstreamRequest(
+            method, upstream_url(provider.base_url, call.path, call.query), headers, body
+        )
+        return PreparedCall(
+            provider_name=provider.name,
+            request=request,
+            warnings=substituted.warnings,
+            missing_keys=substituted.missing_keys,
+            refuse_missing=provider.on_missing_error,
+        )
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, prepared: PreparedCall, *, deadline: float
+    ) -> AsyncIterator[UpstreamResponse]:
+        """Send a prepared call (after `check_missing`); yield the response as it arrives."""
+        prepared.check_missing()
+        async with self._upstream.stream(prepared.request, deadline=deadline) as response:
+            yield response
+
+    async def preview(self, user_id: str, provider_name: str, *, deadline: float) -> PreviewResult:
+        """The provider's headers after substitution, every substituted value masked.
+
+        A sensitive header (SPEC 2.3) that holds a literal secret is shown as MASKED, so that
+        Preview never shows more than the provider API does.
+        """
+        if not provider_name:
+            raise InvalidArgument("provider_name is required")
+        resolution = await self._resolve(user_id, provider_name, None, deadline)
+        lines: list[tuple[str, Sequence[str]]] = []
+        for name, values in resolution.provider.headers:
+            if is_sensitive_header(name):
+                values = tuple(
+                    MASKED if literal_secret_remains(v, PLACEHOLDER) else v for v in values
+                )
+            lines.append((name, values))
+        substituted = substitute_headers(
+            lines, resolution.values, lambda _key, value: mask_value(value)
+        )
+        return PreviewResult(substituted.headers, substituted.warnings)

@@ -1,0 +1,118 @@
+"""The router's settings, read once from the environment at start (SPEC 5).
+
+    variable                         default                          meaning
+    ROUTER_LISTEN                    127.0.0.1:50052                  gRPC listen address
+    ROUTER_VAULT_ADDR                127.0.0.1:50051                  the vault
+    ROUTER_VAULT_TOKEN_FILE          $STATE_DIR/router-vault.token    its token at the vault
+    ROUTER_CALLERS_FILE              $STATE_DIR/router-callers.json   who may call (right `invoke`)
+    ROUTER_TLS_CERT, ROUTER_TLS_KEY  unset: plaintext                 server TLS
+    ROUTER_TLS_CLIENT_CA             unset                            require client certs (mTLS)
+    ROUTER_VAULT_TLS_CA              unset: plaintext                 TLS to the vault, this CA
+    ROUTER_VAULT_TLS_CERT, _KEY      unset                            client cert for mTLS to vault
+    ROUTER_UPSTREAM_CA_FILE          unset: public CAs                trust only this upstream CA
+    ROUTER_EGRESS_ALLOW              empty                            host[:port] or CIDR, commas
+    ROUTER_CONNECT_TIMEOUT           10                               s to connect upstream
+    ROUTER_UPSTREAM_TIMEOUT          600                              s per call without a deadline
+    ROUTER_VAULT_TIMEOUT             5                                s for the vault's Resolve
+    ROUTER_SHUTDOWN_GRACE            10                               s calls may finish on SIGTERM
+    ROUTER_LOG_LEVEL                 INFO                             log level
+
+Unsafe in production: plaintext gRPC (no `ROUTER_TLS_*`, no `ROUTER_VAULT_TLS_CA`), and any
+egress allowlist entry for an internal network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.grpc_server import ClientTls, TlsFiles
+from services.common.settings import (
+    env_float,
+    env_optional_path,
+    env_path,
+    env_str,
+    state_dir,
+)
+from services.router.egress import EgressPolicy
+
+
+def _positive(name: str, value: float) -> float:
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds")
+    return value
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    """Everything the router is configured with."""
+
+    listen: str = "127.0.0.1:50052"
+    vault_addr: str = "127.0.0.1:50051"
+    vault_token_file: Path = Path(".state/router-vault.token")
+    callers_file: Path = Path(".state/router-callers.json")
+    tls: TlsFiles | None = None
+    vault_tls: ClientTls | None = None
+    upstream_ca_file: Path | None = None
+    egress_allow: str = ""
+    connect_timeout: float = 10.0
+    upstream_timeout: float = 600.0
+    vault_timeout: float = 5.0
+    shutdown_grace: float = 10.0
+    log_level: str = "INFO"
+
+    @property
+    def egress_policy(self) -> EgressPolicy:
+        return EgressPolicy.from_setting(self.egress_allow)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> RouterSettings:
+        """Read `ROUTER_*` (and `STATE_DIR`); ValueError naming the variable when one is bad."""
+        state = state_dir(environ)
+        cert = env_optional_path(environ, "ROUTER_TLS_CERT")
+        key = env_optional_path(environ, "ROUTER_TLS_KEY")
+        client_ca = env_optional_path(environ, "ROUTER_TLS_CLIENT_CA")
+        if (cert is None) != (key is None):
+            raise ValueError("ROUTER_TLS_CERT and ROUTER_TLS_KEY must be set together")
+        if client_ca is not None and cert is None:
+            raise ValueError("ROUTER_TLS_CLIENT_CA needs ROUTER_TLS_CERT and ROUTER_TLS_KEY")
+        tls = TlsFiles(cert, key, client_ca) if cert is not None and key is not None else None
+
+        vault_ca = env_optional_path(environ, "ROUTER_VAULT_TLS_CA")
+        vault_cert = env_optional_path(environ, "ROUTER_VAULT_TLS_CERT")
+        vault_key = env_optional_path(environ, "ROUTER_VAULT_TLS_KEY")
+        if (vault_cert is None) != (vault_key is None):
+            raise ValueError("ROUTER_VAULT_TLS_CERT and ROUTER_VAULT_TLS_KEY must be set together")
+        if vault_cert is not None and vault_ca is None:
+            raise ValueError("ROUTER_VAULT_TLS_CERT needs ROUTER_VAULT_TLS_CA")
+        vault_tls = ClientTls(vault_ca, vault_cert, vault_key) if vault_ca is not None else None
+
+        egress_allow = env_str(environ, "ROUTER_EGRESS_ALLOW", "")
+        EgressPolicy.from_setting(egress_allow)  # fail at start, not on the first call
+        return cls(
+            listen=env_str(environ, "ROUTER_LISTEN", cls.listen),
+            vault_addr=env_str(environ, "ROUTER_VAULT_ADDR", cls.vault_addr),
+            vault_token_file=env_path(
+                environ, "ROUTER_VAULT_TOKEN_FILE", state / "router-vault.token"
+            ),
+            callers_file=env_path(environ, "ROUTER_CALLERS_FILE", state / "router-callers.json"),
+            tls=tls,
+            vault_tls=vault_tls,
+            upstream_ca_file=env_optional_path(environ, "ROUTER_UPSTREAM_CA_FILE"),
+            egress_allow=egress_allow,
+            connect_timeout=_positive(
+                "ROUTER_CONNECT_TIMEOUT",
+                env_float(environ, "ROUTER_CONNECT_TIMEOUT", cls.connect_timeout),
+            ),
+            upstream_timeout=_positive(
+                "ROUTER_UPSTREAM_TIMEOUT",
+                env_float(environ, "ROUTER_UPSTREAM_TIMEOUT", cls.upstream_timeout),
+            ),
+            vault_timeout=_positive(
+                "ROUTER_VAULT_TIMEOUT",
+                env_float(environ, "ROUTER_VAULT_TIMEOUT", cls.vault_timeout),
+            ),
+            shutdown_grace=env_float(environ, "ROUTER_SHUTDOWN_GRACE", cls.shutdown_grace),
+            log_level=env_str(environ, "ROUTER_LOG_LEVEL", cls.log_level).upper(),
+        )

@@ -1,0 +1,161 @@
+"""The router process: wiring of settings, vault client, upstream client and servicer.
+
+`start_router(settings)` is used by `main` (`aicreds-router`) and by tests alike. It refuses a
+bad configuration with `StartupRefused` (naming what to fix), then starts the gRPC server with
+health, reflection, caller auth (right `invoke`), the access log and optional (mutual) TLS.
+Nothing persistent: every replica is the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import grpc.aio
+import httpcore
+from aicreds.router.v1 import router_pb2_grpc
+
+from services.common.callers import CallerRegistry, Right, read_secret_file
+from services.common.grpc_handlers import build_interceptors
+from services.common.grpc_server import RunningServer, run_until_signal, start_server
+from services.common.logging import configure_logging
+from services.router.calls import Router
+from services.router.config import RouterSettings
+from services.router.egress import Resolver, system_resolver
+from services.router.servicer import RouterServicer
+from services.router.upstream import UpstreamClient
+from services.router.vault_client import VaultClient, open_vault_channel
+
+ROUTER_SERVICE = "aicreds.router.v1.RouterService"
+REQUIRED_RIGHTS: Mapping[str, Right] = {
+    f"/{ROUTER_SERVICE}/Invoke": Right.INVOKE,
+    f"/{ROUTER_SERVICE}/Preview": Right.INVOKE,
+}
+
+_log = logging.getLogger("aicreds.router")
+
+
+class StartupRefused(Exception):
+    """The configuration cannot work; the message says what to fix (and holds no secret)."""
+
+
+@dataclass
+class RunningRouter:
+    """A started router and what it must close when it stops."""
+
+    settings: RouterSettings
+    server: RunningServer
+    upstream: UpstreamClient
+    vault_channel: grpc.aio.Channel
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Drain (health NOT_SERVING), stop serving, then close the clients."""
+        try:
+            await self.server.stop(grace)
+        finally:
+            await self.upstream.aclose()
+            await self.vault_channel.close()
+
+
+async def start_router(
+    settings: RouterSettings,
+    *,
+    resolver: Resolver = system_resolver,
+    network_backend: httpcore.AsyncNetworkBackend | None = None,
+) -> RunningRouter:
+    """Start a router as configured.
+
+    Args:
+        settings: the configuration.
+        resolver: DNS for upstream hosts (tests pass a stub).
+        network_backend: what connects to checked upstream addresses (tests may wrap it).
+    """
+    try:
+        callers = CallerRegistry.load(settings.callers_file)
+        vault_token = read_secret_file(settings.vault_token_file)
+        policy = settings.egress_policy
+    except ValueError as err:
+        raise StartupRefused(str(err)) from None
+    channel = open_vault_channel(settings.vault_addr, settings.vault_tls)
+    upstream = UpstreamClient(
+        policy,
+        resolver=resolver,
+        connect_timeout=settings.connect_timeout,
+        network_backend=network_backend,
+        ca_file=str(settings.upstream_ca_file) if settings.upstream_ca_file else None,
+    )
+    router = Router(
+        VaultClient(channel, vault_token, settings.vault_addr), upstream, settings.vault_timeout
+    )
+    servicer = RouterServicer(router, settings.upstream_timeout)
+    try:
+        server = await start_server(
+            listen=settings.listen,
+            register=lambda s: router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, s),
+            service_names=[ROUTER_SERVICE],
+            interceptors=build_interceptors(
+                service="router", callers=callers, required_rights=REQUIRED_RIGHTS
+            ),
+            tls=settings.tls,
+        )
+    except BaseException:
+        await upstream.aclose()
+        await channel.close()
+        raise
+    _log.info(
+        "router serving",
+        extra={
+            "fields": {
+                "listen": settings.listen,
+                "port": server.port,
+                "vault": settings.vault_addr,
+                "tls": settings.tls is not None,
+                "mutual_tls": settings.tls is not None and settings.tls.client_ca is not None,
+                "vault_tls": settings.vault_tls is not None,
+                "egress_allow": settings.egress_allow,
+                "callers": callers.names,
+            }
+        },
+    )
+    return RunningRouter(settings, server, upstream, channel)
+
+
+async def serve(settings: RouterSettings) -> None:
+    running = await start_router(settings)
+    try:
+        await run_until_signal(running.server, settings.shutdown_grace)
+    finally:
+        await running.upstream.aclose()
+        await running.vault_channel.close()
+
+
+def main() -> None:
+    """`aicreds-router`: run the router until SIGTERM/SIGINT."""
+    try:
+        settings = RouterSettings.from_env(os.environ)
+    except ValueError as err:
+        sys.exit(f"aicreds-router: {err}")
+    configure_logging("router", settings.log_level)
+    try:
+        asyncio.run(serve(settings))
+    except StartupRefused as err:
+        _log.critical("router refused to start", extra={"fields": {"problem": str(err)}})
+        sys.exit(f"aicreds-router: refusing to start: {err}")
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

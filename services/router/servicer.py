@@ -1,0 +1,91 @@
+"""`aicreds.router.v1.RouterService`: converts messages, calls `Router`, converts back.
+
+Caller authentication, the `invoke` right and the mapping of errors to statuses are done by the
+shared interceptor (`services.common.grpc_handlers`). What is specific here: credential
+warnings go into trailing metadata `x-credential-warning` (one entry each, also when the call
+then fails) and into a log line, with key names only; the caller's deadline bounds the call; a
+cancelled RPC closes the upstream connection at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import grpc.aio
+from aicreds.router.v1 import router_pb2, router_pb2_grpc
+
+from services.router.calls import InvokeCall, Router
+
+WARNING_KEY = "x-credential-warning"
+_log = logging.getLogger("aicreds.router")
+
+
+def _report_warnings(
+    context: grpc.aio.ServicerContext, provider: str, warnings: Sequence[str]
+) -> None:
+    if not warnings:
+        return
+    context.set_trailing_metadata(tuple((WARNING_KEY, w) for w in warnings))
+    _log.warning(
+        "credential warnings",
+        extra={"fields": {"provider": provider, "warnings": list(warnings)}},
+    )
+
+
+def _invoke_call(request: router_pb2.InvokeRequest) -> InvokeCall:
+    target = request.WhichOneof("target")
+    return InvokeCall(
+        user_id=request.user_id,
+        provider_name=request.provider_name if target == "provider_name" else None,
+        model=request.model if target == "model" else None,
+        method=request.method,
+        path=request.path,
+        query=request.query,
+        headers=tuple((h.name, h.value) for h in request.headers),
+        body=request.body,
+    )
+
+
+class RouterServicer(router_pb2_grpc.RouterServiceServicer):
+    def __init__(self, router: Router, default_timeout: float) -> None:
+        self._router = router
+        self._default_timeout = default_timeout
+
+    def _deadline(self, context: grpc.aio.ServicerContext) -> float:
+        """The caller's deadline as a loop time, or the router's default for calls without one."""
+        remaining: float | None = context.time_remaining()
+        if remaining is None or remaining > self._default_timeout:
+            remaining = self._default_timeout
+        return asyncio.get_running_loop().time() + remaining
+
+    async def Invoke(  # noqa: N802 - the RPC's name
+        self, request: router_pb2.InvokeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[router_pb2.InvokeResponse]:
+        deadline = self._deadline(context)
+        prepared = await self._router.prepare(_invoke_call(request), deadline=deadline)
+        _report_warnings(context, prepared.provider_name, prepared.warnings)
+        async with self._router.stream(prepared, deadline=deadline) as upstream:
+            # If the RPC ends while this generator is parked at a `yield` (so the cancellation
+            # is raised in grpc's code, not here), close the upstream from the callback.
+            context.add_done_callback(lambda _: upstream.abort())
+            yield router_pb2.InvokeResponse(
+                head=router_pb2.ResponseHead(
+                    status=upstream.status,
+                    headers=[router_pb2.Header(name=n, value=v) for n, v in upstream.headers],
+                )
+            )
+            async for chunk in upstream.chunks():
+                yield router_pb2.InvokeResponse(chunk=chunk)
+
+    async def Preview(  # noqa: N802 - the RPC's name
+        self, request: router_pb2.PreviewRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.PreviewResponse:
+        result = await self._router.preview(
+            request.user_id, request.provider_name, deadline=self._deadline(context)
+        )
+        return router_pb2.PreviewResponse(
+            headers=[router_pb2.Header(name=n, value=v) for n, v in result.headers],
+            warnings=list(result.warnings),
+        )

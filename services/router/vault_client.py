@@ -1,0 +1,127 @@
+"""The router's side of the vault's `CredentialService.Resolve`: gRPC in, domain types out.
+
+Vault errors keep their public message and reason (`provider_not_found`, `model_not_found`,
+...); an unreachable or slow vault is `VaultUnavailable`. The channel reconnects by itself, with
+a short reconnect backoff so that calls succeed again soon after the vault comes back, without
+restarting the router.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+from aicreds.vault.v1 import credentials_pb2, credentials_pb2_grpc, providers_pb2
+
+from services.common.errors import (
+    AicredsError,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+)
+from services.common.grpc_handlers import ERROR_REASON_KEY
+from services.common.grpc_server import ClientTls
+from services.router.calls import ProviderConfig, Resolution
+from services.router.errors import VaultUnavailable
+
+# After the vault was down, try again within a second or two rather than grpc's default of up
+# to two minutes.
+_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+]
+
+_PASSED_ON: dict[grpc.StatusCode, Callable[..., AicredsError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+}
+
+
+def open_vault_channel(target: str, tls: ClientTls | None = None) -> grpc.aio.Channel:
+    """A channel to the vault with a short reconnect backoff (the token goes per call)."""
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls.ca.read_bytes(),
+        private_key=tls.key.read_bytes() if tls.key else None,
+        certificate_chain=tls.cert.read_bytes() if tls.cert else None,
+    )
+    return grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
+
+
+def _provider(message: providers_pb2.Provider) -> ProviderConfig:
+    return ProviderConfig(
+        name=message.name,
+        base_url=message.base_url,
+        headers=tuple(
+            (name, tuple(message.headers[name].values)) for name in sorted(message.headers)
+        ),
+        on_missing_error=(
+            message.on_missing_credential == providers_pb2.ON_MISSING_CREDENTIAL_ERROR
+        ),
+    )
+
+
+def _reason(err: grpc.aio.AioRpcError) -> str | None:
+    for key, value in err.trailing_metadata() or ():
+        if key == ERROR_REASON_KEY:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None
+
+
+class VaultClient:
+    """Calls `Resolve` as the router (right `resolve` at the vault)."""
+
+    def __init__(self, channel: grpc.aio.Channel, token: str, address: str = "") -> None:
+        self._stub = credentials_pb2_grpc.CredentialServiceStub(channel)
+        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._address = address
+
+    def __repr__(self) -> str:
+        return f"VaultClient(address={self._address!r}, token=<hidden>)"
+
+    async def resolve(
+        self, user_id: str, *, provider_name: str | None, model: str | None, timeout: float
+    ) -> Resolution:
+        request = credentials_pb2.ResolveRequest(user_id=user_id)
+        if provider_name is not None:
+            request.provider_name = provider_name
+        elif model is not None:
+            request.model = model
+        where = f" at {self._address}" if self._address else ""
+        if timeout <= 0:
+            raise VaultUnavailable("no time was left to ask the vault")
+        try:
+            reply = await self._stub.Resolve(request, timeout=timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as err:
+            code = err.code()
+            if code in _PASSED_ON:
+                raise _PASSED_ON[code](err.details() or "", reason=_reason(err)) from None
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise VaultUnavailable(
+                    f"the credential vault{where} is unavailable; try again shortly"
+                ) from None
+            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                # The router's own identity is at fault, not the caller's: not a 401/403.
+                raise Internal(
+                    f"the credential vault{where} refused the router ({code.name}); check "
+                    "ROUTER_VAULT_TOKEN_FILE and the vault's callers file (right 'resolve')",
+                    reason="vault_refused",
+                ) from None
+            raise Internal(f"the credential vault{where} failed ({code.name})") from None
+        if not reply.HasField("provider"):
+            raise Internal("the vault's Resolve returned no provider")
+        return Resolution(
+            provider=_provider(reply.provider),
+            values=dict(reply.values),
+            missing_keys=tuple(reply.missing_keys),
+            upstream_model=reply.upstream_model,
+        )
