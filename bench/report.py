@@ -225,7 +225,12 @@ def targets(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def derive(meta: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], soak: Any) -> dict[str, Any]:
+def derive(
+    meta: Mapping[str, Any],
+    runs: Sequence[Mapping[str, Any]],
+    soak: Any,
+    profile: Any = None,
+) -> dict[str, Any]:
     """The whole results document: inputs, runs and every derived figure."""
     results: dict[str, Any] = {
         "meta": dict(meta),
@@ -234,6 +239,7 @@ def derive(meta: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], soak: Any
         "upstream_headroom": upstream_headroom(runs),
         "memory": memory_under_load(runs),
         "soak": soak,
+        "profile": profile,
     }
     results["targets"] = targets(results)
     return results
@@ -355,6 +361,11 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
             f"{soak['rss_start_mib']:.0f} → {soak['rss_end_mib']:.0f} MiB "
             f"({soak['rss_growth_pct']:+.1f} %).",
         ]
+    profile = results.get("profile")
+    if profile:
+        from bench.profiling import markdown
+
+        out += markdown(profile["services"])
     charts = meta.get("charts") or []
     if charts:
         out += ["", "Charts: " + ", ".join(f"`{c}`" for c in charts) + "."]

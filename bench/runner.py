@@ -370,6 +370,37 @@ class Bench:
             "timeline": sampler.timeline,
         }
 
+    async def profile(self, concurrency: int = 16) -> dict[str, Any] | None:
+        """py-spy on every service while the gateway is under load; not one of the figures."""
+        from bench import profiling
+
+        tool = profiling.py_spy()
+        if tool is None:
+            self.skipped["profile"] = "py-spy is not installed (pip install -e '.[bench]')"
+            return None
+        if self.stack is None:
+            self.skipped["profile"] = "the stack is not running"
+            return None
+        why = await self.first_call("gateway")
+        if why is not None:
+            self.skipped["profile"] = why
+            return None
+        run = self.runner("gateway")
+        await run(concurrency, self.config.warmup_s or 1.0)
+        pids = {n: self.stack.pid(n) for n in self.stack.procs}
+        duration = self.config.duration_s
+        print(f"bench: profiling the services under gateway load, c={concurrency}", flush=True)
+        recorders = profiling.start(tool, pids, duration, self.out_dir)
+        await asyncio.sleep(0.5)  # py-spy attaches before the load starts
+        result = await run(concurrency, duration)
+        services = await asyncio.to_thread(profiling.finish, recorders, duration + 30)
+        return {
+            "scenario": "gateway",
+            "concurrency": concurrency,
+            "rps_while_profiled": round(result.rps, 1),
+            "services": services,
+        }
+
     async def close_channels(self) -> None:
         for channel in self.grpc_channels.values():
             await channel.close()
@@ -439,6 +470,7 @@ async def run_bench(config: BenchConfig) -> tuple[dict[str, Any], Path]:
             expected_auth=f"Bearer {bench.upstream_key}".encode(),
         )
         soak: dict[str, Any] | None = None
+        profile: dict[str, Any] | None = None
         with (log_dir / "upstream.log").open("ab") as upstream_log:
             bench.upstream = start_upstream(upstream_config, config.upstream_workers, upstream_log)
         try:
@@ -450,6 +482,8 @@ async def run_bench(config: BenchConfig) -> tuple[dict[str, Any], Path]:
                     meta["stack_error"] = str(err)
                     print(f"bench: the stack did not start: {err} (logs in {log_dir})", flush=True)
             await bench.run_all()
+            if config.profile:
+                profile = await bench.profile()
             if config.soak:
                 soak = await bench.soak()
         finally:
@@ -460,7 +494,7 @@ async def run_bench(config: BenchConfig) -> tuple[dict[str, Any], Path]:
     meta["skipped"] = bench.skipped
     meta["peak_rss_reset"] = bench.peak_reset_ok
     meta["credential_key"] = CREDENTIAL_KEY
-    results = derive(meta, bench.runs, soak)
+    results = derive(meta, bench.runs, soak, profile)
     meta["charts"] = write_charts(out_dir, results)
     results["meta"] = meta
     write_results(out_dir, results)

@@ -23,6 +23,7 @@ from bench.load import (
     wrk_to_run,
 )
 from bench.procstats import parse_stat_cpu_ticks, parse_status_kib
+from bench.profiling import parse_collapsed
 from bench.report import derive, summary_markdown, write_results
 from bench.stack import _user_id_from_debug, provider_body, stack_environment
 from bench.stats import overhead, percentile, rss_growth_pct, summarize_ms
@@ -272,7 +273,8 @@ def test_provider_body_uses_a_placeholder() -> None:
 
 def test_user_id_from_debug_header() -> None:
     assert _user_id_from_debug('{"method":"bearer","user_id":"u1"}') == "u1"
-    assert _user_id_from_debug("method=bearer, user_id=u2, scopes=llm:invoke") == "u2"
+    header = "result=ok; method=bearer; token_prefix=sk-aic-A; user_id=u2; scopes=a:b,llm:invoke"
+    assert _user_id_from_debug(header) == "u2"
     assert _user_id_from_debug("") is None
 
 
@@ -320,3 +322,18 @@ async def test_fake_upstream_answers_json_sse_and_refuses_a_wrong_key(upstream_u
         )
         assert wrong.status_code == 401
         assert (await client.get("/healthz")).text == "ok"
+
+
+def test_parse_collapsed_counts_self_and_inclusive_samples() -> None:
+    lines = [
+        "process 1:python;main (a.py);handle (b.py);encrypt (c.py) 6\n",
+        "process 1:python;main (a.py);handle (b.py) 3\n",
+        "process 1:python;main (a.py);log (d.py);handle (b.py) 1\n",
+        "garbage\n",
+    ]
+    self_counts, inclusive, total = parse_collapsed(lines)
+    assert total == 10
+    assert self_counts["encrypt (c.py)"] == 6
+    assert self_counts["handle (b.py)"] == 4
+    assert inclusive["main (a.py)"] == 10
+    assert inclusive["handle (b.py)"] == 10  # counted once per stack, even when recursive
