@@ -214,26 +214,26 @@ class FakeUpstream:
         route = (request.method, request.path)
         is_anthropic = request.path == "/v1/messages"
         if self.unauthorized:
-            await _send_json(send, 401, _unauthorized_body(is_anthropic))
+            await _send_json(send, 401, unauthorized_body(is_anthropic))
             return
         payload = _json_or_none(request.body)
         stream = isinstance(payload, dict) and payload.get("stream") is True
         model = payload.get("model", "unknown") if isinstance(payload, dict) else "unknown"
         if route == ("POST", "/v1/chat/completions"):
             if stream:
-                await self._stream(receive, send, _openai_events(str(model)))
+                await self._stream(receive, send, openai_events(str(model)))
             else:
-                await _send_json(send, 200, _chat_completion(str(model)))
+                await _send_json(send, 200, chat_completion(str(model)))
         elif route == ("POST", "/v1/embeddings"):
             fmt = payload.get("encoding_format") if isinstance(payload, dict) else None
-            await _send_json(send, 200, _embeddings(str(model), base64_encoded=fmt == "base64"))
+            await _send_json(send, 200, embeddings(str(model), base64_encoded=fmt == "base64"))
         elif route == ("GET", "/v1/models"):
             await _send_json(send, 200, _models())
         elif route == ("POST", "/v1/messages"):
             if stream:
-                await self._stream(receive, send, _anthropic_events(str(model)))
+                await self._stream(receive, send, anthropic_events(str(model)))
             else:
-                await _send_json(send, 200, _anthropic_message(str(model)))
+                await _send_json(send, 200, anthropic_message(str(model)))
         else:
             await _send_json(
                 send,
@@ -313,7 +313,7 @@ async def _send_json(send: Send, status: int, payload: Any) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
-def _unauthorized_body(anthropic: bool) -> dict[str, Any]:
+def unauthorized_body(anthropic: bool) -> dict[str, Any]:
     if anthropic:
         return {
             "type": "error",
@@ -330,7 +330,7 @@ def _unauthorized_body(anthropic: bool) -> dict[str, Any]:
     }
 
 
-def _chat_completion(model: str) -> dict[str, Any]:
+def chat_completion(model: str) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -355,7 +355,7 @@ def _sse(data: dict[str, Any] | str, event: str | None = None) -> bytes:
     return f"{prefix}data: {text}\n\n".encode()
 
 
-def _openai_events(model: str) -> list[bytes]:
+def openai_events(model: str) -> list[bytes]:
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         return _sse(
             {
@@ -377,7 +377,7 @@ def _openai_events(model: str) -> list[bytes]:
     return events
 
 
-def _embeddings(model: str, *, base64_encoded: bool) -> dict[str, Any]:
+def embeddings(model: str, *, base64_encoded: bool) -> dict[str, Any]:
     vector: Any = list(EMBEDDING)
     if base64_encoded:
         vector = base64.b64encode(array.array("f", EMBEDDING).tobytes()).decode()
@@ -398,7 +398,7 @@ def _models() -> dict[str, Any]:
     }
 
 
-def _anthropic_message(model: str) -> dict[str, Any]:
+def anthropic_message(model: str) -> dict[str, Any]:
     return {
         "id": "msg_fake",
         "type": "message",
@@ -411,8 +411,8 @@ def _anthropic_message(model: str) -> dict[str, Any]:
     }
 
 
-def _anthropic_events(model: str) -> list[bytes]:
-    start = _anthropic_message(model) | {
+def anthropic_events(model: str) -> list[bytes]:
+    start = anthropic_message(model) | {
         "content": [],
         "stop_reason": None,
         "usage": {"input_tokens": 5, "output_tokens": 1},

@@ -1,28 +1,59 @@
 """The OpenAI- and Anthropic-compatible model endpoints (SPEC 2.6; issue 6).
 
-`endpoints(gateway)` returns the `PlainEndpoint`s the application mounts (and documents in
-`/openapi.json`). Each handler should:
+    endpoints.py        the PlainEndpoint table the application mounts and documents
+    calls.py            one model call: admit, read `model`/`stream`, Invoke the router
+    streaming.py        relay the router's stream as it arrives; cancel on disconnect
+    model_selection.py  what is read from a body; model lists
+    model_routes.py     GET /v1/models, GET /v1/models/{id}
+    anthropic_routes.py POST /v1/messages
+    openai_routes.py    every other /v1/* path (pass-through)
+    errors.py           the vendors' error shapes
 
-- admit the request with `await gateway.gate.admit(request, scope="llm:invoke",
-  allow_session=False)`; it raises `ApiError` (401/403/429 with the headers to send) which the
-  handler renders in the vendor's error shape, adding `err.headers`;
-- add `admission.headers` (rate limit, X-Debug-Auth) to its response;
-- read the body with `services.gateway.rest.read_body(request, limit)` and call the router
-  through `gateway.router.stub` with `timeout=gateway.router.timeout` and
-  `metadata=gateway.router.metadata()`, mapping an `AioRpcError` with
-  `services.gateway.errors.from_rpc_error(err, "router")`.
+`endpoints(gateway)` is what `services.gateway.app.create_app` mounts.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from starlette.requests import Request
+
+from services.gateway.llm.calls import LLM_SCOPE, LlmAuthenticator, LlmBackend, LlmPrincipal
+from services.gateway.llm.endpoints import llm_endpoints
+from services.gateway.observability import USER_SCOPE_KEY
 from services.gateway.rest import PlainEndpoint
 
 if TYPE_CHECKING:
     from services.gateway.app import Gateway
 
+__all__ = [
+    "LlmAuthenticator",
+    "LlmBackend",
+    "LlmPrincipal",
+    "endpoints",
+    "gateway_backend",
+    "llm_endpoints",
+]
+
+
+def gateway_backend(gateway: Gateway) -> LlmBackend:
+    """The model endpoints' view of the gateway: its gate, router, vault and limits."""
+
+    async def authenticate(request: Request) -> LlmPrincipal:
+        admission = await gateway.gate.admit(request, scope=LLM_SCOPE, allow_session=False)
+        request.scope[USER_SCOPE_KEY] = admission.principal.user_id
+        return LlmPrincipal(admission.principal.user_id, admission.headers)
+
+    return LlmBackend(
+        authenticate=authenticate,
+        router_stub=lambda: gateway.router.stub,
+        list_providers=gateway.vault.list_providers,
+        router_timeout=gateway.settings.router_timeout,
+        max_body=gateway.settings.max_body,
+        request_metadata=gateway.router.metadata,
+    )
+
 
 def endpoints(gateway: Gateway) -> list[PlainEndpoint]:
-    """The model endpoints; none until issue 6 adds them."""
-    return []
+    """The model endpoints, in the order they must be routed."""
+    return llm_endpoints(gateway_backend(gateway))

@@ -1,0 +1,134 @@
+"""One model call: authenticate, read the body, ask the router, relay its answer.
+
+`LlmBackend` is everything the model endpoints need from the gateway: its admission (which
+authenticates, rate-limits and checks the scope), the router stub, the vault's provider list and
+the limits. The vendor modules (`openai_routes`, `anthropic_routes`) differ only in how errors
+look.
+
+What goes to the router (SPEC 2.6): the body's bytes untouched; the `model` read from it; the
+HTTP method, the path after `/v1` (a provider's `base_url` ends with its API version, e.g.
+`https://api.openai.com/v1`), the query; and only the allowlisted client headers — never the
+client's `Authorization`, `x-api-key` or cookies (the router enforces the same list).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aicreds.router.v1 import router_pb2
+from aicreds.vault.v1 import providers_pb2
+from starlette.requests import Request
+from starlette.responses import Response
+
+from services.gateway.errors import ApiError
+from services.gateway.llm.model_selection import read_call_options
+from services.gateway.llm.streaming import RouterRelay
+from services.gateway.rest import read_body
+
+LLM_SCOPE = "llm:invoke"
+API_PREFIX = "/v1"
+
+#: Client headers passed to the router (SPEC 2.6); everything else stays at the gateway.
+FORWARDED_REQUEST_HEADERS = frozenset(
+    {
+        "content-type",
+        "accept",
+        "anthropic-version",
+        "anthropic-beta",
+        "openai-beta",
+        "user-agent",
+        "x-request-id",
+    }
+)
+
+
+@dataclass(frozen=True)
+class LlmPrincipal:
+    """Who is calling, and the headers their admission adds to every answer."""
+
+    user_id: str
+    response_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class LlmAuthenticator(Protocol):
+    async def __call__(self, request: Request) -> LlmPrincipal:
+        """Admit the request with scope `llm:invoke`, counting it against rate limits.
+
+        Raises:
+            ApiError: 401, 403 or 429, with the headers the answer must carry.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class LlmBackend:
+    """What the model endpoints use of the gateway (`services.gateway.llm.gateway_backend`)."""
+
+    authenticate: LlmAuthenticator
+    # The RouterServiceStub; looked up per call since the channel opens with the application.
+    router_stub: Callable[[], Any]
+    # A user's providers; a failure raises the mapped ApiError.
+    list_providers: Callable[[str], Awaitable[Sequence[providers_pb2.Provider]]]
+    router_timeout: float = 300.0
+    max_body: int = 1024 * 1024
+    # gRPC metadata of the current request (its request id).
+    request_metadata: Callable[[], Sequence[tuple[str, str]]] = tuple
+
+
+ErrorRenderer = Callable[[ApiError], Response]
+StreamErrorEvent = Callable[[ApiError], bytes]
+
+
+def forwarded_headers(request: Request) -> list[router_pb2.Header]:
+    return [
+        router_pb2.Header(name=name, value=value)
+        for name, value in request.headers.items()
+        if name in FORWARDED_REQUEST_HEADERS
+    ]
+
+
+def upstream_path(request: Request) -> str:
+    """The request path after `/v1`, as the router appends it to the provider's base_url."""
+    path: str = request.url.path
+    return path[len(API_PREFIX) :] if path.startswith(API_PREFIX + "/") else path
+
+
+async def invoke(
+    request: Request,
+    backend: LlmBackend,
+    *,
+    render_error: ErrorRenderer,
+    stream_error_event: StreamErrorEvent,
+) -> Response:
+    """Serve one model call through the router; every failure in the vendor's error shape."""
+    headers: Mapping[str, str] = {}
+    try:
+        principal = await backend.authenticate(request)
+        headers = principal.response_headers
+        body = await read_body(request, backend.max_body)
+        options = read_call_options(body)
+    except ApiError as error:
+        error.headers = {**headers, **error.headers}
+        return render_error(error)
+    call = backend.router_stub().Invoke(
+        router_pb2.InvokeRequest(
+            user_id=principal.user_id,
+            model=options.model,
+            method=request.method,
+            path=upstream_path(request),
+            query=request.url.query,
+            headers=forwarded_headers(request),
+            body=body,
+        ),
+        timeout=backend.router_timeout,
+        metadata=tuple(backend.request_metadata()),
+    )
+    return RouterRelay(
+        call,
+        stream=options.stream,
+        render_error=render_error,
+        stream_error_event=stream_error_event,
+        extra_headers=headers,
+    )

@@ -1,0 +1,204 @@
+"""The model endpoints as the gateway's `PlainEndpoint` table: routes and OpenAPI in one place.
+
+    GET  /v1/models            ModelCatalog.list_models  (both vendors' list shapes)
+    POST /v1/embeddings        OpenAiCalls.call
+    POST /v1/messages          AnthropicCalls.messages
+    ANY  /v1/{path}            OpenAiCalls.pass_through, documented as POST /v1/chat/completions
+
+`PlainEndpoint` documents one method of one literal path (it has no path parameters), so the
+pass-through is documented under the call it serves most and routed for every `/v1/*` path and
+method; it must stay last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.routing import Route
+
+from services.gateway.llm.anthropic_routes import AnthropicCalls
+from services.gateway.llm.calls import LlmBackend
+from services.gateway.llm.model_routes import ModelCatalog
+from services.gateway.llm.openai_routes import OpenAiCalls
+from services.gateway.rest import PlainEndpoint
+
+TAG = "models"
+PASS_THROUGH_PATH = "/v1/{path:path}"
+PASS_THROUGH_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+@dataclass(frozen=True)
+class PassThroughEndpoint(PlainEndpoint):
+    """Documented as `method path`; routed as every `/v1/*` path and method."""
+
+    def route(self) -> Route:
+        return Route(
+            PASS_THROUGH_PATH, self.handler, methods=PASS_THROUGH_METHODS, name=self.summary
+        )
+
+
+# -- OpenAPI fragments ---------------------------------------------------------------------------
+
+_OPENAI_ERROR: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+_ANTHROPIC_ERROR: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        },
+    },
+}
+_MODEL_CALL_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["model"],
+                "properties": {
+                    "model": {
+                        "type": "string",
+                        "minLength": 1,
+                        "description": "a model a provider lists, or provider_name/model",
+                    },
+                    "stream": {"type": "boolean", "description": "true: answer as SSE"},
+                },
+                "description": "forwarded to the provider byte for byte",
+            }
+        }
+    },
+}
+_HEADERS: dict[str, Any] = {
+    name: {"description": text, "schema": {"type": "string"}}
+    for name, text in {
+        "X-RateLimit-Limit": "bucket size (burst)",
+        "X-RateLimit-Remaining": "requests left in the bucket",
+        "X-RateLimit-Reset": "seconds until the bucket is full again",
+        "X-Credential-Warning": "a placeholder warning (key names only); one header each",
+    }.items()
+}
+_ERRORS: dict[int, str] = {
+    400: "invalid_argument: the body is not a JSON object naming a model",
+    401: "unauthorized: no, malformed, unknown, revoked or expired token",
+    403: "forbidden: the token lacks llm:invoke; or the upstream's address is refused",
+    404: "model_not_found: no provider serves the model",
+    413: "payload_too_large: the body is over the size limit",
+    424: "credential_not_found: a referenced credential is missing (on_missing_credential=error)",
+    429: "rate_limited: see Retry-After",
+    500: "internal: an unexpected failure",
+    502: "upstream_unavailable: the provider could not be reached",
+    503: "unavailable: the vault or the router is unreachable",
+    504: "upstream_timeout: the provider did not answer in time",
+}
+
+
+def _responses(error_schema: dict[str, Any], success: dict[str, Any]) -> dict[str, Any]:
+    content = {"application/json": {"schema": error_schema}}
+    responses: dict[str, Any] = {"200": success}
+    for status, text in _ERRORS.items():
+        responses[str(status)] = {"description": text, "content": content}
+    responses["default"] = {
+        "description": "the provider's own answer (status and body passed through)",
+        "content": {"*/*": {"schema": {}}},
+    }
+    return responses
+
+
+def _model_call_success(stream_doc: str) -> dict[str, Any]:
+    return {
+        "description": f"the provider's answer, relayed as it arrives; {stream_doc}",
+        "headers": _HEADERS,
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/event-stream": {"schema": {"type": "string"}},
+        },
+    }
+
+
+_MODEL_LIST: dict[str, Any] = {
+    "description": "the models of all the user's providers (Anthropic's shape when the request "
+    "carries anthropic-version)",
+    "headers": _HEADERS,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["data"],
+                "properties": {
+                    "object": {"const": "list"},
+                    "data": {"type": "array", "items": {"type": "object"}},
+                },
+            }
+        }
+    },
+}
+
+
+def llm_endpoints(backend: LlmBackend) -> list[PlainEndpoint]:
+    """The model endpoints, most specific first; the pass-through catches every other `/v1/*`."""
+    catalog = ModelCatalog(backend)
+    openai_calls = OpenAiCalls(backend)
+    anthropic_calls = AnthropicCalls(backend)
+    openai_responses = _responses(_OPENAI_ERROR, _model_call_success('"stream": true gives SSE'))
+    return [
+        PlainEndpoint(
+            "GET",
+            "/v1/models",
+            catalog.list_models,
+            "List the models of all the user's providers (OpenAI and Anthropic SDKs)",
+            TAG,
+            _responses(_OPENAI_ERROR, _MODEL_LIST),
+            security=True,
+        ),
+        PlainEndpoint(
+            "POST",
+            "/v1/embeddings",
+            openai_calls.call,
+            "OpenAI embeddings, passed through to the provider serving the model",
+            TAG,
+            openai_responses,
+            security=True,
+            request_body=_MODEL_CALL_BODY,
+        ),
+        PlainEndpoint(
+            "POST",
+            "/v1/messages",
+            anthropic_calls.messages,
+            "Anthropic Messages, passed through to the provider serving the model",
+            TAG,
+            _responses(_ANTHROPIC_ERROR, _model_call_success("stream true gives Anthropic events")),
+            security=True,
+            request_body=_MODEL_CALL_BODY,
+        ),
+        PassThroughEndpoint(
+            "POST",
+            "/v1/chat/completions",
+            openai_calls.pass_through,
+            "OpenAI chat completions; the same route passes every other /v1/* OpenAI call "
+            "through to the provider serving the body's model",
+            TAG,
+            openai_responses,
+            security=True,
+            request_body=_MODEL_CALL_BODY,
+        ),
+    ]

@@ -1,0 +1,100 @@
+"""Errors of the model endpoints, in each vendor's own shape.
+
+The model endpoints raise and map the gateway's own `ApiError` (status, REST code, public
+message, headers) — gRPC statuses become HTTP statuses in the gateway's one place,
+`services.gateway.errors.from_rpc_error` — and only the *body* differs per vendor:
+
+    openai_error_response     {"error": {"message", "type", "param", "code"}}
+    anthropic_error_response  {"type": "error", "error": {"type", "message"}}
+
+`code` is the REST code (`unauthorized`, `model_not_found`, `credential_not_found`, ...); the
+status decides which exception the official SDK raises: 401 AuthenticationError, 403
+PermissionDeniedError, 404 NotFoundError, 429 RateLimitError, 5xx InternalServerError
+(anthropic: ServiceUnavailableError for 503, GatewayTimeoutError for 504), any other status
+APIStatusError. The message is public: it may name a key, a model or a provider, never a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import grpc.aio
+from starlette.responses import JSONResponse
+
+from services.gateway import errors as gateway_errors
+from services.gateway.errors import ApiError
+
+#: Router reasons whose HTTP status is more precise than their gRPC code's (SPEC 3.3 point 5):
+#: the router is reachable, what failed is behind it, and its message says which part.
+_STATUS_BY_ROUTER_REASON: Mapping[str, int] = {
+    "upstream_unavailable": 502,
+    "upstream_timeout": 504,
+    "vault_unavailable": 503,
+}
+
+_OPENAI_TYPE_BY_STATUS: Mapping[int, str] = {
+    401: "authentication_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+}
+
+_ANTHROPIC_TYPE_BY_STATUS: Mapping[int, str] = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def openai_type(error: ApiError) -> str:
+    default = "server_error" if error.status >= 500 else "invalid_request_error"
+    return _OPENAI_TYPE_BY_STATUS.get(error.status, default)
+
+
+def anthropic_type(error: ApiError) -> str:
+    default = "api_error" if error.status >= 500 else "invalid_request_error"
+    return _ANTHROPIC_TYPE_BY_STATUS.get(error.status, default)
+
+
+def openai_error_body(error: ApiError) -> dict[str, object]:
+    return {
+        "error": {
+            "message": error.message,
+            "type": openai_type(error),
+            "param": None,
+            "code": error.code,
+        }
+    }
+
+
+def anthropic_error_body(error: ApiError) -> dict[str, object]:
+    return {"type": "error", "error": {"type": anthropic_type(error), "message": error.message}}
+
+
+def openai_error_response(error: ApiError) -> JSONResponse:
+    return JSONResponse(openai_error_body(error), status_code=error.status, headers=error.headers)
+
+
+def anthropic_error_response(error: ApiError) -> JSONResponse:
+    return JSONResponse(
+        anthropic_error_body(error), status_code=error.status, headers=error.headers
+    )
+
+
+def from_rpc_error(err: grpc.aio.AioRpcError, *, backend: str) -> ApiError:
+    """The answer for a failed call to `backend` (`router` or `vault`).
+
+    The gateway's mapping decides, except for the router's reasons that say the failure lay
+    behind it (upstream or vault): those keep the router's public message, so the client learns
+    what actually failed rather than "router is unavailable".
+    """
+    error = gateway_errors.from_rpc_error(err, backend)
+    reason = gateway_errors.error_reason(err)
+    status = _STATUS_BY_ROUTER_REASON.get(reason or "")
+    if status is None or reason is None:
+        return error
+    return ApiError(status, reason, err.details() or error.message, headers=error.headers)
