@@ -12,6 +12,8 @@ from services.common.callers import Right
 
 CREDENTIAL_SERVICE = "aicreds.vault.v1.CredentialService"
 PROVIDER_SERVICE = "aicreds.vault.v1.ProviderService"
+AUTH_SERVICE = "aicreds.vault.v1.AuthService"
+AUDIT_SERVICE = "aicreds.vault.v1.AuditService"
 
 
 def _methods(service: str, right: Right, *names: str) -> dict[str, Right]:
@@ -39,4 +41,17 @@ REQUIRED_RIGHTS: Mapping[str, Right] = {
         "UpdateProvider",
         "DeleteProvider",
     ),
+    **_methods(
+        AUTH_SERVICE,
+        Right.MANAGE,
+        "CreateToken",
+        "ListTokens",
+        "RevokeToken",
+        "CreateSession",
+        "RevokeSession",
+        "Authenticate",
+    ),
+    # One right per method: `manage` (the gateway reads a user's own log). The operator reads
+    # any log with `aicreds-admin audit`, which opens the database, so `admin` is not needed.
+    **_methods(AUDIT_SERVICE, Right.MANAGE, "ListAuditEvents"),
 }

@@ -14,19 +14,22 @@ import sys
 from dataclasses import dataclass
 
 import grpc.aio
-from aicreds.vault.v1 import credentials_pb2_grpc
+from aicreds.vault.v1 import audit_pb2_grpc, auth_pb2_grpc, credentials_pb2_grpc
 
 from services.common.callers import CallerRegistry
 from services.common.grpc_handlers import build_interceptors
 from services.common.grpc_server import RunningServer, run_until_signal, start_server
 from services.common.logging import configure_logging
+from services.vault.auth import AuthDomain
 from services.vault.config import VaultSettings
 from services.vault.credentials import CredentialMaps
 from services.vault.envelope import Envelope
 from services.vault.errors import StartupRefused
 from services.vault.keyring import KeyringSource, load_or_generate
 from services.vault.resolve import Resolver
-from services.vault.rights import CREDENTIAL_SERVICE, REQUIRED_RIGHTS
+from services.vault.rights import AUDIT_SERVICE, AUTH_SERVICE, CREDENTIAL_SERVICE, REQUIRED_RIGHTS
+from services.vault.servicers.audit import AuditServicer
+from services.vault.servicers.auth import AuthServicer
 from services.vault.servicers.credentials import CredentialServicer
 from services.vault.store.sqlite import SqliteVaultStore
 
@@ -65,11 +68,15 @@ def load_callers(settings: VaultSettings) -> CallerRegistry:
 
 
 def register_services(
-    server: grpc.aio.Server, credentials: CredentialMaps, resolver: Resolver
+    server: grpc.aio.Server, credentials: CredentialMaps, resolver: Resolver, auth: AuthDomain
 ) -> None:
     credentials_pb2_grpc.add_CredentialServiceServicer_to_server(
         CredentialServicer(credentials, resolver), server
     )
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(
+        AuthServicer(auth.tokens, auth.sessions), server
+    )
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(auth.audit_log), server)
 
 
 async def start_vault(settings: VaultSettings) -> RunningVault:
@@ -85,10 +92,11 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
         await envelope.verify_master_keys()
         credentials = CredentialMaps(store, envelope)
         resolver = Resolver(credentials, store)
+        auth = AuthDomain.on(store.db, keyring.current.pepper)
         server = await start_server(
             listen=settings.listen,
-            register=lambda s: register_services(s, credentials, resolver),
-            service_names=[CREDENTIAL_SERVICE],
+            register=lambda s: register_services(s, credentials, resolver, auth),
+            service_names=[CREDENTIAL_SERVICE, AUTH_SERVICE, AUDIT_SERVICE],
             interceptors=build_interceptors(
                 service="vault", callers=callers, required_rights=REQUIRED_RIGHTS
             ),

@@ -16,16 +16,19 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from services.common.errors import InvalidArgument, NotFound, Unauthenticated
+from services.vault.audit import audit_failures, audit_record
+from services.vault.store import AuditRecord
 from services.vault.tokens import (
-    LAST_USED_RESOLUTION,
+    AuditedTokenStore,
     Authentication,
     AuthFailure,
     Clock,
     SecretHasher,
     TokenInfo,
-    TokenStore,
     check_token_id,
+    touch_quietly,
 )
+from services.vault.validation import validate_user_id
 
 SESSION_PREFIX = "aic-sess-"
 DEFAULT_SESSION_TTL = 12 * 3600
@@ -62,16 +65,19 @@ class NewSession:
 
 
 class SessionStore(Protocol):
-    """What sessions need from storage (implemented in `services.vault.store.tokens`)."""
+    """What sessions need from storage (SQLite: `services.vault.store.tokens`)."""
 
-    async def insert_session(self, info: SessionInfo, digest: bytes, *, caller: str) -> None:
-        """Store a new session (and audit `sessions.create`) in one transaction."""
+    async def insert_session(self, info: SessionInfo, digest: bytes, *, audit: AuditRecord) -> None:
+        """Store a new session and its audit record in one transaction."""
 
     async def find_session(self, digest: bytes) -> tuple[SessionInfo, TokenInfo] | None:
         """The session with this digest and the token it was made from, if any."""
 
-    async def revoke_session(self, user_id: str, digest: bytes, now: float, *, caller: str) -> bool:
-        """End the user's live session with this digest (and audit); whether one was ended."""
+    async def revoke_session(
+        self, user_id: str, digest: bytes, now: float, *, audit: AuditRecord
+    ) -> str | None:
+        """End the user's live session with this digest (audited in the same transaction);
+        its id, or None when there was no live session to end (nothing audited)."""
 
 
 class SessionService:
@@ -80,7 +86,7 @@ class SessionService:
     def __init__(
         self,
         store: SessionStore,
-        tokens: TokenStore,
+        tokens: AuditedTokenStore,
         hasher: SecretHasher,
         *,
         clock: Clock = time.time,
@@ -94,8 +100,11 @@ class SessionService:
         self._default_ttl = default_ttl
         self._max_ttl = max_ttl
 
+    def __repr__(self) -> str:
+        return f"SessionService(hasher={self._hasher!r}, default_ttl={self._default_ttl})"
+
     async def create(
-        self, user_id: str, token_id: str, *, ttl_seconds: int = 0, caller: str
+        self, caller: str, user_id: str, token_id: str, *, ttl_seconds: int = 0
     ) -> NewSession:
         """Start a session from one of the user's live tokens.
 
@@ -103,41 +112,48 @@ class SessionService:
         token's expiry.
 
         Raises:
-            InvalidArgument: a negative ttl.
+            InvalidArgument: a bad user id or a negative ttl.
             NotFound: (`token_not_found`) the user has no such token.
             Unauthenticated: the token is revoked or expired.
         """
-        if ttl_seconds < 0:
-            raise InvalidArgument("ttl_seconds must not be negative")
-        check_token_id(token_id)
-        token = await self._tokens.get_token(user_id, token_id)
-        if token is None:
-            raise NotFound("no such token", reason="token_not_found")
-        now = self._clock()
-        failure = token.failure_at(now)
-        if failure is not None:
-            raise Unauthenticated(f"the token is {failure.value}")
-        ttl = min(ttl_seconds or self._default_ttl, self._max_ttl)
-        expires_at = now + ttl
-        if token.expires_at is not None:
-            expires_at = min(expires_at, token.expires_at)
-        secret = new_session_secret()
-        info = SessionInfo(
-            id="ses_" + secrets.token_hex(8),
-            user_id=user_id,
-            token_id=token_id,
-            created_at=now,
-            expires_at=expires_at,
-        )
-        await self._store.insert_session(info, self._hasher.session_digest(secret), caller=caller)
+        validate_user_id(user_id)
+        session_id = "ses_" + secrets.token_hex(8)
+        record = audit_record(caller, user_id, "sessions.create", [session_id])
+        async with audit_failures(self._tokens, record):
+            if ttl_seconds < 0:
+                raise InvalidArgument("ttl_seconds must not be negative")
+            check_token_id(token_id)
+            token = await self._tokens.get_token(token_id)
+            if token is None or token.user_id != user_id:
+                raise NotFound("no such token", reason="token_not_found")
+            now = self._clock()
+            failure = token.failure_at(now)
+            if failure is not None:
+                raise Unauthenticated(f"the token is {failure.value}")
+            expires_at = now + min(ttl_seconds or self._default_ttl, self._max_ttl)
+            if token.expires_at is not None:
+                expires_at = min(expires_at, token.expires_at)
+            secret = new_session_secret()
+            info = SessionInfo(
+                id=session_id,
+                user_id=user_id,
+                token_id=token_id,
+                created_at=now,
+                expires_at=expires_at,
+            )
+            digest = self._hasher.session_digest(secret)
+            await self._store.insert_session(info, digest, audit=record)
         return NewSession(secret=secret, info=info)
 
-    async def revoke(self, user_id: str, session: str, *, caller: str) -> bool:
+    async def revoke(self, caller: str, user_id: str, session: str) -> bool:
         """End a session (logout); ending an unknown or ended one succeeds with False."""
+        validate_user_id(user_id)
         if not is_well_formed_session(session):
             return False
         digest = self._hasher.session_digest(session)
-        return await self._store.revoke_session(user_id, digest, self._clock(), caller=caller)
+        record = audit_record(caller, user_id, "sessions.revoke")
+        ended = await self._store.revoke_session(user_id, digest, self._clock(), audit=record)
+        return ended is not None
 
     async def authenticate(self, session: str) -> Authentication:
         """Who a session belongs to, or why it is refused. Never raises for a bad session."""
@@ -148,19 +164,14 @@ class SessionService:
             return Authentication.refused(AuthFailure.UNKNOWN)
         info, token = found
         now = self._clock()
-        failure: AuthFailure | None = None
-        if info.revoked_at is not None:
-            failure = AuthFailure.REVOKED
-        else:
-            failure = token.failure_at(now)
+        failure = AuthFailure.REVOKED if info.revoked_at is not None else token.failure_at(now)
         if failure is None and now >= info.expires_at:
             failure = AuthFailure.EXPIRED
         if failure is not None:
             return Authentication(
                 failure=failure, token_id=token.id, token_prefix=token.prefix, session_id=info.id
             )
-        if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
-            await self._tokens.touch_token(token.id, now, now - LAST_USED_RESOLUTION)
+        await touch_quietly(self._tokens, token, now)
         return Authentication(
             failure=None,
             user_id=info.user_id,

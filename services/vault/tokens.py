@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -23,17 +24,22 @@ from enum import StrEnum
 from typing import Protocol
 
 from services.common.errors import InvalidArgument, NotFound
+from services.vault.audit import audit_failures, audit_record
+from services.vault.store import AuditRecord, AuditSink
+from services.vault.validation import validate_user_id
 
 TOKEN_PREFIX = "sk-aic-"
 TOKEN_RANDOM_BYTES = 32
 DISPLAY_PREFIX_LENGTH = 8
 MAX_TOKEN_NAME = 128
 LAST_USED_RESOLUTION = 60.0
+MAX_LIFETIME = 100 * 365 * 86400
 # 32 random bytes are 43 URL-safe characters; accept longer tokens (more entropy) up to a bound.
 _TOKEN_RE = re.compile(r"sk-aic-[A-Za-z0-9_-]{43,256}")
 _TOKEN_ID_RE = re.compile(r"tok_[A-Za-z0-9_-]{1,64}")
 
 Clock = Callable[[], float]
+_log = logging.getLogger("aicreds.vault.tokens")
 
 
 class Scope(StrEnum):
@@ -196,83 +202,119 @@ class NewToken:
 
 
 class TokenStore(Protocol):
-    """What tokens need from storage (implemented in `services.vault.store.tokens`)."""
+    """What tokens need from storage (SQLite: `services.vault.store.tokens`)."""
 
-    async def insert_token(self, info: TokenInfo, digest: bytes, *, caller: str) -> None:
-        """Store a new token (and audit `tokens.create`) in one transaction."""
+    async def insert_token(self, info: TokenInfo, digest: bytes, *, audit: AuditRecord) -> None:
+        """Store a new token and its audit record in one transaction."""
 
     async def list_tokens(self, user_id: str) -> list[TokenInfo]:
         """A user's tokens, newest first, revoked included."""
 
-    async def revoke_token(
-        self, user_id: str, token_id: str, now: float, *, caller: str
-    ) -> TokenInfo | None:
-        """Revoke a token and its sessions (and audit); None if the user has no such token."""
+    async def get_token(self, token_id: str) -> TokenInfo | None:
+        """A token by id, whoever owns it."""
 
     async def find_token(self, digest: bytes) -> TokenInfo | None:
         """The token with this digest, if any."""
 
-    async def get_token(self, user_id: str, token_id: str) -> TokenInfo | None:
-        """One of the user's tokens by id."""
+    async def revoke_token(
+        self, user_id: str, token_id: str, now: float, *, audit: AuditRecord
+    ) -> TokenInfo | None:
+        """Revoke the user's token and its live sessions, with the audit record, in one
+        transaction; an already revoked token keeps its time. None if the user has no such
+        token."""
 
     async def touch_token(self, token_id: str, now: float, older_than: float) -> None:
-        """Set last_used_at = now where it is unset or older than `older_than`."""
+        """Set last_used_at = now where it is unset or before `older_than`."""
+
+
+class AuditedTokenStore(TokenStore, AuditSink, Protocol):
+    pass
 
 
 class TokenService:
-    """Create, list, revoke and authenticate API tokens."""
+    """Create, list, revoke and authenticate API tokens; changes are audited (ids, never
+    secrets)."""
 
-    def __init__(self, store: TokenStore, hasher: SecretHasher, clock: Clock = time.time) -> None:
+    def __init__(
+        self, store: AuditedTokenStore, hasher: SecretHasher, clock: Clock = time.time
+    ) -> None:
         self._store = store
         self._hasher = hasher
         self._clock = clock
 
+    def __repr__(self) -> str:
+        return f"TokenService(hasher={self._hasher!r})"
+
     async def create(
         self,
+        caller: str,
         user_id: str,
         *,
         name: str,
         scopes: Iterable[str] = (),
         expires_in_seconds: int = 0,
-        caller: str,
     ) -> NewToken:
-        """Issue a token. Raises InvalidArgument for a bad name, scope or lifetime."""
-        if len(name) > MAX_TOKEN_NAME:
-            raise InvalidArgument(f"token name is longer than {MAX_TOKEN_NAME} characters")
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-            raise InvalidArgument("token name must not contain control characters")
-        if expires_in_seconds < 0:
-            raise InvalidArgument("expires_in_seconds must not be negative")
-        if expires_in_seconds > 100 * 365 * 86400:
-            raise InvalidArgument("expires_in_seconds is more than 100 years")
-        granted = parse_scopes(scopes)
-        now = self._clock()
-        token = new_token()
-        info = TokenInfo(
-            id=new_token_id(),
-            user_id=user_id,
-            name=name,
-            prefix=display_prefix(token),
-            scopes=granted,
-            created_at=now,
-            expires_at=now + expires_in_seconds if expires_in_seconds else None,
-        )
-        await self._store.insert_token(info, self._hasher.token_digest(token), caller=caller)
+        """Issue a token.
+
+        Raises:
+            InvalidArgument: a bad user id, name, scope or lifetime.
+        """
+        validate_user_id(user_id)
+        token_id = new_token_id()
+        record = audit_record(caller, user_id, "tokens.create", [token_id])
+        async with audit_failures(self._store, record):
+            if len(name) > MAX_TOKEN_NAME:
+                raise InvalidArgument(f"token name is longer than {MAX_TOKEN_NAME} characters")
+            if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+                raise InvalidArgument("token name must not contain control characters")
+            if not 0 <= expires_in_seconds <= MAX_LIFETIME:
+                raise InvalidArgument(
+                    "expires_in_seconds must be between 0 (never expires) and 100 years"
+                )
+            granted = parse_scopes(scopes)
+            now = self._clock()
+            token = new_token()
+            info = TokenInfo(
+                id=token_id,
+                user_id=user_id,
+                name=name,
+                prefix=display_prefix(token),
+                scopes=granted,
+                created_at=now,
+                expires_at=now + expires_in_seconds if expires_in_seconds else None,
+            )
+            await self._store.insert_token(info, self._hasher.token_digest(token), audit=record)
         return NewToken(token=token, info=info)
 
     async def list(self, user_id: str) -> list[TokenInfo]:
+        validate_user_id(user_id)
         return await self._store.list_tokens(user_id)
 
-    async def revoke(self, user_id: str, token_id: str, *, caller: str) -> TokenInfo:
-        """Revoke a token and its sessions; revoking twice succeeds.
+    async def owner_of(self, token_id: str) -> str:
+        """The user owning a token (for the operator command, which names tokens by id).
+
+        Raises:
+            NotFound: (`token_not_found`) no such token.
+        """
+        info = await self._store.get_token(check_token_id(token_id))
+        if info is None:
+            raise NotFound("no such token", reason="token_not_found")
+        return info.user_id
+
+    async def revoke(self, caller: str, user_id: str, token_id: str) -> TokenInfo:
+        """Revoke a token and every session made from it; revoking twice succeeds.
 
         Raises:
             NotFound: (`token_not_found`) the user has no such token.
         """
-        check_token_id(token_id)
-        info = await self._store.revoke_token(user_id, token_id, self._clock(), caller=caller)
-        if info is None:
-            raise NotFound("no such token", reason="token_not_found")
+        validate_user_id(user_id)
+        shown = [token_id] if _TOKEN_ID_RE.fullmatch(token_id) else []
+        record = audit_record(caller, user_id, "tokens.revoke", shown)
+        async with audit_failures(self._store, record):
+            check_token_id(token_id)
+            info = await self._store.revoke_token(user_id, token_id, self._clock(), audit=record)
+            if info is None:
+                raise NotFound("no such token", reason="token_not_found")
         return info
 
     async def authenticate(self, token: str) -> Authentication:
@@ -287,8 +329,7 @@ class TokenService:
         if failure is not None:
             # The holder may learn which token it was (for the debug header), nothing more.
             return Authentication(failure=failure, token_id=info.id, token_prefix=info.prefix)
-        if info.last_used_at is None or now - info.last_used_at >= LAST_USED_RESOLUTION:
-            await self._store.touch_token(info.id, now, now - LAST_USED_RESOLUTION)
+        await touch_quietly(self._store, info, now)
         return Authentication(
             failure=None,
             user_id=info.user_id,
@@ -296,4 +337,17 @@ class TokenService:
             token_prefix=info.prefix,
             scopes=info.scopes,
             expires_at=info.expires_at,
+        )
+
+
+async def touch_quietly(store: TokenStore, info: TokenInfo, now: float) -> None:
+    """Record a use at most once per `LAST_USED_RESOLUTION`; a failure never refuses a request."""
+    if info.last_used_at is not None and now - info.last_used_at < LAST_USED_RESOLUTION:
+        return
+    try:
+        await store.touch_token(info.id, now, now - LAST_USED_RESOLUTION)
+    except Exception as err:
+        _log.warning(
+            "could not record a token's last use",
+            extra={"fields": {"token_id": info.id, "error": type(err).__name__}},
         )

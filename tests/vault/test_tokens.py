@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
+import grpc
+import grpc.aio
 import pytest
+from aicreds.vault.v1 import auth_pb2 as pb
+from aicreds.vault.v1.auth_pb2_grpc import AuthServiceStub
 
 from services.common.errors import InvalidArgument
+from services.vault.keyring import Keyring
+from services.vault.store.sqlite_db import SqliteDatabase
+from services.vault.store.tokens import SqliteAuthStore
 from services.vault.tokens import (
     ALL_SCOPES,
     SecretHasher,
+    TokenService,
     display_prefix,
     is_well_formed_token,
     new_token,
     parse_lifetime,
     parse_scopes,
 )
+from tests.support.vault import VaultHandle, running_vault
+from tests.vault._disk import database_bytes, forms_of
 
 PEPPER = bytes(range(32))
 
@@ -103,3 +119,241 @@ def test_lifetimes_parse(text: str, seconds: int) -> None:
 def test_bad_lifetimes_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_lifetime(text)
+
+
+# -- through a real vault ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def vault(tmp_path: Path) -> AsyncIterator[VaultHandle]:
+    async with running_vault(tmp_path) as handle:
+        yield handle
+
+
+@pytest.fixture
+def auth(vault: VaultHandle) -> AuthServiceStub:
+    return AuthServiceStub(vault.channel("gateway"))
+
+
+async def _create(auth: AuthServiceStub, user: str = "alice", **kw: Any) -> pb.CreateTokenResponse:
+    response: pb.CreateTokenResponse = await auth.CreateToken(
+        pb.CreateTokenRequest(user_id=user, name=kw.pop("name", "laptop"), **kw)
+    )
+    return response
+
+
+async def _authenticate(auth: AuthServiceStub, token: str) -> pb.AuthenticateResponse:
+    response: pb.AuthenticateResponse = await auth.Authenticate(pb.AuthenticateRequest(token=token))
+    return response
+
+
+def _reason(err: grpc.aio.AioRpcError) -> str:
+    return dict(err.trailing_metadata() or ())["x-error-reason"]
+
+
+async def test_created_token_authenticates_as_its_user_with_all_scopes(
+    auth: AuthServiceStub,
+) -> None:
+    created = await _create(auth)
+    assert is_well_formed_token(created.token)
+    info = created.info
+    assert info.id.startswith("tok_") and info.user_id == "alice" and info.name == "laptop"
+    assert info.prefix == created.token[:8]
+    assert list(info.scopes) == list(ALL_SCOPES)
+    assert not info.HasField("expires_at") and not info.HasField("revoked_at")
+    assert abs(info.created_at.ToSeconds() - time.time()) < 5
+    result = await _authenticate(auth, created.token)
+    assert result.authenticated and result.failure == pb.AUTH_FAILURE_UNSPECIFIED
+    assert (result.user_id, result.token_id, result.token_prefix) == (
+        "alice",
+        info.id,
+        created.token[:8],
+    )
+    assert list(result.scopes) == list(ALL_SCOPES)
+    assert not result.HasField("expires_at") and result.session_id == ""
+
+
+async def test_narrowed_scopes_and_expiry_are_kept(auth: AuthServiceStub) -> None:
+    created = await _create(
+        auth, scopes=["llm:invoke", "credentials:read"], expires_in_seconds=3600
+    )
+    assert list(created.info.scopes) == ["credentials:read", "llm:invoke"]
+    assert abs(created.info.expires_at.ToSeconds() - (time.time() + 3600)) < 5
+    result = await _authenticate(auth, created.token)
+    assert list(result.scopes) == ["credentials:read", "llm:invoke"]
+    assert result.expires_at == created.info.expires_at
+
+
+@pytest.mark.parametrize(
+    "request_fields",
+    [
+        {"scopes": ["llm:invoke", "everything"]},
+        {"scopes": ["LLM:INVOKE"]},
+        {"expires_in_seconds": -1},
+        {"name": "x" * 129},
+        {"name": "bad\nname"},
+        {"user_id": ""},
+    ],
+)
+async def test_invalid_create_requests_are_invalid_argument(
+    auth: AuthServiceStub, request_fields: dict[str, Any]
+) -> None:
+    fields = {"user_id": "alice", "name": "n", **request_fields}
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await auth.CreateToken(pb.CreateTokenRequest(**fields))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    listed = await auth.ListTokens(pb.ListTokensRequest(user_id="alice"))
+    assert list(listed.tokens) == []
+
+
+async def test_revoked_expired_malformed_and_unknown_fail_with_distinct_reasons(
+    auth: AuthServiceStub,
+) -> None:
+    revoked = await _create(auth, name="revoked")
+    await auth.RevokeToken(pb.RevokeTokenRequest(user_id="alice", token_id=revoked.info.id))
+    expiring = await _create(auth, name="short-lived", expires_in_seconds=1)
+    assert (await _authenticate(auth, expiring.token)).authenticated
+    await asyncio.sleep(1.1)
+    cases = {
+        "revoked": revoked.token,
+        "expired": expiring.token,
+        "malformed": "sk-aic-tooshort",
+        "unknown": new_token(),
+    }
+    failures = {}
+    for name, token in cases.items():
+        result = await _authenticate(auth, token)
+        assert not result.authenticated and result.user_id == "" and list(result.scopes) == []
+        failures[name] = result.failure
+    assert failures == {
+        "revoked": pb.AUTH_FAILURE_REVOKED,
+        "expired": pb.AUTH_FAILURE_EXPIRED,
+        "malformed": pb.AUTH_FAILURE_MALFORMED,
+        "unknown": pb.AUTH_FAILURE_UNKNOWN,
+    }
+    # A revoked or expired token's holder learns which token it was (debug header), no more.
+    result = await _authenticate(auth, revoked.token)
+    assert (result.token_id, result.token_prefix) == (revoked.info.id, revoked.token[:8])
+    empty = await auth.Authenticate(pb.AuthenticateRequest())
+    assert empty.failure == pb.AUTH_FAILURE_MALFORMED
+
+
+async def test_list_shows_no_secret_newest_first_and_only_the_users_own(
+    auth: AuthServiceStub,
+) -> None:
+    first = await _create(auth, name="first")
+    second = await _create(auth, name="second", scopes=["llm:invoke"])
+    bobs = await _create(auth, user="bob", name="bob's")
+    await auth.RevokeToken(pb.RevokeTokenRequest(user_id="alice", token_id=first.info.id))
+    listed = await auth.ListTokens(pb.ListTokensRequest(user_id="alice"))
+    assert [t.name for t in listed.tokens] == ["second", "first"]
+    assert listed.tokens[1].HasField("revoked_at") and not listed.tokens[0].HasField("revoked_at")
+    assert list(listed.tokens[0].scopes) == ["llm:invoke"]
+    wire = listed.SerializeToString()
+    for created in (first, second):
+        assert created.token.encode() not in wire
+        assert created.token[8:].encode() not in wire
+    bob_list = await auth.ListTokens(pb.ListTokensRequest(user_id="bob"))
+    assert [t.id for t in bob_list.tokens] == [bobs.info.id]
+
+
+async def test_revoke_is_idempotent_and_scoped_to_the_owner(auth: AuthServiceStub) -> None:
+    created = await _create(auth)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await auth.RevokeToken(pb.RevokeTokenRequest(user_id="bob", token_id=created.info.id))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert _reason(err.value) == "token_not_found"
+    assert (await _authenticate(auth, created.token)).authenticated
+    first = await auth.RevokeToken(pb.RevokeTokenRequest(user_id="alice", token_id=created.info.id))
+    again = await auth.RevokeToken(pb.RevokeTokenRequest(user_id="alice", token_id=created.info.id))
+    assert first.HasField("revoked_at") and again.revoked_at == first.revoked_at
+    for token_id in ("tok_doesnotexist", "", "not-an-id"):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await auth.RevokeToken(pb.RevokeTokenRequest(user_id="alice", token_id=token_id))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_last_used_is_recorded_and_shown(auth: AuthServiceStub) -> None:
+    created = await _create(auth)
+    listed = await auth.ListTokens(pb.ListTokensRequest(user_id="alice"))
+    assert not listed.tokens[0].HasField("last_used_at")
+    await _authenticate(auth, created.token)
+    listed = await auth.ListTokens(pb.ListTokensRequest(user_id="alice"))
+    assert abs(listed.tokens[0].last_used_at.ToSeconds() - time.time()) < 5
+
+
+async def test_last_used_is_written_at_most_once_a_minute(tmp_path: Path) -> None:
+    now = [1_800_000_000.0]
+    db = await SqliteDatabase.open(tmp_path / "vault.db")
+    try:
+        store = SqliteAuthStore(db)
+        tokens = TokenService(store, SecretHasher(PEPPER), clock=lambda: now[0])
+        created = await tokens.create("admin", "alice", name="n")
+        writes: list[str] = []
+        original_touch = store.touch_token
+
+        async def counting_touch(token_id: str, at: float, older_than: float) -> None:
+            writes.append(token_id)
+            await original_touch(token_id, at, older_than)
+
+        store.touch_token = counting_touch  # type: ignore[method-assign]
+        for step in range(0, 60, 5):  # a request every 5 s for a minute: one write
+            now[0] = 1_800_000_000.0 + step
+            assert (await tokens.authenticate(created.token)).authenticated
+        assert len(writes) == 1
+        (info,) = await tokens.list("alice")
+        assert info.last_used_at == pytest.approx(1_800_000_000.0)
+        now[0] = 1_800_000_000.0 + 61
+        await tokens.authenticate(created.token)
+        assert len(writes) == 2
+        (info,) = await tokens.list("alice")
+        assert info.last_used_at == pytest.approx(1_800_000_061.0)
+    finally:
+        await db.close()
+
+
+async def test_the_database_holds_no_token_in_any_greppable_form(vault: VaultHandle) -> None:
+    auth = AuthServiceStub(vault.channel("gateway"))
+    tokens = [(await _create(auth, name=f"t{i}")).token for i in range(3)]
+    for token in tokens:
+        assert (await _authenticate(auth, token)).authenticated
+    await auth.RevokeToken(
+        pb.RevokeTokenRequest(
+            user_id="alice",
+            token_id=(await auth.ListTokens(pb.ListTokensRequest(user_id="alice"))).tokens[0].id,
+        )
+    )
+    data = database_bytes(vault.settings.database)
+    assert Path(f"{vault.settings.database}-wal").exists()
+    for token in tokens:
+        for form in forms_of(token, "sk-aic-"):
+            assert form not in data
+    # What is stored is the keyed digest, and only that.
+    with sqlite3.connect(vault.settings.database) as conn:
+        digests = {bytes(r[0]) for r in conn.execute("SELECT digest FROM api_tokens")}
+    keyring = Keyring.load(vault.keyring_file)
+    hasher = SecretHasher(keyring.pepper)
+    assert digests == {hasher.token_digest(t) for t in tokens}
+
+
+async def test_auth_service_needs_the_manage_right(vault: VaultHandle) -> None:
+    created = await _create(AuthServiceStub(vault.channel("gateway")))
+    for caller, code in (
+        ("router", grpc.StatusCode.PERMISSION_DENIED),
+        (None, grpc.StatusCode.UNAUTHENTICATED),
+    ):
+        stub = AuthServiceStub(vault.channel(caller))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Authenticate(pb.AuthenticateRequest(token=created.token))
+        assert err.value.code() == code
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.CreateToken(pb.CreateTokenRequest(user_id="alice"))
+        assert err.value.code() == code
+
+
+async def test_tokens_survive_a_restart(tmp_path: Path) -> None:
+    async with running_vault(tmp_path) as vault:
+        created = await _create(AuthServiceStub(vault.channel("gateway")))
+    async with running_vault(tmp_path) as vault:
+        result = await _authenticate(AuthServiceStub(vault.channel("gateway")), created.token)
+        assert result.authenticated and result.token_id == created.info.id

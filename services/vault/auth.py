@@ -1,0 +1,35 @@
+"""Tokens, sessions and the audit log, wired to the vault's database and token pepper.
+
+Used by the vault process and by the operator command (`aicreds-admin`), which opens the same
+database and keyring file directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.vault.audit_log import AuditLog
+from services.vault.sessions import SessionService
+from services.vault.store.audit_log import SqliteAuditReader
+from services.vault.store.sqlite_db import SqliteDatabase
+from services.vault.store.tokens import SqliteAuthStore
+from services.vault.tokens import SecretHasher, TokenService
+
+
+@dataclass(frozen=True)
+class AuthDomain:
+    """The domain objects behind AuthService and AuditService."""
+
+    tokens: TokenService
+    sessions: SessionService
+    audit_log: AuditLog
+
+    @classmethod
+    def on(cls, db: SqliteDatabase, pepper: bytes) -> AuthDomain:
+        store = SqliteAuthStore(db)
+        hasher = SecretHasher(pepper)
+        return cls(
+            tokens=TokenService(store, hasher),
+            sessions=SessionService(store, store, hasher),
+            audit_log=AuditLog(SqliteAuditReader(db)),
+        )

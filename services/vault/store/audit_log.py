@@ -1,0 +1,44 @@
+"""SQLite reading of the `audit_events` table (written by `sqlite_db.insert_audit`)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from services.vault.audit_log import AuditEvent
+from services.vault.store.sqlite_db import SqliteDatabase
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+class SqliteAuditReader:
+    """`AuditReader` on the vault's SQLite database."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    def __repr__(self) -> str:
+        return f"SqliteAuditReader({self.db!r})"
+
+    async def list_audit_events(
+        self, user_id: str, *, limit: int, before_id: int | None
+    ) -> list[AuditEvent]:
+        rows = await self.db.fetch_all(
+            "SELECT id, time, caller, user_id, action, keys, outcome FROM audit_events"
+            " WHERE user_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            (user_id, before_id if before_id is not None else 2**63 - 1, limit),
+        )
+        return [
+            AuditEvent(
+                id=int(row[0]),
+                time=_parse_time(str(row[1])),
+                caller=str(row[2]),
+                user_id=str(row[3]),
+                action=str(row[4]),
+                keys=tuple(json.loads(str(row[5]))),
+                outcome=str(row[6]),
+            )
+            for row in rows
+        ]
