@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 
 import grpc.aio
-from aicreds.vault.v1 import audit_pb2_grpc, auth_pb2_grpc, credentials_pb2_grpc
+from aicreds.vault.v1 import audit_pb2_grpc, auth_pb2_grpc, credentials_pb2_grpc, providers_pb2_grpc
 
 from services.common.callers import CallerRegistry
 from services.common.grpc_handlers import build_interceptors
@@ -26,11 +26,19 @@ from services.vault.credentials import CredentialMaps
 from services.vault.envelope import Envelope
 from services.vault.errors import StartupRefused
 from services.vault.keyring import KeyringSource, load_or_generate
+from services.vault.providers import ProviderBook
 from services.vault.resolve import Resolver
-from services.vault.rights import AUDIT_SERVICE, AUTH_SERVICE, CREDENTIAL_SERVICE, REQUIRED_RIGHTS
+from services.vault.rights import (
+    AUDIT_SERVICE,
+    AUTH_SERVICE,
+    CREDENTIAL_SERVICE,
+    PROVIDER_SERVICE,
+    REQUIRED_RIGHTS,
+)
 from services.vault.servicers.audit import AuditServicer
 from services.vault.servicers.auth import AuthServicer
 from services.vault.servicers.credentials import CredentialServicer
+from services.vault.servicers.providers import ProviderServicer
 from services.vault.store.sqlite import SqliteVaultStore
 
 _log = logging.getLogger("aicreds.vault")
@@ -45,6 +53,7 @@ class RunningVault:
     store: SqliteVaultStore
     envelope: Envelope
     credentials: CredentialMaps
+    providers: ProviderBook
 
     @property
     def port(self) -> int:
@@ -68,11 +77,16 @@ def load_callers(settings: VaultSettings) -> CallerRegistry:
 
 
 def register_services(
-    server: grpc.aio.Server, credentials: CredentialMaps, resolver: Resolver, auth: AuthDomain
+    server: grpc.aio.Server,
+    credentials: CredentialMaps,
+    providers: ProviderBook,
+    resolver: Resolver,
+    auth: AuthDomain,
 ) -> None:
     credentials_pb2_grpc.add_CredentialServiceServicer_to_server(
         CredentialServicer(credentials, resolver), server
     )
+    providers_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(providers), server)
     auth_pb2_grpc.add_AuthServiceServicer_to_server(
         AuthServicer(auth.tokens, auth.sessions), server
     )
@@ -91,12 +105,13 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
         envelope = Envelope(store, keyring)
         await envelope.verify_master_keys()
         credentials = CredentialMaps(store, envelope)
-        resolver = Resolver(credentials, store)
+        providers = ProviderBook(store, envelope)
+        resolver = Resolver(credentials, providers, store)
         auth = AuthDomain.on(store.db, keyring.current.pepper)
         server = await start_server(
             listen=settings.listen,
-            register=lambda s: register_services(s, credentials, resolver, auth),
-            service_names=[CREDENTIAL_SERVICE, AUTH_SERVICE, AUDIT_SERVICE],
+            register=lambda s: register_services(s, credentials, providers, resolver, auth),
+            service_names=[CREDENTIAL_SERVICE, PROVIDER_SERVICE, AUTH_SERVICE, AUDIT_SERVICE],
             interceptors=build_interceptors(
                 service="vault", callers=callers, required_rights=REQUIRED_RIGHTS
             ),
@@ -118,7 +133,7 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
             }
         },
     )
-    return RunningVault(settings, server, store, envelope, credentials)
+    return RunningVault(settings, server, store, envelope, credentials, providers)
 
 
 async def serve(settings: VaultSettings) -> None:

@@ -10,6 +10,7 @@ from services.common.errors import InvalidArgument
 from services.vault.credentials import CredentialMaps
 from services.vault.resolve import Resolver
 from services.vault.servicers import caller_name
+from services.vault.servicers.providers import provider_to_proto
 
 
 class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
@@ -59,11 +60,22 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
         self, request: pb.ResolveRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResolveResponse:
         target = request.WhichOneof("target")
+        caller = caller_name()
         if target == "keys":
             resolution = await self._resolver.resolve_keys(
-                caller_name(), request.user_id, list(request.keys.keys)
+                caller, request.user_id, list(request.keys.keys)
             )
-            return pb.ResolveResponse(
-                values=resolution.values, missing_keys=resolution.missing_keys
+        elif target == "provider_name":
+            resolution = await self._resolver.resolve_provider(
+                caller, request.user_id, request.provider_name
             )
-        raise InvalidArgument("resolve needs one of keys, provider_name or model")
+        elif target == "model":
+            resolution = await self._resolver.resolve_model(caller, request.user_id, request.model)
+        else:
+            raise InvalidArgument("resolve needs one of keys, provider_name or model")
+        return pb.ResolveResponse(
+            provider=provider_to_proto(resolution.provider) if resolution.provider else None,
+            values=resolution.values,
+            missing_keys=resolution.missing_keys,
+            upstream_model=resolution.upstream_model,
+        )

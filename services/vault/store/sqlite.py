@@ -134,6 +134,63 @@ class SqliteVaultStore:
             await insert_audit(conn, audit)
         return deleted
 
+    # -- providers ----------------------------------------------------------------------------
+
+    _PROVIDER_COLUMNS = "user_id, name, kind, base_url, models, on_missing_credential, headers"
+
+    async def get_provider(self, user_id: str, name: str) -> ProviderRecord | None:
+        row = await self.db.fetch_one(
+            f"SELECT {self._PROVIDER_COLUMNS} FROM providers WHERE user_id = ? AND name = ?",
+            (user_id, name),
+        )
+        return _provider(row) if row is not None else None
+
+    async def list_providers(self, user_id: str) -> list[ProviderRecord]:
+        rows = await self.db.fetch_all(
+            f"SELECT {self._PROVIDER_COLUMNS} FROM providers WHERE user_id = ? ORDER BY name",
+            (user_id,),
+        )
+        return [_provider(row) for row in rows]
+
+    async def create_provider(self, record: ProviderRecord, *, audit: AuditRecord) -> bool:
+        async with self.db.writing() as conn:
+            now = utc_text()
+            cursor = await conn.execute(
+                f"INSERT INTO providers ({self._PROVIDER_COLUMNS}, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, name) DO NOTHING",
+                (*_provider_values(record), now, now),
+            )
+            created: bool = cursor.rowcount > 0
+            await cursor.close()
+            if created:
+                await insert_audit(conn, audit)
+        return created
+
+    async def update_provider(self, record: ProviderRecord, *, audit: AuditRecord) -> bool:
+        async with self.db.writing() as conn:
+            cursor = await conn.execute(
+                "UPDATE providers SET kind = ?, base_url = ?, models = ?,"
+                " on_missing_credential = ?, headers = ?, updated_at = ?"
+                " WHERE user_id = ? AND name = ?",
+                (*_provider_values(record)[2:], utc_text(), record.user_id, record.name),
+            )
+            updated: bool = cursor.rowcount > 0
+            await cursor.close()
+            if updated:
+                await insert_audit(conn, audit)
+        return updated
+
+    async def delete_provider(self, user_id: str, name: str, *, audit: AuditRecord) -> bool:
+        async with self.db.writing() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM providers WHERE user_id = ? AND name = ?", (user_id, name)
+            )
+            deleted: bool = cursor.rowcount > 0
+            await cursor.close()
+            if deleted:
+                await insert_audit(conn, audit)
+        return deleted
+
     # -- audit --------------------------------------------------------------------------------
 
     async def append_audit(self, record: AuditRecord) -> None:
@@ -150,4 +207,16 @@ def _provider(row: Sequence[Any]) -> ProviderRecord:
         models=tuple(json.loads(str(row[4]))),
         on_missing_credential=str(row[5]),
         headers_blob=bytes(row[6]),
+    )
+
+
+def _provider_values(record: ProviderRecord) -> tuple[object, ...]:
+    return (
+        record.user_id,
+        record.name,
+        record.kind,
+        record.base_url,
+        json.dumps(list(record.models)),
+        record.on_missing_credential,
+        record.headers_blob,
     )

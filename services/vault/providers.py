@@ -1,0 +1,205 @@
+"""Users' AI providers (SPEC 2.3): validated, headers sealed at rest, masked in responses.
+
+A provider's header values may hold placeholders or literal secrets, so they are sealed with
+the user's data key under the AAD purpose `provider:<name>:headers`. Everything else (kind,
+base URL, models) is stored in clear so that `Resolve` can select a provider by model without
+decrypting every provider. Responses of ProviderService show headers masked (the one rule in
+`services.common.header_masking`); only `Resolve` hands them out unmasked, to the router.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from services.common.errors import InvalidArgument
+from services.common.header_masking import literal_secret_warnings, mask_headers
+from services.common.placeholders import referenced_keys
+from services.vault.audit import audit_failures, audit_record
+from services.vault.envelope import Envelope
+from services.vault.errors import DecryptionFailed, ModelNotFound, ProviderExists, ProviderNotFound
+from services.vault.store import AuditSink, ProviderRecord, ProviderStore
+from services.vault.validation import (
+    ON_MISSING_CREDENTIAL,
+    PROVIDER_KINDS,
+    PROVIDER_NAME,
+    describe,
+    validate_base_url,
+    validate_headers,
+    validate_model,
+    validate_models,
+    validate_provider_name,
+    validate_user_id,
+)
+
+
+class AuditedProviderStore(ProviderStore, AuditSink, Protocol):
+    pass
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """One provider as the user configured it."""
+
+    name: str
+    kind: str
+    base_url: str
+    headers: dict[str, list[str]] = field(repr=False)
+    models: tuple[str, ...] = ()
+    on_missing_credential: str = "warn"
+
+    def masked(self) -> ProviderConfig:
+        """The same provider with sensitive header values masked (SPEC 2.3)."""
+        return replace(self, headers=mask_headers(self.headers))
+
+    @property
+    def referenced_keys(self) -> list[str]:
+        """Credential keys that the header values reference, each once, in order."""
+        return referenced_keys(v for values in self.headers.values() for v in values)
+
+    @property
+    def warnings(self) -> list[str]:
+        return literal_secret_warnings(self.headers)
+
+
+@dataclass(frozen=True)
+class ProviderView:
+    """A provider as a response shows it: masked, with advice about its configuration."""
+
+    provider: ProviderConfig
+    warnings: list[str]
+
+
+def validate_provider(config: ProviderConfig) -> ProviderConfig:
+    """Check every field (issue 3, item 1); the first problem is raised, naming the field."""
+    validate_provider_name(config.name)
+    if config.kind not in PROVIDER_KINDS:
+        raise InvalidArgument("kind must be openai, anthropic or custom")
+    validate_base_url(config.base_url)
+    headers = validate_headers(config.headers)
+    models = validate_models(config.models)
+    if config.on_missing_credential not in ON_MISSING_CREDENTIAL:
+        raise InvalidArgument("on_missing_credential must be warn or error")
+    return replace(config, headers=headers, models=models)
+
+
+def _headers_purpose(name: str) -> str:
+    return f"provider:{name}:headers"
+
+
+def _view(config: ProviderConfig) -> ProviderView:
+    return ProviderView(config.masked(), config.warnings)
+
+
+class ProviderBook:
+    """The domain operations behind ProviderService, and provider selection for Resolve."""
+
+    def __init__(self, store: AuditedProviderStore, envelope: Envelope) -> None:
+        self._store = store
+        self._envelope = envelope
+
+    def __repr__(self) -> str:
+        return "ProviderBook()"
+
+    async def _record(self, user_id: str, config: ProviderConfig) -> ProviderRecord:
+        blob = await self._envelope.seal(
+            user_id, _headers_purpose(config.name), json.dumps(list(config.headers.items()))
+        )
+        return ProviderRecord(
+            user_id=user_id,
+            name=config.name,
+            kind=config.kind,
+            base_url=config.base_url,
+            models=config.models,
+            on_missing_credential=config.on_missing_credential,
+            headers_blob=blob,
+        )
+
+    async def _config(self, record: ProviderRecord) -> ProviderConfig:
+        text = await self._envelope.open(
+            record.user_id, _headers_purpose(record.name), record.headers_blob
+        )
+        try:
+            pairs = json.loads(text)
+            headers = {str(name): [str(v) for v in values] for name, values in pairs}
+        except (ValueError, TypeError):
+            raise DecryptionFailed("stored provider headers are malformed") from None
+        return ProviderConfig(
+            name=record.name,
+            kind=record.kind,
+            base_url=record.base_url,
+            headers=headers,
+            models=record.models,
+            on_missing_credential=record.on_missing_credential,
+        )
+
+    async def create(self, caller: str, user_id: str, config: ProviderConfig) -> ProviderView:
+        validate_user_id(user_id)
+        record = audit_record(caller, user_id, "providers.create", _names(config.name))
+        async with audit_failures(self._store, record):
+            config = validate_provider(config)
+            stored = await self._record(user_id, config)
+            if not await self._store.create_provider(stored, audit=record):
+                raise ProviderExists(f"provider {describe(config.name)} already exists")
+        return _view(config)
+
+    async def update(self, caller: str, user_id: str, config: ProviderConfig) -> ProviderView:
+        validate_user_id(user_id)
+        record = audit_record(caller, user_id, "providers.update", _names(config.name))
+        async with audit_failures(self._store, record):
+            config = validate_provider(config)
+            stored = await self._record(user_id, config)
+            if not await self._store.update_provider(stored, audit=record):
+                raise ProviderNotFound(f"provider {describe(config.name)} not found")
+        return _view(config)
+
+    async def delete(self, caller: str, user_id: str, name: str) -> None:
+        validate_user_id(user_id)
+        record = audit_record(caller, user_id, "providers.delete", _names(name))
+        async with audit_failures(self._store, record):
+            validate_provider_name(name)
+            if not await self._store.delete_provider(user_id, name, audit=record):
+                raise ProviderNotFound(f"provider {describe(name)} not found")
+
+    async def get(self, user_id: str, name: str) -> ProviderView:
+        """One provider, masked."""
+        return _view(await self.unmasked(user_id, name))
+
+    async def get_all(self, user_id: str) -> list[ProviderView]:
+        """All of the user's providers, masked, sorted by name."""
+        validate_user_id(user_id)
+        records = await self._store.list_providers(user_id)
+        return [_view(await self._config(record)) for record in records]
+
+    async def unmasked(self, user_id: str, name: str) -> ProviderConfig:
+        """One provider with its headers as configured (for Resolve only)."""
+        validate_user_id(user_id)
+        validate_provider_name(name)
+        record = await self._store.get_provider(user_id, name)
+        if record is None:
+            raise ProviderNotFound(f"provider {describe(name)} not found")
+        return await self._config(record)
+
+    async def select_for_model(self, user_id: str, model: str) -> tuple[ProviderConfig, str]:
+        """SPEC 2.6: the provider for `model` and the model name to send upstream.
+
+        `provider_name/model` picks that provider and sends `model`; otherwise the provider
+        whose `models` lists the model exactly (the first by name if several do).
+        """
+        validate_user_id(user_id)
+        validate_model(model)
+        records = await self._store.list_providers(user_id)
+        prefix, slash, rest = model.partition("/")
+        if slash and rest:
+            for record in records:
+                if record.name == prefix:
+                    return await self._config(record), rest
+        for record in records:
+            if model in record.models:
+                return await self._config(record), model
+        raise ModelNotFound(f"model {describe(model)} is not served by any of the user's providers")
+
+
+def _names(name: str) -> list[str]:
+    return [name] if PROVIDER_NAME.fullmatch(name) else []

@@ -1,0 +1,87 @@
+"""ProviderService over gRPC, and the conversion of providers to and from protobuf."""
+
+from __future__ import annotations
+
+import grpc.aio
+from aicreds.vault.v1 import providers_pb2 as pb
+from aicreds.vault.v1 import providers_pb2_grpc
+
+from services.vault.providers import ProviderBook, ProviderConfig, ProviderView
+from services.vault.servicers import caller_name
+
+_KINDS = {
+    pb.PROVIDER_KIND_OPENAI: "openai",
+    pb.PROVIDER_KIND_ANTHROPIC: "anthropic",
+    pb.PROVIDER_KIND_CUSTOM: "custom",
+}
+_KIND_VALUES = {name: value for value, name in _KINDS.items()}
+_ON_MISSING = {
+    pb.ON_MISSING_CREDENTIAL_UNSPECIFIED: "warn",
+    pb.ON_MISSING_CREDENTIAL_WARN: "warn",
+    pb.ON_MISSING_CREDENTIAL_ERROR: "error",
+}
+_ON_MISSING_VALUES = {
+    "warn": pb.ON_MISSING_CREDENTIAL_WARN,
+    "error": pb.ON_MISSING_CREDENTIAL_ERROR,
+}
+
+
+def provider_from_proto(message: pb.Provider) -> ProviderConfig:
+    """A provider from a request; unknown enum values become strings validation refuses."""
+    return ProviderConfig(
+        name=message.name,
+        kind=_KINDS.get(message.kind, "unspecified"),
+        base_url=message.base_url,
+        headers={name: list(values.values) for name, values in message.headers.items()},
+        models=tuple(message.models),
+        on_missing_credential=_ON_MISSING.get(message.on_missing_credential, "unknown"),
+    )
+
+
+def provider_to_proto(config: ProviderConfig) -> pb.Provider:
+    return pb.Provider(
+        name=config.name,
+        kind=_KIND_VALUES[config.kind],
+        base_url=config.base_url,
+        headers={name: pb.HeaderValues(values=values) for name, values in config.headers.items()},
+        models=list(config.models),
+        on_missing_credential=_ON_MISSING_VALUES[config.on_missing_credential],
+    )
+
+
+def _response(view: ProviderView) -> pb.ProviderResponse:
+    return pb.ProviderResponse(provider=provider_to_proto(view.provider), warnings=view.warnings)
+
+
+class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
+    def __init__(self, providers: ProviderBook) -> None:
+        self._providers = providers
+
+    async def CreateProvider(
+        self, request: pb.CreateProviderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ProviderResponse:
+        config = provider_from_proto(request.provider)
+        return _response(await self._providers.create(caller_name(), request.user_id, config))
+
+    async def GetProvider(
+        self, request: pb.GetProviderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ProviderResponse:
+        return _response(await self._providers.get(request.user_id, request.name))
+
+    async def ListProviders(
+        self, request: pb.ListProvidersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListProvidersResponse:
+        views = await self._providers.get_all(request.user_id)
+        return pb.ListProvidersResponse(providers=[provider_to_proto(v.provider) for v in views])
+
+    async def UpdateProvider(
+        self, request: pb.UpdateProviderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ProviderResponse:
+        config = provider_from_proto(request.provider)
+        return _response(await self._providers.update(caller_name(), request.user_id, config))
+
+    async def DeleteProvider(
+        self, request: pb.DeleteProviderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteProviderResponse:
+        await self._providers.delete(caller_name(), request.user_id, request.name)
+        return pb.DeleteProviderResponse(name=request.name)
