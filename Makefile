@@ -50,6 +50,10 @@ lint: $(STAMP) ## Ruff and mypy on our code.
 run: $(STAMP) ## Start vault, router and gateway on localhost with a development key.
 	$(PY) -m services.devrun
 
+.PHONY: demo
+demo: $(STAMP) ## Run the whole flow against a local fake OpenAI upstream (no real key needed).
+	$(PY) -m services.demo
+
 .PHONY: bench
 bench: $(STAMP) ## Run the benchmarks (not part of make test; BENCH_DURATION=2 for a smoke run).
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'

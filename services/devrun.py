@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 import httpx
 
@@ -160,8 +161,9 @@ _PRCTL = _load_prctl()
 class Stack:
     """The three service processes, started in order and stopped in reverse."""
 
-    def __init__(self, config: DevConfig) -> None:
+    def __init__(self, config: DevConfig, output: IO[bytes] | None = None) -> None:
         self.config = config
+        self.output = output  # where the services log (default: our stdout and stderr)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, should_stop: Callable[[], bool] = lambda: False) -> None:
@@ -170,6 +172,8 @@ class Stack:
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", f"services.{name}.server"],
                 env=self.config.env,
+                stdout=self.output,
+                stderr=self.output,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
