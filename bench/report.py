@@ -332,8 +332,10 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
             "CPU ms per request = the service's CPU seconds (user + system, /proc/<pid>/stat) "
             "during the run / requests completed. Peak RSS = VmHWM, reset before each run.",
             "",
-            "| scenario | c | " + " | ".join(f"{n} CPU ms/req, peak MiB" for n in names) + " |",
-            "|---|---|" + "---|" * len(names),
+            "| scenario | c | "
+            + " | ".join(f"{n} CPU ms/req, peak MiB" for n in names)
+            + " | vault+router+gateway CPU ms/req |",
+            "|---|---|" + "---|" * (len(names) + 1),
         ]
         for run in cost_runs:
             cells = []
@@ -344,6 +346,14 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
                     continue
                 cpu = _cell(fig.get("cpu_ms_per_request"), 3)
                 cells.append(f"{cpu}, {_cell(fig.get('peak_rss_mib'), 0)}")
+            stack_cpu = sum(
+                float(run["services"][n].get("cpu_ms_per_request") or 0.0)
+                for n in STACK_SERVICES
+                if n in run["services"]
+            )
+            cells.append(
+                _cell(stack_cpu, 3) if any(n in run["services"] for n in STACK_SERVICES) else "—"
+            )
             out.append(f"| {run['scenario']} | {run['concurrency']} | " + " | ".join(cells) + " |")
     headroom = results.get("upstream_headroom")
     if headroom:

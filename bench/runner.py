@@ -276,6 +276,7 @@ class Bench:
         if self.config.warmup_s > 0:
             await run(concurrency, self.config.warmup_s)
         pids = self.service_pids()
+        load_before = loadavg_1m()
         for pid in pids.values():
             self.peak_reset_ok &= procstats.reset_peak(pid)
         before = {name: procstats.snapshot(pid) for name, pid in pids.items()}
@@ -291,6 +292,7 @@ class Bench:
                 "peak_rss_mib": round(max(after[name].hwm_kib / MIB, sampler.peak_mib[name]), 1),
                 "rss_end_mib": round(after[name].rss_kib / MIB, 1),
             }
+        result.client["loadavg_1m_before_after"] = [load_before, loadavg_1m()]
         if self.stack is not None:
             self.stack.check_alive()
         return result, sampler
@@ -405,6 +407,14 @@ class Bench:
         for channel in self.grpc_channels.values():
             await channel.close()
         self.grpc_channels.clear()
+
+
+def loadavg_1m() -> float | None:
+    """The 1-minute load average: how busy the machine was (other people's tests?)."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _git_commit(repo: Path) -> str:
