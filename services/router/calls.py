@@ -22,17 +22,13 @@ from typing import Protocol
 import httpx
 
 from services.common.errors import InvalidArgument
+from services.common.header_masking import MASKED, mask_header_value
 from services.router.body_model import rewrite_model
 from services.router.errors import BadInvokeRequest, CredentialMissing
-from services.router.headers import (
-    is_sensitive_header,
-    literal_secret_remains,
-    upstream_request_headers,
-)
-from services.router.placeholders import PLACEHOLDER, substitute_headers
+from services.router.headers import upstream_request_headers
+from services.router.placeholders import substitute_headers
 from services.router.upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
 
-MASKED = "MASKED"
 _METHOD = re.compile(r"^[A-Z]{1,16}$")
 _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f#]")
 
@@ -181,19 +177,15 @@ class Router:
     async def preview(self, user_id: str, provider_name: str, *, deadline: float) -> PreviewResult:
         """The provider's headers after substitution, every substituted value masked.
 
-        A sensitive header (SPEC 2.3) that holds a literal secret is shown as MASKED, so that
-        Preview never shows more than the provider API does.
+        A sensitive header value that the provider API masks (SPEC 2.3: a literal secret) is
+        MASKED here too, so that Preview never shows more than the provider API does.
         """
         if not provider_name:
             raise InvalidArgument("provider_name is required")
         resolution = await self._resolve(user_id, provider_name, None, deadline)
         lines: list[tuple[str, Sequence[str]]] = []
         for name, values in resolution.provider.headers:
-            if is_sensitive_header(name):
-                values = tuple(
-                    MASKED if literal_secret_remains(v, PLACEHOLDER) else v for v in values
-                )
-            lines.append((name, values))
+            lines.append((name, [mask_header_value(name, v) for v in values]))
         substituted = substitute_headers(
             lines, resolution.values, lambda _key, value: mask_value(value)
         )

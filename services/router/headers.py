@@ -46,17 +46,6 @@ _COMPUTED = frozenset({"host", "content-length"})
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
-_SENSITIVE_NAMES = frozenset(
-    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"}
-)
-_SENSITIVE_PARTS = ("key", "token", "secret", "auth", "password")
-
-
-def is_sensitive_header(name: str) -> bool:
-    """SPEC 2.3: a header whose value is a secret when it holds one literally."""
-    lowered = name.lower()
-    return lowered in _SENSITIVE_NAMES or any(part in lowered for part in _SENSITIVE_PARTS)
-
 
 def check_header(name: str, value: str) -> None:
     """Refuse a header that cannot be sent as is (the message names the header, not the value)."""
@@ -108,15 +97,3 @@ def downstream_response_headers(headers: Iterable[tuple[str, str]]) -> list[tupl
     lines = list(headers)
     drop = HOP_BY_HOP | _connection_named(lines)
     return [(name, value) for name, value in lines if name.lower() not in drop]
-
-
-def literal_secret_remains(value: str, placeholders: re.Pattern[str]) -> bool:
-    """True if a sensitive header's value holds secret text besides placeholders.
-
-    `Bearer {{credential:k}}` holds none; `Bearer sk-123` does. An auth scheme word is not a
-    secret.
-    """
-    rest = placeholders.sub(" ", value).split()
-    if rest and rest[0].lower() in {"bearer", "basic", "token", "bot", "apikey"}:
-        rest = rest[1:]
-    return bool(rest)

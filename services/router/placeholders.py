@@ -16,17 +16,26 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-KEY_PATTERN = r"[A-Za-z0-9_.\-]{1,128}"
-"""A credential key (SPEC 2.2)."""
+from services.common.placeholders import PLACEHOLDER, referenced_keys
 
-PLACEHOLDER = re.compile(r"\{\{credential:(" + KEY_PATTERN + r")\}\}")
-"""A well-formed placeholder; group 1 is the key."""
+__all__ = [
+    "MALFORMED_WARNING",
+    "PLACEHOLDER",
+    "Substituted",
+    "SubstitutedHeaders",
+    "missing_warning",
+    "referenced_keys",
+    "render_value",
+    "substitute_headers",
+    "substitute_placeholders",
+]
 
-# At each position a well-formed placeholder is tried first; failing that, anything that opens
-# like one (`{{`, optional blanks, `credential` in any case) up to the next brace is a lookalike.
+# The one definition of the syntax lives in services.common.placeholders (the vault uses it to
+# pick the keys Resolve returns). At each position a well-formed placeholder is tried first;
+# failing that, anything that opens like one (`{{`, optional blanks, `credential` in any case)
+# up to the next brace is a lookalike.
 _SCANNER = re.compile(
-    r"\{\{(?:credential:(?P<key>" + KEY_PATTERN + r")\}\}"
-    r"|(?i:\s*credential)[^{}]*(?:\}\}?)?)"
+    r"(?P<ok>" + PLACEHOLDER.pattern + r")|\{\{(?i:\s*credential)[^{}]*(?:\}\}?)?"
 )
 
 MALFORMED_WARNING = "malformed placeholder"
@@ -76,10 +85,11 @@ def substitute_placeholders(
     malformed = 0
     last = 0
     for match in _SCANNER.finditer(text):
-        key = match.group("key")
-        if key is None:
+        well_formed = PLACEHOLDER.fullmatch(match.group()) if match.group("ok") else None
+        if well_formed is None:
             malformed += 1
             continue
+        key = well_formed.group(1)
         if key not in values:
             missing.append(key)
             continue
@@ -89,15 +99,6 @@ def substitute_placeholders(
         last = match.end()
     out.append(text[last:])
     return Substituted("".join(out), tuple(missing), malformed, tuple(used))
-
-
-def referenced_keys(texts: Iterable[str]) -> list[str]:
-    """The distinct keys that well-formed placeholders in `texts` name, in order of appearance."""
-    seen: dict[str, None] = {}
-    for text in texts:
-        for match in PLACEHOLDER.finditer(text):
-            seen.setdefault(match.group(1), None)
-    return list(seen)
 
 
 @dataclass(frozen=True)
