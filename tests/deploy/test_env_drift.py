@@ -7,6 +7,8 @@ service is one that service's settings actually read; the names come from callin
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.deploy.manifests import (
@@ -15,7 +17,7 @@ from tests.deploy.manifests import (
     load_compose,
     render_kustomization,
 )
-from tests.deploy.service_env import SERVICES, settings_classes, variables_read
+from tests.deploy.service_env import ROOT, SERVICES, settings_classes, variables_read
 
 
 def _read(service: str) -> set[str]:
@@ -43,3 +45,12 @@ def test_kubernetes_sets_only_variables_the_service_reads(service: str) -> None:
     env = k8s_environment(render_kustomization())[service]
     unknown = set(env) - _read(service)
     assert not unknown, f"deploy/k8s sets {sorted(unknown)} that {service} never reads"
+
+
+def test_readme_configuration_table_names_every_variable() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", section))
+    for service in SERVICES:
+        missing = _read(service) - documented
+        assert not missing, f"README's Configuration table lacks {sorted(missing)}"
