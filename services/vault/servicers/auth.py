@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import grpc.aio
 from aicreds.vault.v1 import auth_pb2 as pb
 from aicreds.vault.v1 import auth_pb2_grpc
@@ -20,10 +22,11 @@ _FAILURES = {
 
 
 def timestamp(seconds: float | None) -> Timestamp | None:
+    """Unix seconds as a Timestamp, at the microsecond the store keeps (so values round-trip)."""
     if seconds is None:
         return None
     stamp = Timestamp()
-    stamp.FromNanoseconds(round(seconds * 1_000_000) * 1000)
+    stamp.FromDatetime(datetime.fromtimestamp(seconds, UTC))
     return stamp
 
 
