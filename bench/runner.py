@@ -266,7 +266,8 @@ class Bench:
         if self.stack is not None:
             pids.update({name: self.stack.pid(name) for name in self.stack.procs})
         if self.upstream is not None:
-            pids["upstream"] = self.upstream.pids[0]
+            for i, pid in enumerate(self.upstream.pids):
+                pids["upstream" if i == 0 else f"upstream.{i}"] = pid
         return pids
 
     async def measure(
@@ -324,7 +325,15 @@ class Bench:
                 continue
             run = self.runner(scenario)
             for concurrency in levels:
-                result, _ = await self.measure(run, scenario, concurrency, config.duration_s)
+                try:
+                    result, _ = await self.measure(run, scenario, concurrency, config.duration_s)
+                except StackError:
+                    raise
+                except Exception as err:  # one broken scenario must not lose the others
+                    why = f"c={concurrency}: {type(err).__name__}: {err}"[:500]
+                    self.skipped[scenario] = why
+                    print(f"bench: {scenario} failed at {why}", flush=True)
+                    break
                 self.runs.append(result.as_dict())
                 lat = result.latency_ms or {}
                 p50, p99 = lat.get("p50", float("nan")), lat.get("p99", float("nan"))
@@ -491,11 +500,15 @@ async def run_bench(config: BenchConfig) -> tuple[dict[str, Any], Path]:
                 except StackError as err:
                     meta["stack_error"] = str(err)
                     print(f"bench: the stack did not start: {err} (logs in {log_dir})", flush=True)
-            await bench.run_all()
-            if config.profile:
-                profile = await bench.profile()
-            if config.soak:
-                soak = await bench.soak()
+            try:
+                await bench.run_all()
+                if config.profile:
+                    profile = await bench.profile()
+                if config.soak:
+                    soak = await bench.soak()
+            except StackError as err:
+                meta["stack_error"] = str(err)
+                print(f"bench: stopped early: {err} (logs in {log_dir})", flush=True)
         finally:
             await bench.close_channels()
             if bench.stack is not None:
