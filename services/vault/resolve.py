@@ -72,5 +72,5 @@ class Resolver:
     ) -> Resolution:
         keys = provider.referenced_keys
         values, missing = await self._credentials.values(user_id, keys)
-        await self._audit.append_audit(replace(record, keys=tuple(keys)))
+        await self._audit.append_audit(replace(record, keys=tuple(sorted(keys))))
         return Resolution(values, missing, provider, upstream_model)
