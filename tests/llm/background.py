@@ -54,7 +54,9 @@ async def serve_asgi(app: Any) -> AsyncIterator[str]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", lifespan="auto", ws="none", access_log=False)
+    config = uvicorn.Config(
+        app, lifespan="auto", log_config=None, ws="none", access_log=False, http="httptools"
+    )
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:

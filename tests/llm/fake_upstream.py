@@ -270,12 +270,13 @@ class FakeUpstream:
             for index, event in enumerate(events):
                 if index == 1 and self._hold:
                     await release.wait()
+                if index == len(events) - 1:
+                    watch.last_chunk_sent.set()  # before: the client may act on it at once
                 await send({"type": "http.response.body", "body": event, "more_body": True})
                 if index == 0:
                     watch.first_chunk_sent.set()
                 # Let each event leave as its own write, as a real model server does.
                 await asyncio.sleep(0.005)
-            watch.last_chunk_sent.set()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         watcher = asyncio.create_task(watch_disconnect())

@@ -107,11 +107,14 @@ def anthropic_model_list(models: list[ListedModel]) -> dict[str, object]:
 
 
 def find_model(providers: Sequence[tuple[str, Sequence[str]]], model_id: str) -> ListedModel:
-    """The model `model_id` (plain or `provider/model`) as listed; 404 `model_not_found`."""
-    prefix, _, rest = model_id.partition("/")
-    for provider, names in providers:
-        if provider == prefix and rest in names:
-            return ListedModel(id=model_id, provider=provider)
+    """The model `model_id` as a call would select it (SPEC 2.6); 404 `model_not_found`.
+
+    `provider/model` names that provider's model, whatever it lists (as the vault's `Resolve`
+    selects); a plain name is the first provider listing it.
+    """
+    prefix, slash, rest = model_id.partition("/")
+    if slash and rest and any(name == prefix for name, _ in providers):
+        return ListedModel(id=model_id, provider=prefix)
     for model in listed_models(providers):
         if model.id == model_id:
             return model
