@@ -1,10 +1,13 @@
 """`aicreds.router.v1.RouterService`: converts messages, calls `Router`, converts back.
 
 Caller authentication, the `invoke` right and the mapping of errors to statuses are done by the
-shared interceptor (`services.common.grpc_handlers`). What is specific here: credential
-warnings go into trailing metadata `x-credential-warning` (one entry each, also when the call
-then fails) and into a log line, with key names only; the caller's deadline bounds the call; a
-cancelled RPC closes the upstream connection at once.
+shared interceptor (`services.common.grpc_handlers`). What is specific here:
+
+- credential warnings go into trailing metadata `x-credential-warning`, one entry each, also
+  when the call then fails (and into initial metadata, ahead of the head), and into a log
+  line, with key names only;
+- the caller's deadline bounds the call;
+- a cancelled RPC closes the upstream connection at once.
 """
 
 from __future__ import annotations
@@ -22,12 +25,16 @@ WARNING_KEY = "x-credential-warning"
 _log = logging.getLogger("aicreds.router")
 
 
-def _report_warnings(
+async def _report_warnings(
     context: grpc.aio.ServicerContext, provider: str, warnings: Sequence[str]
 ) -> None:
+    """Trailing metadata as the proto says; initial metadata too, so that an HTTP edge can
+    turn them into response headers before the first byte of a streamed body."""
     if not warnings:
         return
-    context.set_trailing_metadata(tuple((WARNING_KEY, w) for w in warnings))
+    metadata = tuple((WARNING_KEY, w) for w in warnings)
+    context.set_trailing_metadata(metadata)
+    await context.send_initial_metadata(metadata)
     _log.warning(
         "credential warnings",
         extra={"fields": {"provider": provider, "warnings": list(warnings)}},
@@ -65,7 +72,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     ) -> AsyncIterator[router_pb2.InvokeResponse]:
         deadline = self._deadline(context)
         prepared = await self._router.prepare(_invoke_call(request), deadline=deadline)
-        _report_warnings(context, prepared.provider_name, prepared.warnings)
+        await _report_warnings(context, prepared.provider_name, prepared.warnings)
         async with self._router.stream(prepared, deadline=deadline) as upstream:
             # If the RPC ends while this generator is parked at a `yield` (so the cancellation
             # is raised in grpc's code, not here), close the upstream from the callback.

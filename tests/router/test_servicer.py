@@ -102,6 +102,11 @@ async def test_missing_key_with_warn_leaves_the_placeholder(
     assert answer.status == 200
     assert answer.warnings == ["Credential not found: nope"]
     assert upstream.requests[0].header("authorization") == "Bearer {{credential:nope}}"
+    # Also ahead of the first message, for an HTTP edge that must send headers first.
+    call = fake_env.stub().Invoke(_request(), timeout=5)
+    assert warnings_of(await call.initial_metadata()) == ["Credential not found: nope"]
+    async for _ in call:
+        pass
 
 
 async def test_missing_key_with_error_fails_before_the_upstream(
