@@ -68,16 +68,23 @@ async def test_openapi_is_3_1_and_lists_every_endpoint(stack: Stack) -> None:
 
 
 async def test_every_route_is_documented(stack: Stack) -> None:
-    """The routes the application serves and the document are the same set."""
+    """REST v2 and ops: the routes served and the operations documented are the same set.
+
+    (The model endpoints under /v1 route a catch-all documented as its main call; their
+    document is checked by their own tests.)
+    """
     document = (await stack.client.get("/openapi.json")).json()
     documented = {
-        (method.upper(), path) for path, item in document["paths"].items() for method in item
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if not path.startswith("/v1/")
     }
     served = {
         (method, route.path)
         for route in stack.app.routes
         for method in getattr(route, "methods", None) or ()
-        if method != "HEAD"
+        if method != "HEAD" and not route.path.startswith("/v1/")
     }
     assert served == documented
 

@@ -1,0 +1,138 @@
+"""SPEC 2.3 over HTTP: provider CRUD, masking by the vault, warnings, errors, isolation."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.gateway.conftest import Minted, Stack
+
+PROVIDERS = "/api/v2/users/me/ai-providers"
+
+OPENAI = {
+    "name": "openai",
+    "kind": "openai",
+    "base_url": "https://api.openai.com/v1",
+    "headers": {"Authorization": ["Bearer {{credential:openai_api_key}}"]},
+    "models": ["gpt-4o", "gpt-4"],
+    "on_missing_credential": "error",
+}
+
+
+@pytest.fixture
+async def alice(stack: Stack) -> Minted:
+    return await stack.mint("alice")
+
+
+async def test_crud(stack: Stack, alice: Minted) -> None:
+    response = await stack.client.post(PROVIDERS, headers=alice.bearer(), json=OPENAI)
+    assert response.status_code == 201, response.text
+    assert response.json() == {"response": {"provider": OPENAI, "warnings": []}}
+
+    response = await stack.client.get(f"{PROVIDERS}/openai", headers=alice.bearer())
+    assert response.json()["response"]["provider"] == OPENAI
+
+    anthropic = {
+        "name": "claude",
+        "kind": "anthropic",
+        "base_url": "https://api.anthropic.com",
+        "headers": {"X-API-Key": ["{{credential:anthropic_api_key}}"]},
+        "models": ["claude-3.5-sonnet"],
+    }
+    response = await stack.client.post(PROVIDERS, headers=alice.bearer(), json=anthropic)
+    assert response.status_code == 201
+    assert response.json()["response"]["provider"]["on_missing_credential"] == "warn"
+
+    listed = (await stack.client.get(PROVIDERS, headers=alice.bearer())).json()
+    assert [p["name"] for p in listed["response"]["providers"]] == ["claude", "openai"]
+
+    updated = {**OPENAI, "models": ["gpt-4o-mini"], "kind": "custom"}
+    del updated["name"]
+    response = await stack.client.put(f"{PROVIDERS}/openai", headers=alice.bearer(), json=updated)
+    assert response.status_code == 200
+    provider = response.json()["response"]["provider"]
+    assert provider["name"] == "openai" and provider["models"] == ["gpt-4o-mini"]
+    assert provider["kind"] == "custom"
+
+    response = await stack.client.delete(f"{PROVIDERS}/openai", headers=alice.bearer())
+    assert response.json() == {"response": {"name": "openai"}}
+    response = await stack.client.get(f"{PROVIDERS}/openai", headers=alice.bearer())
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "provider_not_found"
+
+
+async def test_duplicate_name_is_409(stack: Stack, alice: Minted) -> None:
+    await stack.client.post(PROVIDERS, headers=alice.bearer(), json=OPENAI)
+    response = await stack.client.post(PROVIDERS, headers=alice.bearer(), json=OPENAI)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] != "internal"
+
+
+async def test_literal_secret_is_masked_and_warned(stack: Stack, alice: Minted) -> None:
+    literal = {
+        **OPENAI,
+        "name": "literal",
+        "headers": {
+            "Authorization": ["Bearer sk-literal-secret-1234567890"],
+            "X-Trace": ["plain"],
+        },
+    }
+    response = await stack.client.post(PROVIDERS, headers=alice.bearer(), json=literal)
+    assert response.status_code == 201
+    body = response.json()["response"]
+    assert body["provider"]["headers"]["Authorization"] == ["MASKED"]
+    assert body["provider"]["headers"]["X-Trace"] == ["plain"]
+    assert any("Authorization" in w and "literal secret" in w for w in body["warnings"])
+    assert "sk-literal-secret" not in response.text
+    for path in (PROVIDERS, f"{PROVIDERS}/literal"):
+        response = await stack.client.get(path, headers=alice.bearer())
+        assert "sk-literal-secret" not in response.text
+        assert "MASKED" in response.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**OPENAI, "kind": "gemini"},
+        {**OPENAI, "on_missing_credential": "ignore"},
+        {**OPENAI, "base_url": "ftp://example.com"},
+        {**OPENAI, "headers": {"Authorization": "Bearer x"}},
+        {**OPENAI, "models": "gpt-4"},
+        {key: value for key, value in OPENAI.items() if key != "kind"},
+        {key: value for key, value in OPENAI.items() if key != "name"},
+        {**OPENAI, "colour": "blue"},
+    ],
+)
+async def test_invalid_providers_are_400(stack: Stack, alice: Minted, body: object) -> None:
+    response = await stack.client.post(PROVIDERS, headers=alice.bearer(), json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_argument"
+    assert (await stack.client.get(PROVIDERS, headers=alice.bearer())).json() == {
+        "response": {"providers": []}
+    }
+
+
+async def test_path_and_body_names_must_agree(stack: Stack, alice: Minted) -> None:
+    await stack.client.post(PROVIDERS, headers=alice.bearer(), json=OPENAI)
+    response = await stack.client.put(
+        f"{PROVIDERS}/openai", headers=alice.bearer(), json={**OPENAI, "name": "other"}
+    )
+    assert response.status_code == 400
+
+
+async def test_users_cannot_see_or_change_each_others_providers(stack: Stack) -> None:
+    alice = await stack.mint("alice")
+    bob = await stack.mint("bob")
+    await stack.client.post(PROVIDERS, headers=alice.bearer(), json=OPENAI)
+    assert (await stack.client.get(PROVIDERS, headers=bob.bearer())).json() == {
+        "response": {"providers": []}
+    }
+    for method in ("GET", "DELETE"):
+        response = await stack.client.request(method, f"{PROVIDERS}/openai", headers=bob.bearer())
+        assert response.status_code == 404
+    response = await stack.client.put(f"{PROVIDERS}/openai", headers=bob.bearer(), json=OPENAI)
+    assert response.status_code == 404
+    # Bob may have his own provider of the same name.
+    response = await stack.client.post(PROVIDERS, headers=bob.bearer(), json=OPENAI)
+    assert response.status_code == 201
+    response = await stack.client.get(f"{PROVIDERS}/openai", headers=alice.bearer())
+    assert response.json()["response"]["provider"] == OPENAI
