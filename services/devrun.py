@@ -318,7 +318,11 @@ def main() -> int:
         print(f"make run: {err}", file=sys.stderr)
     finally:
         clean = stack.stop()
-    return 1 if failed or not clean else 0
+    if failed or not clean:
+        print("make run: stopped after a failure", file=sys.stderr)
+        return 1
+    print("make run: every service stopped cleanly", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
