@@ -11,7 +11,9 @@ import grpc
 import grpc.aio
 import pytest
 from aicreds.vault.v1 import credentials_pb2 as pb
+from aicreds.vault.v1 import providers_pb2 as ppb
 from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
+from aicreds.vault.v1.providers_pb2_grpc import ProviderServiceStub
 
 from services.common.logging import JsonFormatter
 from services.vault.keyring import Keyring
@@ -22,6 +24,7 @@ VALUES = {
     "anthropic_api_key": "sk-ant-LEAKCHECK-anthropic-f6g7h8",
     "tiny": "LEAKCHECK-tiny",
 }
+PROVIDER_LITERAL = "sk-LEAKCHECK-provider-literal-q8w7e6"
 BAD_VALUES = ["LEAKCHECK-bad\nvalue-1", "LEAKCHECK-bad\x00value-2", "LEAKCHECK-ünicode-3"]
 
 
@@ -78,12 +81,36 @@ async def test_no_value_token_or_key_occurs_in_any_log_record(
             conn.execute("UPDATE credentials SET blob = x'0102' WHERE user_id = 'bob'")
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.GetCredentials(pb.GetCredentialsRequest(user_id="bob"))
+        # Providers: a literal secret in a header, a refused header value, resolves.
+        providers = ProviderServiceStub(vault.channel("gateway"))
+        provider = ppb.Provider(
+            name="openai",
+            kind=ppb.PROVIDER_KIND_OPENAI,
+            base_url="https://api.openai.com/v1",
+            headers={
+                "Authorization": ppb.HeaderValues(values=["Bearer {{credential:openai_api_key}}"]),
+                "X-Api-Key": ppb.HeaderValues(values=[PROVIDER_LITERAL]),
+            },
+            models=["gpt-4o"],
+        )
+        await providers.CreateProvider(
+            ppb.CreateProviderRequest(user_id="alice", provider=provider)
+        )
+        await providers.GetProvider(ppb.GetProviderRequest(user_id="alice", name="openai"))
+        await providers.ListProviders(ppb.ListProvidersRequest(user_id="alice"))
+        bad = ppb.Provider()
+        bad.CopyFrom(provider)
+        bad.headers["X-Api-Key"].values[0] = PROVIDER_LITERAL + "\n"
+        with pytest.raises(grpc.aio.AioRpcError):
+            await providers.UpdateProvider(ppb.UpdateProviderRequest(user_id="alice", provider=bad))
+        await router.Resolve(pb.ResolveRequest(user_id="alice", provider_name="openai"))
+        await router.Resolve(pb.ResolveRequest(user_id="alice", model="openai/gpt-4o"))
         tokens = [vault.token("gateway"), vault.token("router")]
         await stub.DeleteCredentials(pb.DeleteCredentialsRequest(user_id="alice"))
 
     logged = _everything_logged(caplog.records)
-    assert "rpc" in logged and "PutCredential" in logged  # the capture did see the vault's logs
-    secrets = [*VALUES.values(), *BAD_VALUES, *tokens]
+    assert "PutCredential" in logged and "CreateProvider" in logged  # the capture saw the vault
+    secrets = [*VALUES.values(), *BAD_VALUES, *tokens, PROVIDER_LITERAL]
     secrets += [keyring.primary_key.hex(), keyring.pepper.hex()]
     secrets += [repr(keyring.primary_key), repr(keyring.pepper)]
     secrets += [base64.b64encode(k).decode() for k in (keyring.primary_key, keyring.pepper)]
