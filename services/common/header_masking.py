@@ -9,18 +9,19 @@ Pure (no I/O, no grpc); the vault's ProviderService and the gateway both use it.
 **The rule.** The value of a sensitive header is shown as is only when its only secret parts
 are placeholders, decided precisely as follows:
 
-1. it holds at least one well-formed placeholder `{{credential:KEY}}`, and
-2. after removing the well-formed placeholders, the rest splits (on whitespace and the
-   separators `, ; = :`) into words of which none is 8 or more characters long, except the
-   authorization scheme words `Bearer`, `Basic`, `Token`, `Digest`, `ApiKey`, `Api-Key`,
-   `Key`, `Bot` and `OAuth` (any case).
+- remove the well-formed placeholders `{{credential:KEY}}` and split the rest into words on
+  whitespace and the separators `, ; = :`; the authorization scheme words `Bearer`, `Basic`,
+  `Token`, `Digest`, `ApiKey`, `Api-Key`, `Key`, `Bot` and `OAuth` (any case) are not secret;
+- with at least one placeholder, the value is shown when no other word is 8 or more
+  characters long;
+- without a placeholder, it is shown only when there is no other word at all (`""`, `Bearer`).
 
-Anything else is `MASKED`: a value without a placeholder (`Bearer sk-123`, `Cookie: a=b`),
-a literal run of 8+ characters next to a placeholder (`Bearer {{credential:k}} sk-abcdefgh`),
-or a malformed placeholder (`{{credential: k}}` leaves the word `{{credential`). Short words
-such as a cookie name (`session={{credential:s}}`) are shown: 7 characters carry too little
-to be a secret worth hiding, and hiding them would hide the configuration the user needs to
-see. Values of other headers are always shown.
+Anything else is `MASKED`: a literal value (`Bearer sk-123`, `Cookie: a=b`), a literal run of
+8+ characters next to a placeholder (`Bearer {{credential:k}} sk-abcdefgh`), or a malformed
+placeholder (`{{credential: k}}` leaves the word `{{credential`). Short words beside a
+placeholder, such as a cookie name (`session={{credential:s}}`), are shown: they carry too
+little to be a secret worth hiding, and hiding them would hide the configuration the user
+needs to see. Values of other headers are always shown.
 
 A sensitive header with any value that would be masked gets the warning
 `header NAME holds a literal secret; use {{credential:...}}`.
@@ -55,13 +56,12 @@ def is_sensitive_header(name: str) -> bool:
 
 def only_placeholders_are_secret(value: str) -> bool:
     """True when every secret-looking part of `value` is a well-formed placeholder."""
-    if PLACEHOLDER.search(value) is None:
-        return False
+    has_placeholder = PLACEHOLDER.search(value) is not None
     rest = PLACEHOLDER.sub(" ", value)
-    for word in _WORD_SEPARATORS.split(rest):
-        if len(word) > MAX_LITERAL_WORD and word.lower() not in SCHEME_WORDS:
-            return False
-    return True
+    words = [w for w in _WORD_SEPARATORS.split(rest) if w and w.lower() not in SCHEME_WORDS]
+    if not has_placeholder:
+        return not words
+    return all(len(word) <= MAX_LITERAL_WORD for word in words)
 
 
 def mask_header_value(name: str, value: str) -> str:

@@ -36,8 +36,9 @@ CASES = [
     ("Authorization", "Bearer {{credential:k}} sk-abcdefghijkl", MASKED),
     ("Authorization", "Bearer {{credential: openai_api_key}}", MASKED),
     ("Authorization", "Bearer {{Credential:openai_api_key}}", MASKED),
-    ("Authorization", "", MASKED),
-    ("Authorization", "Bearer", MASKED),
+    ("Authorization", "", SHOWN),  # nothing secret in it
+    ("Authorization", "Bearer", SHOWN),
+    ("Authorization", "Bearer x", MASKED),
     ("X-Request-Source", "sk-looks-secret-but-header-is-not-sensitive", SHOWN),
     ("Anthropic-Version", "2023-06-01", SHOWN),
     ("OpenAI-Organization", "org-123456789", SHOWN),
