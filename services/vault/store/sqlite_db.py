@@ -66,7 +66,7 @@ class SqliteDatabase:
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> SqliteDatabase:
         """Open (creating, mode 0600) and migrate the database at `path`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         opened: list[aiosqlite.Connection] = []
