@@ -137,7 +137,9 @@ class UpstreamClient:
         outgoing = self._client.build_request(
             request.method,
             request.url,
-            headers=list(request.headers),
+            # Values as UTF-8 bytes: httpx would refuse (and crash on) a non-ASCII str, while
+            # HTTP carries such bytes as obs-text; names are checked tokens, so ASCII.
+            headers=[(n.encode("ascii"), v.encode("utf-8")) for n, v in request.headers],
             content=request.body,
             timeout=timeout,
         )

@@ -82,6 +82,7 @@ async def test_client_credentials_never_reach_the_upstream(
         ("Content-Type", "application/json"),
         ("anthropic-version", "2023-06-01"),
         ("X-Forwarded-For", "1.2.3.4"),
+        ("User-Agent", "café-client/1"),
     ]
     headers = [router_pb2.Header(name=n, value=v) for n, v in client_headers]
     await fake_env.invoke(_request(headers=headers))
@@ -91,6 +92,7 @@ async def test_client_credentials_never_reach_the_upstream(
     assert seen.header_values("x-api-key") == [SECRET]
     assert seen.header("content-type") == "application/json"
     assert seen.header("anthropic-version") == "2023-06-01"
+    assert seen.header("user-agent") == "café-client/1"
     assert "sk-aic-client-token" not in repr(seen.headers)
 
 

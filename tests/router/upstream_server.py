@@ -119,6 +119,8 @@ class UpstreamServer:
                 conn.start_next_cycle()
         except (ConnectionError, h11.ProtocolError, asyncio.IncompleteReadError):
             return
+        except asyncio.CancelledError:
+            return  # stopped by `stop()`; this task is the connection's outermost frame
         finally:
             self._tasks.discard(task)  # type: ignore[arg-type]
             writer.close()
