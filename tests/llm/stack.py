@@ -102,7 +102,7 @@ async def _seed(vault: VaultHandle, upstream: FakeUpstream) -> Tokens:
         ),
         timeout=5,
     )
-    base_url = f"{upstream.origin}/v1"
+    base_url = f"{upstream.origin}/v1"  # as the openai SDK's base_url
     providers = providers_pb2_grpc.ProviderServiceStub(channel)
     for provider in (
         _provider(
@@ -115,7 +115,7 @@ async def _seed(vault: VaultHandle, upstream: FakeUpstream) -> Tokens:
         _provider(
             "anthropic",
             providers_pb2.PROVIDER_KIND_ANTHROPIC,
-            base_url,
+            upstream.origin,  # as the anthropic SDK's base_url: no /v1
             headers={"x-api-key": ["{{credential:anthropic_api_key}}"]},
             models=["claude-3.5-sonnet"],
         ),

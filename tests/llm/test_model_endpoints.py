@@ -45,6 +45,8 @@ from tests.llm.stub_backends import (
 GOOD = "sk-aic-good-token-for-tests"
 NO_SCOPE = "sk-aic-token-without-llm-scope"
 LIMITED = "sk-aic-token-over-its-rate-limit"
+EXPLODES = "sk-aic-token-whose-check-raises"
+BUG_TEXT = "text of an unexpected exception, which could hold anything"
 USER = "user-1"
 JSON = [("content-type", "application/json")]
 SSE = [("content-type", "text/event-stream; charset=utf-8")]
@@ -54,6 +56,8 @@ async def stand_in_authenticate(request: Request) -> LlmPrincipal:
     """The gateway's contract: Bearer or x-api-key, scope llm:invoke, ApiError otherwise."""
     header = request.headers.get("authorization", "")
     token = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
+    if token == EXPLODES:
+        raise RuntimeError(BUG_TEXT)
     if token == LIMITED:
         raise ApiError(429, "rate_limited", "too many requests", headers={"Retry-After": "30"})
     if token not in (GOOD, NO_SCOPE):
@@ -225,7 +229,7 @@ def test_anthropic_sdk_message_and_stream(gw: Gateway) -> None:
             model="claude-3.5-sonnet", max_tokens=100, messages=[{"role": "user", "content": "Hi"}]
         ) as stream:
             assert "".join(stream.text_stream) == ANSWER_TEXT
-    assert [r.path for r in gw.router.requests] == ["/messages", "/messages"]
+    assert [r.path for r in gw.router.requests] == ["/v1/messages", "/v1/messages"]
 
 
 # -- errors in each vendor's shape ------------------------------------------------------------
@@ -248,6 +252,23 @@ def test_authentication_scope_and_rate_limit_errors_raise_the_documented_excepti
         assert oe.value.code in ("unauthorized", "forbidden", "rate_limited")
     assert oe.value.response.headers["retry-after"] == "30"
     assert gw.router.requests == []
+
+
+def test_an_unexpected_error_is_a_fixed_500_in_the_vendor_shape(
+    gw: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    with openai_client(gw, EXPLODES) as client:
+        with pytest.raises(openai.InternalServerError, match="internal error") as err:
+            client.chat.completions.create(model="gpt-4", messages=[])
+        with pytest.raises(openai.InternalServerError, match="internal error"):
+            client.models.list()
+    assert err.value.code == "internal"
+    with anthropic_client(gw, EXPLODES) as ac:
+        with pytest.raises(anthropic.InternalServerError, match="internal error"):
+            ac.messages.create(model="claude", max_tokens=1, messages=[])
+    logged = [getattr(r, "fields", {}) for r in caplog.records if r.name == "aicreds.gateway.llm"]
+    assert {"error": "RuntimeError", "route": "/v1/{path:path}"} in logged
+    assert BUG_TEXT not in caplog.text + repr(logged)
 
 
 ROUTER_FAILURES = [

@@ -172,6 +172,39 @@ def test_langchain_chat_openai_exactly_as_the_seed_writes_it(
     assert_upstream_saw_only_provider_keys(upstream, stack)
 
 
+def test_the_seeds_debug_curl_on_chat_completions(stack: LlmStack, upstream: FakeUpstream) -> None:
+    """The seed's `curl .../v1/chat/completions -H Authorization -H "X-Debug-Auth: true" -d`."""
+    token = stack.tokens.invoke
+    response = httpx.post(
+        f"{stack.openai_url}/chat/completions",
+        content=b'{"model": "gpt-4", "messages": [{"role": "user", "content": "Hello!"}]}',
+        headers={
+            "Authorization": f"Bearer {token}",
+            "X-Debug-Auth": "true",
+            # what `curl -d` sends
+            "Content-Type": "application/x-www-form-urlencoded",
+            "User-Agent": "curl/8.5.0",
+            "Accept": "*/*",
+        },
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == ANSWER_TEXT
+    debug = response.headers["x-debug-auth"]
+    assert "result=ok" in debug and "method=bearer" in debug and "llm:invoke" in debug
+    assert not any(token[i : i + 12] in debug for i in range(len(token) - 11))
+    assert response.headers["x-ratelimit-limit"]
+    assert_upstream_saw_only_provider_keys(upstream, stack)
+
+    denied = httpx.post(
+        f"{stack.openai_url}/chat/completions",
+        content=b'{"model": "gpt-4", "messages": []}',
+        headers={"Authorization": "Bearer sk-aic-" + "n" * 43, "X-Debug-Auth": "true"},
+    )
+    assert denied.status_code == 401
+    assert denied.json()["error"]["type"] == "authentication_error"
+    assert "reason=unknown" in denied.headers["x-debug-auth"]
+
+
 # -- anthropic ------------------------------------------------------------------------------------
 
 
@@ -352,12 +385,8 @@ def test_missing_credential_with_warn_proceeds_with_a_warning_header(
     assert upstream.last_request().header("openai-organization") == "{{credential:openai_org}}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the router sends credential warnings only as trailing metadata, which arrives "
-    "after a streamed answer's headers; they need to be in its initial metadata too",
-)
 def test_missing_credential_warning_header_on_a_streamed_answer(stack: LlmStack) -> None:
+    """The router sends warnings in initial metadata too, so they precede the streamed body."""
     with openai_client(stack) as client:
         raw = client.chat.completions.with_raw_response.create(
             model="warned-model", messages=[], stream=True

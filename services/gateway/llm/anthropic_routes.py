@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.gateway.errors import ApiError
-from services.gateway.llm.calls import LlmBackend, invoke
+from services.gateway.llm.calls import LlmBackend, anthropic_upstream_path, invoke
 from services.gateway.llm.errors import anthropic_error_body, anthropic_error_response
 
 
@@ -31,5 +31,6 @@ class AnthropicCalls:
             request,
             self._backend,
             render_error=anthropic_error_response,
+            upstream_path=anthropic_upstream_path,
             stream_error_event=anthropic_stream_error_event,
         )

@@ -6,9 +6,14 @@ the limits. The vendor modules (`openai_routes`, `anthropic_routes`) differ only
 look.
 
 What goes to the router (SPEC 2.6): the body's bytes untouched; the `model` read from it; the
-HTTP method, the path after `/v1` (a provider's `base_url` ends with its API version, e.g.
-`https://api.openai.com/v1`), the query; and only the allowlisted client headers — never the
-client's `Authorization`, `x-api-key` or cookies (the router enforces the same list).
+HTTP method; the path as the vendor's SDK appends it to its own `base_url`; the query; and only
+the allowlisted client headers — never the client's `Authorization`, `x-api-key` or cookies (the
+router enforces the same list).
+
+A provider's `base_url` is therefore what one would pass to that vendor's SDK: the OpenAI SDK's
+ends in `/v1` (`https://api.openai.com/v1`) and appends `/chat/completions`, so the gateway's
+OpenAI paths lose their `/v1`; the Anthropic SDK's does not (`https://api.anthropic.com`) and
+appends `/v1/messages`, so Anthropic paths are sent whole.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.gateway.errors import ApiError
+from services.gateway.llm.errors import internal_error
 from services.gateway.llm.model_selection import read_call_options
 from services.gateway.llm.streaming import RouterRelay
 from services.gateway.rest import read_body
@@ -89,10 +95,19 @@ def forwarded_headers(request: Request) -> list[router_pb2.Header]:
     ]
 
 
-def upstream_path(request: Request) -> str:
-    """The request path after `/v1`, as the router appends it to the provider's base_url."""
+def openai_upstream_path(request: Request) -> str:
+    """The path after `/v1`: OpenAI base URLs end with the version (`.../v1`)."""
     path: str = request.url.path
     return path[len(API_PREFIX) :] if path.startswith(API_PREFIX + "/") else path
+
+
+def anthropic_upstream_path(request: Request) -> str:
+    """The whole path: Anthropic base URLs stop at the host (`https://api.anthropic.com`)."""
+    path: str = request.url.path
+    return path
+
+
+UpstreamPath = Callable[[Request], str]
 
 
 async def invoke(
@@ -101,6 +116,7 @@ async def invoke(
     *,
     render_error: ErrorRenderer,
     stream_error_event: StreamErrorEvent,
+    upstream_path: UpstreamPath,
 ) -> Response:
     """Serve one model call through the router; every failure in the vendor's error shape."""
     headers: Mapping[str, str] = {}
@@ -112,6 +128,11 @@ async def invoke(
     except ApiError as error:
         error.headers = {**headers, **error.headers}
         return render_error(error)
+    except Exception as err:  # never Starlette's plain-text 500: the SDK must parse the answer
+        # The route template, not the path: logs carry no client-chosen text.
+        internal = internal_error(err, route=str(getattr(request.scope.get("route"), "path", "")))
+        internal.headers = {**headers, **internal.headers}
+        return render_error(internal)
     call = backend.router_stub().Invoke(
         router_pb2.InvokeRequest(
             user_id=principal.user_id,

@@ -16,6 +16,7 @@ APIStatusError. The message is public: it may name a key, a model or a provider,
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import grpc.aio
@@ -31,6 +32,8 @@ _STATUS_BY_ROUTER_REASON: Mapping[str, int] = {
     "upstream_timeout": 504,
     "vault_unavailable": 503,
 }
+
+_log = logging.getLogger("aicreds.gateway.llm")
 
 _OPENAI_TYPE_BY_STATUS: Mapping[int, str] = {
     401: "authentication_error",
@@ -98,3 +101,12 @@ def from_rpc_error(err: grpc.aio.AioRpcError, *, backend: str) -> ApiError:
     if status is None or reason is None:
         return error
     return ApiError(status, reason, err.details() or error.message, headers=error.headers)
+
+
+def internal_error(err: Exception, *, route: str) -> ApiError:
+    """The answer for an unexpected exception: logged by type only, answered with fixed text."""
+    _log.error(
+        "unhandled error in a model endpoint",
+        extra={"fields": {"route": route, "error": type(err).__name__}},
+    )
+    return ApiError(500, "internal", "internal error")

@@ -13,7 +13,11 @@ from starlette.responses import JSONResponse, Response
 
 from services.gateway.errors import ApiError
 from services.gateway.llm.calls import LlmBackend
-from services.gateway.llm.errors import anthropic_error_response, openai_error_response
+from services.gateway.llm.errors import (
+    anthropic_error_response,
+    internal_error,
+    openai_error_response,
+)
 from services.gateway.llm.model_selection import (
     ProviderModels,
     anthropic_model_list,
@@ -38,6 +42,8 @@ class ModelCatalog:
             providers, headers = await self._providers(request)
         except ApiError as error:
             return self._error(request, error)
+        except Exception as err:
+            return self._error(request, internal_error(err, route="/v1/models"))
         models = listed_models(providers)
         if speaks_anthropic(request):
             return JSONResponse(anthropic_model_list(models), headers=dict(headers))
@@ -51,6 +57,8 @@ class ModelCatalog:
         except ApiError as error:
             error.headers = {**headers, **error.headers}
             return self._error(request, error)
+        except Exception as err:
+            return self._error(request, internal_error(err, route="/v1/models/{id}"))
         if speaks_anthropic(request):
             return JSONResponse(model.anthropic_shape(), headers=dict(headers))
         return JSONResponse(model.openai_shape(), headers=dict(headers))

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from services.gateway.errors import ApiError
 from services.gateway.llm.anthropic_routes import AnthropicCalls
-from services.gateway.llm.calls import LlmBackend, invoke
+from services.gateway.llm.calls import LlmBackend, invoke, openai_upstream_path
 from services.gateway.llm.errors import openai_error_body, openai_error_response
 from services.gateway.llm.model_routes import ModelCatalog
 
@@ -41,6 +41,7 @@ class OpenAiCalls:
             request,
             self._backend,
             render_error=openai_error_response,
+            upstream_path=openai_upstream_path,
             stream_error_event=openai_stream_error_event,
         )
 
