@@ -444,3 +444,22 @@ async def test_no_credential_value_in_any_log_record(
     logs = all_logs()
     assert "Credential not found: gone" in logs  # the warning is logged, by key name
     assert SECRET not in logs and SECRET[:20] not in logs
+
+
+async def test_cancel_while_the_router_waits_to_send_disconnects_the_upstream(
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+) -> None:
+    """The caller stops reading, so the router is parked sending to it; then it cancels."""
+    _setup(fake_vault, upstream, {})
+
+    async def firehose(request: RecordedRequest, reply: Reply) -> None:
+        await reply.head(200, [("content-type", "application/octet-stream")])
+        while True:
+            await reply.chunk(b"x" * 65536)
+
+    upstream.handler = firehose
+    call = fake_env.stub().Invoke(_request(), timeout=30)
+    await call.read()
+    await asyncio.sleep(0.5)  # the gRPC flow-control window and the socket buffers fill up
+    call.cancel()
+    await asyncio.wait_for(upstream.disconnected.wait(), timeout=1)
