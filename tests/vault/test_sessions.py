@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -14,9 +15,10 @@ import pytest
 from aicreds.vault.v1 import auth_pb2 as pb
 from aicreds.vault.v1.auth_pb2_grpc import AuthServiceStub
 
+from services.common.logging import JsonFormatter
 from services.vault.keyring import Keyring
 from services.vault.sessions import DEFAULT_SESSION_TTL, is_well_formed_session
-from services.vault.tokens import SecretHasher
+from services.vault.tokens import SecretHasher, new_token
 from tests.support.vault import VaultHandle, running_vault
 from tests.vault._disk import database_bytes, forms_of
 
@@ -180,3 +182,31 @@ async def test_the_database_holds_no_session_in_any_greppable_form(vault: VaultH
         digests = {bytes(r[0]) for r in conn.execute("SELECT digest FROM sessions")}
     hasher = SecretHasher(Keyring.load(vault.keyring_file).pepper)
     assert digests == {hasher.session_digest(s) for s in sessions}
+
+
+async def test_no_token_or_session_reaches_any_log_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    presented = [new_token(), "aic-sess-" + "Z" * 43, "sk-aic-" + "m" * 20]
+    async with running_vault(tmp_path) as vault:
+        auth = AuthServiceStub(vault.channel("gateway"))
+        token = await _token(auth)
+        session = await _session(auth, token)
+        presented += [token.token, session.session]
+        for secret in presented:
+            await auth.Authenticate(pb.AuthenticateRequest(token=secret))
+            await auth.Authenticate(pb.AuthenticateRequest(session=secret))
+        await auth.RevokeSession(pb.RevokeSessionRequest(user_id="alice", session=session.session))
+        await auth.RevokeToken(pb.RevokeTokenRequest(user_id="alice", token_id=token.info.id))
+        await auth.Authenticate(pb.AuthenticateRequest(token=token.token))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await auth.CreateToken(pb.CreateTokenRequest(user_id="alice", scopes=[token.token]))
+    formatter = JsonFormatter("vault")
+    logged = "\n".join(
+        formatter.format(r) + r.getMessage() + repr(r.__dict__) for r in caplog.records
+    )
+    assert "rpc" in logged  # the access log was captured
+    for secret in presented:
+        body = secret.split("-", 2)[-1]
+        assert secret not in logged and body not in logged
