@@ -21,9 +21,11 @@ import uvicorn
 from aicreds.vault.v1 import auth_pb2, auth_pb2_grpc
 from starlette.applications import Starlette
 
-from services.common.callers import write_private_file
+from services.common.callers import new_caller_token, write_callers_file, write_private_file
 from services.gateway.app import Gateway, create_app
 from services.gateway.settings import GatewaySettings
+from services.router.config import RouterSettings
+from services.router.server import RunningRouter, start_router
 from tests.support.vault import VaultHandle, running_vault
 
 TEST_ORIGIN = "http://gateway.test"
@@ -100,10 +102,38 @@ class Stack:
 StackFactory = Callable[..., Awaitable[Stack]]
 
 
+VAULT_CALLERS = {"gateway": ["manage"], "router": ["resolve"]}
+
+
 @pytest.fixture
 async def vault(tmp_path: Path) -> AsyncIterator[VaultHandle]:
-    async with running_vault(tmp_path, callers={"gateway": ["manage"]}) as handle:
+    async with running_vault(tmp_path, callers=VAULT_CALLERS) as handle:
         yield handle
+
+
+@asynccontextmanager
+async def running_router(tmp_path: Path, vault: VaultHandle) -> AsyncIterator[RunningRouter]:
+    """A real router on 127.0.0.1:0 that trusts the gateway token in `gateway-router.token`."""
+    state = tmp_path / "router-state"
+    state.mkdir(exist_ok=True)
+    gateway_token = new_caller_token()
+    write_private_file(tmp_path / "gateway-router.token", gateway_token + "\n")
+    write_callers_file(state / "router-callers.json", {"gateway": (gateway_token, ["invoke"])})
+    write_private_file(state / "router-vault.token", vault.token("router") + "\n")
+    settings = RouterSettings.from_env(
+        {
+            "STATE_DIR": str(state),
+            "ROUTER_LISTEN": "127.0.0.1:0",
+            "ROUTER_VAULT_ADDR": vault.address,
+            "ROUTER_VAULT_TOKEN_FILE": str(state / "router-vault.token"),
+            "ROUTER_CALLERS_FILE": str(state / "router-callers.json"),
+        }
+    )
+    router = await start_router(settings)
+    try:
+        yield router
+    finally:
+        await router.stop(0)
 
 
 def base_settings(tmp_path: Path, vault: VaultHandle) -> GatewaySettings:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
-from tests.gateway.conftest import Stack, StackFactory
+from tests.gateway.conftest import Stack, StackFactory, running_router
+from tests.support.vault import VaultHandle
 
 
 async def test_healthz(stack: Stack) -> None:
@@ -24,6 +26,16 @@ async def test_readyz_reports_each_backend(stack: Stack) -> None:
         "status": "not_ready",
         "checks": {"vault": "ok", "router": "unavailable"},
     }
+
+
+async def test_readyz_ready_with_a_real_router(
+    tmp_path: Path, vault: VaultHandle, gateway_stack: StackFactory
+) -> None:
+    async with running_router(tmp_path, vault) as router:
+        stack = await gateway_stack(router_addr=router.address)
+        response = await stack.client.get("/readyz")
+        assert response.status_code == 200
+        assert response.json() == {"status": "ready", "checks": {"vault": "ok", "router": "ok"}}
 
 
 async def test_readyz_when_vault_goes_away(gateway_stack: StackFactory) -> None:
