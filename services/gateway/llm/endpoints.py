@@ -80,6 +80,7 @@ _MODEL_CALL_BODY: dict[str, Any] = {
                         "type": "string",
                         "minLength": 1,
                         "description": "a model a provider lists, or provider_name/model",
+                        "examples": ["gpt-4", "openai/gpt-4", "claude-3.5-sonnet"],
                     },
                     "stream": {"type": "boolean", "description": "true: answer as SSE"},
                 },
@@ -87,6 +88,11 @@ _MODEL_CALL_BODY: dict[str, Any] = {
             }
         }
     },
+}
+# One server-sent event (each `data` is a JSON chunk in the vendor's shape, or `[DONE]`).
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
 }
 _HEADERS: dict[str, Any] = {
     name: {"description": text, "schema": {"type": "string"}}
@@ -130,7 +136,7 @@ def _model_call_success(stream_doc: str) -> dict[str, Any]:
         "headers": _HEADERS,
         "content": {
             "application/json": {"schema": {"type": "object"}},
-            "text/event-stream": {"schema": {"type": "string"}},
+            "text/event-stream": {"schema": _SSE_EVENT},
         },
     }
 

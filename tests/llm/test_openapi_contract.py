@@ -1,0 +1,80 @@
+"""Schemathesis against the `/v1` operations of the live `/openapi.json`, behind the fake upstream.
+
+The REST v2 contract test (tests/gateway) skips `/v1`, since a model call needs an upstream;
+here one is running, so every generated call gets a documented answer and none a 5xx.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import checks
+
+from tests.llm.background import BackgroundLoop
+from tests.llm.fake_upstream import FakeUpstream
+from tests.llm.stack import LlmStack, llm_stack
+
+CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_schema_conformance,
+    checks.response_headers_conformance,
+]
+EXAMPLES_PER_OPERATION = 25
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[LlmStack]:
+    servers = BackgroundLoop()
+    try:
+        yield servers.enter(llm_stack(tmp_path_factory.mktemp("contract"), upstream))
+    finally:
+        servers.close()
+
+
+def test_generated_model_calls_get_documented_answers(
+    live: LlmStack, upstream: FakeUpstream
+) -> None:
+    schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
+    auth = {"Authorization": f"Bearer {live.tokens.invoke}"}
+    operations = 0
+    cases = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if not operation.path.startswith("/v1/"):
+            continue
+        operations += 1
+
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=operation.as_strategy())
+        def exercise(case: schemathesis.Case) -> None:
+            nonlocal cases
+            cases += 1
+            case.call_and_validate(base_url=live.url, headers=auth, checks=CHECKS)
+
+        exercise()
+        if operation.method.upper() == "POST":
+            # Generated models are almost never served; these are, and stream or not.
+            model = "claude-3.5-sonnet" if operation.path == "/v1/messages" else "gpt-4"
+            for stream in (False, True):
+                case = operation.Case(body={"model": model, "stream": stream, "messages": []})
+                case.call_and_validate(base_url=live.url, headers=auth, checks=CHECKS)
+    assert operations == 4
+    assert cases >= 4 * 10
+    # Some generated calls named a served model and went all the way to the upstream.
+    assert {r.path for r in upstream.requests} >= {"/v1/chat/completions", "/v1/messages"}
