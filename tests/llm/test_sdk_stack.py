@@ -410,17 +410,22 @@ def test_rate_limited_client_gets_429_with_retry_after(
             ac.messages.create(model="claude-3.5-sonnet", max_tokens=1, messages=[])
 
 
+@pytest.mark.parametrize("auth_cache", ["warm", "cold"])
 def test_vault_outage_is_a_server_error_naming_the_vault(
-    servers: BackgroundLoop, upstream: FakeUpstream, tmp_path: Path
+    servers: BackgroundLoop, upstream: FakeUpstream, tmp_path: Path, auth_cache: str
 ) -> None:
-    doomed = servers.enter(llm_stack(tmp_path, upstream))
+    # warm: the gateway still admits the token from its cache and the router cannot Resolve;
+    # cold: the gateway itself cannot authenticate the token.
+    ttl = 60.0 if auth_cache == "warm" else 0.0
+    doomed = servers.enter(llm_stack(tmp_path, upstream, auth_cache_ttl=ttl))
     with openai_client(doomed) as client:
-        client.models.list()  # authenticated once: the gateway's cache now knows the token
+        client.models.list()
         servers.run(doomed.vault.running.server.server.stop(0))
-        # Within the cache's lifetime the gateway admits the call; the router cannot Resolve.
         with pytest.raises(openai.InternalServerError, match="vault") as err:
             client.chat.completions.create(model="gpt-4", messages=[])
         assert err.value.status_code == 503
+        with pytest.raises(openai.InternalServerError, match="vault"):
+            client.models.list()
     with anthropic_client(doomed) as ac:
         with pytest.raises(anthropic.ServiceUnavailableError, match="vault"):
             ac.messages.create(model="claude-3.5-sonnet", max_tokens=1, messages=[])
