@@ -352,6 +352,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (AicredsError, StartupRefused, CommandFailed) as err:
         message = err.message if isinstance(err, AicredsError) else str(err)
         sys.exit(f"aicreds-admin: {message}")
+    except OSError as err:
+        # e.g. a keyring file on a read-only mount; the text names a path, never a secret.
+        sys.exit(f"aicreds-admin: {err.strerror or type(err).__name__}: {err.filename or ''}")
     except KeyboardInterrupt:
         sys.exit(130)
 
