@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import httpx
 
-from services.common.errors import InvalidArgument
+from services.common.errors import AicredsError, InvalidArgument
 from services.common.header_masking import MASKED, mask_header_value
 from services.router.body_model import rewrite_model
 from services.router.errors import BadInvokeRequest, CredentialMissing
@@ -29,6 +31,7 @@ from services.router.headers import upstream_request_headers
 from services.router.placeholders import substitute_headers
 from services.router.upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
 
+_log = logging.getLogger("aicreds.router")
 _METHOD = re.compile(r"^[A-Z]{1,16}$")
 _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f#]")
 
@@ -108,6 +111,8 @@ def upstream_url(base_url: str, path: str, query: str) -> str:
     """`base_url` + `path` (+ `?query`); the result must stay on the base URL's origin."""
     if _URL_UNSAFE.search(path) or _URL_UNSAFE.search(query):
         raise BadInvokeRequest("path and query may not hold spaces, control characters or '#'")
+    if "?" in path:
+        raise BadInvokeRequest("path may not hold '?'; the query string goes in `query`")
     if any(segment in ("..", ".") for segment in path.split("/")):
         raise BadInvokeRequest("path may not hold '.' or '..' segments")
     url = base_url.rstrip("/") + "/" + path.lstrip("/")
@@ -122,6 +127,34 @@ def upstream_url(base_url: str, path: str, query: str) -> str:
 
 def _deadline_left(deadline: float) -> float:
     return deadline - asyncio.get_running_loop().time()
+
+
+def _log_upstream_call(
+    prepared: PreparedCall,
+    response: UpstreamResponse | None,
+    head_ms: float | None,
+    started: float,
+    outcome: str,
+) -> None:
+    """One line per upstream call: where, what came back, how long. No query, no headers."""
+    url = httpx.URL(prepared.request.url)
+    _log.info(
+        "upstream call",
+        extra={
+            "fields": {
+                "provider": prepared.provider_name,
+                "upstream": f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else ""),
+                "method": prepared.request.method,
+                "path": url.path,
+                "status": response.status if response else None,
+                "outcome": outcome,
+                "head_ms": head_ms,
+                "ms": round((time.perf_counter() - started) * 1000, 3),
+                "chunks": response.chunks_received if response else 0,
+                "bytes": response.bytes_received if response else 0,
+            }
+        },
+    )
 
 
 class Router:
@@ -171,8 +204,22 @@ class Router:
     ) -> AsyncIterator[UpstreamResponse]:
         """Send a prepared call (after `check_missing`); yield the response as it arrives."""
         prepared.check_missing()
-        async with self._upstream.stream(prepared.request, deadline=deadline) as response:
-            yield response
+        started = time.perf_counter()
+        response: UpstreamResponse | None = None
+        head_ms: float | None = None
+        outcome = "ok"
+        try:
+            async with self._upstream.stream(prepared.request, deadline=deadline) as response:
+                head_ms = round((time.perf_counter() - started) * 1000, 3)
+                yield response
+        except AicredsError as err:
+            outcome = err.reason
+            raise
+        except BaseException as err:  # cancelled, or a bug the interceptor reports
+            outcome = "cancelled" if isinstance(err, asyncio.CancelledError) else "error"
+            raise
+        finally:
+            _log_upstream_call(prepared, response, head_ms, started, outcome)
 
     async def preview(self, user_id: str, provider_name: str, *, deadline: float) -> PreviewResult:
         """The provider's headers after substitution, every substituted value masked.

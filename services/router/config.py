@@ -14,6 +14,7 @@
     ROUTER_CONNECT_TIMEOUT           10                               s to connect upstream
     ROUTER_UPSTREAM_TIMEOUT          600                              s per call without a deadline
     ROUTER_VAULT_TIMEOUT             5                                s for the vault's Resolve
+    ROUTER_MAX_CONNECTIONS           1000                             open upstream connections
     ROUTER_SHUTDOWN_GRACE            10                               s calls may finish on SIGTERM
     ROUTER_LOG_LEVEL                 INFO                             log level
 
@@ -30,6 +31,7 @@ from pathlib import Path
 from services.common.grpc_server import ClientTls, TlsFiles
 from services.common.settings import (
     env_float,
+    env_int,
     env_optional_path,
     env_path,
     env_str,
@@ -41,6 +43,12 @@ from services.router.egress import EgressPolicy
 def _positive(name: str, value: float) -> float:
     if value <= 0:
         raise ValueError(f"{name} must be a positive number of seconds")
+    return value
+
+
+def _at_least_one(name: str, value: int) -> int:
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1")
     return value
 
 
@@ -59,6 +67,7 @@ class RouterSettings:
     connect_timeout: float = 10.0
     upstream_timeout: float = 600.0
     vault_timeout: float = 5.0
+    max_connections: int = 1000
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
 
@@ -112,6 +121,10 @@ class RouterSettings:
             vault_timeout=_positive(
                 "ROUTER_VAULT_TIMEOUT",
                 env_float(environ, "ROUTER_VAULT_TIMEOUT", cls.vault_timeout),
+            ),
+            max_connections=_at_least_one(
+                "ROUTER_MAX_CONNECTIONS",
+                env_int(environ, "ROUTER_MAX_CONNECTIONS", cls.max_connections),
             ),
             shutdown_grace=env_float(environ, "ROUTER_SHUTDOWN_GRACE", cls.shutdown_grace),
             log_level=env_str(environ, "ROUTER_LOG_LEVEL", cls.log_level).upper(),

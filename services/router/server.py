@@ -94,6 +94,8 @@ async def start_router(
         resolver=resolver,
         connect_timeout=settings.connect_timeout,
         network_backend=network_backend,
+        max_connections=settings.max_connections,
+        max_keepalive=min(100, settings.max_connections),
         ca_file=str(settings.upstream_ca_file) if settings.upstream_ca_file else None,
     )
     router = Router(
@@ -148,6 +150,9 @@ def main() -> None:
     except ValueError as err:
         sys.exit(f"aicreds-router: {err}")
     configure_logging("router", settings.log_level)
+    # httpx logs every request URL at INFO; a client's query string may hold its own secrets,
+    # and the router writes its own line per call.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         asyncio.run(serve(settings))
     except StartupRefused as err:

@@ -49,6 +49,8 @@ class UpstreamResponse:
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
         self.status = response.status_code
+        self.bytes_received = 0
+        self.chunks_received = 0
         self.headers = downstream_response_headers(
             (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in response.headers.raw
@@ -62,6 +64,8 @@ class UpstreamResponse:
         try:
             async for chunk in self._response.aiter_raw():
                 if chunk:
+                    self.bytes_received += len(chunk)
+                    self.chunks_received += 1
                     yield chunk
         except httpx.TransportError:
             raise UpstreamUnavailable("the upstream connection was lost mid-response") from None
@@ -90,8 +94,8 @@ class UpstreamClient:
         connect_timeout: float = 10.0,
         network_backend: httpcore.AsyncNetworkBackend | None = None,
         ca_file: str | None = None,
-        max_connections: int = 200,
-        max_keepalive: int = 50,
+        max_connections: int = 1000,
+        max_keepalive: int = 100,
         keepalive_expiry: float = 60.0,
     ) -> None:
         self._connect_timeout = connect_timeout
@@ -154,6 +158,10 @@ class UpstreamClient:
                             f"the upstream did not accept a connection within {connect:g} s"
                         ) from None
                     raise UpstreamTimeout("the call's deadline passed while connecting") from None
+                except httpx.PoolTimeout:
+                    raise UpstreamTimeout(
+                        "every upstream connection of the router stayed busy until the deadline"
+                    ) from None
                 except httpx.TimeoutException:
                     raise UpstreamTimeout("the upstream did not answer in time") from None
                 except httpx.TransportError as err:

@@ -51,6 +51,7 @@ def test_every_variable_is_read() -> None:
             "ROUTER_CONNECT_TIMEOUT": "3",
             "ROUTER_UPSTREAM_TIMEOUT": "120",
             "ROUTER_VAULT_TIMEOUT": "1.5",
+            "ROUTER_MAX_CONNECTIONS": "64",
             "ROUTER_LOG_LEVEL": "debug",
         }
     )
@@ -68,6 +69,7 @@ def test_every_variable_is_read() -> None:
         120.0,
         1.5,
     )
+    assert settings.max_connections == 64
     assert settings.log_level == "DEBUG"
 
 
@@ -80,6 +82,7 @@ def test_every_variable_is_read() -> None:
         ({"ROUTER_EGRESS_ALLOW": "10.0.0.0/99"}, "ROUTER_EGRESS_ALLOW"),
         ({"ROUTER_CONNECT_TIMEOUT": "soon"}, "ROUTER_CONNECT_TIMEOUT"),
         ({"ROUTER_UPSTREAM_TIMEOUT": "0"}, "ROUTER_UPSTREAM_TIMEOUT"),
+        ({"ROUTER_MAX_CONNECTIONS": "0"}, "ROUTER_MAX_CONNECTIONS"),
     ],
 )
 def test_bad_settings_name_the_variable(environ: dict[str, str], named: str) -> None:

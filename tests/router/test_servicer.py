@@ -407,6 +407,7 @@ async def test_preview_masks_substituted_values_and_sends_nothing(
     [
         ("path", "/../admin"),
         ("path", "/x#frag"),
+        ("path", "/chat?key=1"),
         ("method", "GET POST"),
         ("query", "a=1 2"),
     ],
@@ -443,6 +444,7 @@ async def test_no_credential_value_in_any_log_record(
         await fake_env.invoke(_request())
     logs = all_logs()
     assert "Credential not found: gone" in logs  # the warning is logged, by key name
+    assert "'path': '/v1/chat/completions'" in logs and "'status': 200" in logs
     assert SECRET not in logs and SECRET[:20] not in logs
 
 
