@@ -9,6 +9,7 @@ number of replicas can run side by side.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError
@@ -31,6 +32,8 @@ from services.gateway.rate_limit import InMemoryRateLimiter, RateLimiter
 from services.gateway.rest import Endpoint, PlainEndpoint, rest_route
 from services.gateway.routes import credentials, ops, providers, sessions, tokens
 from services.gateway.settings import GatewaySettings
+
+_log = logging.getLogger("aicreds.gateway")
 
 REST_ENDPOINTS: Sequence[Endpoint] = (
     *credentials.ENDPOINTS,
@@ -72,6 +75,7 @@ class Gateway:
             or InMemoryRateLimiter(settings.auth_fail_rate, settings.auth_fail_burst),
             origin=settings.origin,
             metrics=self.metrics,
+            cookie_secure=settings.cookie_secure,
         )
         self.openapi_document: dict[str, Any] = {}
 
@@ -107,6 +111,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    """Any exception no handler caught: a fixed 500, logged by type only (its text may hold a
+    secret)."""
+    _log.error("unhandled error", extra={"fields": {"error": type(exc).__name__}})
+    return JSONResponse(
+        {"error": {"code": "internal", "message": "internal error"}}, status_code=500
+    )
+
+
 def create_app(
     settings: GatewaySettings,
     *,
@@ -131,7 +144,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[Middleware(ObservabilityMiddleware, metrics=gateway.metrics)],
-        exception_handlers={HTTPException: _http_error},
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected_error},
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from services.gateway.auth import AuthFailure, AuthMethod, PresentedCredential, Principal
+from services.gateway.auth import AuthFailure, PresentedCredential, Principal
 
 HEADER = "X-Debug-Auth"
 
@@ -74,7 +74,3 @@ def describe_failure(
     if detail:
         pairs.append(("detail", _clean(detail)))
     return _render(pairs)
-
-
-def method_of(presented: PresentedCredential | None) -> AuthMethod | None:
-    return presented.method if presented is not None else None

@@ -78,8 +78,10 @@ class Gate:
         address_limiter: RateLimiter,
         origin: str,
         metrics: Metrics,
+        cookie_secure: bool = True,
     ) -> None:
         self.authenticator = authenticator
+        self._cookie_secure = cookie_secure
         self._token_limiter = token_limiter
         self._address_limiter = address_limiter
         self._origin = origin
@@ -181,7 +183,7 @@ class Gate:
             headers["WWW-Authenticate"] = f'{_REALM}, error="invalid_token"'
         if presented is not None and presented.method is AuthMethod.SESSION:
             # Tell the browser to drop a cookie that no longer works.
-            headers["Set-Cookie"] = expired_session_cookie()
+            headers["Set-Cookie"] = expired_session_cookie(self._cookie_secure)
             message = _MESSAGES.get(failure, _INVALID_SESSION)
         else:
             message = _MESSAGES.get(failure, _INVALID_TOKEN)
