@@ -216,7 +216,8 @@ class Router:
             outcome = err.reason
             raise
         except BaseException as err:  # cancelled, or a bug the interceptor reports
-            outcome = "cancelled" if isinstance(err, asyncio.CancelledError) else "error"
+            cancelled = isinstance(err, asyncio.CancelledError | GeneratorExit)
+            outcome = "cancelled" if cancelled else "error"
             raise
         finally:
             _log_upstream_call(prepared, response, head_ms, started, outcome)

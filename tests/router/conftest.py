@@ -19,6 +19,7 @@ from services.common.grpc_server import open_channel
 from services.router.config import RouterSettings
 from services.router.server import RunningRouter, start_router
 from tests.router.fake_vault import FakeVault
+from tests.router.loopback_backend import LoopbackOnlyBackend
 from tests.router.upstream_server import UpstreamServer, running_upstream
 
 ROUTER_CALLERS: Mapping[str, Sequence[str]] = {
@@ -62,6 +63,7 @@ class RouterEnv:
     router: RunningRouter
     upstream: UpstreamServer
     tokens: dict[str, str] = field(repr=False)
+    backend: LoopbackOnlyBackend = field(default_factory=LoopbackOnlyBackend)
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     def stub(self, caller: str | None = "gateway") -> router_pb2_grpc.RouterServiceStub:
@@ -158,7 +160,9 @@ async def router_factory(tmp_path: Path, upstream: UpstreamServer) -> AsyncItera
             vault_timeout=2.0,
         )
         settings = replace(settings, **overrides)  # type: ignore[arg-type]
-        env = RouterEnv(await start_router(settings, resolver=stub_resolver), upstream, tokens)
+        backend = LoopbackOnlyBackend()
+        router = await start_router(settings, resolver=stub_resolver, network_backend=backend)
+        env = RouterEnv(router, upstream, tokens, backend)
         envs.append(env)
         return env
 

@@ -1,48 +1,23 @@
 """The egress policy (SPEC 3.4), on the address actually connected to.
 
-Every connection the router makes goes through a recording network backend that connects only
-to 127.0.0.0/8 and fails anything else without touching the network, so no test sends traffic
-outside loopback whatever the code under test does.
+Every connection goes through `LoopbackOnlyBackend`, which connects only to 127.0.0.0/8 and
+records and fails anything else without touching the network.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import httpcore
 import pytest
 
 from services.router.egress import AllowRule, EgressPolicy, parse_ip
 from services.router.errors import EgressRefused, UpstreamUnavailable
 from services.router.upstream import UpstreamClient, UpstreamRequest
+from tests.router.loopback_backend import LoopbackOnlyBackend
 from tests.router.upstream_server import UpstreamServer, running_upstream
-
-
-class RecordingBackend(httpcore.AsyncNetworkBackend):
-    """Connects to loopback for real; records and fails every other address."""
-
-    def __init__(self) -> None:
-        self.inner = httpcore.AnyIOBackend()
-        self.connects: list[tuple[str, int]] = []
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        self.connects.append((host, port))
-        if ipaddress.ip_address(host) not in ipaddress.ip_network("127.0.0.0/8"):
-            raise httpcore.ConnectError("test backend: not connecting outside loopback")
-        return await self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 class StubResolver:
@@ -76,7 +51,7 @@ async def _get(client: UpstreamClient, url: str) -> int:
 
 
 def _client(allow: str, resolver: StubResolver | None = None) -> tuple[UpstreamClient, Any]:
-    backend = RecordingBackend()
+    backend = LoopbackOnlyBackend()
     client = UpstreamClient(
         EgressPolicy.from_setting(allow),
         resolver=resolver or StubResolver({}),

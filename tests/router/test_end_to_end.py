@@ -305,6 +305,7 @@ async def test_egress_refused_before_anything_is_sent(stack: Stack, base_url: st
         await stack.env.invoke(_request("bad"))
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert stack.upstream.requests == []
+    assert stack.env.backend.connects == []  # refused before any connection was attempted
 
 
 async def test_a_name_resolving_to_a_private_address_is_refused(stack: Stack) -> None:

@@ -319,6 +319,7 @@ async def test_egress_refused_before_anything_is_sent(
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert ("x-error-reason", "egress_denied") in tuple(caught.value.trailing_metadata() or ())
     assert upstream.requests == []
+    assert fake_env.backend.connects == []
 
 
 async def test_loopback_refused_without_the_allowlist(
