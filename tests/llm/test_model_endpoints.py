@@ -373,6 +373,32 @@ def test_failure_mid_stream_ends_the_event_stream_with_an_error_event(gw: Gatewa
             list(stream2)
 
 
+def test_failure_mid_body_of_a_collected_answer_is_still_a_clean_error(gw: Gateway) -> None:
+    failure = (grpc.StatusCode.UNAVAILABLE, "upstream connection lost", "upstream_unavailable")
+    gw.router.script = RouterScript(headers=JSON, chunks=[b'{"id": '], fail_after_chunks=failure)
+    with openai_client(gw) as client:
+        with pytest.raises(openai.InternalServerError, match="upstream connection lost") as err:
+            client.chat.completions.create(model="gpt-4", messages=[])
+    assert err.value.status_code == 502
+
+
+def test_failure_mid_body_of_a_relayed_answer_cuts_the_connection(gw: Gateway) -> None:
+    failure = (grpc.StatusCode.UNAVAILABLE, "upstream connection lost", "upstream_unavailable")
+    gw.router.script = RouterScript(headers=JSON, chunks=[b'{"id": '], fail_after_chunks=failure)
+    body = {"model": "gpt-4", "stream": True}
+    with httpx.Client() as client:
+        with client.stream(
+            "POST",
+            f"{gw.openai_url}/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {GOOD}"},
+        ) as response:
+            assert response.status_code == 200
+            # Never a truncated body that looks whole: the chunked message is left unfinished.
+            with pytest.raises(httpx.RemoteProtocolError):
+                response.read()
+
+
 def test_bad_bodies_are_400_in_the_vendor_shape(gw: Gateway) -> None:
     headers = {"Authorization": f"Bearer {GOOD}"}
     for body in (b"{not json", b"[1]", b'{"messages": []}'):

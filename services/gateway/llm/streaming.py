@@ -147,16 +147,17 @@ class RouterRelay(Response):
         try:
             await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            # Unless the answer is complete, the client went away (or the server is stopping
+            # this request): stop the router call, and so the upstream request, at once.
             if not relay.done() and not self._complete:
-                # The client went away (or we are being cancelled): stop the router call, and so
-                # the upstream request, at once.
                 self._call.cancel()
                 relay.cancel()
-                _log.info("client disconnected; router call cancelled")
+                _log.info("client gone before the answer ended; router call cancelled")
             watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-        if not relay.cancelled():
-            relay.result()  # re-raise RelayInterrupted and anything unexpected
+            await asyncio.wait({relay, watcher})
+        error = None if relay.cancelled() else relay.exception()
+        if error is not None:
+            raise error  # RelayInterrupted, or a bug
 
     async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._relay_call(scope, receive, send)
