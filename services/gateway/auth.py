@@ -45,6 +45,7 @@ class AuthFailure(StrEnum):
     EXPIRED = "expired"
     MISSING_SCOPE = "missing scope"
     SESSION_NOT_ALLOWED = "a session cannot be used here"
+    ADDRESS_LIMITED = "too many failed authentications from this address"
 
 
 _FAILURE_BY_VAULT: Mapping[int, AuthFailure] = {

@@ -108,7 +108,7 @@ class Gate:
                 headers = guard.headers()
                 if debug:
                     headers[DEBUG_HEADER] = describe_failure(
-                        AuthFailure.UNKNOWN, presented=presented, detail="address rate limited"
+                        AuthFailure.ADDRESS_LIMITED, presented=presented
                     )
                 raise ApiError(
                     429,
@@ -182,8 +182,9 @@ class Gate:
         else:
             headers["WWW-Authenticate"] = f'{_REALM}, error="invalid_token"'
         if presented is not None and presented.method is AuthMethod.SESSION:
-            # Tell the browser to drop a cookie that no longer works.
-            headers["Set-Cookie"] = expired_session_cookie(self._cookie_secure)
+            if failure is not AuthFailure.SESSION_NOT_ALLOWED:
+                # Tell the browser to drop a cookie that no longer works.
+                headers["Set-Cookie"] = expired_session_cookie(self._cookie_secure)
             message = _MESSAGES.get(failure, _INVALID_SESSION)
         else:
             message = _MESSAGES.get(failure, _INVALID_TOKEN)

@@ -224,8 +224,12 @@ async def test_failed_authentications_are_limited_per_address(
         (await stack.client.get(CREDS, headers={"x-api-key": g})).status_code for g in guesses
     ]
     assert statuses == [401, 401, 401, 429, 429]
-    limited = await stack.client.get(CREDS, headers={"x-api-key": guesses[0]})
+    limited = await stack.client.get(
+        CREDS, headers={"x-api-key": guesses[0], "X-Debug-Auth": "true"}
+    )
     assert int(limited.headers["Retry-After"]) >= 1
+    assert limited.json()["error"]["code"] == "rate_limited"
+    assert "too many failed authentications" in limited.headers["X-Debug-Auth"]
     # A token that authenticated recently is not a guess: it still works from this address.
     assert (await stack.client.get(CREDS, headers=good.bearer())).status_code == 200
 

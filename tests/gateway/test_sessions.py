@@ -57,6 +57,8 @@ async def test_a_session_cannot_start_a_session(stack: Stack) -> None:
     _, secret = await _login(stack, await stack.mint("alice"))
     response = await stack.client.post(SESSIONS, headers={**_cookie(secret), "Origin": TEST_ORIGIN})
     assert response.status_code == 401
+    assert "set-cookie" not in response.headers  # the session itself is still good
+    assert (await stack.client.get(CREDS, headers=_cookie(secret))).status_code == 200
 
 
 async def test_logout_ends_the_session(stack: Stack) -> None:
@@ -70,6 +72,8 @@ async def test_logout_ends_the_session(stack: Stack) -> None:
     response = await stack.client.get(CREDS, headers={**_cookie(secret), "X-Debug-Auth": "true"})
     assert response.status_code == 401
     assert "method=session" in response.headers["X-Debug-Auth"]
+    # A dead session cookie is cleared by the refusal.
+    assert "max-age=0" in response.headers["set-cookie"].lower()
 
 
 async def test_session_expires(gateway_stack: StackFactory) -> None:
