@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import sqlite3
+import time
 from pathlib import Path
 
 from aicreds.vault.v1 import credentials_pb2 as pb
@@ -144,9 +145,9 @@ async def test_a_rewrap_killed_mid_run_loses_nothing_and_can_be_run_again(
             vault.files, "keys", "rewrap", "--batch-size", "1", "--pause", "0.05"
         )
         database = vault.settings.database
-        for _ in range(400):
-            if "k2" in master_keys_of_data_keys(database).values():
-                break
+        deadline = time.monotonic() + 30
+        while "k2" not in master_keys_of_data_keys(database).values():
+            assert time.monotonic() < deadline and process.returncode is None
             await asyncio.sleep(0.01)
         process.send_signal(signal.SIGKILL)
         await process.communicate()
