@@ -237,6 +237,7 @@ def create_api_token(config: DevConfig, user: str = "demo", name: str = "make-ru
         capture_output=True,
         text=True,
         check=False,
+        start_new_session=True,  # a Ctrl-C now stops the services after it, not it halfway
     )
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines or not lines[-1].startswith("sk-aic-"):

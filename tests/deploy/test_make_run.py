@@ -116,6 +116,8 @@ def make_run(env: dict[str, str]) -> Iterator[MakeRun]:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         reader.join(timeout=5)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def _clean_env() -> dict[str, str]:
