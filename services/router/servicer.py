@@ -63,7 +63,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
         """The caller's deadline as a loop time, or the router's default for calls without one."""
         remaining: float | None = context.time_remaining()
-        if remaining is None or remaining > self._default_timeout:
+        if remaining is None:
             remaining = self._default_timeout
         return asyncio.get_running_loop().time() + remaining
 
