@@ -401,7 +401,7 @@ def test_failure_mid_body_of_a_relayed_answer_cuts_the_connection(gw: Gateway) -
 
 def test_bad_bodies_are_400_in_the_vendor_shape(gw: Gateway) -> None:
     headers = {"Authorization": f"Bearer {GOOD}"}
-    for body in (b"{not json", b"[1]", b'{"messages": []}'):
+    for body in (b"{not json", b"[1]", b'{"messages": []}', b"[" * 100_000, b'{"model": 4}'):
         response = httpx.post(f"{gw.openai_url}/chat/completions", content=body, headers=headers)
         assert response.status_code == 400
         assert response.json()["error"]["type"] == "invalid_request_error"

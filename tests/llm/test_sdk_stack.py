@@ -79,6 +79,11 @@ def assert_upstream_saw_only_provider_keys(upstream: FakeUpstream, stack: LlmSta
         seen = " ".join(v for _, v in request.headers) + request.body.decode("latin-1")
         assert stack.tokens.invoke not in seen
         assert "sk-aic-" not in seen
+        # Only allowlisted client headers travel: none of the SDKs' x-stainless-* telemetry.
+        assert not [name for name, _ in request.headers if name.startswith("x-stainless")]
+        assert request.header("cookie") is None
+        # ... but the client's own user-agent does (the router's default replaced).
+        assert request.header("user-agent") not in (None, "aicreds-router")
         if request.path == "/v1/messages":
             assert request.header("x-api-key") == ANTHROPIC_KEY
             assert request.header("authorization") is None

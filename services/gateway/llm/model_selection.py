@@ -39,7 +39,7 @@ def read_call_options(body: bytes) -> CallOptions:
     """
     try:
         payload: Any = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "invalid_argument", "the request body is not valid JSON") from None
     if not isinstance(payload, dict):
         raise ApiError(400, "invalid_argument", "the request body must be a JSON object")
