@@ -18,7 +18,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
@@ -101,6 +101,14 @@ class AuthResult:
     presented: PresentedCredential | None
 
 
+def _as_presented(result: AuthResult, presented: PresentedCredential) -> AuthResult:
+    """A cached answer for this presentation: the same token may come as Bearer or x-api-key."""
+    principal = result.principal
+    if principal is not None and principal.method is not presented.method:
+        principal = replace(principal, method=presented.method)
+    return AuthResult(principal, result.failure, presented)
+
+
 def extract_credential(
     headers: Mapping[str, str], cookies: Mapping[str, str]
 ) -> PresentedCredential | AuthFailure:
@@ -178,7 +186,7 @@ class Authenticator:
         entry = self._cache.get(key)
         if entry is not None and entry.valid_until > now:
             self._cache.move_to_end(key)
-            return entry.result
+            return _as_presented(entry.result, presented)
         if presented.method is AuthMethod.SESSION:
             reply = await self._vault.authenticate(session=presented.secret)
         else:

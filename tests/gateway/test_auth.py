@@ -138,6 +138,9 @@ async def test_x_debug_auth_on_success_and_only_when_asked(stack: Stack) -> None
         "user_id=alice; scopes=credentials:read"
     )
     _assert_no_token_piece(debug, minted.token)
+    # The same token presented the other way (a cached authentication) says so.
+    response = await stack.client.get(CREDS, headers={**minted.bearer(), "X-Debug-Auth": "true"})
+    assert "method=bearer" in response.headers["X-Debug-Auth"]
 
 
 async def test_revoked_token_is_401_at_once_here_and_within_the_cache_ttl_elsewhere(
