@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -108,16 +109,19 @@ def mask_value(value: str) -> str:
 
 
 def upstream_url(base_url: str, path: str, query: str) -> str:
-    """`base_url` + `path` (+ `?query`); the result must stay on the base URL's origin."""
+    """`base_url` + `path`, with the base URL's query and then `query`; the result must stay on
+    the base URL's origin."""
     if _URL_UNSAFE.search(path) or _URL_UNSAFE.search(query):
         raise BadInvokeRequest("path and query may not hold spaces, control characters or '#'")
     if "?" in path:
         raise BadInvokeRequest("path may not hold '?'; the query string goes in `query`")
     if any(segment in ("..", ".") for segment in path.split("/")):
         raise BadInvokeRequest("path may not hold '.' or '..' segments")
-    url = base_url.rstrip("/") + "/" + path.lstrip("/")
-    if query:
-        url += "?" + query
+    scheme, netloc, base_path, base_query, _ = urlsplit(base_url)
+    joined_path = base_path.rstrip("/") + "/" + path.lstrip("/")
+    # A base URL may carry a query of its own (e.g. `?api-version=...`): both are kept.
+    joined_query = "&".join(q for q in (base_query, query) if q)
+    url = urlunsplit((scheme, netloc, joined_path, joined_query, ""))
     base = httpx.URL(base_url)
     built = httpx.URL(url)
     if (built.scheme, built.host, built.port) != (base.scheme, base.host, base.port):

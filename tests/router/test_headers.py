@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.router.calls import upstream_url
 from services.router.errors import BadInvokeRequest
 from services.router.headers import (
     downstream_response_headers,
@@ -57,3 +58,38 @@ def test_response_hop_by_hop_headers_are_dropped() -> None:
         ("Content-Type", "text/event-stream"),
         ("x-request-id", "r1"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "query", "url"),
+    [
+        (
+            "https://api.openai.com/v1",
+            "/chat/completions",
+            "",
+            "https://api.openai.com/v1/chat/completions",
+        ),
+        (
+            "https://api.openai.com/v1/",
+            "chat/completions",
+            "a=1",
+            "https://api.openai.com/v1/chat/completions?a=1",
+        ),
+        ("https://api.anthropic.com", "/v1/messages", "", "https://api.anthropic.com/v1/messages"),
+        (
+            "https://x.example/openai?api-version=2024",
+            "/chat",
+            "b=2",
+            "https://x.example/openai/chat?api-version=2024&b=2",
+        ),
+        ("http://127.0.0.1:8080", "/@evil.example/x", "", "http://127.0.0.1:8080/@evil.example/x"),
+    ],
+)
+def test_upstream_url(base: str, path: str, query: str, url: str) -> None:
+    assert upstream_url(base, path, query) == url
+
+
+@pytest.mark.parametrize("path", ["/../admin", "/a/./b", "/x?y=1", "/a b", "/x#f"])
+def test_paths_that_could_leave_the_base_url_are_refused(path: str) -> None:
+    with pytest.raises(BadInvokeRequest):
+        upstream_url("https://api.openai.com/v1", path, "")
