@@ -173,6 +173,12 @@ def _admin_token(env: dict[str, str], user: str) -> str:
     return token
 
 
+def _assert_closed(address: str) -> None:
+    host, _, port = address.rpartition(":")
+    with pytest.raises(OSError):
+        socket.create_connection((host, int(port)), timeout=1).close()
+
+
 def _assert_stopped_cleanly(run: MakeRun) -> None:
     # make itself re-raises the SIGINT after its recipe ends (it always does on Ctrl-C), so the
     # verdict is devrun's own last line.
@@ -230,11 +236,7 @@ def test_make_run_serves_the_seed_examples_and_stops_on_ctrl_c(tmp_path: Path) -
         for name, pid in pids.items():
             assert not _alive(pid), f"{name} (pid {pid}) still running after Ctrl-C"
         for name in SERVICES:
-            with pytest.raises(OSError):
-                socket.create_connection(
-                    tuple(env[f"{name.upper()}_LISTEN"].split(":")),
-                    timeout=1,  # type: ignore[arg-type]
-                ).close()
+            _assert_closed(env[f"{name.upper()}_LISTEN"])
 
     state = Path(env["STATE_DIR"])
     for path in state.iterdir():
@@ -287,3 +289,27 @@ def test_make_demo_shows_the_masked_key_reaching_the_upstream(tmp_path: Path) ->
     assert received.group(1).strip() == f"Bearer {mask(DEMO_KEY)}"
     assert DEMO_KEY not in output and DEMO_KEY not in result.stderr
     assert "the client's API token never reached the upstream" in output
+
+
+@pytest.mark.timeout(180)
+def test_a_busy_port_fails_the_start_and_stops_what_was_started(tmp_path: Path) -> None:
+    env = _stack_env(tmp_path)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        env["GATEWAY_LISTEN"] = f"127.0.0.1:{squatter.getsockname()[1]}"
+        result = subprocess.run(
+            [sys.executable, "-m", "services.devrun"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert "gateway exited with status" in result.stderr
+    assert "API token:" not in result.stdout
+    for name in ("vault", "router"):
+        assert f"{name} stopped (status 0)" in result.stderr
+        _assert_closed(env[f"{name.upper()}_LISTEN"])
