@@ -1,4 +1,4 @@
-"""Which headers go upstream and come back."""
+"""Which headers and which URL go upstream, and which headers come back."""
 
 from __future__ import annotations
 
