@@ -81,20 +81,20 @@ COMPONENTS: dict[str, JsonSchema] = {
             "kind": {"type": "string", "enum": ["openai", "anthropic", "custom"]},
             "base_url": {
                 "type": "string",
-                "pattern": "^https?://[a-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$",
+                "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s]+$",
+                "description": "absolute http(s) URL; the vault checks it in full",
             },
             "headers": {
                 "type": "object",
-                "propertyNames": {"pattern": "^[A-Za-z0-9-]{1,64}$"},
+                "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
                 "additionalProperties": {
                     "type": "array",
-                    "items": {"type": "string", "pattern": "^[\\x20-\\x7e]{1,256}$"},
+                    "items": {"type": "string", "pattern": "^[\\t\\x20-\\x7e]*$"},
                 },
+                "description": "header name (an HTTP token) -> values, which may hold "
+                "{{credential:KEY}} placeholders",
             },
-            "models": {
-                "type": "array",
-                "items": {"type": "string", "pattern": "^[A-Za-z0-9._:/-]{1,128}$"},
-            },
+            "models": {"type": "array", "items": {"type": "string", "minLength": 1}},
             "on_missing_credential": {"type": "string", "enum": ["warn", "error"]},
         },
         ["name", "kind", "base_url"],

@@ -133,3 +133,22 @@ async def test_access_log_line_per_request(stack: Stack, caplog: pytest.LogCaptu
     assert fields["route"] == "/healthz"
     assert fields["status"] == 200
     assert fields["ms"] >= 0
+
+
+async def test_request_id_reaches_the_vault(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    minted = await stack.mint("alice")
+    response = await stack.client.get(
+        "/api/v2/users/me/ai-credentials",
+        headers={**minted.bearer(), "X-Request-Id": "req-vault-1"},
+    )
+    assert response.status_code == 200
+    vault_lines = [
+        r.fields  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "aicreds.access" and isinstance(getattr(r, "fields", None), dict)
+    ]
+    assert any(
+        line.get("request_id") == "req-vault-1" and "GetCredentials" in line.get("method", "")
+        for line in vault_lines
+    ), vault_lines
