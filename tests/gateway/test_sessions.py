@@ -77,10 +77,10 @@ async def test_logout_ends_the_session(stack: Stack) -> None:
 
 
 async def test_session_expires(gateway_stack: StackFactory) -> None:
-    stack = await gateway_stack(session_ttl=1, auth_cache_ttl=30.0)
+    stack = await gateway_stack(session_ttl=2, auth_cache_ttl=30.0)
     _, secret = await _login(stack, await stack.mint("alice"))
     assert (await stack.client.get(CREDS, headers=_cookie(secret))).status_code == 200
-    await asyncio.sleep(1.3)
+    await asyncio.sleep(2.2)
     response = await stack.client.get(CREDS, headers={**_cookie(secret), "X-Debug-Auth": "true"})
     assert response.status_code == 401
     assert "reason=expired" in response.headers["X-Debug-Auth"]
