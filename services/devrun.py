@@ -140,24 +140,6 @@ def prepare_state(config: DevConfig) -> None:
         write_callers_file(config.path(callers_env, f"{server}-callers.json"), entries)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: the service gets SIGTERM if `make run` itself is killed."""
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _load_prctl() -> Callable[[int, int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    prctl: Callable[[int, int], int] = ctypes.CDLL(None, use_errno=True).prctl
-    return prctl
-
-
-_PRCTL = _load_prctl()
-
-
 class Stack:
     """The three service processes, started in order and stopped in reverse."""
 
@@ -175,7 +157,8 @@ class Stack:
                 stdout=self.output,
                 stderr=self.output,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                # No preexec_fn: it forces fork() instead of vfork(), and forking a process
+                # that has gRPC threads (our health probes) can hang the child.
             )
             self._wait_ready(name, should_stop)
 
