@@ -160,6 +160,7 @@ class Stack:
                 # No preexec_fn: it forces fork() instead of vfork(), and forking a process
                 # that has gRPC threads (our health probes) can hang the child.
             )
+            print(f"  {name:<8} starting, pid {self.processes[name].pid}", file=sys.stderr)
             self._wait_ready(name, should_stop)
 
     def _probe(self, name: str) -> str | None:
