@@ -9,13 +9,14 @@ and never lose an update. A `busy_timeout` lets an operator command in another p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -23,6 +24,7 @@ from services.vault.store import AuditRecord
 from services.vault.store.migrations import MIGRATIONS, Migration
 
 _BUSY_TIMEOUT_MS = 10_000
+T = TypeVar("T")
 
 
 def utc_text(moment: datetime | None = None) -> str:
@@ -88,16 +90,38 @@ class SqliteDatabase:
 
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A write transaction: committed (durably) on exit, rolled back on any error."""
+        """A write transaction: committed (durably) on exit, rolled back on any error.
+
+        The writer is never left inside a transaction when the lock is released: a statement
+        handed to aiosqlite runs on its thread even if the awaiting RPC is cancelled (a client
+        deadline while another process holds the database lock), so BEGIN, COMMIT and ROLLBACK
+        are awaited to the end and a transaction that a cancelled BEGIN opened is rolled back.
+        Otherwise every later write would fail with "cannot start a transaction within a
+        transaction" and the database lock would be held for good.
+        """
         async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                await _to_the_end(self._writer.execute("BEGIN IMMEDIATE"))
+            except BaseException:
+                await self._end_transaction()
+                raise
             try:
                 yield self._writer
             except BaseException:
-                await asyncio.shield(self._writer.execute("ROLLBACK"))
+                await self._end_transaction()
                 raise
-            # Shielded: a cancelled RPC must not leave the writer inside an open transaction.
-            await asyncio.shield(self._writer.execute("COMMIT"))
+            try:
+                await _to_the_end(self._writer.execute("COMMIT"))
+            except BaseException:
+                # A failed COMMIT (disk full, I/O error) can leave the transaction open.
+                await self._end_transaction()
+                raise
+
+    async def _end_transaction(self) -> None:
+        """Roll back the writer's open transaction, if any; never raises over the caller's error."""
+        if self._writer.in_transaction:
+            with contextlib.suppress(Exception):
+                await _to_the_end(self._writer.execute("ROLLBACK"))
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -116,6 +140,24 @@ class SqliteDatabase:
         async with self.reading() as conn, conn.execute(sql, params) as cursor:
             row = await cursor.fetchone()
             return tuple(row) if row is not None else None
+
+
+async def _to_the_end(statement: Awaitable[T]) -> T:
+    """Await a writer statement to its end even if the caller is cancelled meanwhile (the
+    statement runs on aiosqlite's thread regardless); then re-raise the cancellation."""
+    task = asyncio.ensure_future(statement)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+        except BaseException:
+            break  # the statement failed: reported below
+    if cancelled:
+        task.exception()  # retrieved: the cancellation is what the caller gets
+        raise asyncio.CancelledError
+    return task.result()
 
 
 async def insert_audit(conn: aiosqlite.Connection, record: AuditRecord) -> None:
