@@ -55,6 +55,7 @@ async def test_no_value_token_or_key_occurs_in_any_log_record(
             await stub.PutCredential(pb.PutCredentialRequest(user_id="bob", key=key, value=value))
             await stub.GetCredential(pb.GetCredentialRequest(user_id="bob", key=key))
         await stub.GetCredentials(pb.GetCredentialsRequest(user_id="alice"))
+        stored = _stored_blobs(vault.settings.database)
         await router.Resolve(
             pb.ResolveRequest(user_id="alice", keys=pb.KeyNames(keys=[*VALUES, "missing"]))
         )
@@ -107,6 +108,7 @@ async def test_no_value_token_or_key_occurs_in_any_log_record(
         await router.Resolve(pb.ResolveRequest(user_id="alice", model="openai/gpt-4o"))
         tokens = [vault.token("gateway"), vault.token("router")]
         await stub.DeleteCredentials(pb.DeleteCredentialsRequest(user_id="alice"))
+        stored += _stored_blobs(vault.settings.database)
 
     logged = _everything_logged(caplog.records)
     assert "PutCredential" in logged and "CreateProvider" in logged  # the capture saw the vault
@@ -117,3 +119,17 @@ async def test_no_value_token_or_key_occurs_in_any_log_record(
     for secret in secrets:
         assert secret not in logged
         assert secret[:16] not in logged
+    # Nor what the database holds (ciphertexts, wrapped data keys, token digests): aiosqlite
+    # would log every statement's parameters at DEBUG.
+    assert len(stored) > 10
+    for blob in stored:
+        assert repr(blob) not in logged and blob.hex() not in logged
+
+
+def _stored_blobs(database: Path) -> list[bytes]:
+    with sqlite3.connect(database) as conn:
+        rows = conn.execute(
+            "SELECT blob FROM credentials UNION ALL SELECT wrapped FROM data_keys"
+            " UNION ALL SELECT headers FROM providers UNION ALL SELECT blob FROM master_key_checks"
+        ).fetchall()
+    return [bytes(row[0]) for row in rows if len(row[0]) > 16]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
@@ -24,6 +25,9 @@ from services.vault.store import AuditRecord
 from services.vault.store.migrations import MIGRATIONS, Migration
 
 _BUSY_TIMEOUT_MS = 10_000
+# aiosqlite logs every statement with its parameters at DEBUG: ciphertexts, wrapped data keys,
+# token digests. None of that may reach a log line, whatever level the vault runs at.
+logging.getLogger("aiosqlite").setLevel(logging.WARNING)
 T = TypeVar("T")
 
 
