@@ -96,6 +96,29 @@ async def test_a_ciphertext_copied_to_another_row_fails_to_decrypt(vault: VaultH
     assert await _read_code(stub, "alice", "openai_api_key") == grpc.StatusCode.OK
 
 
+async def test_a_value_copied_with_its_data_key_to_another_user_fails_to_decrypt(
+    vault: VaultHandle,
+) -> None:
+    # Someone who can write the database copies Alice's wrapped data key and her ciphertext to
+    # a new user: both are bound to Alice by their AAD, so neither opens as Mallory's.
+    stub = CredentialServiceStub(vault.channel("gateway"))
+    db = vault.settings.database
+    await stub.PutCredential(
+        pb.PutCredentialRequest(
+            user_id="alice", key="openai_api_key", value=VALUES["openai_api_key"]
+        )
+    )
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO data_keys (user_id, dek_id, kek_id, wrapped, created_at, updated_at)"
+            " SELECT 'mallory', dek_id, kek_id, wrapped, created_at, updated_at FROM data_keys"
+            " WHERE user_id = 'alice'"
+        )
+    _set_blob(db, "mallory", "openai_api_key", _blob(db, "alice", "openai_api_key"))
+    assert await _read_code(stub, "mallory", "openai_api_key") == grpc.StatusCode.INTERNAL
+    assert await _read_code(stub, "alice", "openai_api_key") == grpc.StatusCode.OK
+
+
 async def test_a_tampered_stored_blob_fails_with_internal_and_no_value(vault: VaultHandle) -> None:
     stub = CredentialServiceStub(vault.channel("gateway"))
     db = vault.settings.database

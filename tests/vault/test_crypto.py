@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -74,6 +75,15 @@ def test_ciphertext_is_bound_to_user_and_credential_key() -> None:
         _open(blob, user="alice", purpose="anthropic_api_key")
     with pytest.raises(DecryptionFailed):
         _open(blob, user="alice", purpose="provider:openai:headers")
+
+
+def test_the_format_version_is_bound_too() -> None:
+    # A blob relabelled as another format version fails to open even where a parser accepts it.
+    parsed = crypto.SealedBlob.parse(_seal())
+    with pytest.raises(DecryptionFailed):
+        crypto.open_sealed(
+            KEY, dataclasses.replace(parsed, version=2), user_id="alice", purpose="openai_api_key"
+        )
 
 
 def test_associated_data_is_length_prefixed() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,29 @@ async def test_provider_crud_round_trips(vault: VaultHandle) -> None:
             "provider 'openai' not found",
             "provider_not_found",
         )
+
+
+async def test_headers_copied_to_another_providers_row_fail_to_decrypt(
+    vault: VaultHandle,
+) -> None:
+    stub = _stub(vault)
+    literal = openai(
+        name="literal", headers={"Authorization": pb.HeaderValues(values=[f"Bearer {LITERAL}"])}
+    )
+    await stub.CreateProvider(pb.CreateProviderRequest(user_id="alice", provider=literal))
+    await stub.CreateProvider(pb.CreateProviderRequest(user_id="alice", provider=openai()))
+    with sqlite3.connect(vault.settings.database) as conn:
+        conn.execute(
+            "UPDATE providers SET headers = (SELECT headers FROM providers WHERE name = 'literal')"
+            " WHERE user_id = 'alice' AND name = 'openai'"
+        )
+    code, details, reason = await _code(
+        stub.GetProvider(pb.GetProviderRequest(user_id="alice", name="openai"))
+    )
+    assert (code, reason) == (grpc.StatusCode.INTERNAL, "decryption_failed")
+    assert LITERAL not in details
+    got = await stub.GetProvider(pb.GetProviderRequest(user_id="alice", name="literal"))
+    assert _headers(got.provider) == {"Authorization": ["MASKED"]}
 
 
 async def test_a_duplicate_name_is_already_exists(vault: VaultHandle) -> None:

@@ -121,6 +121,11 @@ async def test_revoking_the_token_ends_its_sessions(auth: AuthServiceStub) -> No
     await auth.RevokeToken(pb.RevokeTokenRequest(user_id="alice", token_id=token.info.id))
     for created in sessions:
         assert (await _check(auth, created.session)).failure == pb.AUTH_FAILURE_REVOKED
+        # Ended with the token, in the same transaction: there is no live session to log out.
+        logout = await auth.RevokeSession(
+            pb.RevokeSessionRequest(user_id="alice", session=created.session)
+        )
+        assert not logout.revoked
     assert (await _check(auth, unrelated.session)).authenticated
 
 
