@@ -7,21 +7,23 @@ Pure (no I/O, no grpc); the vault's ProviderService and the gateway both use it.
 `secret`, `auth`, `password` or `cookie`.
 
 **The rule.** The value of a sensitive header is shown as is only when its only secret parts
-are placeholders, decided precisely as follows:
+are placeholders, decided precisely as follows: remove the well-formed placeholders
+`{{credential:KEY}}` and split the rest into words on whitespace and the separators `, ; = :`.
+These words are not secret:
 
-- remove the well-formed placeholders `{{credential:KEY}}` and split the rest into words on
-  whitespace and the separators `, ; = :`; the authorization scheme words `Bearer`, `Basic`,
-  `Token`, `Digest`, `ApiKey`, `Api-Key`, `Key`, `Bot` and `OAuth` (any case) are not secret;
-- with at least one placeholder, the value is shown when no other word is 8 or more
-  characters long;
-- without a placeholder, it is shown only when there is no other word at all (`""`, `Bearer`).
+- the authorization scheme words `Bearer`, `Basic`, `Token`, `Digest`, `ApiKey`, `Api-Key`,
+  `Key`, `Bot` and `OAuth` (any case);
+- a name joined by `=` to a placeholder (a cookie or parameter name: `session` in
+  `session={{credential:s}}`);
+- punctuation with no letter or digit (the `-` in `{{credential:a}}-{{credential:b}}`).
 
-Anything else is `MASKED`: a literal value (`Bearer sk-123`, `Cookie: a=b`), a literal run of
-8+ characters next to a placeholder (`Bearer {{credential:k}} sk-abcdefgh`), or a malformed
-placeholder (`{{credential: k}}` leaves the word `{{credential`). Short words beside a
-placeholder, such as a cookie name (`session={{credential:s}}`), are shown: they carry too
-little to be a secret worth hiding, and hiding them would hide the configuration the user
-needs to see. Values of other headers are always shown.
+The value is shown when no other word is left (`Bearer {{credential:k}}`, `""`, `Bearer`).
+Anything else is `MASKED`, however short: a literal value (`Bearer sk-123`, `Cookie: a=b`), a
+literal beside a placeholder (`Bearer {{credential:k}} sk-123`,
+`Basic {{credential:user}}:hunter2`), or a malformed placeholder (`{{credential: k}}` leaves the
+word `{{credential`). A value that is not secret but looks literal is masked too: hiding
+configuration costs a look at the stored provider, showing a password cannot be undone. Values
+of other headers are always shown.
 
 A sensitive header with any value that would be masked gets the warning
 `header NAME holds a literal secret; use {{credential:...}}`.
@@ -44,8 +46,10 @@ SENSITIVE_PARTS = ("key", "token", "secret", "auth", "password", "cookie")
 SCHEME_WORDS = frozenset(
     {"bearer", "basic", "token", "digest", "apikey", "api-key", "key", "bot", "oauth"}
 )
-MAX_LITERAL_WORD = 7
 _WORD_SEPARATORS = re.compile(r"[\s,;=:]+")
+# A cookie or parameter name whose value is a placeholder (`session=` in `session={{...}}`).
+_PARAMETER_NAME = re.compile(r"[^\s,;=:]+(?==" + PLACEHOLDER.pattern + ")")
+_LETTER_OR_DIGIT = re.compile(r"[A-Za-z0-9]")
 
 
 def is_sensitive_header(name: str) -> bool:
@@ -56,12 +60,11 @@ def is_sensitive_header(name: str) -> bool:
 
 def only_placeholders_are_secret(value: str) -> bool:
     """True when every secret-looking part of `value` is a well-formed placeholder."""
-    has_placeholder = PLACEHOLDER.search(value) is not None
-    rest = PLACEHOLDER.sub(" ", value)
-    words = [w for w in _WORD_SEPARATORS.split(rest) if w and w.lower() not in SCHEME_WORDS]
-    if not has_placeholder:
-        return not words
-    return all(len(word) <= MAX_LITERAL_WORD for word in words)
+    rest = PLACEHOLDER.sub(" ", _PARAMETER_NAME.sub(" ", value))
+    return not any(
+        word.lower() not in SCHEME_WORDS and _LETTER_OR_DIGIT.search(word)
+        for word in _WORD_SEPARATORS.split(rest)
+    )
 
 
 def mask_header_value(name: str, value: str) -> str:

@@ -34,6 +34,14 @@ CASES = [
     ("Cookie", "session={{credential:session_cookie}}", SHOWN),
     ("Cookie", "session={{credential:s}}; tracking=abcdefgh12345", MASKED),
     ("Authorization", "Bearer {{credential:k}} sk-abcdefghijkl", MASKED),
+    ("Authorization", "Bearer {{credential:k}} sk-123", MASKED),  # short, still a literal
+    ("Proxy-Authorization", "Basic {{credential:user}}:hunter2", MASKED),
+    ("Cookie", "session={{credential:s}}; theme=dark", MASKED),
+    ("Cookie", "a={{credential:a}}; b={{credential:b}}", SHOWN),
+    ("X-Api-Key", "{{credential:a}}-{{credential:b}}", SHOWN),
+    ("X-Api-Key", "{{credential:a}}x{{credential:b}}", MASKED),
+    ("Authorization", "Token token={{credential:t}}", SHOWN),
+    ("Cookie", "session=", MASKED),  # a name with no placeholder: a literal like any other
     ("Authorization", "Bearer {{credential: openai_api_key}}", MASKED),
     ("Authorization", "Bearer {{Credential:openai_api_key}}", MASKED),
     ("Authorization", "", SHOWN),  # nothing secret in it
