@@ -49,13 +49,15 @@ def is_header_value(value: str) -> bool:
 def validate_value(key: str, value: str) -> str:
     if not value:
         raise InvalidArgument(f"value of credential {describe(key)} is empty")
-    if len(value.encode("utf-8")) > MAX_VALUE_BYTES:
-        raise InvalidArgument(f"value of credential {describe(key)} is longer than 16 KiB")
+    # Characters first: a legal value is ASCII, so its length in characters is its size in
+    # bytes (and nothing is encoded that could fail, such as a lone surrogate).
     if not is_header_value(value):
         raise InvalidArgument(
             f"value of credential {describe(key)} is not a legal HTTP header value: use "
             "printable ASCII, space and tab only (no CR, LF, NUL or other control characters)"
         )
+    if len(value) > MAX_VALUE_BYTES:
+        raise InvalidArgument(f"value of credential {describe(key)} is longer than 16 KiB")
     return value
 
 
@@ -164,7 +166,7 @@ def validate_headers(headers: Mapping[str, Sequence[str]]) -> dict[str, list[str
         if len(values) > MAX_HEADER_VALUES:
             raise InvalidArgument(f"header {describe(name)} has more than 32 values")
         for index, value in enumerate(values, start=1):
-            if len(value.encode("utf-8")) > MAX_VALUE_BYTES or not is_header_value(value):
+            if not is_header_value(value) or len(value) > MAX_VALUE_BYTES:
                 raise InvalidArgument(
                     f"value {index} of header {describe(name)} is not a legal HTTP header value: "
                     "printable ASCII, space and tab only, at most 16 KiB"

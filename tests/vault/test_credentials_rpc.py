@@ -14,7 +14,9 @@ from aicreds.vault.v1 import credentials_pb2 as pb
 from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
 from google.protobuf import message_factory
 
+from services.common.errors import InvalidArgument
 from services.vault.rights import CREDENTIAL_SERVICE
+from services.vault.validation import validate_value
 from tests.support.vault import VaultHandle, running_vault
 
 CALLERS = {
@@ -319,3 +321,14 @@ async def test_resolve_without_a_target_is_refused(vault: VaultHandle) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await _stub(vault, "router").Resolve(pb.ResolveRequest(user_id="alice"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    "value", ["sk-\ud800-lone-surrogate", "é" * 9000, "x" * 16384 + "\x7f"], ids=repr
+)
+def test_values_no_request_could_carry_are_invalid_argument_too(value: str) -> None:
+    # gRPC delivers valid UTF-8 only; the domain layer (used by aicreds-admin and tests) must
+    # still answer INVALID_ARGUMENT, not crash encoding the value.
+    with pytest.raises(InvalidArgument, match="'k'") as info:
+        validate_value("k", value)
+    assert value[:8] not in info.value.message
