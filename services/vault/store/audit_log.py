@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 from services.vault.audit_log import AuditEvent
-from services.vault.store.sqlite_db import SqliteDatabase
-
-
-def _parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+from services.vault.store.sqlite_db import SqliteDatabase, parse_utc_text
 
 
 class SqliteAuditReader:
@@ -33,7 +28,7 @@ class SqliteAuditReader:
         return [
             AuditEvent(
                 id=int(row[0]),
-                time=_parse_time(str(row[1])),
+                time=parse_utc_text(str(row[1])),
                 caller=str(row[2]),
                 user_id=str(row[3]),
                 action=str(row[4]),

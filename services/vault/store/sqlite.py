@@ -116,15 +116,9 @@ class SqliteVaultStore:
             await insert_audit(conn, audit)
 
     async def delete_credential(self, user_id: str, key: str, *, audit: AuditRecord) -> bool:
-        async with self.db.writing() as conn:
-            cursor = await conn.execute(
-                "DELETE FROM credentials WHERE user_id = ? AND key = ?", (user_id, key)
-            )
-            deleted: bool = cursor.rowcount > 0
-            await cursor.close()
-            if deleted:
-                await insert_audit(conn, audit)
-        return deleted
+        return await self._change_one(
+            "DELETE FROM credentials WHERE user_id = ? AND key = ?", (user_id, key), audit
+        )
 
     async def delete_credentials(self, user_id: str, *, audit: AuditRecord) -> int:
         async with self.db.writing() as conn:
@@ -153,49 +147,43 @@ class SqliteVaultStore:
         return [_provider(row) for row in rows]
 
     async def create_provider(self, record: ProviderRecord, *, audit: AuditRecord) -> bool:
-        async with self.db.writing() as conn:
-            now = utc_text()
-            cursor = await conn.execute(
-                f"INSERT INTO providers ({self._PROVIDER_COLUMNS}, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, name) DO NOTHING",
-                (*_provider_values(record), now, now),
-            )
-            created: bool = cursor.rowcount > 0
-            await cursor.close()
-            if created:
-                await insert_audit(conn, audit)
-        return created
+        now = utc_text()
+        return await self._change_one(
+            f"INSERT INTO providers ({self._PROVIDER_COLUMNS}, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, name) DO NOTHING",
+            (*_provider_values(record), now, now),
+            audit,
+        )
 
     async def update_provider(self, record: ProviderRecord, *, audit: AuditRecord) -> bool:
-        async with self.db.writing() as conn:
-            cursor = await conn.execute(
-                "UPDATE providers SET kind = ?, base_url = ?, models = ?,"
-                " on_missing_credential = ?, headers = ?, updated_at = ?"
-                " WHERE user_id = ? AND name = ?",
-                (*_provider_values(record)[2:], utc_text(), record.user_id, record.name),
-            )
-            updated: bool = cursor.rowcount > 0
-            await cursor.close()
-            if updated:
-                await insert_audit(conn, audit)
-        return updated
+        return await self._change_one(
+            "UPDATE providers SET kind = ?, base_url = ?, models = ?,"
+            " on_missing_credential = ?, headers = ?, updated_at = ?"
+            " WHERE user_id = ? AND name = ?",
+            (*_provider_values(record)[2:], utc_text(), record.user_id, record.name),
+            audit,
+        )
 
     async def delete_provider(self, user_id: str, name: str, *, audit: AuditRecord) -> bool:
-        async with self.db.writing() as conn:
-            cursor = await conn.execute(
-                "DELETE FROM providers WHERE user_id = ? AND name = ?", (user_id, name)
-            )
-            deleted: bool = cursor.rowcount > 0
-            await cursor.close()
-            if deleted:
-                await insert_audit(conn, audit)
-        return deleted
+        return await self._change_one(
+            "DELETE FROM providers WHERE user_id = ? AND name = ?", (user_id, name), audit
+        )
 
     # -- audit --------------------------------------------------------------------------------
 
     async def append_audit(self, record: AuditRecord) -> None:
         async with self.db.writing() as conn:
             await insert_audit(conn, record)
+
+    async def _change_one(self, sql: str, params: Sequence[object], audit: AuditRecord) -> bool:
+        """Run one write; append `audit` in the same transaction only if it changed a row."""
+        async with self.db.writing() as conn:
+            cursor = await conn.execute(sql, params)
+            changed: bool = cursor.rowcount > 0
+            await cursor.close()
+            if changed:
+                await insert_audit(conn, audit)
+        return changed
 
 
 def _provider(row: Sequence[Any]) -> ProviderRecord:

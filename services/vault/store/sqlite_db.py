@@ -31,10 +31,18 @@ logging.getLogger("aiosqlite").setLevel(logging.WARNING)
 T = TypeVar("T")
 
 
+_UTC_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
 def utc_text(moment: datetime | None = None) -> str:
     """A UTC timestamp as stored: ISO 8601 with microseconds and `Z`."""
     moment = moment or datetime.now(UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).strftime(_UTC_FORMAT)
+
+
+def parse_utc_text(text: str) -> datetime:
+    """The inverse of `utc_text`: an aware UTC datetime."""
+    return datetime.strptime(text, _UTC_FORMAT).replace(tzinfo=UTC)
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:

@@ -16,7 +16,12 @@ import aiosqlite
 
 from services.vault.sessions import SessionInfo
 from services.vault.store import AuditRecord
-from services.vault.store.sqlite_db import SqliteDatabase, insert_audit, utc_text
+from services.vault.store.sqlite_db import (
+    SqliteDatabase,
+    insert_audit,
+    parse_utc_text,
+    utc_text,
+)
 from services.vault.tokens import TokenInfo
 
 # Sessions that ended this long ago are deleted when a new session is stored.
@@ -36,7 +41,7 @@ def _optional_text(seconds: float | None) -> str | None:
 
 
 def to_seconds(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    return parse_utc_text(text).timestamp()
 
 
 def _optional_seconds(text: Any) -> float | None:
