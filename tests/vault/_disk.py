@@ -1,10 +1,14 @@
-"""What a grep of the vault's database files would find (shared by token/session tests)."""
+"""The vault's database files as tests inspect them: what a grep would find, and time travel."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import sqlite3
+from datetime import timedelta
 from pathlib import Path
+
+from services.vault.store.sqlite_db import parse_utc_text, utc_text
 
 
 def database_bytes(database: Path) -> bytes:
@@ -30,3 +34,30 @@ def forms_of(secret: str, prefix: str) -> list[bytes]:
         digest,
         digest.hex().encode(),
     ]
+
+
+def age(database: Path, table: str, row_id: str, seconds: float) -> None:
+    """Move every time of one `api_tokens` or `sessions` row `seconds` into the past, as if
+    that much time had gone by for it (cheaper than sleeping through a lifetime)."""
+    assert table in ("api_tokens", "sessions")
+    columns = (
+        ("created_at", "expires_at", "last_used_at")
+        if table == "api_tokens"
+        else (
+            "created_at",
+            "expires_at",
+        )
+    )
+    with sqlite3.connect(database) as conn:
+        row = conn.execute(
+            f"SELECT {', '.join(columns)} FROM {table} WHERE id = ?", (row_id,)
+        ).fetchone()
+        assert row is not None, row_id
+        moved = [
+            None if t is None else utc_text(parse_utc_text(t) - timedelta(seconds=seconds))
+            for t in row
+        ]
+        conn.execute(
+            f"UPDATE {table} SET {', '.join(c + ' = ?' for c in columns)} WHERE id = ?",
+            (*moved, row_id),
+        )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 import time
@@ -20,7 +19,7 @@ from services.vault.keyring import Keyring
 from services.vault.sessions import DEFAULT_SESSION_TTL, is_well_formed_session
 from services.vault.tokens import SecretHasher, new_token
 from tests.support.vault import VaultHandle, running_vault
-from tests.vault._disk import database_bytes, forms_of
+from tests.vault._disk import age, database_bytes, forms_of
 
 
 @pytest.fixture
@@ -130,12 +129,14 @@ async def test_revoking_the_token_ends_its_sessions(auth: AuthServiceStub) -> No
 
 
 async def test_expired_malformed_and_unknown_sessions_fail_with_distinct_reasons(
-    auth: AuthServiceStub,
+    vault: VaultHandle, auth: AuthServiceStub
 ) -> None:
     token = await _token(auth)
-    short = await _session(auth, token, ttl=1)
+    short = await _session(auth, token, ttl=60)
     assert (await _check(auth, short.session)).authenticated
-    await asyncio.sleep(1.1)
+    age(vault.settings.database, "sessions", short.session_id, 50)
+    assert (await _check(auth, short.session)).authenticated  # ten seconds to go
+    age(vault.settings.database, "sessions", short.session_id, 11)
     expired = await _check(auth, short.session)
     assert expired.failure == pb.AUTH_FAILURE_EXPIRED and expired.user_id == ""
     malformed = await _check(auth, "aic-sess-short")
@@ -144,10 +145,15 @@ async def test_expired_malformed_and_unknown_sessions_fail_with_distinct_reasons
     assert unknown.failure == pb.AUTH_FAILURE_UNKNOWN
 
 
-async def test_a_session_ends_when_its_token_expires(auth: AuthServiceStub) -> None:
-    token = await _token(auth, expires_in_seconds=1)
+async def test_a_session_ends_when_its_token_expires(
+    vault: VaultHandle, auth: AuthServiceStub
+) -> None:
+    token = await _token(auth, expires_in_seconds=60)
     created = await _session(auth, token, ttl=3600)
-    await asyncio.sleep(1.1)
+    # The session's own expiry is capped at the token's; only the token is aged here, so it is
+    # the token's expiry that ends the session.
+    assert created.expires_at == token.info.expires_at
+    age(vault.settings.database, "api_tokens", token.info.id, 61)
     assert (await _check(auth, created.session)).failure == pb.AUTH_FAILURE_EXPIRED
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import sqlite3
 import time
@@ -31,7 +30,7 @@ from services.vault.tokens import (
     parse_scopes,
 )
 from tests.support.vault import VaultHandle, running_vault
-from tests.vault._disk import database_bytes, forms_of
+from tests.vault._disk import age, database_bytes, forms_of
 
 PEPPER = bytes(range(32))
 
@@ -207,13 +206,15 @@ async def test_invalid_create_requests_are_invalid_argument(
 
 
 async def test_revoked_expired_malformed_and_unknown_fail_with_distinct_reasons(
-    auth: AuthServiceStub,
+    vault: VaultHandle, auth: AuthServiceStub
 ) -> None:
     revoked = await _create(auth, name="revoked")
     await auth.RevokeToken(pb.RevokeTokenRequest(user_id="alice", token_id=revoked.info.id))
-    expiring = await _create(auth, name="short-lived", expires_in_seconds=1)
+    expiring = await _create(auth, name="short-lived", expires_in_seconds=60)
     assert (await _authenticate(auth, expiring.token)).authenticated
-    await asyncio.sleep(1.1)
+    age(vault.settings.database, "api_tokens", expiring.info.id, 50)
+    assert (await _authenticate(auth, expiring.token)).authenticated  # ten seconds to go
+    age(vault.settings.database, "api_tokens", expiring.info.id, 11)
     cases = {
         "revoked": revoked.token,
         "expired": expiring.token,
