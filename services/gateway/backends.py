@@ -3,7 +3,8 @@
 A `Backend` owns one channel (opened at application start, closed at shutdown), sends the
 request id as `x-request-id`, and turns every failed call into an `ApiError` through the one
 table in `errors.py`. `VaultClient` adds typed methods for the RPCs the REST API needs;
-`RouterClient` exposes the router stub for the model endpoints.
+`RouterClient` exposes the router stub for the model endpoints, and the egress check of a
+provider's base URL.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
-from aicreds.router.v1 import router_pb2_grpc
+from aicreds.router.v1 import router_pb2, router_pb2_grpc
 from aicreds.vault.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -74,10 +75,13 @@ class Backend:
         request_id = current_request_id()
         return (("x-request-id", request_id),) if request_id else ()
 
-    async def call(self, rpc: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
-        """Make one unary call with the deadline; a failure raises the mapped `ApiError`."""
+    async def call(
+        self, rpc: Callable[..., Awaitable[Reply]], request: Any, *, timeout: float | None = None
+    ) -> Reply:
+        """Make one unary call with the deadline (`timeout`, else the backend's); a failure
+        raises the mapped `ApiError`."""
         try:
-            return await rpc(request, timeout=self.timeout, metadata=self.metadata())
+            return await rpc(request, timeout=timeout or self.timeout, metadata=self.metadata())
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err, self.name) from None
 
@@ -205,6 +209,11 @@ class VaultClient(Backend):
         return await self.call(self._auth.Authenticate, request)
 
 
+#: Deadline of `CheckUpstream`: it resolves a host name (within the router's connect timeout,
+#: 10 s by default) and answers; a model call's long deadline does not apply to it.
+CHECK_UPSTREAM_TIMEOUT = 15.0
+
+
 class RouterClient(Backend):
     """The router: `stub` is `RouterServiceStub`; calls should use `timeout` as deadline."""
 
@@ -212,3 +221,10 @@ class RouterClient(Backend):
 
     def _bind(self, channel: grpc.aio.Channel) -> None:
         self.stub = router_pb2_grpc.RouterServiceStub(channel)
+
+    async def check_upstream(self, base_url: str) -> router_pb2.CheckUpstreamResponse:
+        """The router's egress policy on `base_url` (SPEC 2.3); nothing is sent upstream."""
+        request = router_pb2.CheckUpstreamRequest(base_url=base_url)
+        return await self.call(
+            self.stub.CheckUpstream, request, timeout=min(self.timeout, CHECK_UPSTREAM_TIMEOUT)
+        )

@@ -7,6 +7,9 @@
    `on_missing_credential: error` and a key is missing - before anything is sent upstream.
 3. `Router.stream` sends it and yields the upstream's response as it arrives.
 
+`Router.check_upstream` answers, without sending anything, whether the egress policy lets calls
+reach a base URL (asked by the gateway when a provider is saved, SPEC 2.3).
+
 Plaintext credential values live only in the objects of one call; nothing here caches them.
 """
 
@@ -22,12 +25,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+import httpcore
 import httpx
 
 from services.common.errors import AicredsError, InvalidArgument
 from services.common.header_masking import MASKED, mask_header_value
 from services.router.body_model import rewrite_model
-from services.router.errors import BadInvokeRequest, CredentialMissing
+from services.router.errors import BadInvokeRequest, CredentialMissing, EgressRefused
 from services.router.headers import upstream_request_headers
 from services.router.placeholders import substitute_headers
 from services.router.upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
@@ -96,6 +100,15 @@ class PreparedCall:
 
 
 @dataclass(frozen=True)
+class UpstreamCheck:
+    """The egress policy's answer for a base URL (SPEC 2.3: checked when a provider is saved)."""
+
+    allowed: bool
+    reason: str = ""
+    resolved: bool = True
+
+
+@dataclass(frozen=True)
 class PreviewResult:
     """A provider's headers as a call would send them, substituted values masked."""
 
@@ -127,6 +140,18 @@ def upstream_url(base_url: str, path: str, query: str) -> str:
     if (built.scheme, built.host, built.port) != (base.scheme, base.host, base.port):
         raise BadInvokeRequest("path must stay on the provider's base URL")
     return url
+
+
+def _upstream_host_port(base_url: str) -> tuple[str, int]:
+    """The host and port a call to `base_url` connects to; InvalidArgument if it has none."""
+    try:
+        url = httpx.URL(base_url)
+    except (httpx.InvalidURL, TypeError):
+        raise InvalidArgument("base_url is not a valid URL") from None
+    if url.scheme not in ("http", "https") or not url.raw_host:
+        raise InvalidArgument("base_url must be an absolute http or https URL with a host")
+    # The host as httpcore connects to it (IDNA-encoded), so that allowlist entries match alike.
+    return url.raw_host.decode("ascii"), url.port or (443 if url.scheme == "https" else 80)
 
 
 def _deadline_left(deadline: float) -> float:
@@ -225,6 +250,21 @@ class Router:
             raise
         finally:
             _log_upstream_call(prepared, response, head_ms, started, outcome)
+
+    async def check_upstream(self, base_url: str, *, deadline: float) -> UpstreamCheck:
+        """Whether the egress policy lets calls reach `base_url`'s host; nothing is sent.
+
+        A name that does not resolve now is allowed (`resolved` False): it may resolve later,
+        and every call resolves and checks it again on the address it connects to.
+        """
+        host, port = _upstream_host_port(base_url)
+        try:
+            await self._upstream.checked_addresses(host, port, deadline=deadline)
+        except EgressRefused as err:
+            return UpstreamCheck(allowed=False, reason=err.message)
+        except (httpcore.ConnectError, httpcore.ConnectTimeout):
+            return UpstreamCheck(allowed=True, resolved=False)
+        return UpstreamCheck(allowed=True)
 
     async def preview(self, user_id: str, provider_name: str, *, deadline: float) -> PreviewResult:
         """The provider's headers after substitution, every substituted value masked.

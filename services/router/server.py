@@ -34,6 +34,7 @@ ROUTER_SERVICE = "aicreds.router.v1.RouterService"
 REQUIRED_RIGHTS: Mapping[str, Right] = {
     f"/{ROUTER_SERVICE}/Invoke": Right.INVOKE,
     f"/{ROUTER_SERVICE}/Preview": Right.INVOKE,
+    f"/{ROUTER_SERVICE}/CheckUpstream": Right.INVOKE,
 }
 
 _log = logging.getLogger("aicreds.router")

@@ -86,6 +86,16 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             async for chunk in upstream.chunks():
                 yield router_pb2.InvokeResponse(chunk=chunk)
 
+    async def CheckUpstream(  # noqa: N802 - the RPC's name
+        self, request: router_pb2.CheckUpstreamRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.CheckUpstreamResponse:
+        check = await self._router.check_upstream(
+            request.base_url, deadline=self._deadline(context)
+        )
+        return router_pb2.CheckUpstreamResponse(
+            allowed=check.allowed, reason=check.reason, resolved=check.resolved
+        )
+
     async def Preview(  # noqa: N802 - the RPC's name
         self, request: router_pb2.PreviewRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.PreviewResponse:

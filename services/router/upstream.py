@@ -122,6 +122,18 @@ class UpstreamClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    async def checked_addresses(self, host: str, port: int, *, deadline: float) -> list[str]:
+        """The addresses a connection to `host:port` would try, resolved and checked exactly
+        as a connection does it, within the connect timeout; nothing is sent.
+
+        Raises:
+            EgressRefused: the policy refuses one of them.
+            httpcore.ConnectError, httpcore.ConnectTimeout: the name did not resolve (in time).
+        """
+        remaining = deadline - asyncio.get_running_loop().time()
+        timeout = max(0.0, min(self._connect_timeout, remaining))
+        return await self.backend.addresses_for(host, port, timeout)
+
     @contextlib.asynccontextmanager
     async def stream(
         self, request: UpstreamRequest, *, deadline: float

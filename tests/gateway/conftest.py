@@ -1,15 +1,20 @@
-"""Fixtures: a real vault, a real gateway served by uvicorn on 127.0.0.1:0, an httpx client.
+"""Fixtures: a real vault and router, a real gateway served by uvicorn on 127.0.0.1:0, a client.
 
-`gateway_stack(**settings)` starts a gateway in front of the test's vault; several gateways may
-share one vault (replicas). `stack.mint(user, ...)` issues an API token through the vault's own
-`AuthService.CreateToken`, as the operator command does.
+`gateway_stack(**settings)` starts a gateway in front of the test's vault and router; several
+gateways may share them (replicas). `stack.mint(user, ...)` issues an API token through the
+vault's own `AuthService.CreateToken`, as the operator command does.
+
+The router checks every saved provider's `base_url` (SPEC 2.3). It resolves names with
+`stub_resolver` (a fixed table, nothing looked up for real) and connects only to loopback, so no
+test sends traffic outside 127.0.0.0/8. It runs with the default egress policy unless a test
+starts its own with `running_router(..., egress_allow="127.0.0.1")`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +31,7 @@ from services.gateway.app import Gateway, create_app
 from services.gateway.settings import GatewaySettings
 from services.router.config import RouterSettings
 from services.router.server import RunningRouter, start_router
+from tests.router.loopback_backend import LoopbackOnlyBackend
 from tests.support.vault import VaultHandle, running_vault
 
 TEST_ORIGIN = "http://gateway.test"
@@ -111,9 +117,38 @@ async def vault(tmp_path: Path) -> AsyncIterator[VaultHandle]:
         yield handle
 
 
+#: DNS for the tests' routers; any other name does not resolve.
+HOSTS: dict[str, list[str]] = {
+    "api.openai.com": ["162.159.140.245"],
+    "api.anthropic.com": ["160.79.104.10"],
+    "api.example.com": ["93.184.216.34"],
+    "llm.internal.test": ["10.1.2.3"],
+}
+
+
+async def stub_resolver(host: str, port: int) -> Sequence[str]:
+    if host not in HOSTS:
+        raise OSError(f"stub resolver: unknown host {host}")
+    return HOSTS[host]
+
+
+def unused_address() -> str:
+    """A loopback address nothing listens on (an absent backend)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
 @asynccontextmanager
-async def running_router(tmp_path: Path, vault: VaultHandle) -> AsyncIterator[RunningRouter]:
-    """A real router on 127.0.0.1:0 that trusts the gateway token in `gateway-router.token`."""
+async def running_router(
+    tmp_path: Path,
+    vault: VaultHandle,
+    *,
+    egress_allow: str = "",
+    network: LoopbackOnlyBackend | None = None,
+) -> AsyncIterator[RunningRouter]:
+    """A real router on 127.0.0.1:0 that trusts the gateway token in `gateway-router.token`
+    (a gateway started after it reads that file); it connects through `network`."""
     state = tmp_path / "router-state"
     state.mkdir(exist_ok=True)
     gateway_token = new_caller_token()
@@ -127,9 +162,12 @@ async def running_router(tmp_path: Path, vault: VaultHandle) -> AsyncIterator[Ru
             "ROUTER_VAULT_ADDR": vault.address,
             "ROUTER_VAULT_TOKEN_FILE": str(state / "router-vault.token"),
             "ROUTER_CALLERS_FILE": str(state / "router-callers.json"),
+            "ROUTER_EGRESS_ALLOW": egress_allow,
         }
     )
-    router = await start_router(settings)
+    router = await start_router(
+        settings, resolver=stub_resolver, network_backend=network or LoopbackOnlyBackend()
+    )
     try:
         yield router
     finally:
@@ -142,13 +180,10 @@ def base_settings(tmp_path: Path, vault: VaultHandle) -> GatewaySettings:
     write_private_file(vault_token, vault.token("gateway") + "\n")
     if not router_token.exists():
         write_private_file(router_token, "svc-no-router-in-these-tests\n")
-    with socket.socket() as probe:  # a port nothing listens on: the router is absent
-        probe.bind(("127.0.0.1", 0))
-        unused = probe.getsockname()[1]
     return GatewaySettings(
         listen="127.0.0.1:0",
         vault_addr=vault.address,
-        router_addr=f"127.0.0.1:{unused}",
+        router_addr=unused_address(),  # the router is absent unless a test names one
         vault_token_file=vault_token,
         router_token_file=router_token,
         origin=TEST_ORIGIN,
@@ -161,11 +196,22 @@ def base_settings(tmp_path: Path, vault: VaultHandle) -> GatewaySettings:
 
 
 @pytest.fixture
-async def gateway_stack(tmp_path: Path, vault: VaultHandle) -> AsyncIterator[StackFactory]:
-    """Factory: `await gateway_stack(rate_burst=3, ...)` starts a gateway with those settings."""
+async def router(tmp_path: Path, vault: VaultHandle) -> AsyncIterator[RunningRouter]:
+    """The router of `gateway_stack`: default egress policy, stub DNS, loopback-only."""
+    async with running_router(tmp_path, vault) as running:
+        yield running
+
+
+@pytest.fixture
+async def gateway_stack(
+    tmp_path: Path, vault: VaultHandle, router: RunningRouter
+) -> AsyncIterator[StackFactory]:
+    """Factory: `await gateway_stack(rate_burst=3, ...)` starts a gateway with those settings,
+    in front of the test's vault and `router` unless `router_addr` says otherwise."""
     async with AsyncExitStack() as exits:
 
         async def make(**overrides: Any) -> Stack:
+            overrides = {"router_addr": router.address, **overrides}
             settings = replace(base_settings(tmp_path, vault), **overrides)
             app = create_app(settings)
             url = await exits.enter_async_context(serve(app))

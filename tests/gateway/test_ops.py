@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 
-from tests.gateway.conftest import Stack, StackFactory, running_router
-from tests.support.vault import VaultHandle
+from tests.gateway.conftest import Stack, StackFactory, unused_address
 
 
 async def test_healthz(stack: Stack) -> None:
@@ -18,8 +16,9 @@ async def test_healthz(stack: Stack) -> None:
     assert response.headers["x-request-id"]
 
 
-async def test_readyz_reports_each_backend(stack: Stack) -> None:
+async def test_readyz_reports_each_backend(gateway_stack: StackFactory) -> None:
     # The vault is up; no router listens at the configured address.
+    stack = await gateway_stack(router_addr=unused_address())
     response = await stack.client.get("/readyz")
     assert response.status_code == 503
     assert response.json() == {
@@ -28,14 +27,10 @@ async def test_readyz_reports_each_backend(stack: Stack) -> None:
     }
 
 
-async def test_readyz_ready_with_a_real_router(
-    tmp_path: Path, vault: VaultHandle, gateway_stack: StackFactory
-) -> None:
-    async with running_router(tmp_path, vault) as router:
-        stack = await gateway_stack(router_addr=router.address)
-        response = await stack.client.get("/readyz")
-        assert response.status_code == 200
-        assert response.json() == {"status": "ready", "checks": {"vault": "ok", "router": "ok"}}
+async def test_readyz_ready_with_a_real_router(stack: Stack) -> None:
+    response = await stack.client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "checks": {"vault": "ok", "router": "ok"}}
 
 
 async def test_readyz_when_vault_goes_away(gateway_stack: StackFactory) -> None:

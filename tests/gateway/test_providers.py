@@ -1,10 +1,21 @@
-"""SPEC 2.3 over HTTP: provider CRUD, masking by the vault, warnings, errors, isolation."""
+"""SPEC 2.3 over HTTP: provider CRUD, masking by the vault, warnings, errors, isolation, and
+the router's egress check of `base_url` when a provider is saved."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tests.gateway.conftest import Minted, Stack
+from tests.gateway.conftest import (
+    Minted,
+    Stack,
+    StackFactory,
+    running_router,
+    unused_address,
+)
+from tests.router.loopback_backend import LoopbackOnlyBackend
+from tests.support.vault import VaultHandle
 
 PROVIDERS = "/api/v2/users/me/ai-providers"
 
@@ -136,3 +147,96 @@ async def test_users_cannot_see_or_change_each_others_providers(stack: Stack) ->
     assert response.status_code == 201
     response = await stack.client.get(f"{PROVIDERS}/openai", headers=alice.bearer())
     assert response.json()["response"]["provider"] == OPENAI
+
+
+# -- SPEC 2.3: base_url is checked against the router's egress policy (3.4) when saved ----------
+
+
+async def _saved(stack: Stack, alice: Minted) -> list[dict[str, object]]:
+    listed = (await stack.client.get(PROVIDERS, headers=alice.bearer())).json()
+    providers: list[dict[str, object]] = listed["response"]["providers"]
+    return providers
+
+
+@pytest.mark.parametrize(
+    ("base_url", "named", "category"),
+    [
+        ("http://127.0.0.1:8080/v1", "127.0.0.1", "loopback"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254", "link-local"),
+        ("http://10.0.0.1/v1", "10.0.0.1", "private"),
+        ("http://[::1]:8080/v1", "::1", "loopback"),
+        ("https://llm.internal.test/v1", "llm.internal.test (10.1.2.3)", "private"),
+    ],
+)
+async def test_a_forbidden_base_url_is_refused_and_nothing_written(
+    stack: Stack, alice: Minted, base_url: str, named: str, category: str
+) -> None:
+    # The stack's router runs with the default policy: no ROUTER_EGRESS_ALLOW.
+    response = await stack.client.post(
+        PROVIDERS, headers=alice.bearer(), json={**OPENAI, "base_url": base_url}
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "egress_denied"
+    assert named in error["message"] and category in error["message"]
+    assert await _saved(stack, alice) == []
+
+    # An update to such a URL changes nothing either.
+    assert (await stack.client.post(PROVIDERS, headers=alice.bearer(), json=OPENAI)).is_success
+    response = await stack.client.put(
+        f"{PROVIDERS}/openai", headers=alice.bearer(), json={**OPENAI, "base_url": base_url}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "egress_denied"
+    assert await _saved(stack, alice) == [OPENAI]
+
+
+async def test_loopback_is_allowed_with_the_routers_allowlist(
+    tmp_path: Path, vault: VaultHandle, gateway_stack: StackFactory
+) -> None:
+    network = LoopbackOnlyBackend()
+    async with running_router(tmp_path, vault, egress_allow="127.0.0.1", network=network) as router:
+        stack = await gateway_stack(router_addr=router.address)
+        alice = await stack.mint("alice")
+        local = {**OPENAI, "base_url": "http://127.0.0.1:8080/v1"}
+        response = await stack.client.post(PROVIDERS, headers=alice.bearer(), json=local)
+        assert response.status_code == 201, response.text
+        assert response.json()["response"] == {"provider": local, "warnings": []}
+        # ::1 stays refused: the allowlist opens 127.0.0.1 only.
+        response = await stack.client.put(
+            f"{PROVIDERS}/openai",
+            headers=alice.bearer(),
+            json={**OPENAI, "base_url": "http://[::1]:8080/v1"},
+        )
+        assert response.json()["error"]["code"] == "egress_denied"
+    # Checking sends nothing anywhere, not even to the allowed address.
+    assert network.connects == []
+
+
+async def test_a_host_that_does_not_resolve_is_saved_with_a_warning(
+    stack: Stack, alice: Minted
+) -> None:
+    # Every call resolves and checks the name again; refusing it now would refuse a provider
+    # only because DNS is down, or the name not yet published.
+    elsewhere = {**OPENAI, "base_url": "https://not-yet.example.net/v1"}
+    response = await stack.client.post(PROVIDERS, headers=alice.bearer(), json=elsewhere)
+    assert response.status_code == 201
+    assert response.json()["response"]["warnings"] == [
+        "base_url's host does not resolve now; calls fail until it does"
+    ]
+
+
+async def test_without_the_router_nothing_is_saved(gateway_stack: StackFactory) -> None:
+    stack = await gateway_stack(router_addr=unused_address())
+    alice = await stack.mint("alice")
+    response = await stack.client.post(PROVIDERS, headers=alice.bearer(), json=OPENAI)
+    assert response.status_code == 503
+    assert response.json()["error"] == {"code": "unavailable", "message": "router is unavailable"}
+    assert await _saved(stack, alice) == []
+    response = await stack.client.put(f"{PROVIDERS}/openai", headers=alice.bearer(), json=OPENAI)
+    assert response.status_code == 503
+    assert await _saved(stack, alice) == []
+    # Reading and deleting need no router.
+    assert (
+        await stack.client.get(f"{PROVIDERS}/openai", headers=alice.bearer())
+    ).status_code == 404

@@ -28,7 +28,11 @@ ROUTER_CALLERS: Mapping[str, Sequence[str]] = {
     "manager": ["manage"],
 }
 
-HOSTS = {"api.internal.test": ["10.20.30.40"], "loopback.test": ["127.0.0.1"]}
+HOSTS = {
+    "api.internal.test": ["10.20.30.40"],
+    "loopback.test": ["127.0.0.1"],
+    "public.test": ["93.184.216.34"],  # public, so allowed: the backend refuses to connect
+}
 
 
 async def stub_resolver(host: str, port: int) -> Sequence[str]:

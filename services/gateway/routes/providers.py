@@ -2,16 +2,23 @@
 
 The vault masks sensitive header values in every reply and reports literal secrets as
 `warnings`; this module converts between the REST JSON and the protobuf messages.
+
+Before a create or an update is written, the router checks `base_url` against its egress policy
+(SPEC 3.4) with its own resolver and allowlist: a refused host is 400 `egress_denied`, and a
+router that cannot be asked is 503; in both cases nothing is written. (400 like the other
+refusals of a `base_url`: the request is well-formed, but this value cannot be saved; 403 would
+read as the client's token lacking a right.) The router checks again on every call, on the
+address it actually connects to, which is what defeats DNS rebinding; this check answers early.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aicreds.vault.v1 import providers_pb2
 
-from services.gateway.errors import invalid_argument
+from services.gateway.errors import ApiError, invalid_argument
 from services.gateway.rest import ApiCall, Endpoint, Reply
 from services.gateway.schemas import PROVIDER_NAME, envelope, obj, ref
 from services.gateway.validation import optional_string, require_object, string_list
@@ -104,11 +111,28 @@ def _headers(data: Mapping[str, Any]) -> dict[str, list[str]]:
     return headers
 
 
-def _reply(reply: providers_pb2.ProviderResponse, status: int = 200) -> Reply:
+def _reply(
+    reply: providers_pb2.ProviderResponse, status: int = 200, warnings: Sequence[str] = ()
+) -> Reply:
     return Reply(
-        {"provider": provider_json(reply.provider), "warnings": list(reply.warnings)},
+        {"provider": provider_json(reply.provider), "warnings": [*reply.warnings, *warnings]},
         status=status,
     )
+
+
+async def check_egress(call: ApiCall, base_url: str) -> list[str]:
+    """Ask the router whether `base_url` may be called; the warnings to add to the reply.
+
+    Raises:
+        ApiError: 400 `egress_denied` naming the host and why; the router's failure, mapped
+            (503 when it is unreachable).
+    """
+    check = await call.gateway.router.check_upstream(base_url)
+    if not check.allowed:
+        raise ApiError(400, "egress_denied", f"base_url: {check.reason}")
+    if not check.resolved:
+        return ["base_url's host does not resolve now; calls fail until it does"]
+    return []
 
 
 async def list_providers(call: ApiCall) -> Reply:
@@ -118,7 +142,8 @@ async def list_providers(call: ApiCall) -> Reply:
 
 async def create_provider(call: ApiCall) -> Reply:
     provider = parse_provider(await call.json())
-    return _reply(await call.gateway.vault.create_provider(call.user_id, provider), 201)
+    warnings = await check_egress(call, provider.base_url)
+    return _reply(await call.gateway.vault.create_provider(call.user_id, provider), 201, warnings)
 
 
 async def get_provider(call: ApiCall) -> Reply:
@@ -127,7 +152,8 @@ async def get_provider(call: ApiCall) -> Reply:
 
 async def update_provider(call: ApiCall) -> Reply:
     provider = parse_provider(await call.json(), name=call.path_param("name"))
-    return _reply(await call.gateway.vault.update_provider(call.user_id, provider))
+    warnings = await check_egress(call, provider.base_url)
+    return _reply(await call.gateway.vault.update_provider(call.user_id, provider), 200, warnings)
 
 
 async def delete_provider(call: ApiCall) -> Reply:
@@ -139,6 +165,12 @@ async def delete_provider(call: ApiCall) -> Reply:
 _NAME = {"name": PROVIDER_NAME}
 _ONE = envelope(ref("ProviderReply"))
 _NOT_FOUND = {404: "provider_not_found"}
+# What saving a provider adds: the router's egress check of base_url.
+_SAVE_ERRORS = {
+    400: "invalid_argument: a bad field; or egress_denied: the router's egress policy refuses "
+    "base_url's host (the message names the host and why)",
+    503: "unavailable: the vault, or the router that checks base_url, is unreachable",
+}
 
 ENDPOINTS = [
     Endpoint(
@@ -160,7 +192,7 @@ ENDPOINTS = [
         scope=WRITE,
         success_status=201,
         request_schema=ref("ProviderCreate"),
-        errors={409: "provider_exists"},
+        errors={**_SAVE_ERRORS, 409: "provider_exists"},
     ),
     Endpoint(
         "GET",
@@ -183,7 +215,7 @@ ENDPOINTS = [
         scope=WRITE,
         path_params=_NAME,
         request_schema=ref("ProviderUpdate"),
-        errors=_NOT_FOUND,
+        errors={**_SAVE_ERRORS, **_NOT_FOUND},
     ),
     Endpoint(
         "DELETE",

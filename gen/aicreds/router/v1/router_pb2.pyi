@@ -65,3 +65,19 @@ class PreviewResponse(_message.Message):
     headers: _containers.RepeatedCompositeFieldContainer[Header]
     warnings: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CheckUpstreamRequest(_message.Message):
+    __slots__ = ("base_url",)
+    BASE_URL_FIELD_NUMBER: _ClassVar[int]
+    base_url: str
+    def __init__(self, base_url: _Optional[str] = ...) -> None: ...
+
+class CheckUpstreamResponse(_message.Message):
+    __slots__ = ("allowed", "reason", "resolved")
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    allowed: bool
+    reason: str
+    resolved: bool
+    def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., resolved: _Optional[bool] = ...) -> None: ...

@@ -45,6 +45,11 @@ class RouterServiceStub:
                 request_serializer=aicreds_dot_router_dot_v1_dot_router__pb2.PreviewRequest.SerializeToString,
                 response_deserializer=aicreds_dot_router_dot_v1_dot_router__pb2.PreviewResponse.FromString,
                 _registered_method=True)
+        self.CheckUpstream = channel.unary_unary(
+                '/aicreds.router.v1.RouterService/CheckUpstream',
+                request_serializer=aicreds_dot_router_dot_v1_dot_router__pb2.CheckUpstreamRequest.SerializeToString,
+                response_deserializer=aicreds_dot_router_dot_v1_dot_router__pb2.CheckUpstreamResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -68,6 +73,17 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckUpstream(self, request, context):
+        """CheckUpstream tells whether the egress policy (the defaults and ROUTER_EGRESS_ALLOW) lets
+        the router reach a base URL's host, resolving it with the router's own resolver, so that a
+        provider can be refused when it is saved. Nothing is sent upstream. Invoke checks again on
+        the address it actually connects to (DNS may change in between); this is the early answer.
+        INVALID_ARGUMENT if base_url is not an absolute http(s) URL with a host.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +96,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.Preview,
                     request_deserializer=aicreds_dot_router_dot_v1_dot_router__pb2.PreviewRequest.FromString,
                     response_serializer=aicreds_dot_router_dot_v1_dot_router__pb2.PreviewResponse.SerializeToString,
+            ),
+            'CheckUpstream': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckUpstream,
+                    request_deserializer=aicreds_dot_router_dot_v1_dot_router__pb2.CheckUpstreamRequest.FromString,
+                    response_serializer=aicreds_dot_router_dot_v1_dot_router__pb2.CheckUpstreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +158,33 @@ class RouterService:
             '/aicreds.router.v1.RouterService/Preview',
             aicreds_dot_router_dot_v1_dot_router__pb2.PreviewRequest.SerializeToString,
             aicreds_dot_router_dot_v1_dot_router__pb2.PreviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckUpstream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aicreds.router.v1.RouterService/CheckUpstream',
+            aicreds_dot_router_dot_v1_dot_router__pb2.CheckUpstreamRequest.SerializeToString,
+            aicreds_dot_router_dot_v1_dot_router__pb2.CheckUpstreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
