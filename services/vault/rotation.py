@@ -13,7 +13,7 @@ headers are sealed under DEKs and name the DEK in their blob. So rotating a KEK 
   its batch back, so a batch is all or nothing. Batches already committed stay committed: the
   command is idempotent and can be re-run after a crash or a kill.
 - `retire_master_key` removes a key from the file, refusing the primary and any key that still
-  wraps a DEK.
+  wraps a DEK. Its id is never given to a new key.
 """
 
 from __future__ import annotations
@@ -56,10 +56,7 @@ class RotationStore(Protocol):
         """Master key id -> how many DEKs it wraps."""
 
     async def master_key_check_ids(self) -> set[str]:
-        """Master key ids that have (or had) a check blob: ids never to reuse."""
-
-    async def delete_master_key_check(self, kek_id: str) -> None:
-        """Forget the check blob of a retired master key."""
+        """Ids of every master key the database has seen (retired ones included): never reused."""
 
 
 class RewrapFailed(FailedPrecondition):
@@ -202,5 +199,6 @@ async def retire_master_key(path: Path, store: RotationStore, key_id: str) -> Ke
         del keys[key_id]
         updated = Keyring(current.primary_id, keys, current.pepper)
         write_private_file(path, updated.to_json())
-    await store.delete_master_key_check(key_id)
+    # The key's check blob stays: it keeps the id from being reused by `add_master_key`, and a
+    # restored keyring holding the old key under that id is still recognised at start.
     return updated

@@ -12,6 +12,7 @@ from pathlib import Path
 from aicreds.vault.v1 import credentials_pb2 as pb
 from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
 
+from services.common.callers import write_private_file
 from services.vault.keyring import Keyring
 from tests.support.vault import VaultHandle, running_vault
 from tests.vault._admin import master_keys_of_data_keys, run_admin, start_admin
@@ -203,3 +204,18 @@ async def test_keys_add_never_reuses_a_retired_id_and_keeps_the_pepper(tmp_path:
         assert keyring.key_ids == ["k2", "k3"] and keyring.pepper == pepper
         data = json.loads(vault.keyring_file.read_text())
         assert data["version"] == 1 and data["primary"] == "k3"
+
+
+async def test_a_retired_id_is_not_reused_even_when_it_was_the_highest(tmp_path: Path) -> None:
+    # An operator who backs a rotation out: k2 is added, then k1 made primary again by hand,
+    # the data keys re-wrapped under k1 and k2 retired. The next key must not be called k2.
+    async with running_vault(tmp_path) as vault:
+        await _write_users(vault, ["alice"])
+        await run_admin(vault.files, "keys", "add")
+        await _write_users(vault, ["bob"])  # a data key under k2
+        data = json.loads(vault.keyring_file.read_text())
+        write_private_file(vault.keyring_file, json.dumps({**data, "primary": "k1"}))
+        await run_admin(vault.files, "keys", "rewrap")
+        await run_admin(vault.files, "keys", "retire", "k2")
+        assert (await run_admin(vault.files, "keys", "add")).stdout.strip() == "k3"
+        await _assert_readable(vault, ["alice", "bob"])

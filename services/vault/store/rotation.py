@@ -56,7 +56,3 @@ class SqliteRotationStore:
     async def master_key_check_ids(self) -> set[str]:
         rows = await self.db.fetch_all("SELECT kek_id FROM master_key_checks")
         return {str(r[0]) for r in rows}
-
-    async def delete_master_key_check(self, kek_id: str) -> None:
-        async with self.db.writing() as conn:
-            await conn.execute("DELETE FROM master_key_checks WHERE kek_id = ?", (kek_id,))
