@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from services.common.grpc_server import TlsFiles
 from services.common.settings import (
     env_bool,
     env_optional_path,
@@ -14,6 +14,9 @@ from services.common.settings import (
     env_str,
     state_dir,
 )
+
+if TYPE_CHECKING:
+    from services.common.grpc_server import TlsFiles
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,10 @@ class VaultSettings:
     @property
     def tls(self) -> TlsFiles | None:
         """Server TLS files, when configured (a client CA turns on mutual TLS)."""
+        # Imported here: `aicreds-admin` reads these settings and has no use for grpc, whose
+        # import is a quarter of its start-up time (and it runs once per command).
+        from services.common.grpc_server import TlsFiles
+
         if self.tls_cert is None or self.tls_key is None:
             return None
         return TlsFiles(cert=self.tls_cert, key=self.tls_key, client_ca=self.tls_client_ca)
