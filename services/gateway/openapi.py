@@ -97,14 +97,19 @@ def _rest_operation(endpoint: Endpoint) -> dict[str, Any]:
     return operation
 
 
-def _plain_operation(endpoint: PlainEndpoint) -> dict[str, Any]:
+def _plain_operation(endpoint: PlainEndpoint, method: str) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": endpoint.summary,
-        "operationId": _operation_id(endpoint.method, endpoint.path),
+        "operationId": _operation_id(method, endpoint.openapi_path),
         "tags": [endpoint.tag],
         "responses": dict(endpoint.responses),
         "security": ([{"bearer": []}, {"apiKey": []}] if endpoint.security else []),
     }
+    if endpoint.path_params:
+        operation["parameters"] = [
+            {"name": name, "in": "path", "required": True, "schema": schema}
+            for name, schema in endpoint.path_params.items()
+        ]
     if endpoint.request_body is not None:
         operation["requestBody"] = dict(endpoint.request_body)
     return operation
@@ -123,9 +128,9 @@ def build_openapi(
     for endpoint in rest:
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _rest_operation(endpoint)
     for plain_endpoint in plain:
-        paths.setdefault(plain_endpoint.path, {})[plain_endpoint.method.lower()] = _plain_operation(
-            plain_endpoint
-        )
+        item = paths.setdefault(plain_endpoint.openapi_path, {})
+        for method in plain_endpoint.methods:
+            item[method.lower()] = _plain_operation(plain_endpoint, method)
     return {
         "openapi": "3.1.0",
         "info": {

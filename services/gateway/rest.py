@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from services.gateway.app import Gateway
 
 JsonSchema = dict[str, Any]
+_CONVERTER = re.compile(r"\{(\w+):\w+\}")
 _log = logging.getLogger("aicreds.gateway")
 
 
@@ -108,7 +110,10 @@ class Endpoint:
 class PlainEndpoint:
     """An operation outside the REST envelope (ops endpoints, the model endpoints).
 
-    `responses` is the OpenAPI `responses` object; `security` False marks it public.
+    `path` is a Starlette path: a parameter is `{name}`, or `{name:path}` to take slashes too,
+    and each is documented from `path_params` (name -> JSON schema). `other_methods` are
+    routed to the same handler and documented as operations of their own. `responses` is the
+    OpenAPI `responses` object; `security` False marks it public.
     """
 
     method: str
@@ -119,9 +124,25 @@ class PlainEndpoint:
     responses: Mapping[str, Any]
     security: bool = False
     request_body: Mapping[str, Any] | None = None
+    path_params: Mapping[str, JsonSchema] = field(default_factory=dict)
+    other_methods: Sequence[str] = ()
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return (self.method, *self.other_methods)
+
+    @property
+    def openapi_path(self) -> str:
+        """The path as an OpenAPI template: `/v1/{path:path}` is `/v1/{path}`."""
+        return openapi_path(self.path)
 
     def route(self) -> Route:
-        return Route(self.path, self.handler, methods=[self.method], name=self.summary)
+        return Route(self.path, self.handler, methods=list(self.methods), name=self.summary)
+
+
+def openapi_path(path: str) -> str:
+    """A Starlette path as an OpenAPI path template (parameter converters dropped)."""
+    return _CONVERTER.sub(r"{\1}", path)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

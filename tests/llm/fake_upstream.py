@@ -212,7 +212,7 @@ class FakeUpstream:
         with self._lock:
             self.requests.append(request)
         route = (request.method, request.path)
-        is_anthropic = request.path == "/v1/messages"
+        is_anthropic = request.path.startswith("/v1/messages")
         if self.unauthorized:
             await _send_json(send, 401, unauthorized_body(is_anthropic))
             return
@@ -235,11 +235,7 @@ class FakeUpstream:
             else:
                 await _send_json(send, 200, anthropic_message(str(model)))
         else:
-            await _send_json(
-                send,
-                404,
-                {"error": {"message": f"no route {request.path}", "type": "invalid_request_error"}},
-            )
+            await _send_json(send, 404, not_found_body(is_anthropic, request.path))
 
     async def _stream(self, receive: Receive, send: Send, events: list[bytes]) -> None:
         """Send SSE events one by one, holding after the first if asked, watching the client."""
@@ -329,6 +325,14 @@ def unauthorized_body(anthropic: bool) -> dict[str, Any]:
             "code": "invalid_api_key",
         }
     }
+
+
+def not_found_body(anthropic: bool, path: str) -> dict[str, Any]:
+    """Each vendor's 404 for a path it does not serve, in its own shape."""
+    message = f"no route {path}"
+    if anthropic:
+        return {"type": "error", "error": {"type": "not_found_error", "message": message}}
+    return {"error": {"message": message, "type": "invalid_request_error"}}
 
 
 def chat_completion(model: str) -> dict[str, Any]:

@@ -267,7 +267,7 @@ def test_an_unexpected_error_is_a_fixed_500_in_the_vendor_shape(
         with pytest.raises(anthropic.InternalServerError, match="internal error"):
             ac.messages.create(model="claude", max_tokens=1, messages=[])
     logged = [getattr(r, "fields", {}) for r in caplog.records if r.name == "aicreds.gateway.llm"]
-    assert {"error": "RuntimeError", "route": "/v1/{path:path}"} in logged
+    assert {"error": "RuntimeError", "route": "/v1/chat/completions"} in logged
     assert BUG_TEXT not in caplog.text + repr(logged)
 
 

@@ -25,6 +25,8 @@ CHECKS = [
     checks.response_headers_conformance,
 ]
 EXAMPLES_PER_OPERATION = 25
+# A path each pass-through is called with, with a served model, besides the generated ones.
+SERVED_PATHS = {"/v1/{path}": "chat/completions", "/v1/messages/{path}": "count_tokens"}
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +70,24 @@ def test_generated_model_calls_get_documented_answers(
             case.call_and_validate(base_url=live.url, headers=auth, checks=CHECKS)
 
         exercise()
+        # Generated models are almost never served; these are, and stream or not.
+        anthropic = operation.path.startswith("/v1/messages")
+        model = "claude-3.5-sonnet" if anthropic else "gpt-4"
+        path = SERVED_PATHS.get(operation.path)
+        parameters = {"path": path} if path else {}
         if operation.method.upper() == "POST":
-            # Generated models are almost never served; these are, and stream or not.
-            model = "claude-3.5-sonnet" if operation.path == "/v1/messages" else "gpt-4"
             for stream in (False, True):
-                case = operation.Case(body={"model": model, "stream": stream, "messages": []})
+                case = operation.Case(
+                    path_parameters=parameters,
+                    body={"model": model, "stream": stream, "messages": []},
+                )
                 case.call_and_validate(base_url=live.url, headers=auth, checks=CHECKS)
-    assert operations == 4
-    assert cases >= 4 * 10
+        if operation.path == "/v1/models/{model_id}":
+            case = operation.Case(path_parameters={"model_id": "openai/gpt-4"})
+            response = case.call_and_validate(base_url=live.url, headers=auth, checks=CHECKS)
+            assert response.json()["id"] == "openai/gpt-4"
+    # /v1/models, /v1/models/{model_id}, three POSTs, and five methods of each pass-through.
+    assert operations == 15
+    assert cases >= 15 * 10
     # Some generated calls named a served model and went all the way to the upstream.
     assert {r.path for r in upstream.requests} >= {"/v1/chat/completions", "/v1/messages"}

@@ -1,21 +1,22 @@
 """The model endpoints as the gateway's `PlainEndpoint` table: routes and OpenAPI in one place.
 
-    GET  /v1/models            ModelCatalog.list_models  (both vendors' list shapes)
-    POST /v1/embeddings        OpenAiCalls.call
-    POST /v1/messages          AnthropicCalls.messages
-    ANY  /v1/{path}            OpenAiCalls.pass_through, documented as POST /v1/chat/completions
+    GET  /v1/models                  ModelCatalog.list_models   (both vendors' list shapes)
+    GET  /v1/models/{model_id}       ModelCatalog.retrieve_model
+    POST /v1/chat/completions        OpenAiCalls.call
+    POST /v1/embeddings              OpenAiCalls.call
+    POST /v1/messages                AnthropicCalls.messages
+    ANY  /v1/messages/{path}         AnthropicCalls.messages    (count_tokens, batches, ...)
+    ANY  /v1/{path}                  OpenAiCalls.call           (every other OpenAI path)
 
-`PlainEndpoint` documents one method of one literal path (it has no path parameters), so the
-pass-through is documented under the call it serves most and routed for every `/v1/*` path and
-method; it must stay last.
+Starlette takes the first route whose path *and* method match, so the order matters: the
+catch-all `/v1/{path}` is last, and e.g. `DELETE /v1/models/ft:...` (OpenAI's delete of a
+fine-tuned model) passes through it, since `/v1/models/{model_id}` is GET only. `ANY` is
+`PASS_THROUGH_METHODS`, each documented as an operation of its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
-
-from starlette.routing import Route
 
 from services.gateway.llm.anthropic_routes import AnthropicCalls
 from services.gateway.llm.calls import LlmBackend
@@ -24,18 +25,22 @@ from services.gateway.llm.openai_routes import OpenAiCalls
 from services.gateway.rest import PlainEndpoint
 
 TAG = "models"
-PASS_THROUGH_PATH = "/v1/{path:path}"
-PASS_THROUGH_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-
-
-@dataclass(frozen=True)
-class PassThroughEndpoint(PlainEndpoint):
-    """Documented as `method path`; routed as every `/v1/*` path and method."""
-
-    def route(self) -> Route:
-        return Route(
-            PASS_THROUGH_PATH, self.handler, methods=PASS_THROUGH_METHODS, name=self.summary
-        )
+PASS_THROUGH_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# Slash-separated segments of URL-safe characters, none empty, `.` or `..` (the router refuses
+# those): what the vendors' paths and model ids look like (`fine_tuning/jobs`, `ft:gpt-4o:x`).
+_SEGMENTS = r"^[A-Za-z0-9_~][A-Za-z0-9_.:~-]*(/[A-Za-z0-9_~][A-Za-z0-9_.:~-]*)*$"
+_REST_OF_PATH: dict[str, Any] = {
+    "type": "string",
+    "pattern": _SEGMENTS,
+    "description": "the rest of the path, sent to the provider as the vendor's SDK would",
+    "examples": ["responses", "images/generations", "batches"],
+}
+_MODEL_ID: dict[str, Any] = {
+    "type": "string",
+    "pattern": _SEGMENTS,
+    "description": "a model a provider lists, or provider_name/model",
+    "examples": ["gpt-4", "openai/gpt-4"],
+}
 
 
 # -- OpenAPI fragments ---------------------------------------------------------------------------
@@ -141,6 +146,19 @@ def _model_call_success(stream_doc: str) -> dict[str, Any]:
     }
 
 
+_MODEL: dict[str, Any] = {
+    "description": "the model (Anthropic's shape when the request carries anthropic-version)",
+    "headers": _HEADERS,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["id"],
+                "properties": {"id": {"type": "string"}},
+            }
+        }
+    },
+}
 _MODEL_LIST: dict[str, Any] = {
     "description": "the models of all the user's providers (Anthropic's shape when the request "
     "carries anthropic-version)",
@@ -166,6 +184,9 @@ def llm_endpoints(backend: LlmBackend) -> list[PlainEndpoint]:
     openai_calls = OpenAiCalls(backend)
     anthropic_calls = AnthropicCalls(backend)
     openai_responses = _responses(_OPENAI_ERROR, _model_call_success('"stream": true gives SSE'))
+    anthropic_responses = _responses(
+        _ANTHROPIC_ERROR, _model_call_success("stream true gives Anthropic events")
+    )
     return [
         PlainEndpoint(
             "GET",
@@ -175,6 +196,26 @@ def llm_endpoints(backend: LlmBackend) -> list[PlainEndpoint]:
             TAG,
             _responses(_OPENAI_ERROR, _MODEL_LIST),
             security=True,
+        ),
+        PlainEndpoint(
+            "GET",
+            "/v1/models/{model_id:path}",
+            catalog.retrieve_model,
+            "One model of the user's providers (OpenAI and Anthropic SDKs)",
+            TAG,
+            _responses(_OPENAI_ERROR, _MODEL),
+            security=True,
+            path_params={"model_id": _MODEL_ID},
+        ),
+        PlainEndpoint(
+            "POST",
+            "/v1/chat/completions",
+            openai_calls.call,
+            "OpenAI chat completions, passed through to the provider serving the model",
+            TAG,
+            openai_responses,
+            security=True,
+            request_body=_MODEL_CALL_BODY,
         ),
         PlainEndpoint(
             "POST",
@@ -192,19 +233,34 @@ def llm_endpoints(backend: LlmBackend) -> list[PlainEndpoint]:
             anthropic_calls.messages,
             "Anthropic Messages, passed through to the provider serving the model",
             TAG,
-            _responses(_ANTHROPIC_ERROR, _model_call_success("stream true gives Anthropic events")),
+            anthropic_responses,
             security=True,
             request_body=_MODEL_CALL_BODY,
         ),
-        PassThroughEndpoint(
-            "POST",
-            "/v1/chat/completions",
-            openai_calls.pass_through,
-            "OpenAI chat completions; the same route passes every other /v1/* OpenAI call "
+        PlainEndpoint(
+            PASS_THROUGH_METHODS[0],
+            "/v1/messages/{path:path}",
+            anthropic_calls.messages,
+            "Anthropic Messages sub-resources (count_tokens, batches, ...), passed through to "
+            "the provider serving the body's model",
+            TAG,
+            anthropic_responses,
+            security=True,
+            request_body=_MODEL_CALL_BODY,
+            path_params={"path": _REST_OF_PATH},
+            other_methods=PASS_THROUGH_METHODS[1:],
+        ),
+        PlainEndpoint(
+            PASS_THROUGH_METHODS[0],
+            "/v1/{path:path}",
+            openai_calls.call,
+            "Any other OpenAI API call (/v1/responses, /v1/images/generations, ...), passed "
             "through to the provider serving the body's model",
             TAG,
             openai_responses,
             security=True,
             request_body=_MODEL_CALL_BODY,
+            path_params={"path": _REST_OF_PATH},
+            other_methods=PASS_THROUGH_METHODS[1:],
         ),
     ]

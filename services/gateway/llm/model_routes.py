@@ -1,4 +1,4 @@
-"""`GET /v1/models` and `GET /v1/models/{id}`: the models of all the user's providers.
+"""`GET /v1/models` and `GET /v1/models/{model_id}`: the models of all the user's providers.
 
 Both SDKs list models at the same path; a request carrying `anthropic-version` (the anthropic
 SDK always sends it) gets Anthropic's list and error shapes, any other OpenAI's.
@@ -49,16 +49,17 @@ class ModelCatalog:
             return JSONResponse(anthropic_model_list(models), headers=dict(headers))
         return JSONResponse(openai_model_list(models), headers=dict(headers))
 
-    async def retrieve_model(self, request: Request, model_id: str) -> Response:
+    async def retrieve_model(self, request: Request) -> Response:
+        """`GET /v1/models/{model_id}`; the id may hold slashes (`provider/model`)."""
         headers: Mapping[str, str] = {}
         try:
             providers, headers = await self._providers(request)
-            model = find_model(providers, model_id)
+            model = find_model(providers, str(request.path_params["model_id"]))
         except ApiError as error:
             error.headers = {**headers, **error.headers}
             return self._error(request, error)
         except Exception as err:
-            return self._error(request, internal_error(err, route="/v1/models/{id}"))
+            return self._error(request, internal_error(err, route="/v1/models/{model_id}"))
         if speaks_anthropic(request):
             return JSONResponse(model.anthropic_shape(), headers=dict(headers))
         return JSONResponse(model.openai_shape(), headers=dict(headers))
