@@ -18,6 +18,8 @@ from services.common.settings import (
 )
 
 MIB = 1024 * 1024
+#: The gRPC channels carry messages of up to 64 MiB; the rest of an InvokeRequest needs room.
+LLM_MAX_BODY_CAP = 63 * MIB
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,10 @@ class GatewaySettings:
     auth_fail_burst: int = 10
     vault_timeout: float = 5.0
     router_timeout: float = 300.0
+    # Largest request body: REST v2 (SPEC 2.2), and the model endpoints under /v1, whose
+    # bodies (long conversations, images as base64) are far larger.
     max_body: int = MIB
+    llm_max_body: int = 32 * MIB
     log_level: str = "INFO"
 
     @property
@@ -82,6 +87,7 @@ class GatewaySettings:
             vault_timeout=env_float(environ, "GATEWAY_VAULT_TIMEOUT", cls.vault_timeout),
             router_timeout=env_float(environ, "GATEWAY_ROUTER_TIMEOUT", cls.router_timeout),
             max_body=env_int(environ, "GATEWAY_MAX_BODY", cls.max_body),
+            llm_max_body=env_int(environ, "GATEWAY_LLM_MAX_BODY", cls.llm_max_body),
             log_level=env_str(environ, "GATEWAY_LOG_LEVEL", cls.log_level),
         )
         settings.validate()
@@ -99,6 +105,8 @@ class GatewaySettings:
             "GATEWAY_VAULT_TIMEOUT": self.vault_timeout > 0,
             "GATEWAY_ROUTER_TIMEOUT": self.router_timeout > 0,
             "GATEWAY_MAX_BODY": self.max_body >= 1,
+            # A model call's body travels to the router in one gRPC message (64 MiB at most).
+            "GATEWAY_LLM_MAX_BODY": 1 <= self.llm_max_body <= LLM_MAX_BODY_CAP,
             "GATEWAY_SESSION_TTL": self.session_ttl >= 0,
         }
         for name, ok in positive.items():

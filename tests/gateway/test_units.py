@@ -309,6 +309,7 @@ def test_settings_defaults() -> None:
     assert settings.cookie_secure is True
     assert settings.auth_cache_ttl == 5.0
     assert settings.max_body == 1024 * 1024
+    assert settings.llm_max_body == 32 * 1024 * 1024
     assert settings.vault_tls is None
 
 
@@ -324,8 +325,11 @@ def test_settings_from_environment() -> None:
             "GATEWAY_VAULT_TLS_CERT": "/c.pem",
             "GATEWAY_VAULT_TLS_KEY": "/k.pem",
             "GATEWAY_ORIGIN": "https://ui.example.com/",
+            "GATEWAY_MAX_BODY": "2048",
+            "GATEWAY_LLM_MAX_BODY": "8192",
         }
     )
+    assert (settings.max_body, settings.llm_max_body) == (2048, 8192)
     assert (settings.listen_host, settings.listen_port) == ("0.0.0.0", 9000)
     assert settings.vault_token_file == Path("/srv/state/gateway-vault.token")
     assert settings.cookie_secure is False
@@ -341,6 +345,9 @@ def test_settings_from_environment() -> None:
         ("GATEWAY_RATE_BURST", "0"),
         ("GATEWAY_RATE_LIMIT", "fast"),
         ("GATEWAY_MAX_BODY", "0"),
+        ("GATEWAY_LLM_MAX_BODY", "0"),
+        # More than one gRPC message to the router can carry.
+        ("GATEWAY_LLM_MAX_BODY", str(64 * 1024 * 1024)),
         ("GATEWAY_ORIGIN", "gateway.test"),
         ("GATEWAY_VAULT_TLS_CERT", "/c.pem"),
     ],

@@ -49,7 +49,7 @@ def gateway_backend(gateway: Gateway) -> LlmBackend:
         router_stub=lambda: gateway.router.stub,
         list_providers=gateway.vault.list_providers,
         router_timeout=gateway.settings.router_timeout,
-        max_body=gateway.settings.max_body,
+        max_body=gateway.settings.llm_max_body,
         request_metadata=gateway.router.metadata,
     )
 

@@ -78,7 +78,8 @@ class LlmBackend:
     # A user's providers; a failure raises the mapped ApiError.
     list_providers: Callable[[str], Awaitable[Sequence[providers_pb2.Provider]]]
     router_timeout: float = 300.0
-    max_body: int = 1024 * 1024
+    # GATEWAY_LLM_MAX_BODY: a larger limit than REST v2's.
+    max_body: int = 32 * 1024 * 1024
     # gRPC metadata of the current request (its request id).
     request_metadata: Callable[[], Sequence[tuple[str, str]]] = tuple
 
