@@ -3,11 +3,15 @@
     ApiError(status, code, message)      an error response {"error": {"code", "message"}}
     ├── raised by the gateway itself     401 unauthorized, 403 forbidden, 413, 429, 400 ...
     └── from_rpc_error(...)              a vault or router status, mapped by HTTP_STATUS_BY_GRPC
+                                         (refined by HTTP_STATUS_BY_REASON)
 
 The table follows grpc-gateway (STYLE.md). The REST `code` is the `x-error-reason` trailing
 metadata the backend sends (`credential_not_found`, `provider_exists`, ...) and otherwise a
 default per status. The message of a backend status is public by contract (it names keys,
-never values) and is passed on for client errors; server-side failures get a fixed text.
+never values) and is passed on for client errors; server-side failures get a fixed text,
+except for the reasons of HTTP_STATUS_BY_REASON: there the backend answered, the failure lay
+behind it, and its message says which part (SPEC 3.3 point 5). REST v2 and the model endpoints
+both map through here; the model endpoints only render the result in their vendor's shape.
 
 A backend that refuses the *gateway itself* (UNAUTHENTICATED or PERMISSION_DENIED with no
 reason: a wrong or unprivileged caller token) is an operator problem, not the client's: it
@@ -59,6 +63,15 @@ DEFAULT_CODE_BY_GRPC: Mapping[grpc.StatusCode, str] = {
     grpc.StatusCode.OUT_OF_RANGE: "invalid_argument",
     grpc.StatusCode.UNIMPLEMENTED: "not_implemented",
     grpc.StatusCode.UNAVAILABLE: "unavailable",
+}
+
+#: Reasons whose HTTP status is more precise than their gRPC code's (SPEC 3.3 point 5): the
+#: router is reachable, what failed lies behind it (the upstream, or the vault), and its public
+#: message says which. Without a reason, UNAVAILABLE means the backend itself is down (503).
+HTTP_STATUS_BY_REASON: Mapping[str, int] = {
+    "upstream_unavailable": 502,
+    "upstream_timeout": 504,
+    "vault_unavailable": 503,
 }
 
 # Statuses whose backend message is not meant for the client.
@@ -124,9 +137,12 @@ def from_rpc_error(err: grpc.aio.AioRpcError, backend: str) -> ApiError:
             extra={"fields": {"backend": backend, "grpc_code": code.name}},
         )
         return ApiError(500, "internal", f"the gateway is not authorized at the {backend}")
-    status = HTTP_STATUS_BY_GRPC.get(code, 500)
+    refined = HTTP_STATUS_BY_REASON.get(reason or "")
+    status = refined or HTTP_STATUS_BY_GRPC.get(code, 500)
     fixed = _FIXED_MESSAGES.get(code)
-    if fixed is not None:
+    if refined and err.details():
+        message = err.details()  # names what failed behind the backend
+    elif fixed is not None:
         message = fixed.format(backend=backend)
     else:
         message = err.details() or DEFAULT_CODE_BY_GRPC.get(code, "error").replace("_", " ")

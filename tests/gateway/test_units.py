@@ -212,6 +212,36 @@ def test_a_user_facing_permission_denial_keeps_its_reason() -> None:
     assert (err.status, err.code) == (403, "egress_denied")
 
 
+@pytest.mark.parametrize(
+    ("code", "reason", "status"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, "upstream_unavailable", 502),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "upstream_timeout", 504),
+        (grpc.StatusCode.UNAVAILABLE, "vault_unavailable", 503),
+    ],
+)
+def test_a_failure_behind_the_router_keeps_its_reason_status_and_message(
+    code: grpc.StatusCode, reason: str, status: int
+) -> None:
+    """SPEC 3.3 point 5, in the one table both REST and the model endpoints map through."""
+    err = from_rpc_error(
+        _rpc_error(code, "could not connect to the upstream api.x", reason), "router"
+    )
+    assert (err.status, err.code, err.message) == (
+        status,
+        reason,
+        "could not connect to the upstream api.x",
+    )
+    # Without details the fixed text stands.
+    err = from_rpc_error(_rpc_error(code, "", reason), "router")
+    assert (err.status, err.code) == (status, reason) and "router" in err.message
+
+
+def test_the_router_itself_unavailable_is_503_with_a_fixed_message() -> None:
+    err = from_rpc_error(_rpc_error(grpc.StatusCode.UNAVAILABLE, "connect to 10.0.0.1"), "router")
+    assert (err.status, err.code, err.message) == (503, "unavailable", "router is unavailable")
+
+
 def test_api_error_repr() -> None:
     assert "ApiError(status=404" in repr(ApiError(404, "not_found", "x"))
 

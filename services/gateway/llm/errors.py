@@ -19,19 +19,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-import grpc.aio
 from starlette.responses import JSONResponse
 
-from services.gateway import errors as gateway_errors
 from services.gateway.errors import ApiError
-
-#: Router reasons whose HTTP status is more precise than their gRPC code's (SPEC 3.3 point 5):
-#: the router is reachable, what failed is behind it, and its message says which part.
-_STATUS_BY_ROUTER_REASON: Mapping[str, int] = {
-    "upstream_unavailable": 502,
-    "upstream_timeout": 504,
-    "vault_unavailable": 503,
-}
 
 _log = logging.getLogger("aicreds.gateway.llm")
 
@@ -86,21 +76,6 @@ def anthropic_error_response(error: ApiError) -> JSONResponse:
     return JSONResponse(
         anthropic_error_body(error), status_code=error.status, headers=error.headers
     )
-
-
-def from_rpc_error(err: grpc.aio.AioRpcError, *, backend: str) -> ApiError:
-    """The answer for a failed call to `backend` (`router` or `vault`).
-
-    The gateway's mapping decides, except for the router's reasons that say the failure lay
-    behind it (upstream or vault): those keep the router's public message, so the client learns
-    what actually failed rather than "router is unavailable".
-    """
-    error = gateway_errors.from_rpc_error(err, backend)
-    reason = gateway_errors.error_reason(err)
-    status = _STATUS_BY_ROUTER_REASON.get(reason or "")
-    if status is None or reason is None:
-        return error
-    return ApiError(status, reason, err.details() or error.message, headers=error.headers)
 
 
 def internal_error(err: Exception, *, route: str) -> ApiError:

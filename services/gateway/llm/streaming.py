@@ -29,8 +29,7 @@ import grpc.aio
 from aicreds.router.v1 import router_pb2
 from starlette.responses import Response
 
-from services.gateway.errors import ApiError
-from services.gateway.llm.errors import from_rpc_error
+from services.gateway.errors import ApiError, from_rpc_error
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -167,7 +166,7 @@ class RouterRelay(Response):
         try:
             first = await self._call.read()
         except grpc.aio.AioRpcError as err:
-            await self._send_error(from_rpc_error(err, backend="router"), scope, receive, send)
+            await self._send_error(from_rpc_error(err, "router"), scope, receive, send)
             return
         if first is grpc.aio.EOF or not first.HasField("head"):
             error = ApiError(502, "bad_gateway", "the router answered without a response head")
@@ -193,7 +192,7 @@ class RouterRelay(Response):
                 else:
                     complete = False
             except grpc.aio.AioRpcError as err:
-                await self._send_error(from_rpc_error(err, backend="router"), scope, receive, send)
+                await self._send_error(from_rpc_error(err, "router"), scope, receive, send)
                 return
             if complete:
                 warnings = credential_warnings(
@@ -221,7 +220,7 @@ class RouterRelay(Response):
                         {"type": "http.response.body", "body": message.chunk, "more_body": True}
                     )
         except grpc.aio.AioRpcError as err:
-            error = from_rpc_error(err, backend="router")
+            error = from_rpc_error(err, "router")
             _log.warning(
                 "router stream failed after the head was sent",
                 extra={"fields": {"grpc_code": err.code().name, "code": error.code}},
