@@ -149,18 +149,29 @@ class _UnaryStreamCallerToken(grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(_with_caller_token(details, self._header), request)
 
 
-def open_channel(target: str, token: str, tls: ClientTls | None = None) -> grpc.aio.Channel:
-    """A channel to `target` whose every call is authenticated with the caller token."""
+def open_channel(
+    target: str,
+    token: str,
+    tls: ClientTls | None = None,
+    *,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
+    """A channel to `target` whose every call is authenticated with the caller token.
+
+    Args:
+        target: `host:port`.
+        token: the caller token, sent as `authorization: Bearer ...` on every call.
+        tls: trust and client certificate; None for plaintext.
+        options: gRPC channel arguments that replace the defaults of the same name (message
+            sizes, keepalive) or add to them (e.g. a reconnect backoff).
+    """
     interceptors: list[Any] = [_UnaryUnaryCallerToken(token), _UnaryStreamCallerToken(token)]
+    merged = list({**dict(_CHANNEL_OPTIONS), **dict(options)}.items())
     if tls is None:
-        return grpc.aio.insecure_channel(
-            target, options=list(_CHANNEL_OPTIONS), interceptors=interceptors
-        )
+        return grpc.aio.insecure_channel(target, options=merged, interceptors=interceptors)
     credentials = grpc.ssl_channel_credentials(
         root_certificates=tls.ca.read_bytes(),
         private_key=tls.key.read_bytes() if tls.key else None,
         certificate_chain=tls.cert.read_bytes() if tls.cert else None,
     )
-    return grpc.aio.secure_channel(
-        target, credentials, options=list(_CHANNEL_OPTIONS), interceptors=interceptors
-    )
+    return grpc.aio.secure_channel(target, credentials, options=merged, interceptors=interceptors)

@@ -89,7 +89,7 @@ async def start_router(
         policy = settings.egress_policy
     except ValueError as err:
         raise StartupRefused(str(err)) from None
-    channel = open_vault_channel(settings.vault_addr, settings.vault_tls)
+    channel = open_vault_channel(settings.vault_addr, vault_token, settings.vault_tls)
     upstream = UpstreamClient(
         policy,
         resolver=resolver,
@@ -99,9 +99,7 @@ async def start_router(
         max_keepalive=min(100, settings.max_connections),
         ca_file=str(settings.upstream_ca_file) if settings.upstream_ca_file else None,
     )
-    router = Router(
-        VaultClient(channel, vault_token, settings.vault_addr), upstream, settings.vault_timeout
-    )
+    router = Router(VaultClient(channel, settings.vault_addr), upstream, settings.vault_timeout)
     servicer = RouterServicer(router, settings.upstream_timeout)
     try:
         server = await start_server(

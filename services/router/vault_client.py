@@ -23,20 +23,17 @@ from services.common.errors import (
     NotFound,
 )
 from services.common.grpc_handlers import ERROR_REASON_KEY
-from services.common.grpc_server import ClientTls
+from services.common.grpc_server import ClientTls, open_channel
 from services.router.calls import ProviderConfig, Resolution
 from services.router.errors import VaultUnavailable
 
 # After the vault was down, try again within a second or two rather than grpc's default of up
-# to two minutes.
-_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+# to two minutes (the other channel options are open_channel's defaults).
+RECONNECT_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-]
+)
 
 _PASSED_ON: dict[grpc.StatusCode, Callable[..., AicredsError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
@@ -45,16 +42,9 @@ _PASSED_ON: dict[grpc.StatusCode, Callable[..., AicredsError]] = {
 }
 
 
-def open_vault_channel(target: str, tls: ClientTls | None = None) -> grpc.aio.Channel:
-    """A channel to the vault with a short reconnect backoff (the token goes per call)."""
-    if tls is None:
-        return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=tls.ca.read_bytes(),
-        private_key=tls.key.read_bytes() if tls.key else None,
-        certificate_chain=tls.cert.read_bytes() if tls.cert else None,
-    )
-    return grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
+def open_vault_channel(target: str, token: str, tls: ClientTls | None = None) -> grpc.aio.Channel:
+    """A channel to the vault, authenticated as the router, with a short reconnect backoff."""
+    return open_channel(target, token, tls, options=RECONNECT_OPTIONS)
 
 
 def _provider(message: providers_pb2.Provider) -> ProviderConfig:
@@ -80,13 +70,13 @@ def _reason(err: grpc.aio.AioRpcError) -> str | None:
 class VaultClient:
     """Calls `Resolve` as the router (right `resolve` at the vault)."""
 
-    def __init__(self, channel: grpc.aio.Channel, token: str, address: str = "") -> None:
+    def __init__(self, channel: grpc.aio.Channel, address: str = "") -> None:
+        """`channel` authenticates every call (`open_vault_channel`)."""
         self._stub = credentials_pb2_grpc.CredentialServiceStub(channel)
-        self._metadata = (("authorization", f"Bearer {token}"),)
         self._address = address
 
     def __repr__(self) -> str:
-        return f"VaultClient(address={self._address!r}, token=<hidden>)"
+        return f"VaultClient(address={self._address!r})"
 
     async def resolve(
         self, user_id: str, *, provider_name: str | None, model: str | None, timeout: float
@@ -100,7 +90,7 @@ class VaultClient:
         if timeout <= 0:
             raise VaultUnavailable("no time was left to ask the vault")
         try:
-            reply = await self._stub.Resolve(request, timeout=timeout, metadata=self._metadata)
+            reply = await self._stub.Resolve(request, timeout=timeout)
         except grpc.aio.AioRpcError as err:
             code = err.code()
             if code in _PASSED_ON:
