@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from services.common.grpc_server import ClientTls
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -71,3 +73,18 @@ def env_optional_path(environ: Mapping[str, str], name: str) -> Path | None:
 def state_dir(environ: Mapping[str, str]) -> Path:
     """`STATE_DIR`, shared by the services for local state (default `.state`)."""
     return env_path(environ, "STATE_DIR", Path(".state"))
+
+
+def env_client_tls(environ: Mapping[str, str], prefix: str) -> ClientTls | None:
+    """Client TLS to a backend: `<prefix>_CA` turns it on (None when unset), `<prefix>_CERT`
+    and `<prefix>_KEY` together add a client certificate for mutual TLS."""
+    ca = env_optional_path(environ, f"{prefix}_CA")
+    cert = env_optional_path(environ, f"{prefix}_CERT")
+    key = env_optional_path(environ, f"{prefix}_KEY")
+    if (cert is None) != (key is None):
+        raise ValueError(f"{prefix}_CERT and {prefix}_KEY must be set together")
+    if ca is None:
+        if cert is not None:
+            raise ValueError(f"{prefix}_CERT and {prefix}_KEY need {prefix}_CA")
+        return None
+    return ClientTls(ca=ca, cert=cert, key=key)

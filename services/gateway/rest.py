@@ -81,6 +81,7 @@ class ApiCall:
 
 
 Handler = Callable[[ApiCall], Awaitable[Reply]]
+PlainHandler = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ class PlainEndpoint:
 
     method: str
     path: str
-    handler: Callable[[Request], Awaitable[Response]]
+    handler: PlainHandler
     summary: str
     tag: str
     responses: Mapping[str, Any]

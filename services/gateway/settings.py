@@ -9,9 +9,9 @@ from pathlib import Path
 from services.common.grpc_server import ClientTls
 from services.common.settings import (
     env_bool,
+    env_client_tls,
     env_float,
     env_int,
-    env_optional_path,
     env_path,
     env_str,
     state_dir,
@@ -74,8 +74,8 @@ class GatewaySettings:
             router_token_file=env_path(
                 environ, "GATEWAY_ROUTER_TOKEN_FILE", state / "gateway-router.token"
             ),
-            vault_tls=_client_tls(environ, "GATEWAY_VAULT_TLS"),
-            router_tls=_client_tls(environ, "GATEWAY_ROUTER_TLS"),
+            vault_tls=env_client_tls(environ, "GATEWAY_VAULT_TLS"),
+            router_tls=env_client_tls(environ, "GATEWAY_ROUTER_TLS"),
             origin=env_str(environ, "GATEWAY_ORIGIN", cls.origin).rstrip("/"),
             cookie_secure=env_bool(environ, "GATEWAY_COOKIE_SECURE", cls.cookie_secure),
             session_ttl=env_int(environ, "GATEWAY_SESSION_TTL", cls.session_ttl),
@@ -121,17 +121,3 @@ def _split_listen(listen: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit():
         raise ValueError("GATEWAY_LISTEN must be host:port")
     return host.strip("[]"), int(port)
-
-
-def _client_tls(environ: Mapping[str, str], prefix: str) -> ClientTls | None:
-    """`<prefix>_CA` turns TLS on; `<prefix>_CERT` and `<prefix>_KEY` add a client certificate."""
-    ca = env_optional_path(environ, f"{prefix}_CA")
-    cert = env_optional_path(environ, f"{prefix}_CERT")
-    key = env_optional_path(environ, f"{prefix}_KEY")
-    if ca is None:
-        if cert is not None or key is not None:
-            raise ValueError(f"{prefix}_CERT and {prefix}_KEY need {prefix}_CA")
-        return None
-    if (cert is None) != (key is None):
-        raise ValueError(f"{prefix}_CERT and {prefix}_KEY go together")
-    return ClientTls(ca=ca, cert=cert, key=key)

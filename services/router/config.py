@@ -30,6 +30,7 @@ from pathlib import Path
 
 from services.common.grpc_server import ClientTls, TlsFiles
 from services.common.settings import (
+    env_client_tls,
     env_float,
     env_int,
     env_optional_path,
@@ -88,15 +89,6 @@ class RouterSettings:
             raise ValueError("ROUTER_TLS_CLIENT_CA needs ROUTER_TLS_CERT and ROUTER_TLS_KEY")
         tls = TlsFiles(cert, key, client_ca) if cert is not None and key is not None else None
 
-        vault_ca = env_optional_path(environ, "ROUTER_VAULT_TLS_CA")
-        vault_cert = env_optional_path(environ, "ROUTER_VAULT_TLS_CERT")
-        vault_key = env_optional_path(environ, "ROUTER_VAULT_TLS_KEY")
-        if (vault_cert is None) != (vault_key is None):
-            raise ValueError("ROUTER_VAULT_TLS_CERT and ROUTER_VAULT_TLS_KEY must be set together")
-        if vault_cert is not None and vault_ca is None:
-            raise ValueError("ROUTER_VAULT_TLS_CERT needs ROUTER_VAULT_TLS_CA")
-        vault_tls = ClientTls(vault_ca, vault_cert, vault_key) if vault_ca is not None else None
-
         egress_allow = env_str(environ, "ROUTER_EGRESS_ALLOW", "")
         EgressPolicy.from_setting(egress_allow)  # fail at start, not on the first call
         return cls(
@@ -107,7 +99,7 @@ class RouterSettings:
             ),
             callers_file=env_path(environ, "ROUTER_CALLERS_FILE", state / "router-callers.json"),
             tls=tls,
-            vault_tls=vault_tls,
+            vault_tls=env_client_tls(environ, "ROUTER_VAULT_TLS"),
             upstream_ca_file=env_optional_path(environ, "ROUTER_UPSTREAM_CA_FILE"),
             egress_allow=egress_allow,
             connect_timeout=_positive(

@@ -1,12 +1,11 @@
 """The OpenAI- and Anthropic-compatible model endpoints (SPEC 2.6; issue 6).
 
     endpoints.py        the PlainEndpoint table the application mounts and documents
-    calls.py            one model call: admit, read `model`/`stream`, Invoke the router
+    calls.py            one model call, OpenAI- or Anthropic-style: admit, read
+                        `model`/`stream`, Invoke the router
     streaming.py        relay the router's stream as it arrives; cancel on disconnect
     model_selection.py  what is read from a body; model lists
     model_routes.py     GET /v1/models, GET /v1/models/{model_id}
-    anthropic_routes.py POST /v1/messages, /v1/messages/{path}
-    openai_routes.py    /v1/chat/completions, /v1/embeddings, every other /v1/{path}
     errors.py           the vendors' error shapes
 
 `endpoints(gateway)` is what `services.gateway.app.create_app` mounts.

@@ -2,8 +2,8 @@
 
 `LlmBackend` is everything the model endpoints need from the gateway: its admission (which
 authenticates, rate-limits and checks the scope), the router stub, the vault's provider list and
-the limits. The vendor modules (`openai_routes`, `anthropic_routes`) differ only in how errors
-look.
+the limits. The two vendors (`OPENAI`, `ANTHROPIC`) differ only in where their SDK's base URL
+stops and in how errors look; `model_call(backend, vendor)` is the route handler for either.
 
 What goes to the router (SPEC 2.6): the body's bytes untouched; the `model` read from it; the
 HTTP method; the path as the vendor's SDK appends it to its own `base_url`; the query; and only
@@ -28,7 +28,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.gateway.errors import ApiError
-from services.gateway.llm.errors import internal_error
+from services.gateway.llm.errors import (
+    anthropic_error_response,
+    anthropic_stream_error_event,
+    internal_error,
+    openai_error_response,
+    openai_stream_error_event,
+)
 from services.gateway.llm.model_selection import read_call_options
 from services.gateway.llm.streaming import RouterRelay
 from services.gateway.rest import read_body
@@ -111,15 +117,33 @@ def anthropic_upstream_path(request: Request) -> str:
 UpstreamPath = Callable[[Request], str]
 
 
-async def invoke(
-    request: Request,
-    backend: LlmBackend,
-    *,
-    render_error: ErrorRenderer,
-    stream_error_event: StreamErrorEvent,
-    upstream_path: UpstreamPath,
-) -> Response:
+@dataclass(frozen=True)
+class Vendor:
+    """What differs between the OpenAI and the Anthropic endpoints."""
+
+    render_error: ErrorRenderer
+    stream_error_event: StreamErrorEvent
+    upstream_path: UpstreamPath
+
+
+#: `base_url=http://HOST/v1`: `/v1/chat/completions`, `/v1/embeddings`, ... in OpenAI's shapes.
+OPENAI = Vendor(openai_error_response, openai_stream_error_event, openai_upstream_path)
+#: `base_url=http://HOST`: `/v1/messages` and its sub-paths in Anthropic's shapes.
+ANTHROPIC = Vendor(anthropic_error_response, anthropic_stream_error_event, anthropic_upstream_path)
+
+
+def model_call(backend: LlmBackend, vendor: Vendor) -> Callable[[Request], Awaitable[Response]]:
+    """The route handler of a model call in `vendor`'s style."""
+
+    async def handle(request: Request) -> Response:
+        return await invoke(request, backend, vendor)
+
+    return handle
+
+
+async def invoke(request: Request, backend: LlmBackend, vendor: Vendor) -> Response:
     """Serve one model call through the router; every failure in the vendor's error shape."""
+    render_error = vendor.render_error
     headers: Mapping[str, str] = {}
     try:
         principal = await backend.authenticate(request)
@@ -139,7 +163,7 @@ async def invoke(
             user_id=principal.user_id,
             model=options.model,
             method=request.method,
-            path=upstream_path(request),
+            path=vendor.upstream_path(request),
             query=request.url.query,
             headers=forwarded_headers(request),
             body=body,
@@ -151,6 +175,6 @@ async def invoke(
         call,
         stream=options.stream,
         render_error=render_error,
-        stream_error_event=stream_error_event,
+        stream_error_event=vendor.stream_error_event,
         extra_headers=headers,
     )

@@ -2,11 +2,11 @@
 
     GET  /v1/models                  ModelCatalog.list_models   (both vendors' list shapes)
     GET  /v1/models/{model_id}       ModelCatalog.retrieve_model
-    POST /v1/chat/completions        OpenAiCalls.call
-    POST /v1/embeddings              OpenAiCalls.call
-    POST /v1/messages                AnthropicCalls.messages
-    ANY  /v1/messages/{path}         AnthropicCalls.messages    (count_tokens, batches, ...)
-    ANY  /v1/{path}                  OpenAiCalls.call           (every other OpenAI path)
+    POST /v1/chat/completions        model call, OPENAI
+    POST /v1/embeddings              model call, OPENAI
+    POST /v1/messages                model call, ANTHROPIC
+    ANY  /v1/messages/{path}         model call, ANTHROPIC      (count_tokens, batches, ...)
+    ANY  /v1/{path}                  model call, OPENAI         (every other OpenAI path)
 
 Starlette takes the first route whose path *and* method match, so the order matters: the
 catch-all `/v1/{path}` is last, and e.g. `DELETE /v1/models/ft:...` (OpenAI's delete of a
@@ -18,11 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.gateway.llm.anthropic_routes import AnthropicCalls
-from services.gateway.llm.calls import LlmBackend
+from services.gateway.llm.calls import ANTHROPIC, OPENAI, LlmBackend, model_call
 from services.gateway.llm.model_routes import ModelCatalog
-from services.gateway.llm.openai_routes import OpenAiCalls
-from services.gateway.rest import PlainEndpoint
+from services.gateway.rest import PlainEndpoint, PlainHandler
 
 TAG = "models"
 PASS_THROUGH_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -178,11 +176,38 @@ _MODEL_LIST: dict[str, Any] = {
 }
 
 
+def _call(
+    path: str, handler: PlainHandler, summary: str, responses: dict[str, Any]
+) -> PlainEndpoint:
+    """A `POST` model call at a literal path."""
+    return PlainEndpoint(
+        "POST", path, handler, summary, TAG, responses, security=True, request_body=_MODEL_CALL_BODY
+    )
+
+
+def _pass_through(
+    path: str, handler: PlainHandler, summary: str, responses: dict[str, Any]
+) -> PlainEndpoint:
+    """Model calls at every path under `path`'s prefix, by every method of the vendors' APIs."""
+    return PlainEndpoint(
+        PASS_THROUGH_METHODS[0],
+        path,
+        handler,
+        summary,
+        TAG,
+        responses,
+        security=True,
+        request_body=_MODEL_CALL_BODY,
+        path_params={"path": _REST_OF_PATH},
+        other_methods=PASS_THROUGH_METHODS[1:],
+    )
+
+
 def llm_endpoints(backend: LlmBackend) -> list[PlainEndpoint]:
     """The model endpoints, most specific first; the pass-through catches every other `/v1/*`."""
     catalog = ModelCatalog(backend)
-    openai_calls = OpenAiCalls(backend)
-    anthropic_calls = AnthropicCalls(backend)
+    openai_call = model_call(backend, OPENAI)
+    anthropic_call = model_call(backend, ANTHROPIC)
     openai_responses = _responses(_OPENAI_ERROR, _model_call_success('"stream": true gives SSE'))
     anthropic_responses = _responses(
         _ANTHROPIC_ERROR, _model_call_success("stream true gives Anthropic events")
@@ -207,60 +232,36 @@ def llm_endpoints(backend: LlmBackend) -> list[PlainEndpoint]:
             security=True,
             path_params={"model_id": _MODEL_ID},
         ),
-        PlainEndpoint(
-            "POST",
+        _call(
             "/v1/chat/completions",
-            openai_calls.call,
+            openai_call,
             "OpenAI chat completions, passed through to the provider serving the model",
-            TAG,
             openai_responses,
-            security=True,
-            request_body=_MODEL_CALL_BODY,
         ),
-        PlainEndpoint(
-            "POST",
+        _call(
             "/v1/embeddings",
-            openai_calls.call,
+            openai_call,
             "OpenAI embeddings, passed through to the provider serving the model",
-            TAG,
             openai_responses,
-            security=True,
-            request_body=_MODEL_CALL_BODY,
         ),
-        PlainEndpoint(
-            "POST",
+        _call(
             "/v1/messages",
-            anthropic_calls.messages,
+            anthropic_call,
             "Anthropic Messages, passed through to the provider serving the model",
-            TAG,
             anthropic_responses,
-            security=True,
-            request_body=_MODEL_CALL_BODY,
         ),
-        PlainEndpoint(
-            PASS_THROUGH_METHODS[0],
+        _pass_through(
             "/v1/messages/{path:path}",
-            anthropic_calls.messages,
+            anthropic_call,
             "Anthropic Messages sub-resources (count_tokens, batches, ...), passed through to "
             "the provider serving the body's model",
-            TAG,
             anthropic_responses,
-            security=True,
-            request_body=_MODEL_CALL_BODY,
-            path_params={"path": _REST_OF_PATH},
-            other_methods=PASS_THROUGH_METHODS[1:],
         ),
-        PlainEndpoint(
-            PASS_THROUGH_METHODS[0],
+        _pass_through(
             "/v1/{path:path}",
-            openai_calls.call,
+            openai_call,
             "Any other OpenAI API call (/v1/responses, /v1/images/generations, ...), passed "
             "through to the provider serving the body's model",
-            TAG,
             openai_responses,
-            security=True,
-            request_body=_MODEL_CALL_BODY,
-            path_params={"path": _REST_OF_PATH},
-            other_methods=PASS_THROUGH_METHODS[1:],
         ),
     ]

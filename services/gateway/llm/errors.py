@@ -7,6 +7,9 @@ message, headers) — gRPC statuses become HTTP statuses in the gateway's one pl
     openai_error_response     {"error": {"message", "type", "param", "code"}}
     anthropic_error_response  {"type": "error", "error": {"type", "message"}}
 
+and so does the event that ends a stream which broke after it started
+(`openai_stream_error_event`, `anthropic_stream_error_event`).
+
 `code` is the REST code (`unauthorized`, `model_not_found`, `credential_not_found`, ...); the
 status decides which exception the official SDK raises: 401 AuthenticationError, 403
 PermissionDeniedError, 404 NotFoundError, 429 RateLimitError, 5xx InternalServerError
@@ -16,6 +19,7 @@ APIStatusError. The message is public: it may name a key, a model or a provider,
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 
@@ -66,6 +70,17 @@ def openai_error_body(error: ApiError) -> dict[str, object]:
 
 def anthropic_error_body(error: ApiError) -> dict[str, object]:
     return {"type": "error", "error": {"type": anthropic_type(error), "message": error.message}}
+
+
+def openai_stream_error_event(error: ApiError) -> bytes:
+    """An SSE event the openai SDK raises `APIError` for, ending a broken stream."""
+    return f"data: {json.dumps(openai_error_body(error))}\n\n".encode()
+
+
+def anthropic_stream_error_event(error: ApiError) -> bytes:
+    """The `error` event Anthropic sends when a stream fails after it started (the anthropic
+    SDK raises it as an `APIStatusError`)."""
+    return f"event: error\ndata: {json.dumps(anthropic_error_body(error))}\n\n".encode()
 
 
 def openai_error_response(error: ApiError) -> JSONResponse:
