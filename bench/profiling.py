@@ -4,7 +4,9 @@ After the measured runs, the bench drives the gateway at one concurrency for one
 while py-spy samples each service (`--nonblocking`, so the services are never paused). The
 collapsed stacks are kept as `profile-<service>.txt` (feed them to any flame-graph tool) and
 summarised into the functions with the most samples: *self* (the function itself was running)
-and *inclusive* (it was anywhere on the stack). Profiled runs are not part of the figures.
+and *inclusive* (it was anywhere on the stack), also restricted to our own code (`services/`).
+Time spent in C extensions (uvloop, grpc core, sqlite) shows under the Python frame that called
+them. Profiled runs are not part of the figures.
 """
 
 from __future__ import annotations
@@ -92,7 +94,15 @@ def summarize(path: Path, top: int = 15) -> dict[str, Any]:
             for frame, count in counter.most_common(top)
         ]
 
-    return {"samples": total, "top_self": share(self_counts), "top_inclusive": share(inclusive)}
+    ours: Counter[str] = Counter({f: c for f, c in inclusive.items() if "services/" in f})
+    return {
+        "samples": total,
+        "top_self": share(self_counts),
+        "top_inclusive": share(inclusive),
+        # Our own functions, by the share of samples they were on the stack for: where the
+        # time goes in terms of the code we can change.
+        "top_project_inclusive": share(ours),
+    }
 
 
 def finish(
@@ -122,4 +132,11 @@ def markdown(profiles: Mapping[str, Any], top: int = 8) -> list[str]:
         for entry in summary["top_self"][:top]:
             out.append(f"- {entry['pct']:.1f} % `{entry['frame']}`")
         out.append("")
+        ours = summary.get("top_project_inclusive") or []
+        if ours:
+            out.append("our code, share of samples on the stack (inclusive):")
+            out.append("")
+            for entry in ours[:top]:
+                out.append(f"- {entry['pct']:.1f} % `{entry['frame']}`")
+            out.append("")
     return out

@@ -324,7 +324,8 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
             )
     cost_runs = [r for r in runs if r.get("services")]
     if cost_runs:
-        names = sorted({n for r in cost_runs for n in r["services"]})
+        present = {n for r in cost_runs for n in r["services"]}
+        names = [n for n in STACK_SERVICES if n in present] + sorted(present - set(STACK_SERVICES))
         out += [
             "",
             "## CPU per request and peak RSS, per service",
