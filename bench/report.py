@@ -197,7 +197,7 @@ def targets(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows.append(
         _row(
             "soak at c=16: RSS growth",
-            "not run (BENCH_SOAK=1)"
+            "not run (BENCH_SOAK=true)"
             if soak is None
             else f"{growth:+.1f} % over {soak['duration_s']:.0f} s",
             f"≤ {TARGET_SOAK_GROWTH_PCT:.0f} %",
@@ -207,7 +207,7 @@ def targets(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows.append(
         _row(
             "soak at c=16: errors",
-            "not run (BENCH_SOAK=1)" if soak is None else str(soak["errors"]),
+            "not run (BENCH_SOAK=true)" if soak is None else str(soak["errors"]),
             "0",
             None if soak is None else soak["errors"] == 0,
         )
