@@ -172,8 +172,7 @@ class SqliteVaultStore:
     # -- audit --------------------------------------------------------------------------------
 
     async def append_audit(self, record: AuditRecord) -> None:
-        async with self.db.writing() as conn:
-            await insert_audit(conn, record)
+        await self.db.append_audit(record)
 
     async def _change_one(self, sql: str, params: Sequence[object], audit: AuditRecord) -> bool:
         """Run one write; append `audit` in the same transaction only if it changed a row."""
