@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.cookiejar
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -83,6 +84,11 @@ def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file)
 
 
+def _cookie_jar_that_keeps_nothing() -> http.cookiejar.CookieJar:
+    """A cookie jar whose policy accepts no cookie from any domain."""
+    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
 class UpstreamClient:
     """A pooled httpx client whose every connection passes the egress policy."""
 
@@ -111,9 +117,12 @@ class UpstreamClient:
             network_backend=self.backend,
         )
         # trust_env=False: an HTTP(S)_PROXY variable must not route around the egress policy.
+        # The client is shared by every user's calls, so it must keep no cookies: a Set-Cookie
+        # answered to one user would otherwise be sent on the next user's call to that host.
         self._client = httpx.AsyncClient(
             transport=transport,
             trust_env=False,
+            cookies=_cookie_jar_that_keeps_nothing(),
             follow_redirects=False,
             headers=_DEFAULT_HEADERS,
             timeout=None,

@@ -215,3 +215,28 @@ async def test_connections_are_reused(upstream: UpstreamServer, client: Upstream
                 pass
     assert len(upstream.requests) == 3
     assert len(upstream._tasks) == 1  # one keep-alive connection served all three
+
+
+async def test_no_cookie_from_one_call_reaches_the_next(
+    upstream: UpstreamServer, client: UpstreamClient
+) -> None:
+    """The client is shared by every user: a Set-Cookie answered to one call (user A) must
+    never be sent on a later call (user B) to the same host."""
+
+    async def sets_a_cookie(request: RecordedRequest, reply: Reply) -> None:
+        await reply.head(
+            200,
+            [("set-cookie", "session=user-a-secret; Path=/"), ("content-length", "2")],
+        )
+        await reply.chunk(b"ok")
+        await reply.end()
+
+    upstream.handler = sets_a_cookie
+    for _ in range(2):
+        request = UpstreamRequest("GET", upstream.base_url + "/v1/models", [], b"")
+        async with client.stream(request, deadline=_deadline(5)) as response:
+            assert response.status == 200
+            _ = [c async for c in response.chunks()]
+    first, second = upstream.requests
+    assert first.header("cookie") is None
+    assert second.header("cookie") is None
