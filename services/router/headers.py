@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+from services.common.http_headers import HOP_BY_HOP
 from services.router.errors import BadInvokeRequest
 
 FORWARDED_CLIENT_HEADERS = frozenset(
@@ -23,20 +24,6 @@ FORWARDED_CLIENT_HEADERS = frozenset(
         "openai-beta",
         "user-agent",
         "x-request-id",
-    }
-)
-
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
     }
 )
 

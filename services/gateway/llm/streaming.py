@@ -29,6 +29,7 @@ import grpc.aio
 from aicreds.router.v1 import router_pb2
 from starlette.responses import Response
 
+from services.common.http_headers import HOP_BY_HOP
 from services.gateway.errors import ApiError, from_rpc_error
 
 Scope = MutableMapping[str, Any]
@@ -41,26 +42,10 @@ WARNING_HEADER = "x-credential-warning"
 UPSTREAM_REQUEST_ID = "x-upstream-request-id"
 BUFFER_LIMIT = 8 * 1024 * 1024
 
-#: Response headers that describe one connection, not the message (RFC 9110 7.6.1), plus those
-#: the gateway sets itself: the length (we re-frame the body), the date and server of our hop,
-#: and the upstream's cookies, which belong to the upstream's site, not ours.
-DROPPED_RESPONSE_HEADERS = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-        "date",
-        "server",
-        "set-cookie",
-    }
-)
+#: Response headers not relayed: hop-by-hop ones (RFC 9110 7.6.1), plus those the gateway sets
+#: itself: the length (we re-frame the body), the date and server of our hop, and the upstream's
+#: cookies, which belong to the upstream's site, not ours.
+DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {"content-length", "date", "server", "set-cookie"}
 
 _log = logging.getLogger("aicreds.gateway.llm")
 
