@@ -10,20 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
-from schemathesis import checks
 
 from tests.llm.background import BackgroundLoop
 from tests.llm.fake_upstream import FakeUpstream
 from tests.llm.stack import LlmStack, llm_stack
+from tests.support.contract import CHECKS, run_contract
 
-CHECKS = [
-    checks.not_a_server_error,
-    checks.status_code_conformance,
-    checks.content_type_conformance,
-    checks.response_schema_conformance,
-    checks.response_headers_conformance,
-]
 EXAMPLES_PER_OPERATION = 25
 # A path each pass-through is called with, with a served model, besides the generated ones.
 SERVED_PATHS = {"/v1/{path}": "chat/completions", "/v1/messages/{path}": "count_tokens"}
@@ -47,29 +39,9 @@ def live(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> It
 def test_generated_model_calls_get_documented_answers(
     live: LlmStack, upstream: FakeUpstream
 ) -> None:
-    schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
     auth = {"Authorization": f"Bearer {live.tokens.invoke}"}
-    operations = 0
-    cases = 0
-    for result in schema.get_all_operations():
-        operation = result.ok()
-        if not operation.path.startswith("/v1/"):
-            continue
-        operations += 1
 
-        @settings(
-            max_examples=EXAMPLES_PER_OPERATION,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
-        @given(case=operation.as_strategy())
-        def exercise(case: schemathesis.Case) -> None:
-            nonlocal cases
-            cases += 1
-            case.call_and_validate(base_url=live.url, headers=auth, checks=CHECKS)
-
-        exercise()
+    def call_served_models(operation: schemathesis.APIOperation) -> None:
         # Generated models are almost never served; these are, and stream or not.
         anthropic = operation.path.startswith("/v1/messages")
         model = "claude-3.5-sonnet" if anthropic else "gpt-4"
@@ -86,8 +58,16 @@ def test_generated_model_calls_get_documented_answers(
             case = operation.Case(path_parameters={"model_id": "openai/gpt-4"})
             response = case.call_and_validate(base_url=live.url, headers=auth, checks=CHECKS)
             assert response.json()["id"] == "openai/gpt-4"
+
+    run = run_contract(
+        live.url,
+        auth,
+        include=lambda path: path.startswith("/v1/"),
+        examples_per_operation=EXAMPLES_PER_OPERATION,
+        after_each=call_served_models,
+    )
     # /v1/models, /v1/models/{model_id}, three POSTs, and five methods of each pass-through.
-    assert operations == 15
-    assert cases >= 15 * 10
+    assert run.operations == 15
+    assert run.cases >= 15 * 10
     # Some generated calls named a served model and went all the way to the upstream.
     assert {r.path for r in upstream.requests} >= {"/v1/chat/completions", "/v1/messages"}
