@@ -12,7 +12,6 @@ starts its own with `running_router(..., egress_allow="127.0.0.1")`.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,7 +21,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from aicreds.vault.v1 import auth_pb2, auth_pb2_grpc
 from starlette.applications import Starlette
 
@@ -32,34 +30,10 @@ from services.gateway.settings import GatewaySettings
 from services.router.config import RouterSettings
 from services.router.server import RunningRouter, start_router
 from tests.router.loopback_backend import LoopbackOnlyBackend
+from tests.support.asgi import serve_asgi
 from tests.support.vault import VaultHandle, running_vault
 
 TEST_ORIGIN = "http://gateway.test"
-
-
-@asynccontextmanager
-async def serve(app: Starlette) -> AsyncIterator[str]:
-    """Serve `app` with uvicorn on a free loopback port in this event loop; yield its URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, lifespan="on", log_config=None, access_log=False, http="httptools", loop="none"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("gateway did not start")
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 @dataclass(frozen=True)
@@ -214,7 +188,7 @@ async def gateway_stack(
             overrides = {"router_addr": router.address, **overrides}
             settings = replace(base_settings(tmp_path, vault), **overrides)
             app = create_app(settings)
-            url = await exits.enter_async_context(serve(app))
+            url = await exits.enter_async_context(serve_asgi(app))
             client = await exits.enter_async_context(httpx.AsyncClient(base_url=url, timeout=10))
             return Stack(vault, url, client, app, settings)
 

@@ -13,7 +13,8 @@ from typing import Any
 from aicreds.vault.v1 import auth_pb2, auth_pb2_grpc
 
 from services.gateway.app import create_app
-from tests.gateway.conftest import VAULT_CALLERS, base_settings, running_router, serve
+from tests.gateway.conftest import VAULT_CALLERS, base_settings, running_router
+from tests.support.asgi import serve_asgi
 from tests.support.vault import running_vault
 
 
@@ -67,7 +68,7 @@ class ThreadedStack:
             settings = replace(
                 base_settings(self._tmp_path, vault), router_addr=router.address, **self._overrides
             )
-            async with serve(create_app(settings)) as url:
+            async with serve_asgi(create_app(settings)) as url:
                 stub = auth_pb2_grpc.AuthServiceStub(vault.channel("gateway"))
                 reply = await stub.CreateToken(
                     auth_pb2.CreateTokenRequest(user_id=self._user_id, name="contract"),

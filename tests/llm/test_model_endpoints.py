@@ -25,7 +25,7 @@ from starlette.requests import Request
 
 from services.gateway.errors import ApiError, from_rpc_error
 from services.gateway.llm import LlmBackend, LlmPrincipal, llm_endpoints
-from tests.llm.background import BackgroundLoop, serve_asgi
+from tests.llm.background import BackgroundLoop
 from tests.llm.fake_upstream import (
     ANSWER_TEXT,
     STREAM_PIECES,
@@ -41,6 +41,7 @@ from tests.llm.stub_backends import (
     provider,
     start_stub_server,
 )
+from tests.support.asgi import serve_asgi
 
 GOOD = "sk-aic-good-token-for-tests"
 NO_SCOPE = "sk-aic-token-without-llm-scope"
