@@ -8,7 +8,6 @@ Nothing persistent: every replica is the same.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 
 import grpc.aio
 import httpcore
+import uvloop
 from aicreds.router.v1 import router_pb2_grpc
 
 from services.common.callers import CallerRegistry, Right, read_secret_file
@@ -153,7 +153,7 @@ def main() -> None:
     # and the router writes its own line per call.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
-        asyncio.run(serve(settings))
+        uvloop.run(serve(settings))
     except StartupRefused as err:
         _log.critical("router refused to start", extra={"fields": {"problem": str(err)}})
         sys.exit(f"aicreds-router: refusing to start: {err}")

@@ -7,13 +7,13 @@ the gRPC server (health, reflection, caller auth, access log, optional TLS).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
 from dataclasses import dataclass
 
 import grpc.aio
+import uvloop
 from aicreds.vault.v1 import audit_pb2_grpc, auth_pb2_grpc, credentials_pb2_grpc, providers_pb2_grpc
 
 from services.common.callers import CallerRegistry
@@ -152,7 +152,7 @@ def main() -> None:
         sys.exit(f"aicreds-vault: {err}")
     configure_logging("vault", settings.log_level)
     try:
-        asyncio.run(serve(settings))
+        uvloop.run(serve(settings))
     except StartupRefused as err:
         _log.critical("vault refused to start", extra={"fields": {"problem": str(err)}})
         sys.exit(f"aicreds-vault: refusing to start: {err}")
