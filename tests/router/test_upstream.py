@@ -240,3 +240,62 @@ async def test_no_cookie_from_one_call_reaches_the_next(
     first, second = upstream.requests
     assert first.header("cookie") is None
     assert second.header("cookie") is None
+
+
+async def test_a_connection_the_upstream_closed_while_idle_is_not_reused(
+    upstream: UpstreamServer, client: UpstreamClient
+) -> None:
+    async def answers_then_closes(request: RecordedRequest, reply: Reply) -> None:
+        await reply.head(200, [("content-length", "2")])  # no `Connection: close`
+        await reply.chunk(b"ok")
+        await reply.end()
+        reply.close()  # the client's idle keep-alive connection is now stale
+
+    upstream.handler = answers_then_closes
+
+    async def get() -> int:
+        request = UpstreamRequest("GET", upstream.base_url + "/", [])
+        async with client.stream(request, deadline=_deadline(5)) as response:
+            _ = [c async for c in response.chunks()]
+            return response.status
+
+    assert await get() == 200
+    await asyncio.sleep(0.05)
+    assert await get() == 200
+    assert len(upstream.requests) == 2
+
+
+async def test_a_full_pool_makes_calls_wait_for_a_connection(upstream: UpstreamServer) -> None:
+    gate = asyncio.Event()
+
+    async def held(request: RecordedRequest, reply: Reply) -> None:
+        await gate.wait()
+        await reply.head(200, [("content-length", "2")])
+        await reply.chunk(b"ok")
+        await reply.end()
+
+    upstream.handler = held
+    client = UpstreamClient(
+        EgressPolicy.from_setting("127.0.0.1"), connect_timeout=2, max_connections=1
+    )
+
+    async def get(seconds: float) -> bytes:
+        request = UpstreamRequest("GET", upstream.base_url + "/", [])
+        async with client.stream(request, deadline=_deadline(seconds)) as response:
+            return b"".join([c async for c in response.chunks()])
+
+    try:
+        first = asyncio.ensure_future(get(5))
+        while not upstream.requests:
+            await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(get(5))
+        await asyncio.sleep(0.05)
+        with pytest.raises(UpstreamTimeout, match="busy"):
+            await get(0.2)
+        gate.set()
+        assert await first == b"ok"
+        assert await second == b"ok"
+        assert len(upstream.requests) == 2
+        assert len(upstream._tasks) == 1  # the second call waited for the first's connection
+    finally:
+        await client.aclose()
