@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import re
 import ssl
 import time
 from collections import deque
@@ -91,6 +93,25 @@ def _wire_headers(
 
 _OriginKey = tuple[bytes, bytes, int]
 
+# The common URL that needs no normalisation (an ASCII name host, an optional port, a path and
+# query of characters httpx.URL would keep as they are): parsed without httpx.URL's cost.
+_PLAIN_URL = re.compile(
+    r"(https?)://([A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?)(?::([0-9]{1,5}))?"
+    r"((?:/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*)?"
+    r"(?:\?(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*)?)"
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _plain_host(host: str) -> bool:
+    """A host name httpx.URL keeps as is (lowercased): not number-like, or a canonical IPv4."""
+    if not host[-1].isdigit():
+        return True
+    try:
+        return str(ipaddress.IPv4Address(host)) == host
+    except ValueError:
+        return False
+
 
 class _Target:
     """Where a URL sends a request: the origin to connect to, `Host`, the request target."""
@@ -98,6 +119,15 @@ class _Target:
     __slots__ = ("host", "key", "netloc", "origin", "target", "waiting_for_room")
 
     def __init__(self, url: str) -> None:
+        plain = _PLAIN_URL.fullmatch(url)
+        if plain is not None and _plain_host(plain.group(2)):
+            scheme, host, raw_port, target = plain.groups()
+            host = host.lower()
+            default = _DEFAULT_PORTS[scheme]
+            port = default if raw_port is None else int(raw_port)
+            if 0 < port < 65536:
+                self._set(scheme, host, port, port == default, target or "/")
+                return
         # httpx.URL does what a client must: IDNA hosts, percent-encoding, default ports.
         parsed = httpx.URL(url)
         if parsed.scheme not in ("http", "https"):
@@ -111,6 +141,15 @@ class _Target:
         self.netloc = parsed.netloc
         self.target = parsed.raw_path
         self.waiting_for_room = False  # set while the pool is full and this call waits
+
+    def _set(self, scheme: str, host: str, port: int, default_port: bool, target: str) -> None:
+        raw_host = host.encode("ascii")
+        self.host = host
+        self.origin = httpcore.Origin(scheme.encode("ascii"), raw_host, port)
+        self.key = (self.origin.scheme, raw_host, port)
+        self.netloc = raw_host if default_port else b"%s:%d" % (raw_host, port)
+        self.target = target.encode("ascii")
+        self.waiting_for_room = False
 
 
 class _ConnectionPool:
