@@ -2,14 +2,14 @@
 
 Routes come from three tables: the REST v2 `ENDPOINTS` of `routes/`, the operational
 endpoints of `routes/ops.py`, and the model endpoints of `llm/`. The same tables build
-`/openapi.json`. The gRPC channels open when the application starts and close when it stops;
+`/openapi.json`. `edge.py` is the one layer around them (request id, error shapes, metrics,
+access log). The gRPC channels open when the application starts and close when it stops;
 nothing else is kept between requests except caches (authentication, rate limits), so any
 number of replicas can run side by side.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError
@@ -17,23 +17,18 @@ from importlib.metadata import version as package_version
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from services.gateway import llm
 from services.gateway.auth import Authenticator
 from services.gateway.backends import RouterClient, VaultClient
+from services.gateway.edge import GatewayApplication
 from services.gateway.gate import Gate
-from services.gateway.observability import Metrics, ObservabilityMiddleware
+from services.gateway.observability import Metrics
 from services.gateway.openapi import build_openapi
 from services.gateway.rate_limit import InMemoryRateLimiter, RateLimiter
 from services.gateway.rest import Endpoint, PlainEndpoint, rest_route
 from services.gateway.routes import credentials, ops, providers, sessions, tokens
 from services.gateway.settings import GatewaySettings
-
-_log = logging.getLogger("aicreds.gateway")
 
 REST_ENDPOINTS: Sequence[Endpoint] = (
     *credentials.ENDPOINTS,
@@ -98,28 +93,6 @@ def _version() -> str:
         return "0.0.0"
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405 (no route) in the API's error shape."""
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
-    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "error")
-    message = {404: "no such endpoint", 405: "method not allowed for this endpoint"}.get(
-        status, "request failed"
-    )
-    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
-    )
-
-
-async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    """Any exception no handler caught: a fixed 500, logged by type only (its text may hold a
-    secret)."""
-    _log.error("unhandled error", extra={"fields": {"error": type(exc).__name__}})
-    return JSONResponse(
-        {"error": {"code": "internal", "message": "internal error"}}, status_code=500
-    )
-
-
 def create_app(
     settings: GatewaySettings,
     *,
@@ -141,12 +114,6 @@ def create_app(
         finally:
             await gateway.stop()
 
-    app = Starlette(
-        routes=routes,
-        middleware=[Middleware(ObservabilityMiddleware, metrics=gateway.metrics)],
-        exception_handlers={HTTPException: _http_error, Exception: _unexpected_error},
-        lifespan=lifespan,
-    )
-    app.router.redirect_slashes = False
+    app = GatewayApplication(metrics=gateway.metrics, routes=routes, lifespan=lifespan)
     app.state.gateway = gateway
     return app

@@ -15,17 +15,20 @@ within `cache_ttl`; one revoked through this replica stops at once (`forget_toke
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import cached_property
 from typing import Protocol
 
 from aicreds.vault.v1 import auth_pb2
 
 SESSION_COOKIE = "aicreds_session"
 _MAX_SECRET_LEN = 512
+_PLAUSIBLE_SECRET = re.compile(f"[!-~]{{1,{_MAX_SECRET_LEN}}}")
 
 
 class AuthMethod(StrEnum):
@@ -63,8 +66,9 @@ class PresentedCredential:
     method: AuthMethod
     secret: str = field(repr=False)
 
-    @property
+    @cached_property
     def cache_key(self) -> str:
+        """A SHA-256 of the secret (computed once: the cache is looked up twice per request)."""
         kind = "session" if self.method is AuthMethod.SESSION else "token"
         return hashlib.sha256(f"{kind}\0{self.secret}".encode()).hexdigest()
 
@@ -135,7 +139,8 @@ def extract_credential(
 
 
 def _plausible(secret: str) -> bool:
-    return 0 < len(secret) <= _MAX_SECRET_LEN and all(" " < ch < "\x7f" for ch in secret)
+    """1 to 512 visible ASCII characters (no space, no control character)."""
+    return _PLAUSIBLE_SECRET.fullmatch(secret) is not None
 
 
 class VaultAuthenticate(Protocol):

@@ -1,27 +1,28 @@
 """Request ids, the JSON access log and Prometheus metrics of the gateway.
 
-`ObservabilityMiddleware` wraps the whole application: it assigns the request id (a sane
-client `X-Request-Id` is kept, otherwise a new one), echoes it in the response, and after the
-response writes one access-log line (request id, method, route template, status, latency,
-user) and updates the metrics. The route is the template (`/api/v2/users/me/ai-credentials/{key}`)
-never the concrete path, so neither logs nor metric labels carry client-chosen text. Nothing
-of the request's headers or body is logged.
+The edge layer (`services.gateway.edge`) uses these for every request: `request_id_for` keeps a
+sane client `X-Request-Id` or makes a new one, `bind_request_id` makes it the current one (for
+the gRPC metadata of `backends.py`), and after the response `Metrics.record_request` and
+`log_access` write the metrics and one access-log line (request id, method, route template,
+status, latency, user). The route is the template (`/api/v2/users/me/ai-credentials/{key}`),
+never the concrete path, so neither logs nor metric labels carry client-chosen text. Nothing of
+the request's headers or body is logged.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
-import time
-import uuid
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 _request_id: ContextVar[str] = ContextVar("aicreds_gateway_request_id", default="")
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._\-]{1,128}")
+_REQUEST_ID_HEADER = b"x-request-id"
 # Where an endpoint records the authenticated user for the access log.
 USER_SCOPE_KEY = "aicreds.user_id"
 UNMATCHED_ROUTE = "<unmatched>"
@@ -32,6 +33,64 @@ access_log = logging.getLogger("aicreds.gateway.access")
 def current_request_id() -> str:
     """The id of the request being handled ("" outside a request)."""
     return _request_id.get()
+
+
+def new_request_id() -> str:
+    """A random UUID 4 as 32 hex digits (what `uuid.uuid4().hex` gives, without the `UUID`)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return raw.hex()
+
+
+def request_id_for(scope: Scope) -> str:
+    """The client's `X-Request-Id` if it is 1-128 of `[A-Za-z0-9._-]`, else a new id."""
+    for name, value in scope["headers"]:
+        if name == _REQUEST_ID_HEADER:
+            incoming = bytes(value).decode("latin-1")
+            if _REQUEST_ID_RE.fullmatch(incoming):
+                return incoming
+            break
+    return new_request_id()
+
+
+def bind_request_id(request_id: str) -> Token[str]:
+    """Make `request_id` the current one; `unbind_request_id(token)` when the request ends."""
+    return _request_id.set(request_id)
+
+
+def unbind_request_id(token: Token[str]) -> None:
+    _request_id.reset(token)
+
+
+def route_template(scope: Scope) -> str:
+    """The template of the route that served the request, or `<unmatched>`."""
+    route: Any = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
+def log_access(
+    scope: Scope, request_id: str, method: str, route: str, status: int, elapsed: float
+) -> None:
+    """The request's one access-log line (logger `aicreds.gateway.access`, INFO)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    fields = {
+        "request_id": request_id,
+        "method": method,
+        "route": route,
+        "status": status,
+        "ms": round(elapsed * 1000, 3),
+        "user_id": scope.get(USER_SCOPE_KEY),
+        "client": (scope.get("client") or ("", 0))[0],
+    }
+    # `makeRecord` + `handle` is what `Logger.info` does, less the stack walk that finds the
+    # caller's file and line, which the JSON lines do not show.
+    record = access_log.makeRecord(
+        access_log.name, logging.INFO, __file__, 0, "request", (), None, extra={"fields": fields}
+    )
+    access_log.handle(record)
 
 
 class Metrics:
@@ -64,69 +123,21 @@ class Metrics:
             ["limit"],
             registry=self.registry,
         )
+        # The labelled children of `requests` and `latency`, looked up once per label set:
+        # `labels()` validates and locks on every call. The label sets are bounded (parsed HTTP
+        # methods, route templates, statuses), and the registry keeps the same children anyway.
+        self._request_counters: dict[tuple[str, str, int], Any] = {}
+        self._latency_histograms: dict[tuple[str, str], Any] = {}
 
-
-class ObservabilityMiddleware:
-    """Pure ASGI middleware: request id, access log, metrics (streaming responses unharmed)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        incoming = _header(scope, b"x-request-id")
-        request_id = (
-            incoming if incoming and _REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
-        )
-        token = _request_id.set(request_id)
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode("ascii")))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            elapsed = time.perf_counter() - start
-            route = _route_template(scope)
-            method = str(scope.get("method", ""))
-            self.metrics.requests.labels(method=method, route=route, status=str(status)).inc()
-            self.metrics.latency.labels(method=method, route=route).observe(elapsed)
-            access_log.info(
-                "request",
-                extra={
-                    "fields": {
-                        "request_id": request_id,
-                        "method": method,
-                        "route": route,
-                        "status": status,
-                        "ms": round(elapsed * 1000, 3),
-                        "user_id": scope.get(USER_SCOPE_KEY),
-                        "client": (scope.get("client") or ("", 0))[0],
-                    }
-                },
-            )
-            _request_id.reset(token)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
-def _route_template(scope: Scope) -> str:
-    route: Any = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else UNMATCHED_ROUTE
+    def record_request(self, method: str, route: str, status: int, elapsed: float) -> None:
+        """Count one answered request and observe its latency (seconds)."""
+        counter = self._request_counters.get((method, route, status))
+        if counter is None:
+            counter = self.requests.labels(method=method, route=route, status=str(status))
+            self._request_counters[(method, route, status)] = counter
+        counter.inc()
+        histogram = self._latency_histograms.get((method, route))
+        if histogram is None:
+            histogram = self.latency.labels(method=method, route=route)
+            self._latency_histograms[(method, route)] = histogram
+        histogram.observe(elapsed)

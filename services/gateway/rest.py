@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from services.gateway.auth import Principal
 from services.gateway.errors import ApiError, invalid_argument
@@ -138,7 +139,26 @@ class PlainEndpoint:
         return openapi_path(self.path)
 
     def route(self) -> Route:
-        return Route(self.path, self.handler, methods=list(self.methods), name=self.summary)
+        return Route(
+            self.path, HandlerApp(self.handler), methods=list(self.methods), name=self.summary
+        )
+
+
+class HandlerApp:
+    """The ASGI app of one route: `handler(Request)`, then its response.
+
+    What Starlette's `request_response` does for a function endpoint, less the exception
+    wrapper it builds around every call: errors are handled once, by `edge.GatewayEdge`.
+    """
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: PlainHandler) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.handler(Request(scope, receive, send))
+        await response(scope, receive, send)
 
 
 def openapi_path(path: str) -> str:
@@ -203,4 +223,4 @@ def rest_route(endpoint: Endpoint, gateway: Gateway) -> Route:
             {"response": dict(reply.body)}, status_code=reply.status, headers=headers
         )
 
-    return Route(endpoint.path, run, methods=[endpoint.method], name=endpoint.summary)
+    return Route(endpoint.path, HandlerApp(run), methods=[endpoint.method], name=endpoint.summary)

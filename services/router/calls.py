@@ -5,7 +5,8 @@
    The result carries the warnings, so the caller can report them even if the call then fails.
 2. `PreparedCall.check_missing` fails the call (`CredentialMissing`) when the provider says
    `on_missing_credential: error` and a key is missing - before anything is sent upstream.
-3. `Router.stream` sends it and yields the upstream's response as it arrives.
+3. `Router.stream` sends it and yields the upstream's response as it arrives; `Router.fetch`
+   sends it through `stream` and returns the whole answer at once, up to a body limit.
 
 `Router.check_upstream` answers, without sending anything, whether the egress policy lets calls
 reach a base URL (asked by the gateway when a provider is saved, SPEC 2.3).
@@ -31,7 +32,12 @@ import httpx
 from services.common.errors import AicredsError, InvalidArgument
 from services.common.header_masking import MASKED, mask_header_value
 from services.router.body_model import rewrite_model
-from services.router.errors import BadInvokeRequest, CredentialMissing, EgressRefused
+from services.router.errors import (
+    BadInvokeRequest,
+    CredentialMissing,
+    EgressRefused,
+    UpstreamUnavailable,
+)
 from services.router.headers import upstream_request_headers
 from services.router.placeholders import substitute_headers
 from services.router.upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
@@ -39,6 +45,10 @@ from services.router.upstream import UpstreamClient, UpstreamRequest, UpstreamRe
 _log = logging.getLogger("aicreds.router")
 _METHOD = re.compile(r"^[A-Z]{1,16}$")
 _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f#]")
+
+#: The most body bytes `Router.fetch` collects: half the 64 MiB gRPC message limit, so that a
+#: whole answer and its headers always fit one message.
+MAX_BUFFERED_BODY = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,15 @@ class PreparedCall:
         """Raise CredentialMissing if a key is missing and the provider says `error`."""
         if self.refuse_missing and self.missing_keys:
             raise CredentialMissing(self.missing_keys)
+
+
+@dataclass(frozen=True)
+class BufferedAnswer:
+    """The upstream's whole answer: status, headers (hop-by-hop removed) and body."""
+
+    status: int
+    headers: Sequence[tuple[str, str]]
+    body: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -250,6 +269,30 @@ class Router:
             raise
         finally:
             _log_upstream_call(prepared, response, head_ms, started, outcome)
+
+    async def fetch(
+        self, prepared: PreparedCall, *, deadline: float, max_body: int = MAX_BUFFERED_BODY
+    ) -> BufferedAnswer:
+        """Send a prepared call like `stream` (same checks, errors, deadline, log line) and
+        return the whole answer.
+
+        Raises:
+            UpstreamUnavailable: the body is longer than `max_body` bytes (the upstream
+                connection is closed at once).
+        """
+        async with self.stream(prepared, deadline=deadline) as response:
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.chunks():
+                size += len(chunk)
+                if size > max_body:
+                    raise UpstreamUnavailable(
+                        f"the upstream's answer is longer than {max_body} bytes, the most a"
+                        " buffered call returns"
+                    )
+                chunks.append(chunk)
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return BufferedAnswer(response.status, response.headers, body)
 
     async def check_upstream(self, base_url: str, *, deadline: float) -> UpstreamCheck:
         """Whether the egress policy lets calls reach `base_url`'s host; nothing is sent.

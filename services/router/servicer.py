@@ -4,10 +4,13 @@ Caller authentication, the `invoke` right and the mapping of errors to statuses 
 shared interceptor (`services.common.grpc_handlers`). What is specific here:
 
 - credential warnings go into trailing metadata `x-credential-warning`, one entry each, also
-  when the call then fails (and into initial metadata, ahead of the head), and into a log
-  line, with key names only;
+  when the call then fails (for `Invoke` into initial metadata too, ahead of the head; for
+  `InvokeBuffered` into its answer), and into a log line, with key names only;
 - the caller's deadline bounds the call;
 - a cancelled RPC closes the upstream connection at once.
+
+`Invoke` and `InvokeBuffered` share everything up to the upstream's answer (`_prepare`); the one
+streams it, the other returns it whole (`Router.fetch`).
 """
 
 from __future__ import annotations
@@ -19,22 +22,28 @@ from collections.abc import AsyncIterator, Sequence
 import grpc.aio
 from aicreds.router.v1 import router_pb2, router_pb2_grpc
 
-from services.router.calls import InvokeCall, Router
+from services.router.calls import MAX_BUFFERED_BODY, InvokeCall, PreparedCall, Router
 
 WARNING_KEY = "x-credential-warning"
 _log = logging.getLogger("aicreds.router")
 
 
 async def _report_warnings(
-    context: grpc.aio.ServicerContext, provider: str, warnings: Sequence[str]
+    context: grpc.aio.ServicerContext,
+    provider: str,
+    warnings: Sequence[str],
+    *,
+    ahead_of_the_answer: bool,
 ) -> None:
-    """Trailing metadata as the proto says; initial metadata too, so that an HTTP edge can
-    turn them into response headers before the first byte of a streamed body."""
+    """Trailing metadata as the proto says; with `ahead_of_the_answer` initial metadata too, so
+    that an HTTP edge can turn them into response headers before the first byte of a streamed
+    body."""
     if not warnings:
         return
     metadata = tuple((WARNING_KEY, w) for w in warnings)
     context.set_trailing_metadata(metadata)
-    await context.send_initial_metadata(metadata)
+    if ahead_of_the_answer:
+        await context.send_initial_metadata(metadata)
     _log.warning(
         "credential warnings",
         extra={"fields": {"provider": provider, "warnings": list(warnings)}},
@@ -67,12 +76,26 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             remaining = self._default_timeout
         return asyncio.get_running_loop().time() + remaining
 
+    async def _prepare(
+        self,
+        request: router_pb2.InvokeRequest,
+        context: grpc.aio.ServicerContext,
+        *,
+        deadline: float,
+        streamed: bool,
+    ) -> PreparedCall:
+        """Resolve and substitute, then report the warnings (also if the call then fails)."""
+        prepared = await self._router.prepare(_invoke_call(request), deadline=deadline)
+        await _report_warnings(
+            context, prepared.provider_name, prepared.warnings, ahead_of_the_answer=streamed
+        )
+        return prepared
+
     async def Invoke(  # noqa: N802 - the RPC's name
         self, request: router_pb2.InvokeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[router_pb2.InvokeResponse]:
         deadline = self._deadline(context)
-        prepared = await self._router.prepare(_invoke_call(request), deadline=deadline)
-        await _report_warnings(context, prepared.provider_name, prepared.warnings)
+        prepared = await self._prepare(request, context, deadline=deadline, streamed=True)
         async with self._router.stream(prepared, deadline=deadline) as upstream:
             # If the RPC ends while this generator is parked at a `yield` (so the cancellation
             # is raised in grpc's code, not here), close the upstream from the callback.
@@ -85,6 +108,28 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             )
             async for chunk in upstream.chunks():
                 yield router_pb2.InvokeResponse(chunk=chunk)
+
+    async def InvokeBuffered(  # noqa: N802 - the RPC's name
+        self, request: router_pb2.InvokeBufferedRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.InvokeBufferedResponse:
+        # A cancelled RPC cancels this coroutine, which leaves `Router.stream` and so closes
+        # the upstream connection: no callback needed, unlike Invoke's generator.
+        deadline = self._deadline(context)
+        prepared = await self._prepare(request.call, context, deadline=deadline, streamed=False)
+        limit = request.max_body_bytes
+        answer = await self._router.fetch(
+            prepared,
+            deadline=deadline,
+            max_body=limit if 0 < limit < MAX_BUFFERED_BODY else MAX_BUFFERED_BODY,
+        )
+        return router_pb2.InvokeBufferedResponse(
+            head=router_pb2.ResponseHead(
+                status=answer.status,
+                headers=[router_pb2.Header(name=n, value=v) for n, v in answer.headers],
+            ),
+            body=answer.body,
+            warnings=prepared.warnings,
+        )
 
     async def CheckUpstream(  # noqa: N802 - the RPC's name
         self, request: router_pb2.CheckUpstreamRequest, context: grpc.aio.ServicerContext

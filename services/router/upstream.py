@@ -1,4 +1,5 @@
-"""The upstream HTTP client: one pooled httpx client, streaming, behind the egress policy.
+"""The upstream HTTP client: pooled httpcore HTTP/1.1 connections, streaming, behind the egress
+policy.
 
 `UpstreamClient.stream` sends one request and yields an `UpstreamResponse` as soon as the
 upstream's head arrives; its body chunks are forwarded as they are read from the socket, never
@@ -6,6 +7,12 @@ buffered whole. The bytes are forwarded raw (still compressed if the upstream co
 together with the upstream's `Content-Encoding`, so that what the caller receives is exactly
 what the upstream sent. The router asks for `Accept-Encoding: identity` unless the provider's
 headers say otherwise, because the caller's own Accept-Encoding is not forwarded.
+
+The requests go straight to httpcore's HTTP/1.1 connections, kept in a small pool of our own
+(`_ConnectionPool`): httpx's client layers (cookies, redirects, auth, proxies from the
+environment, event hooks) would do nothing here but cost CPU on every call, and httpcore's own
+pool checks every idle connection on every request. What those layers would have decided is
+fixed here instead: no cookie is kept or sent, no redirect is followed, no proxy is used.
 
 Time: the whole exchange is bounded by an absolute deadline (the caller's gRPC deadline, or the
 router's default); connecting is also bounded by the connect timeout. Leaving the `stream`
@@ -19,9 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.cookiejar
+import ipaddress
+import re
 import ssl
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import httpcore
@@ -31,7 +41,24 @@ from services.router.egress import EgressNetworkBackend, EgressPolicy, Resolver,
 from services.router.errors import UpstreamTimeout, UpstreamUnavailable
 from services.router.headers import downstream_response_headers
 
-_DEFAULT_HEADERS = {"accept-encoding": "identity", "user-agent": "aicreds-router"}
+# Sent unless the request's headers name them (what httpx's client sent by default).
+_DEFAULT_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"Accept", b"*/*"),
+    (b"Accept-Encoding", b"identity"),
+    (b"Connection", b"keep-alive"),
+    (b"User-Agent", b"aicreds-router"),
+)
+_DEFAULT_NAMES = frozenset(name.decode("ascii").lower() for name, _ in _DEFAULT_HEADERS)
+_BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+
+# Every error httpcore raises for a request on the wire (it has no common base class).
+_TRANSPORT_ERRORS = (
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.TimeoutException,
+    httpcore.UnsupportedProtocol,
+    httpcore.ProxyError,
+)
 
 
 @dataclass(frozen=True)
@@ -44,17 +71,257 @@ class UpstreamRequest:
     body: bytes = field(default=b"", repr=False)
 
 
+def _wire_headers(
+    netloc: bytes, method: bytes, headers: Iterable[tuple[str, str]], body: bytes
+) -> list[tuple[bytes, bytes]]:
+    """`Host`, the request's headers, the defaults it does not override, `Content-Length`."""
+    out: list[tuple[bytes, bytes]] = [(b"Host", netloc)]
+    named: set[str] = set()
+    for name, value in headers:
+        named.add(name.lower())
+        # Values as UTF-8 bytes: HTTP carries such bytes as obs-text; names are checked
+        # tokens, so ASCII.
+        out.append((name.encode("ascii"), value.encode("utf-8")))
+    if named.isdisjoint(_DEFAULT_NAMES):
+        out.extend(_DEFAULT_HEADERS)
+    else:
+        out.extend(line for line in _DEFAULT_HEADERS if line[0].decode().lower() not in named)
+    if body or method in _BODY_METHODS:
+        out.append((b"Content-Length", str(len(body)).encode("ascii")))
+    return out
+
+
+_OriginKey = tuple[bytes, bytes, int]
+
+# The common URL that needs no normalisation (an ASCII name host, an optional port, a path and
+# query of characters httpx.URL would keep as they are): parsed without httpx.URL's cost.
+_PLAIN_URL = re.compile(
+    r"(https?)://([A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?)(?::([0-9]{1,5}))?"
+    r"((?:/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*)?"
+    r"(?:\?(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*)?)"
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _plain_host(host: str) -> bool:
+    """A host name httpx.URL keeps as is (lowercased): not number-like, or a canonical IPv4."""
+    if not host[-1].isdigit():
+        return True
+    try:
+        return str(ipaddress.IPv4Address(host)) == host
+    except ValueError:
+        return False
+
+
+class _Target:
+    """Where a URL sends a request: the origin to connect to, `Host`, the request target."""
+
+    __slots__ = ("host", "key", "netloc", "origin", "target", "waiting_for_room")
+
+    def __init__(self, url: str) -> None:
+        plain = _PLAIN_URL.fullmatch(url)
+        if plain is not None and _plain_host(plain.group(2)):
+            scheme, host, raw_port, target = plain.groups()
+            host = host.lower()
+            default = _DEFAULT_PORTS[scheme]
+            port = default if raw_port is None else int(raw_port)
+            if 0 < port < 65536:
+                self._set(scheme, host, port, port == default, target or "/")
+                return
+        # httpx.URL does what a client must: IDNA hosts, percent-encoding, default ports.
+        parsed = httpx.URL(url)
+        if parsed.scheme not in ("http", "https"):
+            raise httpcore.UnsupportedProtocol(f"unsupported scheme {parsed.scheme!r}")
+        if not parsed.raw_host:
+            raise httpcore.UnsupportedProtocol("the URL has no host")
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        self.host = parsed.host
+        self.origin = httpcore.Origin(parsed.raw_scheme, parsed.raw_host, port)
+        self.key: _OriginKey = (parsed.raw_scheme, parsed.raw_host, port)
+        self.netloc = parsed.netloc
+        self.target = parsed.raw_path
+        self.waiting_for_room = False  # set while the pool is full and this call waits
+
+    def _set(self, scheme: str, host: str, port: int, default_port: bool, target: str) -> None:
+        raw_host = host.encode("ascii")
+        self.host = host
+        self.origin = httpcore.Origin(scheme.encode("ascii"), raw_host, port)
+        self.key = (self.origin.scheme, raw_host, port)
+        self.netloc = raw_host if default_port else b"%s:%d" % (raw_host, port)
+        self.target = target.encode("ascii")
+        self.waiting_for_room = False
+
+
+class _ConnectionPool:
+    """HTTP/1.1 connections per origin, most recently used first.
+
+    Only the connection about to be reused is checked (closed, keep-alive expired, or readable
+    while idle, which means the server closed it), so a call costs O(1) whatever the pool size;
+    the other idle connections are swept at most once a second.
+    """
+
+    def __init__(
+        self,
+        backend: httpcore.AsyncNetworkBackend,
+        ssl_context: ssl.SSLContext,
+        *,
+        max_connections: int,
+        max_keepalive: int,
+        keepalive_expiry: float,
+    ) -> None:
+        self._backend = backend
+        self._ssl_context = ssl_context
+        self._ssl_context.set_alpn_protocols(["http/1.1"])
+        self._max_connections = max_connections
+        self._max_keepalive = max_keepalive
+        self._keepalive_expiry = keepalive_expiry
+        self._idle: dict[_OriginKey, list[httpcore.AsyncHTTP11Connection]] = {}
+        self._idle_count = 0
+        self._open = 0  # connections counted against max_connections (in use, idle, opening)
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._next_sweep = 0.0
+        self._closed = False
+
+    def _reusable(self, key: _OriginKey) -> httpcore.AsyncHTTP11Connection | None:
+        """An idle connection to `key`'s origin that is still good, or None; drops bad ones."""
+        idle = self._idle.get(key)
+        while idle:
+            connection = idle.pop()
+            self._idle_count -= 1
+            if connection.is_available() and not connection.has_expired():
+                return connection
+            self._forget(connection)
+        return None
+
+    async def acquire(
+        self, target: _Target, connect_timeout: float
+    ) -> httpcore.AsyncHTTP11Connection:
+        """A connection to `target`'s origin: a checked idle one, or a new one; waits while
+        the pool is full (the caller bounds the wait; `target.waiting_for_room` says it is
+        waiting)."""
+        while True:
+            connection = self._reusable(target.key)
+            if connection is not None:
+                return connection
+            if self._open < self._max_connections:
+                break
+            if self._idle_count:  # full of idle connections to other origins: drop one
+                self._drop_one_idle()
+                break
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            target.waiting_for_room = True  # left set if the wait is cut short
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done():  # woken, then cut short: pass the turn on
+                    self._wake()
+                else:
+                    waiter.cancel()
+                raise
+            target.waiting_for_room = False
+        self._open += 1
+        try:
+            return await self._connect(target.origin, target.host, connect_timeout)
+        except BaseException:
+            self._open -= 1
+            self._wake()
+            raise
+
+    async def _connect(
+        self, origin: httpcore.Origin, host: str, timeout: float
+    ) -> httpcore.AsyncHTTP11Connection:
+        stream = await self._backend.connect_tcp(
+            origin.host.decode("ascii"), origin.port, timeout=timeout
+        )
+        try:
+            if origin.scheme == b"https":
+                stream = await stream.start_tls(
+                    self._ssl_context, server_hostname=host, timeout=timeout
+                )
+        except BaseException:
+            await stream.aclose()
+            raise
+        return httpcore.AsyncHTTP11Connection(origin, stream, self._keepalive_expiry)
+
+    async def release(self, key: _OriginKey, connection: httpcore.AsyncHTTP11Connection) -> None:
+        """Take back a connection whose response is closed: keep it idle, or close it."""
+        if not self._closed and connection.is_idle() and self._idle_count < self._max_keepalive:
+            self._idle.setdefault(key, []).append(connection)
+            self._idle_count += 1
+            self._wake()
+        else:
+            self._forget(connection)
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            self._sweep()
+
+    def _forget(self, connection: httpcore.AsyncHTTP11Connection) -> None:
+        """Stop counting `connection` and close it (in the background: it may still have a
+        socket to close)."""
+        self._open -= 1
+        self._wake()
+        if not connection.is_closed():
+            _close_soon(connection)
+
+    def _drop_one_idle(self) -> None:
+        for idle in self._idle.values():
+            if idle:
+                self._idle_count -= 1
+                self._forget(idle.pop(0))
+                return
+
+    def _sweep(self) -> None:
+        """Close idle connections that expired or that the server closed."""
+        for key, idle in list(self._idle.items()):
+            keep = [c for c in idle if c.is_available() and not c.has_expired()]
+            for connection in idle:
+                if connection not in keep:
+                    self._idle_count -= 1
+                    self._forget(connection)
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def aclose(self) -> None:
+        self._closed = True
+        idle = [c for connections in self._idle.values() for c in connections]
+        self._idle.clear()
+        self._idle_count = 0
+        for connection in idle:
+            self._open -= 1
+            await connection.aclose()
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_soon(connection: httpcore.AsyncHTTP11Connection) -> None:
+    task = asyncio.ensure_future(connection.aclose())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
 class UpstreamResponse:
     """The upstream's head, and its body as an async iterator of raw chunks."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpcore.Response, release: _Release) -> None:
         self._response = response
-        self.status = response.status_code
+        self._release = release
+        self.status = response.status
         self.bytes_received = 0
         self.chunks_received = 0
         self.headers = downstream_response_headers(
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in response.headers.raw
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in response.headers
         )
 
     def __repr__(self) -> str:
@@ -63,18 +330,45 @@ class UpstreamResponse:
     async def chunks(self) -> AsyncIterator[bytes]:
         """Each piece of the body as it arrives; UpstreamUnavailable if the connection drops."""
         try:
-            async for chunk in self._response.aiter_raw():
+            async for chunk in self._response.aiter_stream():
                 if chunk:
                     self.bytes_received += len(chunk)
                     self.chunks_received += 1
                     yield chunk
-        except httpx.TransportError:
+        except _TRANSPORT_ERRORS:
             raise UpstreamUnavailable("the upstream connection was lost mid-response") from None
 
     def abort(self) -> None:
         """Close the upstream connection soon, from a callback (e.g. the RPC was cancelled)."""
-        if not self._response.is_closed:
-            asyncio.ensure_future(self._response.aclose())
+        if not self._release.done:
+            task = asyncio.ensure_future(self._release.close(self._response))
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+
+
+class _Release:
+    """Closes one response and gives its connection back to the pool, once."""
+
+    __slots__ = ("_connection", "_key", "_pool", "done")
+
+    def __init__(
+        self, pool: _ConnectionPool, key: _OriginKey, connection: httpcore.AsyncHTTP11Connection
+    ) -> None:
+        self._pool = pool
+        self._key = key
+        self._connection = connection
+        self.done = False
+
+    async def close(self, response: httpcore.Response | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            if response is not None:
+                # Closing a response not read to its end closes the connection (httpcore).
+                await response.aclose()
+        finally:
+            await self._pool.release(self._key, self._connection)
 
 
 def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
@@ -84,13 +378,8 @@ def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file)
 
 
-def _cookie_jar_that_keeps_nothing() -> http.cookiejar.CookieJar:
-    """A cookie jar whose policy accepts no cookie from any domain."""
-    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-
-
 class UpstreamClient:
-    """A pooled httpx client whose every connection passes the egress policy."""
+    """A pool of HTTP/1.1 connections whose every connection passes the egress policy."""
 
     def __init__(
         self,
@@ -106,30 +395,19 @@ class UpstreamClient:
     ) -> None:
         self._connect_timeout = connect_timeout
         self.backend = EgressNetworkBackend(policy, resolver, network_backend)
-        transport = httpx.AsyncHTTPTransport(trust_env=False)
-        # httpx has no public hook for the network backend, so its pool is replaced by an
-        # identical one that connects through the egress backend (httpx is pinned).
-        transport._pool = httpcore.AsyncConnectionPool(
-            ssl_context=_ssl_context(ca_file),
+        # No proxy is ever used (an HTTP(S)_PROXY variable must not route around the egress
+        # policy), no cookie is kept (the client is shared by every user's calls) and no
+        # redirect is followed: this client has none of those features.
+        self._pool = _ConnectionPool(
+            self.backend,
+            _ssl_context(ca_file),
             max_connections=max_connections,
-            max_keepalive_connections=max_keepalive,
+            max_keepalive=max_keepalive,
             keepalive_expiry=keepalive_expiry,
-            network_backend=self.backend,
-        )
-        # trust_env=False: an HTTP(S)_PROXY variable must not route around the egress policy.
-        # The client is shared by every user's calls, so it must keep no cookies: a Set-Cookie
-        # answered to one user would otherwise be sent on the next user's call to that host.
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            trust_env=False,
-            cookies=_cookie_jar_that_keeps_nothing(),
-            follow_redirects=False,
-            headers=_DEFAULT_HEADERS,
-            timeout=None,
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._pool.aclose()
 
     async def checked_addresses(self, host: str, port: int, *, deadline: float) -> list[str]:
         """The addresses a connection to `host:port` would try, resolved and checked exactly
@@ -158,50 +436,60 @@ class UpstreamClient:
         if remaining <= 0:
             raise UpstreamTimeout("the call's deadline passed before the upstream was called")
         connect = min(self._connect_timeout, remaining)
-        timeout = httpx.Timeout(connect=connect, read=None, write=None, pool=remaining)
-        outgoing = self._client.build_request(
-            request.method,
-            request.url,
-            # Values as UTF-8 bytes: httpx would refuse (and crash on) a non-ASCII str, while
-            # HTTP carries such bytes as obs-text; names are checked tokens, so ASCII.
-            headers=[(n.encode("ascii"), v.encode("utf-8")) for n, v in request.headers],
-            content=request.body,
-            timeout=timeout,
-        )
-        response: httpx.Response | None = None
+        release: _Release | None = None
+        target: _Target | None = None
+        response: httpcore.Response | None = None
         try:
             async with asyncio.timeout_at(deadline):
                 try:
-                    response = await self._client.send(outgoing, stream=True)
-                except httpx.ConnectTimeout:
+                    target = _Target(request.url)
+                    method = request.method.encode("ascii")
+                    outgoing = httpcore.Request(
+                        method,
+                        httpcore.URL(
+                            scheme=target.origin.scheme,
+                            host=target.origin.host,
+                            port=target.origin.port,
+                            target=target.target,
+                        ),
+                        headers=_wire_headers(target.netloc, method, request.headers, request.body),
+                        content=request.body,
+                    )
+                    connection = await self._pool.acquire(target, connect)
+                    release = _Release(self._pool, target.key, connection)
+                    response = await connection.handle_async_request(outgoing)
+                except httpcore.ConnectTimeout:
                     if connect < remaining:
                         raise UpstreamUnavailable(
                             f"the upstream did not accept a connection within {connect:g} s"
                         ) from None
                     raise UpstreamTimeout("the call's deadline passed while connecting") from None
-                except httpx.PoolTimeout:
-                    raise UpstreamTimeout(
-                        "every upstream connection of the router stayed busy until the deadline"
-                    ) from None
-                except httpx.TimeoutException:
+                except httpcore.TimeoutException:
                     raise UpstreamTimeout("the upstream did not answer in time") from None
-                except httpx.TransportError as err:
+                except (*_TRANSPORT_ERRORS, httpx.InvalidURL) as err:
                     raise UpstreamUnavailable(_describe(err, request.url)) from None
-                yield UpstreamResponse(response)
+                yield UpstreamResponse(response, release)
         except TimeoutError:
+            if target is not None and target.waiting_for_room:
+                raise UpstreamTimeout(
+                    "every upstream connection of the router stayed busy until the deadline"
+                ) from None
             raise UpstreamTimeout(
                 "the upstream did not finish before the call's deadline"
             ) from None
         finally:
-            if response is not None:
-                await response.aclose()
+            if release is not None:
+                await release.close(response)
 
 
-def _describe(err: httpx.TransportError, url: str) -> str:
+def _describe(err: Exception, url: str) -> str:
     """A public description of a transport error (the URL holds no secret: no query)."""
-    host = httpx.URL(url).host
-    if isinstance(err, httpx.ConnectError):
+    try:
+        host = httpx.URL(url).host
+    except httpx.InvalidURL:
+        host = "(invalid URL)"
+    if isinstance(err, httpcore.ConnectError):
         return f"could not connect to the upstream {host}"
-    if isinstance(err, httpx.RemoteProtocolError):
+    if isinstance(err, httpcore.RemoteProtocolError):
         return f"the upstream {host} broke the HTTP protocol"
     return f"the connection to the upstream {host} failed"

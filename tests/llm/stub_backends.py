@@ -38,9 +38,15 @@ class RouterScript:
 
 
 class StubRouter(router_pb2_grpc.RouterServiceServicer):  # type: ignore[misc]
+    """Answers Invoke and InvokeBuffered from the same script; `requests` holds the calls of
+    both (an InvokeBuffered's `call`), `rpcs` which RPC each was and `max_body_bytes` what a
+    buffered call asked for."""
+
     def __init__(self) -> None:
         self.script = RouterScript()
         self.requests: list[router_pb2.InvokeRequest] = []
+        self.rpcs: list[str] = []
+        self.max_body_bytes: list[int] = []
         self.metadata: list[dict[str, str]] = []
         self.first_chunk_sent = threading.Event()
         self.last_chunk_sent = threading.Event()
@@ -51,6 +57,8 @@ class StubRouter(router_pb2_grpc.RouterServiceServicer):  # type: ignore[misc]
     def reset(self, script: RouterScript | None = None) -> None:
         self.script = script or RouterScript()
         self.requests.clear()
+        self.rpcs.clear()
+        self.max_body_bytes.clear()
         self.metadata.clear()
         self.first_chunk_sent.clear()
         self.last_chunk_sent.clear()
@@ -69,6 +77,7 @@ class StubRouter(router_pb2_grpc.RouterServiceServicer):  # type: ignore[misc]
     ) -> AsyncIterator[router_pb2.InvokeResponse]:
         script = self.script
         self.requests.append(request)
+        self.rpcs.append("Invoke")
         self.metadata.append({k: v for k, v in context.invocation_metadata() or ()})
         if self._release is None:
             self._release = asyncio.Event()
@@ -103,6 +112,44 @@ class StubRouter(router_pb2_grpc.RouterServiceServicer):  # type: ignore[misc]
             self.cancelled_at = time.monotonic()
             self.cancelled.set()
             raise
+
+    async def InvokeBuffered(  # noqa: N802 - the gRPC method name
+        self, request: router_pb2.InvokeBufferedRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.InvokeBufferedResponse:
+        """The script as one answer: `hold_after_first_chunk` holds the whole answer,
+        `fail_after_chunks` fails the call (a buffered call has no partial answer)."""
+        script = self.script
+        self.requests.append(request.call)
+        self.rpcs.append("InvokeBuffered")
+        self.max_body_bytes.append(request.max_body_bytes)
+        self.metadata.append({k: v for k, v in context.invocation_metadata() or ()})
+        if self._release is None:
+            self._release = asyncio.Event()
+        release = self._release
+        warnings = list(dict.fromkeys(script.initial_warnings + script.trailing_warnings))
+        if warnings:
+            context.set_trailing_metadata(tuple(("x-credential-warning", w) for w in warnings))
+        try:
+            if script.fail_before_head is not None:
+                await _abort(context, script.fail_before_head)
+            if script.hold_after_first_chunk:
+                await release.wait()
+            self.first_chunk_sent.set()
+            self.last_chunk_sent.set()
+            if script.fail_after_chunks is not None:
+                await _abort(context, script.fail_after_chunks)
+        except asyncio.CancelledError:
+            self.cancelled_at = time.monotonic()
+            self.cancelled.set()
+            raise
+        return router_pb2.InvokeBufferedResponse(
+            head=router_pb2.ResponseHead(
+                status=script.status,
+                headers=[router_pb2.Header(name=n, value=v) for n, v in script.headers],
+            ),
+            body=b"".join(script.chunks),
+            warnings=warnings,
+        )
 
 
 async def _abort(context: grpc.aio.ServicerContext, failure: Failure) -> None:

@@ -7,11 +7,12 @@ import gzip
 import socket
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from services.router.egress import EgressPolicy
 from services.router.errors import UpstreamTimeout, UpstreamUnavailable
-from services.router.upstream import UpstreamClient, UpstreamRequest
+from services.router.upstream import UpstreamClient, UpstreamRequest, _Target
 from tests.router.upstream_server import (
     RecordedRequest,
     Reply,
@@ -240,3 +241,91 @@ async def test_no_cookie_from_one_call_reaches_the_next(
     first, second = upstream.requests
     assert first.header("cookie") is None
     assert second.header("cookie") is None
+
+
+async def test_a_connection_the_upstream_closed_while_idle_is_not_reused(
+    upstream: UpstreamServer, client: UpstreamClient
+) -> None:
+    async def answers_then_closes(request: RecordedRequest, reply: Reply) -> None:
+        await reply.head(200, [("content-length", "2")])  # no `Connection: close`
+        await reply.chunk(b"ok")
+        await reply.end()
+        reply.close()  # the client's idle keep-alive connection is now stale
+
+    upstream.handler = answers_then_closes
+
+    async def get() -> int:
+        request = UpstreamRequest("GET", upstream.base_url + "/", [])
+        async with client.stream(request, deadline=_deadline(5)) as response:
+            _ = [c async for c in response.chunks()]
+            return response.status
+
+    assert await get() == 200
+    await asyncio.sleep(0.05)
+    assert await get() == 200
+    assert len(upstream.requests) == 2
+
+
+async def test_a_full_pool_makes_calls_wait_for_a_connection(upstream: UpstreamServer) -> None:
+    gate = asyncio.Event()
+
+    async def held(request: RecordedRequest, reply: Reply) -> None:
+        await gate.wait()
+        await reply.head(200, [("content-length", "2")])
+        await reply.chunk(b"ok")
+        await reply.end()
+
+    upstream.handler = held
+    client = UpstreamClient(
+        EgressPolicy.from_setting("127.0.0.1"), connect_timeout=2, max_connections=1
+    )
+
+    async def get(seconds: float) -> bytes:
+        request = UpstreamRequest("GET", upstream.base_url + "/", [])
+        async with client.stream(request, deadline=_deadline(seconds)) as response:
+            return b"".join([c async for c in response.chunks()])
+
+    try:
+        first = asyncio.ensure_future(get(5))
+        while not upstream.requests:
+            await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(get(5))
+        await asyncio.sleep(0.05)
+        with pytest.raises(UpstreamTimeout, match="busy"):
+            await get(0.2)
+        gate.set()
+        assert await first == b"ok"
+        assert await second == b"ok"
+        assert len(upstream.requests) == 2
+        assert len(upstream._tasks) == 1  # the second call waited for the first's connection
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/v1/chat/completions",
+        "https://API.OpenAI.com/v1/chat/completions?api-version=2024-01&x=a%2Fb",
+        "https://api.example.com:443/",
+        "http://api.example.com:80",
+        "https://api.example.com:8443/v1/models/a:b@c;d=e,f+g~h!$'()*",
+        "https://api.example.com/a%zz/b?q=1?2/3",
+        "https://api.example.com/ü?ö=1",
+        'https://api.example.com/a"b<c>{d}|e^`',
+        "http://[::1]:8080/v1",
+        "http://127.1/v1",
+        "http://0x7f.0.0.1/",
+        "https://bücher.example/v1",
+        "http://api.example.com:0080/",
+    ],
+)
+def test_requests_go_where_httpx_url_would_send_them(url: str) -> None:
+    """The fast parse of plain URLs and the httpx.URL fallback agree with httpx.URL."""
+    expected = httpx.URL(url)
+    target = _Target(url)
+    assert target.origin.scheme == expected.raw_scheme
+    assert target.origin.host == expected.raw_host
+    assert target.origin.port == (expected.port or (443 if expected.scheme == "https" else 80))
+    assert target.netloc == expected.netloc
+    assert target.target == expected.raw_path

@@ -56,6 +56,10 @@ class Reply:
         self._writer.write(self._conn.send(h11.EndOfMessage()))
         await self._writer.drain()
 
+    def close(self) -> None:
+        """Close the connection after a complete answer, as a keep-alive timeout does."""
+        self._writer.close()
+
 
 Handler = Callable[[RecordedRequest, Reply], Awaitable[None]]
 

@@ -1,5 +1,9 @@
 """One model call: authenticate, read the body, ask the router, relay its answer.
 
+A call whose body asks for `"stream": true` is relayed from the router's streaming `Invoke` as
+it arrives (`streaming.RouterRelay`); any other is answered from `InvokeBuffered`, the whole
+answer in one message (`buffered.BufferedAnswer`), which costs both sides less.
+
 `LlmBackend` is everything the model endpoints need from the gateway: its admission (which
 authenticates, rate-limits and checks the scope), the router stub, the vault's provider list and
 the limits. The two vendors (`OPENAI`, `ANTHROPIC`) differ only in where their SDK's base URL
@@ -28,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.gateway.errors import ApiError
+from services.gateway.llm.buffered import BufferedAnswer
 from services.gateway.llm.errors import (
     anthropic_error_response,
     anthropic_stream_error_event,
@@ -158,22 +163,31 @@ async def invoke(request: Request, backend: LlmBackend, vendor: Vendor) -> Respo
         internal = internal_error(err, route=str(getattr(request.scope.get("route"), "path", "")))
         internal.headers = {**headers, **internal.headers}
         return render_error(internal)
-    call = backend.router_stub().Invoke(
-        router_pb2.InvokeRequest(
-            user_id=principal.user_id,
-            model=options.model,
-            method=request.method,
-            path=vendor.upstream_path(request),
-            query=request.url.query,
-            headers=forwarded_headers(request),
-            body=body,
-        ),
-        timeout=backend.router_timeout,
-        metadata=tuple(backend.request_metadata()),
-    )
+    call: dict[str, Any] = {
+        "user_id": principal.user_id,
+        "model": options.model,
+        "method": request.method,
+        "path": vendor.upstream_path(request),
+        "query": request.url.query,
+        "headers": forwarded_headers(request),
+        "body": body,
+    }
+    stub = backend.router_stub()
+    metadata = tuple(backend.request_metadata())
+    if not options.stream:
+        return BufferedAnswer(
+            stub.InvokeBuffered(
+                router_pb2.InvokeBufferedRequest(call=call),
+                timeout=backend.router_timeout,
+                metadata=metadata,
+            ),
+            render_error=render_error,
+            extra_headers=headers,
+        )
     return RouterRelay(
-        call,
-        stream=options.stream,
+        stub.Invoke(
+            router_pb2.InvokeRequest(**call), timeout=backend.router_timeout, metadata=metadata
+        ),
         render_error=render_error,
         stream_error_event=vendor.stream_error_event,
         extra_headers=headers,

@@ -1,15 +1,12 @@
 """Relaying the router's `Invoke` stream to an HTTP client as it arrives.
 
-`RouterRelay` is the ASGI response of a model call. The router's first message is the upstream's
-status and headers; every later one a body chunk, which goes to the client at once (no
-buffering; `Transfer-Encoding: chunked`). A non-streaming answer (the client did not ask for
-`stream` and the upstream sent no event stream) is collected first, up to `BUFFER_LIMIT`, so that
-credential warnings from the router's trailing metadata can still become response headers and a
-failure before the end can still become a proper error answer.
+`RouterRelay` is the ASGI response of a streamed model call (the client asked for `stream`). The
+router's first message is the upstream's status and headers; every later one a body chunk, which
+goes to the client at once (no buffering; `Transfer-Encoding: chunked`). Non-streamed calls are
+answered from the router's `InvokeBuffered` instead (`buffered.py`), with the helpers here.
 
 Credential warnings (`x-credential-warning`) are read from the call's initial metadata (known
-before the first byte) and, for collected answers, its trailing metadata; each becomes one
-`X-Credential-Warning` response header.
+before the first byte); each becomes one `X-Credential-Warning` response header.
 
 The client going away cancels the gRPC call, which cancels the upstream request. A failure after
 the head was sent ends an event stream with one error event in the vendor's shape; any other body
@@ -21,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import grpc
@@ -40,7 +37,10 @@ Send = Callable[[Message], Awaitable[None]]
 WARNING_METADATA_KEY = "x-credential-warning"
 WARNING_HEADER = "x-credential-warning"
 UPSTREAM_REQUEST_ID = "x-upstream-request-id"
+#: A non-streamed answer up to this size gets a Content-Length; a longer one is sent chunked.
 BUFFER_LIMIT = 8 * 1024 * 1024
+#: Added to an event stream's headers, so that no proxy on the way buffers it.
+EVENT_STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 
 #: Response headers not relayed: hop-by-hop ones (RFC 9110 7.6.1), plus those the gateway sets
 #: itself: the length (we re-frame the body), the date and server of our hop, and the upstream's
@@ -88,7 +88,13 @@ def credential_warnings(*metadata: Any) -> list[str]:
     return warnings
 
 
-def _warning_headers(warnings: Iterable[str]) -> list[tuple[bytes, bytes]]:
+def is_event_stream(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether relayed headers say `Content-Type: text/event-stream`."""
+    content_type = next((v for k, v in headers if k == b"content-type"), b"")
+    return content_type.startswith(b"text/event-stream")
+
+
+def warning_headers(warnings: Iterable[str]) -> list[tuple[bytes, bytes]]:
     # A header value must stay on one line; warnings name keys only, but be strict anyway.
     return [
         (WARNING_HEADER.encode(), " ".join(w.split()).encode("latin-1", "replace"))
@@ -107,7 +113,6 @@ class RouterRelay(Response):
         self,
         call: grpc.aio.UnaryStreamCall,
         *,
-        stream: bool,
         render_error: ErrorRenderer,
         stream_error_event: StreamErrorEvent,
         extra_headers: Mapping[str, str] | None = None,
@@ -117,7 +122,6 @@ class RouterRelay(Response):
         self.raw_headers = []
         self._call = call
         self._complete = False
-        self._stream = stream
         self._render_error = render_error
         self._stream_error_event = stream_error_event
         self._extra = [
@@ -127,7 +131,7 @@ class RouterRelay(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         relay = asyncio.ensure_future(self._relay(scope, receive, send))
-        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
         try:
             await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -160,41 +164,11 @@ class RouterRelay(Response):
         head = first.head
         headers = relayed_headers(head) + self._extra
         warnings = credential_warnings(await self._call.initial_metadata())
-        content_type = next((v for k, v in headers if k == b"content-type"), b"")
-        event_stream = content_type.startswith(b"text/event-stream")
+        event_stream = is_event_stream(headers)
         if event_stream:
-            headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-
-        sent = bytearray()
-        if not self._stream and not event_stream:
-            complete = True
-            try:
-                while len(sent) <= BUFFER_LIMIT:
-                    message = await self._call.read()
-                    if message is grpc.aio.EOF:
-                        break
-                    sent += message.chunk
-                else:
-                    complete = False
-            except grpc.aio.AioRpcError as err:
-                await self._send_error(from_rpc_error(err, "router"), scope, receive, send)
-                return
-            if complete:
-                warnings = credential_warnings(
-                    await self._call.initial_metadata(), await self._call.trailing_metadata()
-                )
-                headers += _warning_headers(warnings)
-                headers.append((b"content-length", str(len(sent)).encode()))
-                await send(
-                    {"type": "http.response.start", "status": head.status, "headers": headers}
-                )
-                await send({"type": "http.response.body", "body": bytes(sent)})
-                return
-
-        headers += _warning_headers(warnings)
+            headers += EVENT_STREAM_HEADERS
+        headers += warning_headers(warnings)
         await send({"type": "http.response.start", "status": head.status, "headers": headers})
-        if sent:
-            await send({"type": "http.response.body", "body": bytes(sent), "more_body": True})
         try:
             while True:
                 message = await self._call.read()
@@ -224,7 +198,7 @@ class RouterRelay(Response):
         await response(scope, receive, send)
 
 
-async def _wait_for_disconnect(receive: Receive) -> None:
+async def wait_for_disconnect(receive: Receive) -> None:
     """Return when the client has gone away (the request body was read before)."""
     while True:
         message = await receive()

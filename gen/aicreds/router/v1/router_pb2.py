@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61icreds/router/v1/router.proto\x12\x11\x61icreds.router.v1\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xbb\x01\n\rInvokeRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\rprovider_name\x18\x02 \x01(\tH\x00\x12\x0f\n\x05model\x18\x03 \x01(\tH\x00\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x0c\n\x04path\x18\x05 \x01(\t\x12\r\n\x05query\x18\x06 \x01(\t\x12*\n\x07headers\x18\x07 \x03(\x0b\x32\x19.aicreds.router.v1.Header\x12\x0c\n\x04\x62ody\x18\x08 \x01(\x0c\x42\x08\n\x06target\"J\n\x0cResponseHead\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12*\n\x07headers\x18\x02 \x03(\x0b\x32\x19.aicreds.router.v1.Header\"Z\n\x0eInvokeResponse\x12/\n\x04head\x18\x01 \x01(\x0b\x32\x1f.aicreds.router.v1.ResponseHeadH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"8\n\x0ePreviewRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x15\n\rprovider_name\x18\x02 \x01(\t\"O\n\x0fPreviewResponse\x12*\n\x07headers\x18\x01 \x03(\x0b\x32\x19.aicreds.router.v1.Header\x12\x10\n\x08warnings\x18\x02 \x03(\t\"(\n\x14\x43heckUpstreamRequest\x12\x10\n\x08\x62\x61se_url\x18\x01 \x01(\t\"J\n\x15\x43heckUpstreamResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08resolved\x18\x03 \x01(\x08\x32\x96\x02\n\rRouterService\x12O\n\x06Invoke\x12 .aicreds.router.v1.InvokeRequest\x1a!.aicreds.router.v1.InvokeResponse0\x01\x12P\n\x07Preview\x12!.aicreds.router.v1.PreviewRequest\x1a\".aicreds.router.v1.PreviewResponse\x12\x62\n\rCheckUpstream\x12\'.aicreds.router.v1.CheckUpstreamRequest\x1a(.aicreds.router.v1.CheckUpstreamResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61icreds/router/v1/router.proto\x12\x11\x61icreds.router.v1\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xbb\x01\n\rInvokeRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\rprovider_name\x18\x02 \x01(\tH\x00\x12\x0f\n\x05model\x18\x03 \x01(\tH\x00\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x0c\n\x04path\x18\x05 \x01(\t\x12\r\n\x05query\x18\x06 \x01(\t\x12*\n\x07headers\x18\x07 \x03(\x0b\x32\x19.aicreds.router.v1.Header\x12\x0c\n\x04\x62ody\x18\x08 \x01(\x0c\x42\x08\n\x06target\"J\n\x0cResponseHead\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12*\n\x07headers\x18\x02 \x03(\x0b\x32\x19.aicreds.router.v1.Header\"Z\n\x0eInvokeResponse\x12/\n\x04head\x18\x01 \x01(\x0b\x32\x1f.aicreds.router.v1.ResponseHeadH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"_\n\x15InvokeBufferedRequest\x12.\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32 .aicreds.router.v1.InvokeRequest\x12\x16\n\x0emax_body_bytes\x18\x02 \x01(\r\"g\n\x16InvokeBufferedResponse\x12-\n\x04head\x18\x01 \x01(\x0b\x32\x1f.aicreds.router.v1.ResponseHead\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x10\n\x08warnings\x18\x03 \x03(\t\"8\n\x0ePreviewRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x15\n\rprovider_name\x18\x02 \x01(\t\"O\n\x0fPreviewResponse\x12*\n\x07headers\x18\x01 \x03(\x0b\x32\x19.aicreds.router.v1.Header\x12\x10\n\x08warnings\x18\x02 \x03(\t\"(\n\x14\x43heckUpstreamRequest\x12\x10\n\x08\x62\x61se_url\x18\x01 \x01(\t\"J\n\x15\x43heckUpstreamResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08resolved\x18\x03 \x01(\x08\x32\xfd\x02\n\rRouterService\x12O\n\x06Invoke\x12 .aicreds.router.v1.InvokeRequest\x1a!.aicreds.router.v1.InvokeResponse0\x01\x12\x65\n\x0eInvokeBuffered\x12(.aicreds.router.v1.InvokeBufferedRequest\x1a).aicreds.router.v1.InvokeBufferedResponse\x12P\n\x07Preview\x12!.aicreds.router.v1.PreviewRequest\x1a\".aicreds.router.v1.PreviewResponse\x12\x62\n\rCheckUpstream\x12\'.aicreds.router.v1.CheckUpstreamRequest\x1a(.aicreds.router.v1.CheckUpstreamResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,14 +39,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESPONSEHEAD']._serialized_end=356
   _globals['_INVOKERESPONSE']._serialized_start=358
   _globals['_INVOKERESPONSE']._serialized_end=448
-  _globals['_PREVIEWREQUEST']._serialized_start=450
-  _globals['_PREVIEWREQUEST']._serialized_end=506
-  _globals['_PREVIEWRESPONSE']._serialized_start=508
-  _globals['_PREVIEWRESPONSE']._serialized_end=587
-  _globals['_CHECKUPSTREAMREQUEST']._serialized_start=589
-  _globals['_CHECKUPSTREAMREQUEST']._serialized_end=629
-  _globals['_CHECKUPSTREAMRESPONSE']._serialized_start=631
-  _globals['_CHECKUPSTREAMRESPONSE']._serialized_end=705
-  _globals['_ROUTERSERVICE']._serialized_start=708
-  _globals['_ROUTERSERVICE']._serialized_end=986
+  _globals['_INVOKEBUFFEREDREQUEST']._serialized_start=450
+  _globals['_INVOKEBUFFEREDREQUEST']._serialized_end=545
+  _globals['_INVOKEBUFFEREDRESPONSE']._serialized_start=547
+  _globals['_INVOKEBUFFEREDRESPONSE']._serialized_end=650
+  _globals['_PREVIEWREQUEST']._serialized_start=652
+  _globals['_PREVIEWREQUEST']._serialized_end=708
+  _globals['_PREVIEWRESPONSE']._serialized_start=710
+  _globals['_PREVIEWRESPONSE']._serialized_end=789
+  _globals['_CHECKUPSTREAMREQUEST']._serialized_start=791
+  _globals['_CHECKUPSTREAMREQUEST']._serialized_end=831
+  _globals['_CHECKUPSTREAMRESPONSE']._serialized_start=833
+  _globals['_CHECKUPSTREAMRESPONSE']._serialized_end=907
+  _globals['_ROUTERSERVICE']._serialized_start=910
+  _globals['_ROUTERSERVICE']._serialized_end=1291
 # @@protoc_insertion_point(module_scope)

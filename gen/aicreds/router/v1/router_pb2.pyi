@@ -50,6 +50,24 @@ class InvokeResponse(_message.Message):
     chunk: bytes
     def __init__(self, head: _Optional[_Union[ResponseHead, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
+class InvokeBufferedRequest(_message.Message):
+    __slots__ = ("call", "max_body_bytes")
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    MAX_BODY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    call: InvokeRequest
+    max_body_bytes: int
+    def __init__(self, call: _Optional[_Union[InvokeRequest, _Mapping]] = ..., max_body_bytes: _Optional[int] = ...) -> None: ...
+
+class InvokeBufferedResponse(_message.Message):
+    __slots__ = ("head", "body", "warnings")
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    head: ResponseHead
+    body: bytes
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, head: _Optional[_Union[ResponseHead, _Mapping]] = ..., body: _Optional[bytes] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class PreviewRequest(_message.Message):
     __slots__ = ("user_id", "provider_name")
     USER_ID_FIELD_NUMBER: _ClassVar[int]

@@ -40,6 +40,11 @@ class RouterServiceStub:
                 request_serializer=aicreds_dot_router_dot_v1_dot_router__pb2.InvokeRequest.SerializeToString,
                 response_deserializer=aicreds_dot_router_dot_v1_dot_router__pb2.InvokeResponse.FromString,
                 _registered_method=True)
+        self.InvokeBuffered = channel.unary_unary(
+                '/aicreds.router.v1.RouterService/InvokeBuffered',
+                request_serializer=aicreds_dot_router_dot_v1_dot_router__pb2.InvokeBufferedRequest.SerializeToString,
+                response_deserializer=aicreds_dot_router_dot_v1_dot_router__pb2.InvokeBufferedResponse.FromString,
+                _registered_method=True)
         self.Preview = channel.unary_unary(
                 '/aicreds.router.v1.RouterService/Preview',
                 request_serializer=aicreds_dot_router_dot_v1_dot_router__pb2.PreviewRequest.SerializeToString,
@@ -60,6 +65,18 @@ class RouterServiceServicer:
         """Invoke sends one HTTP request upstream for a user and streams the answer: the first
         message carries the upstream status and headers, every later one a body chunk as it
         arrived. Upstream HTTP errors (4xx/5xx) are passed through as a normal head and body.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InvokeBuffered(self, request, context):
+        """InvokeBuffered is the same call, answered once with the whole upstream response: for
+        callers that do not relay the body as it arrives (an HTTP edge serving a non-streamed
+        request). One message costs both sides less than a stream. Errors, trailing metadata,
+        deadline and cancellation are Invoke's; in addition, an upstream body longer than
+        `max_body_bytes` fails the call with UNAVAILABLE (reason `upstream_unavailable`, the
+        message naming the limit) and closes the upstream connection.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -91,6 +108,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.Invoke,
                     request_deserializer=aicreds_dot_router_dot_v1_dot_router__pb2.InvokeRequest.FromString,
                     response_serializer=aicreds_dot_router_dot_v1_dot_router__pb2.InvokeResponse.SerializeToString,
+            ),
+            'InvokeBuffered': grpc.unary_unary_rpc_method_handler(
+                    servicer.InvokeBuffered,
+                    request_deserializer=aicreds_dot_router_dot_v1_dot_router__pb2.InvokeBufferedRequest.FromString,
+                    response_serializer=aicreds_dot_router_dot_v1_dot_router__pb2.InvokeBufferedResponse.SerializeToString,
             ),
             'Preview': grpc.unary_unary_rpc_method_handler(
                     servicer.Preview,
@@ -131,6 +153,33 @@ class RouterService:
             '/aicreds.router.v1.RouterService/Invoke',
             aicreds_dot_router_dot_v1_dot_router__pb2.InvokeRequest.SerializeToString,
             aicreds_dot_router_dot_v1_dot_router__pb2.InvokeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InvokeBuffered(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aicreds.router.v1.RouterService/InvokeBuffered',
+            aicreds_dot_router_dot_v1_dot_router__pb2.InvokeBufferedRequest.SerializeToString,
+            aicreds_dot_router_dot_v1_dot_router__pb2.InvokeBufferedResponse.FromString,
             options,
             channel_credentials,
             insecure,
