@@ -33,6 +33,7 @@ from services.router.vault_client import VaultClient, open_vault_channel
 ROUTER_SERVICE = "aicreds.router.v1.RouterService"
 REQUIRED_RIGHTS: Mapping[str, Right] = {
     f"/{ROUTER_SERVICE}/Invoke": Right.INVOKE,
+    f"/{ROUTER_SERVICE}/InvokeBuffered": Right.INVOKE,
     f"/{ROUTER_SERVICE}/Preview": Right.INVOKE,
     f"/{ROUTER_SERVICE}/CheckUpstream": Right.INVOKE,
 }
