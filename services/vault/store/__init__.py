@@ -130,7 +130,9 @@ class ResolveStore(Protocol):
 
 class AuditSink(Protocol):
     async def append_audit(self, record: AuditRecord) -> None:
-        """Append one record in its own transaction (reads and failed requests)."""
+        """Append one record in its own transaction (reads and failed requests), committed
+        durably before returning. Concurrent appends may share one commit; if it fails, each
+        of them raises."""
 
 
 class VaultStore(DataKeyStore, CredentialStore, ProviderStore, ResolveStore, AuditSink, Protocol):
