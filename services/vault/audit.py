@@ -1,7 +1,8 @@
 """Audit records (SPEC 4.5): who did what to whose data, with key names and never values.
 
 Successful changes are appended by the store in the same transaction as the change; failed
-requests and every `Resolve` are appended through `AuditSink.append_audit` in their own.
+requests and every `Resolve` are appended through `AuditSink.append_audit` in their own
+(which concurrent appends may share: a group commit).
 """
 
 from __future__ import annotations

@@ -83,14 +83,19 @@ class Envelope:
         return dek
 
     async def _existing_key(self, user_id: str) -> DataKey | None:
-        cached = self._cache.get(user_id)
+        cached = self._cached_key(user_id)
         if cached is not None:
-            self._cache.move_to_end(user_id)
             return cached
         wrapped = await self._store.get_data_key(user_id)
         if wrapped is None:
             return None
         return self._remember(unwrap_data_key(self._keyring, wrapped))
+
+    def _cached_key(self, user_id: str) -> DataKey | None:
+        cached = self._cache.get(user_id)
+        if cached is not None:
+            self._cache.move_to_end(user_id)
+        return cached
 
     async def _key_for_write(self, user_id: str) -> DataKey:
         existing = await self._existing_key(user_id)
@@ -113,15 +118,15 @@ class Envelope:
 
     async def open(self, user_id: str, purpose: str, blob: bytes) -> str:
         """Decrypt a blob stored for the user under `purpose`; DecryptionFailed otherwise."""
-        sealed = crypto.SealedBlob.parse(blob)
-        dek = await self._existing_key(user_id)
-        if dek is None or dek.dek_id != sealed.key_id:
-            raise DecryptionFailed("stored blob was not sealed with this user's data key")
-        plaintext = crypto.open_sealed(dek.key, sealed, user_id=user_id, purpose=purpose)
-        try:
-            return plaintext.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DecryptionFailed("stored blob holds no text") from None
+        return _open_blob(await self._existing_key(user_id), user_id, purpose, blob)
+
+    def opener(self, user_id: str, wrapped: WrappedDataKey | None) -> Opener:
+        """Opens the user's blobs with their data key, read along with the blobs: `wrapped` is
+        the user's wrapped data key as stored (unwrapped only when it is not cached)."""
+        dek = self._cached_key(user_id)
+        if dek is None and wrapped is not None:
+            dek = self._remember(unwrap_data_key(self._keyring, wrapped))
+        return Opener(user_id, dek)
 
     async def verify_master_keys(self) -> None:
         """At start: refuse a keyring that lacks a key in use or holds a wrong key.
@@ -163,3 +168,29 @@ class Envelope:
                     purpose=_check_purpose(kek_id),
                 )
                 await self._store.add_master_key_check(kek_id, blob)
+
+
+class Opener:
+    """Opens one user's blobs with a data key already at hand (no I/O); see `Envelope.opener`."""
+
+    def __init__(self, user_id: str, dek: DataKey | None) -> None:
+        self._user_id = user_id
+        self._dek = dek
+
+    def __repr__(self) -> str:
+        return f"Opener(user_id={self._user_id!r})"
+
+    def open(self, purpose: str, blob: bytes) -> str:
+        """Decrypt a blob stored for the user under `purpose`; DecryptionFailed otherwise."""
+        return _open_blob(self._dek, self._user_id, purpose, blob)
+
+
+def _open_blob(dek: DataKey | None, user_id: str, purpose: str, blob: bytes) -> str:
+    sealed = crypto.SealedBlob.parse(blob)
+    if dek is None or dek.dek_id != sealed.key_id:
+        raise DecryptionFailed("stored blob was not sealed with this user's data key")
+    plaintext = crypto.open_sealed(dek.key, sealed, user_id=user_id, purpose=purpose)
+    try:
+        return plaintext.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecryptionFailed("stored blob holds no text") from None

@@ -10,6 +10,7 @@ decrypting every provider. Responses of ProviderService show headers masked (the
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -17,7 +18,7 @@ from services.common.errors import InvalidArgument
 from services.common.header_masking import literal_secret_warnings, mask_headers
 from services.common.placeholders import referenced_keys
 from services.vault.audit import audit_failures, audit_record
-from services.vault.envelope import Envelope
+from services.vault.envelope import Envelope, Opener
 from services.vault.errors import DecryptionFailed, ModelNotFound, ProviderExists, ProviderNotFound
 from services.vault.store import AuditSink, ProviderRecord, ProviderStore
 from services.vault.validation import (
@@ -27,7 +28,6 @@ from services.vault.validation import (
     describe,
     validate_base_url,
     validate_headers,
-    validate_model,
     validate_models,
     validate_provider_name,
     validate_user_id,
@@ -93,7 +93,7 @@ def _view(config: ProviderConfig) -> ProviderView:
 
 
 class ProviderBook:
-    """The domain operations behind ProviderService, and provider selection for Resolve."""
+    """The domain operations behind ProviderService (Resolve selects with the functions below)."""
 
     def __init__(self, store: AuditedProviderStore, envelope: Envelope) -> None:
         self._store = store
@@ -101,6 +101,10 @@ class ProviderBook:
 
     def __repr__(self) -> str:
         return "ProviderBook()"
+
+    @property
+    def envelope(self) -> Envelope:
+        return self._envelope
 
     async def _record(self, user_id: str, config: ProviderConfig) -> ProviderRecord:
         blob = await self._envelope.seal(
@@ -120,19 +124,7 @@ class ProviderBook:
         text = await self._envelope.open(
             record.user_id, _headers_purpose(record.name), record.headers_blob
         )
-        try:
-            pairs = json.loads(text)
-            headers = {str(name): [str(v) for v in values] for name, values in pairs}
-        except (ValueError, TypeError):
-            raise DecryptionFailed("stored provider headers are malformed") from None
-        return ProviderConfig(
-            name=record.name,
-            kind=record.kind,
-            base_url=record.base_url,
-            headers=headers,
-            models=record.models,
-            on_missing_credential=record.on_missing_credential,
-        )
+        return _config_of(record, text)
 
     async def create(self, caller: str, user_id: str, config: ProviderConfig) -> ProviderView:
         validate_user_id(user_id)
@@ -173,7 +165,7 @@ class ProviderBook:
         return [_view(await self._config(record)) for record in records]
 
     async def unmasked(self, user_id: str, name: str) -> ProviderConfig:
-        """One provider with its headers as configured (for Resolve only)."""
+        """One provider with its headers as configured."""
         validate_user_id(user_id)
         validate_provider_name(name)
         record = await self._store.get_provider(user_id, name)
@@ -181,24 +173,52 @@ class ProviderBook:
             raise ProviderNotFound(f"provider {describe(name)} not found")
         return await self._config(record)
 
-    async def select_for_model(self, user_id: str, model: str) -> tuple[ProviderConfig, str]:
-        """SPEC 2.6: the provider for `model` and the model name to send upstream.
 
-        `provider_name/model` picks that provider and sends `model`; otherwise the provider
-        whose `models` lists the model exactly (the first by name if several do).
-        """
-        validate_user_id(user_id)
-        validate_model(model)
-        records = await self._store.list_providers(user_id)
-        prefix, slash, rest = model.partition("/")
-        if slash and rest:
-            for record in records:
-                if record.name == prefix:
-                    return await self._config(record), rest
+def provider_named(records: Iterable[ProviderRecord], name: str) -> ProviderRecord:
+    """The provider `name` among the user's records."""
+    for record in records:
+        if record.name == name:
+            return record
+    raise ProviderNotFound(f"provider {describe(name)} not found")
+
+
+def provider_for_model(records: Sequence[ProviderRecord], model: str) -> tuple[ProviderRecord, str]:
+    """SPEC 2.6 over the user's records sorted by name: the provider for `model` and the model
+    name to send upstream.
+
+    `provider_name/model` picks that provider and sends `model`; otherwise the provider whose
+    `models` lists the model exactly (the first by name if several do).
+    """
+    prefix, slash, rest = model.partition("/")
+    if slash and rest:
         for record in records:
-            if model in record.models:
-                return await self._config(record), model
-        raise ModelNotFound(f"model {describe(model)} is not served by any of the user's providers")
+            if record.name == prefix:
+                return record, rest
+    for record in records:
+        if model in record.models:
+            return record, model
+    raise ModelNotFound(f"model {describe(model)} is not served by any of the user's providers")
+
+
+def open_provider(record: ProviderRecord, opener: Opener) -> ProviderConfig:
+    """A stored provider with its headers opened (no I/O: the data key is at hand)."""
+    return _config_of(record, opener.open(_headers_purpose(record.name), record.headers_blob))
+
+
+def _config_of(record: ProviderRecord, headers_text: str) -> ProviderConfig:
+    try:
+        pairs = json.loads(headers_text)
+        headers = {str(name): [str(v) for v in values] for name, values in pairs}
+    except (ValueError, TypeError):
+        raise DecryptionFailed("stored provider headers are malformed") from None
+    return ProviderConfig(
+        name=record.name,
+        kind=record.kind,
+        base_url=record.base_url,
+        headers=headers,
+        models=record.models,
+        on_missing_credential=record.on_missing_credential,
+    )
 
 
 def _names(name: str) -> list[str]:

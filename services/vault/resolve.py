@@ -10,12 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from services.vault.audit import audit_failures, audit_record
 from services.vault.credentials import CredentialMaps
-from services.vault.providers import ProviderBook, ProviderConfig
-from services.vault.store import AuditRecord, AuditSink
-from services.vault.validation import KEY_PATTERN, validate_user_id
+from services.vault.providers import (
+    ProviderBook,
+    ProviderConfig,
+    open_provider,
+    provider_for_model,
+    provider_named,
+)
+from services.vault.store import AuditRecord, AuditSink, ProviderRecord, ResolveRows, ResolveStore
+from services.vault.validation import (
+    KEY_PATTERN,
+    validate_model,
+    validate_provider_name,
+    validate_user_id,
+)
 
 ACTION = "credentials.resolve"
 
@@ -30,13 +42,21 @@ class Resolution:
     upstream_model: str = ""
 
 
+class ResolveSource(ResolveStore, AuditSink, Protocol):
+    pass
+
+
 class Resolver:
+    """Resolve by provider or model reads the user's providers and wrapped data key at once
+    (`ResolveStore.get_resolve_rows`), decrypts only the chosen provider's headers, then reads
+    and decrypts the values they reference, and appends its audit row."""
+
     def __init__(
-        self, credentials: CredentialMaps, providers: ProviderBook, audit: AuditSink
+        self, credentials: CredentialMaps, providers: ProviderBook, store: ResolveSource
     ) -> None:
         self._credentials = credentials
-        self._providers = providers
-        self._audit = audit
+        self._envelope = providers.envelope
+        self._store = store
 
     def __repr__(self) -> str:
         return "Resolver()"
@@ -46,31 +66,37 @@ class Resolver:
         validate_user_id(user_id)
         names = [k for k in dict.fromkeys(keys) if KEY_PATTERN.fullmatch(k)]
         record = audit_record(caller, user_id, ACTION, names)
-        async with audit_failures(self._audit, record):
+        async with audit_failures(self._store, record):
             values, missing = await self._credentials.values(user_id, keys)
-            await self._audit.append_audit(record)
+            await self._store.append_audit(record)
         return Resolution(values, missing)
 
     async def resolve_provider(self, caller: str, user_id: str, name: str) -> Resolution:
         """The provider `name` and the values its headers reference."""
         validate_user_id(user_id)
         record = audit_record(caller, user_id, ACTION)
-        async with audit_failures(self._audit, record):
-            provider = await self._providers.unmasked(user_id, name)
-            return await self._with_values(record, user_id, provider, "")
+        async with audit_failures(self._store, record):
+            validate_provider_name(name)
+            rows = await self._store.get_resolve_rows(user_id)
+            chosen = provider_named(rows.providers, name)
+            return await self._with_values(record, rows, chosen, "")
 
     async def resolve_model(self, caller: str, user_id: str, model: str) -> Resolution:
         """The provider serving `model` (SPEC 2.6), the upstream model name, and the values."""
         validate_user_id(user_id)
         record = audit_record(caller, user_id, ACTION)
-        async with audit_failures(self._audit, record):
-            provider, upstream_model = await self._providers.select_for_model(user_id, model)
-            return await self._with_values(record, user_id, provider, upstream_model)
+        async with audit_failures(self._store, record):
+            validate_model(model)
+            rows = await self._store.get_resolve_rows(user_id)
+            chosen, upstream_model = provider_for_model(rows.providers, model)
+            return await self._with_values(record, rows, chosen, upstream_model)
 
     async def _with_values(
-        self, record: AuditRecord, user_id: str, provider: ProviderConfig, upstream_model: str
+        self, record: AuditRecord, rows: ResolveRows, chosen: ProviderRecord, upstream_model: str
     ) -> Resolution:
+        # The opener also caches the data key read along, so `values` needs no read for it.
+        provider = open_provider(chosen, self._envelope.opener(record.user_id, rows.data_key))
         keys = provider.referenced_keys
-        values, missing = await self._credentials.values(user_id, keys)
-        await self._audit.append_audit(replace(record, keys=tuple(sorted(keys))))
+        values, missing = await self._credentials.values(record.user_id, keys)
+        await self._store.append_audit(replace(record, keys=tuple(sorted(keys))))
         return Resolution(values, missing, provider, upstream_model)

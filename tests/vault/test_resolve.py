@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -200,3 +201,29 @@ async def test_every_resolve_is_audited_with_key_names_and_never_values(
         dump = json.dumps(conn.execute("SELECT * FROM audit_events").fetchall())
     for value in (*CREDENTIALS.values(), LITERAL):
         assert value not in dump
+
+
+async def test_resolves_whose_audit_batch_fails_hand_out_nothing(vault: VaultHandle) -> None:
+    # Concurrent Resolves share one audit commit; when it fails, every one of them fails.
+    with sqlite3.connect(vault.settings.database) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events"
+            " WHEN NEW.action = 'credentials.resolve' BEGIN SELECT RAISE(ABORT, 'full'); END"
+        )
+    conn.close()
+    router = _router(vault)
+    requests = [
+        cpb.ResolveRequest(user_id="alice", provider_name="openai"),
+        cpb.ResolveRequest(user_id="alice", model="claude-sonnet-4"),
+        cpb.ResolveRequest(user_id="alice", keys=cpb.KeyNames(keys=["openai_api_key"])),
+    ] * 4
+    results = await asyncio.gather(*(router.Resolve(r) for r in requests), return_exceptions=True)
+    for result in results:
+        assert isinstance(result, grpc.aio.AioRpcError)
+        assert result.code() == grpc.StatusCode.INTERNAL
+        assert result.details() == "internal error"
+    with sqlite3.connect(vault.settings.database) as conn:
+        conn.execute("DROP TRIGGER refuse_audit")
+    conn.close()
+    resolved = await router.Resolve(cpb.ResolveRequest(user_id="alice", provider_name="openai"))
+    assert resolved.values["openai_api_key"] == CREDENTIALS["openai_api_key"]

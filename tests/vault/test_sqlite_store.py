@@ -52,6 +52,13 @@ async def test_every_connection_is_wal_with_synchronous_full(db: SqliteDatabase)
         assert len({id(r) for r in readers}) == READERS
         for reader in readers:
             assert await _pragmas(reader) == ("wal", 2, 10_000)
+    # The event loop's own read-only connection for small reads waits for nothing (see
+    # `fetch_small`): no busy timeout, and it cannot write.
+    inline = [
+        db._inline.execute(f"PRAGMA {p}").fetchone()[0]
+        for p in ("journal_mode", "synchronous", "busy_timeout", "query_only")
+    ]
+    assert inline == ["wal", 2, 0, 1]
     assert Path(f"{db.path}-wal").exists()
 
 
@@ -112,3 +119,77 @@ async def test_a_write_cancelled_while_another_process_holds_the_lock_leaves_no_
     finally:
         other.close()
     assert set(await store.get_master_key_checks()) == {"after"}
+
+
+def _refuse_audit_rows_of(db: SqliteDatabase, user_id: str) -> None:
+    """Make every INSERT of an audit row for `user_id` fail (as a full disk would)."""
+    with sqlite3.connect(db.path) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events"
+            f" WHEN NEW.user_id = '{user_id}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    conn.close()
+
+
+def _audit_of(user_id: str, action: str) -> AuditRecord:
+    return AuditRecord(datetime.now(UTC), "test", user_id, action, ("k",), "ok")
+
+
+async def test_concurrent_audit_appends_are_committed_together_and_each_awaits_its_commit(
+    db: SqliteDatabase,
+) -> None:
+    commits: list[int] = []
+    insert_rows = db._insert_audit_rows
+
+    async def counting(rows: list[tuple[object, ...]]) -> None:
+        commits.append(len(rows))
+        await insert_rows(rows)
+
+    db._insert_audit_rows = counting  # type: ignore[method-assign]
+    await asyncio.gather(*(db.append_audit(_audit_of("alice", f"a{i}")) for i in range(50)))
+    assert commits == [50]  # one transaction, one durable commit
+    with sqlite3.connect(db.path) as conn:  # another process sees every row once they returned
+        actions = [row[0] for row in conn.execute("SELECT action FROM audit_events ORDER BY id")]
+    conn.close()
+    assert actions == [f"a{i}" for i in range(50)]  # in the order they were appended
+
+
+async def test_a_failed_audit_batch_fails_every_append_in_it_and_writes_none(
+    db: SqliteDatabase,
+) -> None:
+    _refuse_audit_rows_of(db, "mallory")
+    users = ["alice", "bob", "mallory", "carol"]
+    results = await asyncio.gather(
+        *(db.append_audit(_audit_of(user, "resolve")) for user in users), return_exceptions=True
+    )
+    assert [type(r) for r in results] == [sqlite3.IntegrityError] * len(users)
+    assert await db.fetch_all("SELECT user_id FROM audit_events") == []
+    await db.append_audit(_audit_of("alice", "later"))  # the next batch is written
+    assert await db.fetch_all("SELECT user_id, action FROM audit_events") == [("alice", "later")]
+
+
+async def test_an_audit_append_whose_caller_gave_up_is_still_written(db: SqliteDatabase) -> None:
+    append = asyncio.create_task(db.append_audit(_audit_of("alice", "cancelled")))
+    await asyncio.sleep(0)  # queued
+    append.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await append
+    await db.append_audit(_audit_of("alice", "after"))
+    actions = [row[0] for row in await db.fetch_all("SELECT action FROM audit_events ORDER BY id")]
+    assert actions == ["cancelled", "after"]
+
+
+async def test_small_reads_fall_back_to_a_reader_thread_while_sqlite_answers_busy(
+    db: SqliteDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteVaultStore(db)
+    await store.put_credential("alice", "k", b"blob", audit=_audit("put"))
+
+    class Busy:
+        def execute(self, sql: str, params: object) -> None:
+            err = sqlite3.OperationalError("database is locked")
+            err.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+            raise err
+
+    monkeypatch.setattr(db, "_inline", Busy())
+    assert await store.get_credentials_named("alice", ["k", "absent"]) == {"k": b"blob"}

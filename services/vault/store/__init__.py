@@ -114,12 +114,28 @@ class ProviderStore(Protocol):
         """Delete; False (and no audit row) if absent."""
 
 
+@dataclass(frozen=True)
+class ResolveRows:
+    """What a Resolve by provider or model reads first, in one read: all of the user's
+    providers (sorted by name) and the user's wrapped data key (for when it is not cached)."""
+
+    providers: tuple[ProviderRecord, ...]
+    data_key: WrappedDataKey | None
+
+
+class ResolveStore(Protocol):
+    async def get_resolve_rows(self, user_id: str) -> ResolveRows:
+        """The user's providers and wrapped data key, in one read."""
+
+
 class AuditSink(Protocol):
     async def append_audit(self, record: AuditRecord) -> None:
-        """Append one record in its own transaction (reads and failed requests)."""
+        """Append one record in its own transaction (reads and failed requests), committed
+        durably before returning. Concurrent appends may share one commit; if it fails, each
+        of them raises."""
 
 
-class VaultStore(DataKeyStore, CredentialStore, ProviderStore, AuditSink, Protocol):
+class VaultStore(DataKeyStore, CredentialStore, ProviderStore, ResolveStore, AuditSink, Protocol):
     """Everything the credential and provider services need."""
 
     async def close(self) -> None: ...

@@ -7,7 +7,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from services.vault.store import AuditRecord, ProviderRecord, VaultStore, WrappedDataKey
+from services.vault.store import (
+    AuditRecord,
+    ProviderRecord,
+    ResolveRows,
+    VaultStore,
+    WrappedDataKey,
+)
 from services.vault.store.sqlite_db import SqliteDatabase, insert_audit, utc_text
 
 
@@ -84,7 +90,8 @@ class SqliteVaultStore:
         for start in range(0, len(keys), 500):
             chunk = list(keys[start : start + 500])
             marks = ", ".join("?" for _ in chunk)
-            rows = await self.db.fetch_all(
+            # Values named by the caller, each at most 16 KiB: small enough to read inline.
+            rows = await self.db.fetch_small(
                 f"SELECT key, blob FROM credentials WHERE user_id = ? AND key IN ({marks})",
                 (user_id, *chunk),
             )
@@ -169,6 +176,22 @@ class SqliteVaultStore:
             "DELETE FROM providers WHERE user_id = ? AND name = ?", (user_id, name), audit
         )
 
+    # -- resolve ------------------------------------------------------------------------------
+
+    async def get_resolve_rows(self, user_id: str) -> ResolveRows:
+        # One statement, read on the event loop (see `fetch_small`): one snapshot of both
+        # tables. The first column says which table a row comes from.
+        rows = await self.db.fetch_small(_RESOLVE_ROWS, (user_id,))
+        providers: list[ProviderRecord] = []
+        data_key: WrappedDataKey | None = None
+        for row in rows:
+            if row[0] == "p":
+                providers.append(_provider(row[1:]))
+            else:
+                data_key = WrappedDataKey(user_id, str(row[2]), str(row[3]), bytes(row[7]))
+        providers.sort(key=lambda record: record.name)
+        return ResolveRows(tuple(providers), data_key)
+
     # -- audit --------------------------------------------------------------------------------
 
     async def append_audit(self, record: AuditRecord) -> None:
@@ -183,6 +206,13 @@ class SqliteVaultStore:
             if changed:
                 await insert_audit(conn, audit)
         return changed
+
+
+_RESOLVE_ROWS = (
+    f"SELECT 'p', {SqliteVaultStore._PROVIDER_COLUMNS} FROM providers WHERE user_id = ?1"
+    " UNION ALL SELECT 'd', user_id, dek_id, kek_id, NULL, NULL, NULL, wrapped"
+    " FROM data_keys WHERE user_id = ?1"
+)
 
 
 def _provider(row: Sequence[Any]) -> ProviderRecord:

@@ -4,6 +4,12 @@ WAL mode lets readers run while the writer writes; `synchronous=FULL` makes ever
 durable before it is acknowledged (SPEC 4.4). All writes go through one connection under an
 asyncio lock, each in a `BEGIN IMMEDIATE` transaction, so concurrent requests never interleave
 and never lose an update. A `busy_timeout` lets an operator command in another process write too.
+
+Audit rows appended on their own (every `Resolve`, failed requests) are group-committed: the
+rows that arrive while a commit is under way are written together by the next one, as one
+multi-row INSERT (one statement, one transaction, one durable commit, one trip to the writer's
+thread). Each append returns only once the commit holding its row has succeeded, and raises if
+that commit failed, so an audit that was not written is never reported as written.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -54,19 +61,39 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     return conn
 
 
+def _connect_inline(path: Path) -> sqlite3.Connection:
+    """The read-only connection for `fetch_small` (see there why it has no busy timeout)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("PRAGMA synchronous = FULL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class SqliteDatabase:
     """An open SQLite database: use `writing()` for a write transaction, `reading()` to read."""
 
     def __init__(
-        self, path: Path, writer: aiosqlite.Connection, readers: Sequence[aiosqlite.Connection]
+        self,
+        path: Path,
+        writer: aiosqlite.Connection,
+        readers: Sequence[aiosqlite.Connection],
+        inline: sqlite3.Connection,
     ) -> None:
         self.path = path
         self._writer = writer
         self._write_lock = asyncio.Lock()
+        self._audit_queue: list[tuple[tuple[object, ...], asyncio.Future[None]]] = []
+        self._audit_flush: asyncio.Task[None] | None = None
         self._all_readers = tuple(readers)
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         for reader in readers:
             self._readers.put_nowait(reader)
+        self._inline = inline  # used on the event loop's thread only, which opened it
 
     def __repr__(self) -> str:
         return f"SqliteDatabase(path={str(self.path)!r})"
@@ -90,15 +117,19 @@ class SqliteDatabase:
             await _migrate(writer, migrations)
             for _ in range(readers):
                 opened.append(await _connect(path))
+            inline = _connect_inline(path)
         except BaseException:
             for conn in opened:
                 await conn.close()
             raise
-        return cls(path, writer, opened[1:])
+        return cls(path, writer, opened[1:], inline)
 
     async def close(self) -> None:
+        if self._audit_flush is not None:
+            await asyncio.wait([self._audit_flush])  # appends under way are written first
         for conn in (*self._all_readers, self._writer):
             await conn.close()
+        self._inline.close()
 
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -130,16 +161,53 @@ class SqliteDatabase:
                 raise
 
     async def append_audit(self, record: AuditRecord) -> None:
-        """Append one audit row as its own transaction, committed durably before returning.
+        """Append one audit row in its own transaction, committed durably before returning.
 
-        In autocommit mode one statement is one transaction (atomic, and durable with
-        `synchronous=FULL`), so this is one trip to the writer's thread instead of three
-        (BEGIN, INSERT, COMMIT): every `Resolve` pays for it. It still holds the write lock, is
-        awaited to the end if the caller is cancelled, and leaves no transaction open.
+        Group commit: the row joins the rows of concurrent appends and one flush writes them
+        together (see the module docstring). A failed flush fails every append in it. An
+        append whose caller is cancelled meanwhile is still written (its row is queued; only
+        its future is cancelled, which the flush then leaves alone).
         """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._audit_queue.append((_audit_row(record), done))
+        if self._audit_flush is None:
+            self._audit_flush = asyncio.create_task(self._flush_audits())
+        await done
+
+    async def _flush_audits(self) -> None:
+        """Write the queued audit rows, batch after batch, until the queue is empty."""
+        try:
+            while self._audit_queue:
+                batch = self._audit_queue[:_AUDIT_BATCH_ROWS]
+                del self._audit_queue[:_AUDIT_BATCH_ROWS]
+                try:
+                    await self._insert_audit_rows([row for row, _ in batch])
+                except BaseException as err:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(_batch_failure(err))
+                    if not isinstance(err, Exception):
+                        raise
+                else:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            self._audit_flush = None
+            for _, done in self._audit_queue:  # only if the flush itself was cancelled
+                if not done.done():
+                    done.set_exception(RuntimeError("the audit log was closed"))
+            self._audit_queue.clear()
+
+    async def _insert_audit_rows(self, rows: Sequence[tuple[object, ...]]) -> None:
+        # In autocommit mode one statement is one transaction (atomic, and durable with
+        # `synchronous=FULL`), so the whole batch is one trip to the writer's thread instead of
+        # three (BEGIN, INSERT, COMMIT). It holds the write lock like any write transaction.
+        sql = _INSERT_AUDIT + ", ".join([_AUDIT_VALUES] * len(rows))
+        params = [value for row in rows for value in row]
         async with self._write_lock:
             # execute_fetchall runs the statement and drops its cursor on the thread, in one trip.
-            await _to_the_end(self._writer.execute_fetchall(_INSERT_AUDIT, _audit_row(record)))
+            await _to_the_end(self._writer.execute_fetchall(sql, params))
 
     async def _end_transaction(self) -> None:
         """Roll back the writer's open transaction, if any; never raises over the caller's error."""
@@ -161,6 +229,23 @@ class SqliteDatabase:
         # trip is a thread hop and an event-loop wake-up, which dominated `Resolve`'s cost.
         async with self.reading() as conn:
             return [tuple(row) for row in await conn.execute_fetchall(sql, params)]
+
+    async def fetch_small(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """A small indexed read (a few rows, found by key), run right here on the event loop.
+
+        A trip to a reader's thread costs far more CPU than such a read (a thread wake-up, a
+        hand-off of the GIL, an event-loop wake-up). In WAL mode a reader takes no lock that a
+        writer holds, so the read does not wait for writes; the connection has no busy timeout,
+        so in the rare case that SQLite answers SQLITE_BUSY (another process recovering the
+        WAL), the read goes to a reader's thread instead, which waits. Only for reads whose
+        size the caller bounds: a large result would hold up every other request meanwhile.
+        """
+        try:
+            return self._inline.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as err:
+            if err.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+        return await self.fetch_all(sql, params)
 
     async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
         async with self.reading() as conn, conn.execute(sql, params) as cursor:
@@ -186,10 +271,19 @@ async def _to_the_end(statement: Awaitable[T]) -> T:
     return task.result()
 
 
-_INSERT_AUDIT = (
-    "INSERT INTO audit_events (time, caller, user_id, action, keys, outcome)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
-)
+_INSERT_AUDIT = "INSERT INTO audit_events (time, caller, user_id, action, keys, outcome) VALUES "
+_AUDIT_VALUES = "(?, ?, ?, ?, ?, ?)"
+# Rows per group commit: 6 parameters each, well under SQLite's parameter limit (32,766 since
+# 3.32, 999 before).
+_AUDIT_BATCH_ROWS = 160
+
+
+def _batch_failure(err: BaseException) -> BaseException:
+    """What each append of a failed batch raises: the error itself, or for a cancelled flush
+    (the vault closing) an error, so that no caller mistakes it for its own cancellation."""
+    if isinstance(err, Exception):
+        return err
+    return RuntimeError("the audit batch was not written")
 
 
 def _audit_row(record: AuditRecord) -> tuple[object, ...]:
@@ -205,7 +299,7 @@ def _audit_row(record: AuditRecord) -> tuple[object, ...]:
 
 async def insert_audit(conn: aiosqlite.Connection, record: AuditRecord) -> None:
     """Append an audit row inside the caller's transaction."""
-    await conn.execute(_INSERT_AUDIT, _audit_row(record))
+    await conn.execute(_INSERT_AUDIT + _AUDIT_VALUES, _audit_row(record))
 
 
 async def _migrate(conn: aiosqlite.Connection, migrations: Sequence[Migration]) -> None:
