@@ -6,12 +6,12 @@ ranges are refused, as are IPv4 addresses hidden in IPv6 (`::ffff:10.0.0.1`). Th
 specific ones with `ROUTER_EGRESS_ALLOW`: a comma-separated list of `host`, `host:port`,
 `[v6]:port` or CIDR entries.
 
-The check runs on the address actually connected to: `EgressNetworkBackend` sits under httpx's
-connection pool, resolves the host itself (through an injectable resolver), checks **every**
-address the name resolves to and then connects to a checked address. A DNS answer that changes
-between a pre-flight check and the connection (DNS rebinding) therefore cannot get around it,
-while TLS still verifies the original host name (httpcore passes it as SNI). Nothing is sent
-before the check passes. No grpc here.
+The check runs on the address actually connected to: `EgressNetworkBackend` sits under the
+upstream client's connection pool, resolves the host itself (through an injectable resolver),
+checks **every** address the name resolves to and then connects to a checked address. A DNS
+answer that changes between a pre-flight check and the connection (DNS rebinding) therefore
+cannot get around it, while TLS still verifies the original host name (sent as SNI). Nothing is
+sent before the check passes. No grpc here.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 
 import httpcore
 
+from services.router.asyncio_stream import AsyncioBackend
 from services.router.errors import EgressRefused
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -168,7 +169,11 @@ class EgressPolicy:
 
 
 class EgressNetworkBackend(httpcore.AsyncNetworkBackend):
-    """An httpcore network backend that connects only to addresses the policy allows."""
+    """An httpcore network backend that connects only to addresses the policy allows.
+
+    It resolves and checks; `inner` (by default `AsyncioBackend`) connects to the checked
+    address.
+    """
 
     def __init__(
         self,
@@ -178,7 +183,7 @@ class EgressNetworkBackend(httpcore.AsyncNetworkBackend):
     ) -> None:
         self._policy = policy
         self._resolver = resolver
-        self._inner = inner if inner is not None else httpcore.AnyIOBackend()
+        self._inner = inner if inner is not None else AsyncioBackend()
 
     async def addresses_for(self, host: str, port: int, timeout: float | None = None) -> list[str]:
         """Resolve `host` and check every answer; raises EgressRefused or httpcore.ConnectError."""

@@ -93,6 +93,22 @@ def _wire_headers(
 
 _OriginKey = tuple[bytes, bytes, int]
 
+
+class _Connection(httpcore.AsyncHTTP11Connection):
+    """httpcore's HTTP/1.1 connection with an asyncio lock around its state.
+
+    httpcore's own lock is anyio's, whose every acquisition yields to the event loop once (a
+    cancellation checkpoint), twice per request. The pool hands a connection to one request at
+    a time, so the lock is never contended; asyncio's takes a free lock without yielding.
+    """
+
+    def __init__(
+        self, origin: httpcore.Origin, stream: httpcore.AsyncNetworkStream, keepalive: float
+    ) -> None:
+        super().__init__(origin, stream, keepalive)
+        self._state_lock = asyncio.Lock()  # type: ignore[assignment]
+
+
 # The common URL that needs no normalisation (an ASCII name host, an optional port, a path and
 # query of characters httpx.URL would keep as they are): parsed without httpx.URL's cost.
 _PLAIN_URL = re.compile(
@@ -242,7 +258,7 @@ class _ConnectionPool:
         except BaseException:
             await stream.aclose()
             raise
-        return httpcore.AsyncHTTP11Connection(origin, stream, self._keepalive_expiry)
+        return _Connection(origin, stream, self._keepalive_expiry)
 
     async def release(self, key: _OriginKey, connection: httpcore.AsyncHTTP11Connection) -> None:
         """Take back a connection whose response is closed: keep it idle, or close it."""

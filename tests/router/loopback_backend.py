@@ -14,6 +14,8 @@ from typing import Any
 
 import httpcore
 
+from services.router.asyncio_stream import AsyncioBackend
+
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
 
@@ -21,7 +23,7 @@ class LoopbackOnlyBackend(httpcore.AsyncNetworkBackend):
     """Connects to loopback for real; records every attempt; fails every other address."""
 
     def __init__(self) -> None:
-        self.inner = httpcore.AnyIOBackend()
+        self.inner = AsyncioBackend()
         self.connects: list[tuple[str, int]] = []
 
     async def connect_tcp(

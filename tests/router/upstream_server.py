@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -19,12 +20,14 @@ import h11
 
 @dataclass
 class RecordedRequest:
-    """One request as it arrived: method, target, header lines in order, body."""
+    """One request as it arrived: method, target, header lines in order, body; over TLS, the
+    ALPN protocol agreed."""
 
     method: str
     target: str
     headers: list[tuple[str, str]]
     body: bytes
+    alpn: str | None = None
 
     def header_values(self, name: str) -> list[str]:
         return [v for n, v in self.headers if n.lower() == name.lower()]
@@ -84,15 +87,17 @@ class UpstreamServer:
     requests: list[RecordedRequest] = field(default_factory=list)
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
+    tls: ssl.SSLContext | None = None
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -116,6 +121,9 @@ class UpstreamServer:
                 request = await self._read_request(conn, reader)
                 if request is None:
                     return
+                tls = writer.get_extra_info("ssl_object")
+                if tls is not None:
+                    request.alpn = tls.selected_alpn_protocol()
                 self.requests.append(request)
                 await self._respond(conn, reader, writer, request)
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
@@ -186,9 +194,11 @@ class UpstreamServer:
 
 
 @contextlib.asynccontextmanager
-async def running_upstream(handler: Handler = echo_handler) -> AsyncIterator[UpstreamServer]:
-    """A started upstream; stopped on exit."""
-    server = UpstreamServer(handler=handler)
+async def running_upstream(
+    handler: Handler = echo_handler, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[UpstreamServer]:
+    """A started upstream (HTTPS with `tls`); stopped on exit."""
+    server = UpstreamServer(handler=handler, tls=tls)
     await server.start()
     try:
         yield server
