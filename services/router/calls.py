@@ -40,7 +40,12 @@ from services.router.errors import (
 )
 from services.router.headers import upstream_request_headers
 from services.router.placeholders import substitute_headers
-from services.router.upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
+from services.router.upstream import (
+    UpstreamClient,
+    UpstreamRequest,
+    UpstreamResponse,
+    UpstreamTarget,
+)
 
 _log = logging.getLogger("aicreds.router")
 _METHOD = re.compile(r"^[A-Z]{1,16}$")
@@ -99,6 +104,7 @@ class PreparedCall:
 
     provider_name: str
     request: UpstreamRequest
+    target: UpstreamTarget
     warnings: tuple[str, ...]
     missing_keys: tuple[str, ...]
     refuse_missing: bool
@@ -143,6 +149,17 @@ def mask_value(value: str) -> str:
 def upstream_url(base_url: str, path: str, query: str) -> str:
     """`base_url` + `path`, with the base URL's query and then `query`; the result must stay on
     the base URL's origin."""
+    return upstream_target(base_url, path, query).url
+
+
+def upstream_target(base_url: str, path: str, query: str) -> UpstreamTarget:
+    """`upstream_url`, parsed once per call (the upstream client and the log line use it).
+
+    Raises:
+        BadInvokeRequest: the path or query could leave the base URL.
+        UpstreamUnavailable: the base URL is not one the router can send to (the vault does
+            not store such URLs).
+    """
     if _URL_UNSAFE.search(path) or _URL_UNSAFE.search(query):
         raise BadInvokeRequest("path and query may not hold spaces, control characters or '#'")
     if "?" in path:
@@ -154,11 +171,16 @@ def upstream_url(base_url: str, path: str, query: str) -> str:
     # A base URL may carry a query of its own (e.g. `?api-version=...`): both are kept.
     joined_query = "&".join(q for q in (base_query, query) if q)
     url = urlunsplit((scheme, netloc, joined_path, joined_query, ""))
-    base = httpx.URL(base_url)
-    built = httpx.URL(url)
-    if (built.scheme, built.host, built.port) != (base.scheme, base.host, base.port):
+    try:
+        built = UpstreamTarget(url)
+        base = UpstreamTarget(base_url)
+    except (httpx.InvalidURL, httpcore.UnsupportedProtocol):
+        raise UpstreamUnavailable(
+            "the provider's base_url is not an http or https URL the router can call"
+        ) from None
+    if built.key != base.key:
         raise BadInvokeRequest("path must stay on the provider's base URL")
-    return url
+    return built
 
 
 def _upstream_host_port(base_url: str) -> tuple[str, int]:
@@ -185,15 +207,15 @@ def _log_upstream_call(
     outcome: str,
 ) -> None:
     """One line per upstream call: where, what came back, how long. No query, no headers."""
-    url = httpx.URL(prepared.request.url)
+    target = prepared.target
     _log.info(
         "upstream call",
         extra={
             "fields": {
                 "provider": prepared.provider_name,
-                "upstream": f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else ""),
+                "upstream": target.origin_text,
                 "method": prepared.request.method,
-                "path": url.path,
+                "path": target.path,
                 "status": response.status if response else None,
                 "outcome": outcome,
                 "head_ms": head_ms,
@@ -235,12 +257,11 @@ class Router:
         body = call.body
         if call.model and resolution.upstream_model and resolution.upstream_model != call.model:
             body = rewrite_model(body, resolution.upstream_model)
-        request = UpstreamRequest(
-            method, upstream_url(provider.base_url, call.path, call.query), headers, body
-        )
+        target = upstream_target(provider.base_url, call.path, call.query)
         return PreparedCall(
             provider_name=provider.name,
-            request=request,
+            request=UpstreamRequest(method, target.url, headers, body, target),
+            target=target,
             warnings=substituted.warnings,
             missing_keys=substituted.missing_keys,
             refuse_missing=provider.on_missing_error,

@@ -33,6 +33,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 import httpcore
 import httpx
@@ -59,16 +60,6 @@ _TRANSPORT_ERRORS = (
     httpcore.UnsupportedProtocol,
     httpcore.ProxyError,
 )
-
-
-@dataclass(frozen=True)
-class UpstreamRequest:
-    """One request to send upstream (headers are already final: substituted and filtered)."""
-
-    method: str
-    url: str
-    headers: Sequence[tuple[str, str]] = field(repr=False)
-    body: bytes = field(default=b"", repr=False)
 
 
 def _wire_headers(
@@ -129,12 +120,28 @@ def _plain_host(host: str) -> bool:
         return False
 
 
-class _Target:
-    """Where a URL sends a request: the origin to connect to, `Host`, the request target."""
+class UpstreamTarget:
+    """Where a URL sends a request: the origin to connect to, `Host`, the request target.
 
-    __slots__ = ("host", "key", "netloc", "origin", "target", "waiting_for_room")
+    Parsed once per call (by `Router.prepare`, or by `UpstreamClient.stream` when the request
+    comes without one); `origin_text` and `path` are what the call's log line shows.
+    """
+
+    __slots__ = (
+        "default_port",
+        "host",
+        "key",
+        "netloc",
+        "origin",
+        "port",
+        "scheme",
+        "target",
+        "url",
+    )
 
     def __init__(self, url: str) -> None:
+        """Raises httpx.InvalidURL or httpcore.UnsupportedProtocol for a URL it cannot send to."""
+        self.url = url
         plain = _PLAIN_URL.fullmatch(url)
         if plain is not None and _plain_host(plain.group(2)):
             scheme, host, raw_port, target = plain.groups()
@@ -150,22 +157,63 @@ class _Target:
             raise httpcore.UnsupportedProtocol(f"unsupported scheme {parsed.scheme!r}")
         if not parsed.raw_host:
             raise httpcore.UnsupportedProtocol("the URL has no host")
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        port = parsed.port or _DEFAULT_PORTS[parsed.scheme]
+        self.scheme = parsed.scheme
         self.host = parsed.host
+        self.port = port
+        self.default_port = parsed.port is None
         self.origin = httpcore.Origin(parsed.raw_scheme, parsed.raw_host, port)
         self.key: _OriginKey = (parsed.raw_scheme, parsed.raw_host, port)
         self.netloc = parsed.netloc
         self.target = parsed.raw_path
-        self.waiting_for_room = False  # set while the pool is full and this call waits
 
     def _set(self, scheme: str, host: str, port: int, default_port: bool, target: str) -> None:
         raw_host = host.encode("ascii")
+        self.scheme = scheme
         self.host = host
+        self.port = port
+        self.default_port = default_port
         self.origin = httpcore.Origin(scheme.encode("ascii"), raw_host, port)
         self.key = (self.origin.scheme, raw_host, port)
         self.netloc = raw_host if default_port else b"%s:%d" % (raw_host, port)
         self.target = target.encode("ascii")
-        self.waiting_for_room = False
+
+    def __repr__(self) -> str:
+        return f"UpstreamTarget({self.origin_text!r})"  # no path or query: they may hold secrets
+
+    @property
+    def origin_text(self) -> str:
+        """`scheme://host`, with `:port` when it is not the scheme's default."""
+        port = "" if self.default_port else f":{self.port}"
+        return f"{self.scheme}://{self.host}{port}"
+
+    @property
+    def path(self) -> str:
+        """The path, percent-decoded, without the query."""
+        return unquote(self.target.partition(b"?")[0].decode("ascii"))
+
+
+@dataclass(frozen=True)
+class UpstreamRequest:
+    """One request to send upstream (headers are already final: substituted and filtered).
+
+    `target` is `url` already parsed, when the caller has it.
+    """
+
+    method: str
+    url: str
+    headers: Sequence[tuple[str, str]] = field(repr=False)
+    body: bytes = field(default=b"", repr=False)
+    target: UpstreamTarget | None = field(default=None, repr=False, compare=False)
+
+
+class _Wait:
+    """Whether a call waits for room in a full pool (left set if the wait is cut short)."""
+
+    __slots__ = ("for_room",)
+
+    def __init__(self) -> None:
+        self.for_room = False
 
 
 class _ConnectionPool:
@@ -210,11 +258,10 @@ class _ConnectionPool:
         return None
 
     async def acquire(
-        self, target: _Target, connect_timeout: float
+        self, target: UpstreamTarget, connect_timeout: float, wait: _Wait
     ) -> httpcore.AsyncHTTP11Connection:
         """A connection to `target`'s origin: a checked idle one, or a new one; waits while
-        the pool is full (the caller bounds the wait; `target.waiting_for_room` says it is
-        waiting)."""
+        the pool is full (the caller bounds the wait; `wait.for_room` says it is waiting)."""
         while True:
             connection = self._reusable(target.key)
             if connection is not None:
@@ -226,7 +273,7 @@ class _ConnectionPool:
                 break
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
-            target.waiting_for_room = True  # left set if the wait is cut short
+            wait.for_room = True  # left set if the wait is cut short
             try:
                 await waiter
             except BaseException:
@@ -235,7 +282,7 @@ class _ConnectionPool:
                 else:
                     waiter.cancel()
                 raise
-            target.waiting_for_room = False
+            wait.for_room = False
         self._open += 1
         try:
             return await self._connect(target.origin, target.host, connect_timeout)
@@ -453,12 +500,12 @@ class UpstreamClient:
             raise UpstreamTimeout("the call's deadline passed before the upstream was called")
         connect = min(self._connect_timeout, remaining)
         release: _Release | None = None
-        target: _Target | None = None
+        wait = _Wait()
         response: httpcore.Response | None = None
         try:
             async with asyncio.timeout_at(deadline):
                 try:
-                    target = _Target(request.url)
+                    target = request.target or UpstreamTarget(request.url)
                     method = request.method.encode("ascii")
                     outgoing = httpcore.Request(
                         method,
@@ -471,7 +518,7 @@ class UpstreamClient:
                         headers=_wire_headers(target.netloc, method, request.headers, request.body),
                         content=request.body,
                     )
-                    connection = await self._pool.acquire(target, connect)
+                    connection = await self._pool.acquire(target, connect, wait)
                     release = _Release(self._pool, target.key, connection)
                     response = await connection.handle_async_request(outgoing)
                 except httpcore.ConnectTimeout:
@@ -486,7 +533,7 @@ class UpstreamClient:
                     raise UpstreamUnavailable(_describe(err, request.url)) from None
                 yield UpstreamResponse(response, release)
         except TimeoutError:
-            if target is not None and target.waiting_for_room:
+            if wait.for_room:
                 raise UpstreamTimeout(
                     "every upstream connection of the router stayed busy until the deadline"
                 ) from None

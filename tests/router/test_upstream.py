@@ -12,7 +12,7 @@ import pytest
 
 from services.router.egress import EgressPolicy
 from services.router.errors import UpstreamTimeout, UpstreamUnavailable
-from services.router.upstream import UpstreamClient, UpstreamRequest, _Target
+from services.router.upstream import UpstreamClient, UpstreamRequest, UpstreamTarget
 from tests.router.upstream_server import (
     RecordedRequest,
     Reply,
@@ -323,9 +323,13 @@ async def test_a_full_pool_makes_calls_wait_for_a_connection(upstream: UpstreamS
 def test_requests_go_where_httpx_url_would_send_them(url: str) -> None:
     """The fast parse of plain URLs and the httpx.URL fallback agree with httpx.URL."""
     expected = httpx.URL(url)
-    target = _Target(url)
+    target = UpstreamTarget(url)
     assert target.origin.scheme == expected.raw_scheme
     assert target.origin.host == expected.raw_host
     assert target.origin.port == (expected.port or (443 if expected.scheme == "https" else 80))
     assert target.netloc == expected.netloc
     assert target.target == expected.raw_path
+    # What the call's log line shows, as httpx.URL showed it.
+    port = f":{expected.port}" if expected.port else ""
+    assert target.origin_text == f"{expected.scheme}://{expected.host}{port}"
+    assert target.path == expected.path
