@@ -22,6 +22,7 @@ appends `/v1/messages`, so Anthropic paths are sent whole.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -59,6 +60,7 @@ FORWARDED_REQUEST_HEADERS = frozenset(
         "x-request-id",
     }
 )
+_FORWARDED_RAW = frozenset(name.encode("latin-1") for name in FORWARDED_REQUEST_HEADERS)
 
 
 @dataclass(frozen=True)
@@ -100,23 +102,48 @@ StreamErrorEvent = Callable[[ApiError], bytes]
 
 
 def forwarded_headers(request: Request) -> list[router_pb2.Header]:
+    """The allowlisted client headers, read from the ASGI scope's raw (lower-case) pairs."""
     return [
-        router_pb2.Header(name=name, value=value)
-        for name, value in request.headers.items()
-        if name in FORWARDED_REQUEST_HEADERS
+        router_pb2.Header(name=name.decode("latin-1"), value=value.decode("latin-1"))
+        for name, value in request.scope["headers"]
+        if name in _FORWARDED_RAW
     ]
+
+
+#: Characters after which Starlette's `request.url.path` is not the scope's path as it is:
+#: it escapes `?`, `#` and `\`, and URL splitting drops tabs and line breaks.
+_UNUSUAL_PATH = re.compile(r"[?#\\\t\r\n]")
+
+
+def request_path(request: Request) -> str:
+    """`request.url.path`, without building the whole URL for the usual path."""
+    path: str = request.scope["path"]
+    if _UNUSUAL_PATH.search(path) is None and not path.startswith("//"):
+        return path
+    unusual: str = request.url.path  # spelled exactly as Starlette would
+    return unusual
+
+
+def request_query(request: Request) -> str:
+    """`request.url.query`: the raw query string (a parsed request line holds no `#`)."""
+    raw: bytes = request.scope.get("query_string", b"")
+    if not raw:
+        return ""
+    if b"#" in raw or b"\t" in raw or b"\r" in raw or b"\n" in raw:
+        unusual: str = request.url.query
+        return unusual
+    return raw.decode()
 
 
 def openai_upstream_path(request: Request) -> str:
     """The path after `/v1`: OpenAI base URLs end with the version (`.../v1`)."""
-    path: str = request.url.path
+    path = request_path(request)
     return path[len(API_PREFIX) :] if path.startswith(API_PREFIX + "/") else path
 
 
 def anthropic_upstream_path(request: Request) -> str:
     """The whole path: Anthropic base URLs stop at the host (`https://api.anthropic.com`)."""
-    path: str = request.url.path
-    return path
+    return request_path(request)
 
 
 UpstreamPath = Callable[[Request], str]
@@ -168,7 +195,7 @@ async def invoke(request: Request, backend: LlmBackend, vendor: Vendor) -> Respo
         "model": options.model,
         "method": request.method,
         "path": vendor.upstream_path(request),
-        "query": request.url.query,
+        "query": request_query(request),
         "headers": forwarded_headers(request),
         "body": body,
     }

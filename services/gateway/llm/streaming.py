@@ -122,6 +122,7 @@ class RouterRelay(Response):
         self.raw_headers = []
         self._call = call
         self._complete = False
+        self._client_gone = False
         self._render_error = render_error
         self._stream_error_event = stream_error_event
         self._extra = [
@@ -130,26 +131,28 @@ class RouterRelay(Response):
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        relay = asyncio.ensure_future(self._relay(scope, receive, send))
-        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+        # The relay runs in this task; one watcher task waits for the client to go away and
+        # then cancels the router call, which makes the pending `read()` raise CancelledError.
+        watcher = asyncio.ensure_future(self._cancel_when_gone(receive))
         try:
-            await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            await self._relay_call(scope, receive, send)
+            self._complete = True
+        except asyncio.CancelledError:
+            if not self._client_gone:
+                raise  # the server is stopping this request; `finally` cancels the call
+            _log.info("client gone before the answer ended; router call cancelled")
         finally:
-            # Unless the answer is complete, the client went away (or the server is stopping
-            # this request): stop the router call, and so the upstream request, at once.
-            if not relay.done() and not self._complete:
-                self._call.cancel()
-                relay.cancel()
-                _log.info("client gone before the answer ended; router call cancelled")
             watcher.cancel()
-            await asyncio.wait({relay, watcher})
-        error = None if relay.cancelled() else relay.exception()
-        if error is not None:
-            raise error  # RelayInterrupted, or a bug
+            if not self._complete:
+                # Unless the answer is complete, stop the router call, and so the upstream
+                # request, at once (the client went away, the server is stopping this
+                # request, or relaying failed).
+                self._call.cancel()
 
-    async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._relay_call(scope, receive, send)
-        self._complete = True
+    async def _cancel_when_gone(self, receive: Receive) -> None:
+        await wait_for_disconnect(receive)
+        self._client_gone = True
+        self._call.cancel()
 
     async def _relay_call(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
