@@ -12,15 +12,20 @@
    since in a vault that is how secrets leak;
 3. one JSON access-log line is written per RPC: method, caller, status, duration, request id.
    Never request or response content.
+
+The interceptor authenticates in `intercept_service` and hands the RPC's facts to the handler
+through a context variable: grpc.aio runs both in the RPC's own task. So the wrapped handler is
+made once per method, not per call.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -79,11 +84,24 @@ def _bearer(metadata: Sequence[Any] | None) -> str | None:
     return token.strip()
 
 
+# The RPC being handled. grpc.aio runs the server interceptor and then the handler in the one
+# task it makes for each RPC, so what `intercept_service` sets here is what the handler sees,
+# and nothing outlives the RPC's task.
+_current_call: ContextVar[_Call] = ContextVar("aicreds_rpc_call")
+
+
+def _new_request_id() -> str:
+    """A fresh request id: 32 lowercase hex digits, as `uuid4().hex` (from the OS's randomness)."""
+    return os.urandom(16).hex()
+
+
 class _ServiceInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, service: str, callers: CallerRegistry, rights: dict[str, Right]) -> None:
         self._service = service
         self._callers = callers
         self._rights = rights
+        # method -> (the service's handler, our wrapper of it), made once per method.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -95,7 +113,7 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
         metadata = handler_call_details.invocation_metadata
-        request_id = _metadata_value(metadata, "x-request-id") or uuid.uuid4().hex
+        request_id = _metadata_value(metadata, "x-request-id") or _new_request_id()
         token = _bearer(metadata)
         caller = self._callers.authenticate(token) if token is not None else None
         denial: tuple[grpc.StatusCode, str] | None = None
@@ -110,13 +128,20 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"caller {caller.name!r} lacks the right {what!r} for {method}",
                 )
-        return _wrap(handler, _Call(self._service, method, caller, request_id, denial))
+        _current_call.set(_Call(self._service, method, caller, request_id, denial))
+        request_context._caller.set(caller)
+        request_context._request_id.set(request_id)
+        wrapped = self._wrapped.get(method)
+        if wrapped is None or wrapped[0] is not handler:
+            wrapped = (handler, _wrap(handler, method))
+            self._wrapped[method] = wrapped
+        return wrapped[1]
 
 
 class _Call:
     """What the wrapper needs to know about one RPC."""
 
-    __slots__ = ("service", "method", "caller", "request_id", "denial")
+    __slots__ = ("service", "method", "caller", "request_id", "denial", "code")
 
     def __init__(
         self,
@@ -131,20 +156,29 @@ class _Call:
         self.caller = caller
         self.request_id = request_id
         self.denial = denial
+        # The status the wrapper ended the RPC with, when it did (else the context's).
+        self.code: grpc.StatusCode | None = None
 
 
-def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
+def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """The handler run inside the checks, error mapping and access log (one per method)."""
     if handler.unary_unary is not None:
         inner_uu = handler.unary_unary
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            with _Scope(call, context) as scope:
-                await scope.check()
+            call = _current_call.get()
+            start = time.perf_counter()
+            try:
+                if call.denial is not None:
+                    call.code = call.denial[0]
+                    await context.abort(*call.denial)
                 try:
                     return await inner_uu(request, context)
                 except BaseException as err:
-                    await scope.fail(err)
-            return None  # pragma: no cover - scope.fail always raises
+                    await _fail(call, context, err)
+            finally:
+                _log_access(call, context, start)
+            return None  # pragma: no cover - _fail always raises
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary, handler.request_deserializer, handler.response_serializer
@@ -155,8 +189,12 @@ def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
         async def unary_stream(
             request: Any, context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Any]:
-            with _Scope(call, context) as scope:
-                await scope.check()
+            call = _current_call.get()
+            start = time.perf_counter()
+            try:
+                if call.denial is not None:
+                    call.code = call.denial[0]
+                    await context.abort(*call.denial)
                 try:
                     result = inner_us(request, context)
                     if inspect.isasyncgen(result):
@@ -165,87 +203,70 @@ def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
                     else:
                         await result
                 except BaseException as err:
-                    await scope.fail(err)
+                    await _fail(call, context, err)
+            finally:
+                _log_access(call, context, start)
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream, handler.request_deserializer, handler.response_serializer
         )
-    raise TypeError(f"{call.method}: only unary-unary and unary-stream methods are supported")
+    raise TypeError(f"{method}: only unary-unary and unary-stream methods are supported")
 
 
-class _Scope:
-    """Sets the request context, checks the caller, maps errors and logs the outcome."""
+_CODE_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 
-    def __init__(self, call: _Call, context: grpc.aio.ServicerContext) -> None:
-        self._call = call
-        self._context = context
-        self._start = 0.0
-        self._code: grpc.StatusCode | None = None
-        self._tokens: list[Any] = []
 
-    def __enter__(self) -> _Scope:
-        self._start = time.perf_counter()
-        self._tokens = [
-            request_context._caller.set(self._call.caller),
-            request_context._request_id.set(self._call.request_id),
-        ]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        code = self._code or self._context.code() or grpc.StatusCode.OK
-        if isinstance(code, int):  # aio may report the raw integer
-            code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
-        access_log.info(
+def _log_access(call: _Call, context: grpc.aio.ServicerContext, start: float) -> None:
+    """The one access-log line of an RPC (made without logging's caller lookup)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    code = call.code or context.code() or grpc.StatusCode.OK
+    if isinstance(code, int):  # aio may report the raw integer
+        code = _CODE_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
+    fields = {
+        "service": call.service,
+        "method": call.method,
+        "caller": call.caller.name if call.caller else None,
+        "code": code.name,
+        "ms": round((time.perf_counter() - start) * 1000, 3),
+        "request_id": call.request_id,
+    }
+    access_log.handle(
+        access_log.makeRecord(
+            access_log.name,
+            logging.INFO,
+            "(unknown file)",
+            0,
             "rpc",
-            extra={
-                "fields": {
-                    "service": self._call.service,
-                    "method": self._call.method,
-                    "caller": self._call.caller.name if self._call.caller else None,
-                    "code": code.name,
-                    "ms": round((time.perf_counter() - self._start) * 1000, 3),
-                    "request_id": self._call.request_id,
-                }
-            },
+            (),
+            None,
+            extra={"fields": fields},
         )
-        request_context._request_id.reset(self._tokens[1])
-        request_context._caller.reset(self._tokens[0])
+    )
 
-    async def check(self) -> None:
-        if self._call.denial is not None:
-            code, message = self._call.denial
-            self._code = code
-            await self._context.abort(code, message)
 
-    async def fail(self, err: BaseException) -> None:
-        """Turn an exception from the handler into a status; always raises."""
-        if isinstance(err, grpc.aio.AbortError):
-            raise err
-        if isinstance(err, AicredsError):
-            code = STATUS_BY_KIND.get(err.kind, grpc.StatusCode.INTERNAL)
-            self._code = code
-            trailing = tuple(self._context.trailing_metadata() or ()) + (
-                (ERROR_REASON_KEY, err.reason),
-            )
-            self._context.set_trailing_metadata(trailing)
-            await self._context.abort(code, err.message)
-        if isinstance(err, Exception):
-            self._code = grpc.StatusCode.INTERNAL
-            # Only the type and where it was raised: an exception's text may carry a secret.
-            frame = err.__traceback__
-            while frame is not None and frame.tb_next is not None:
-                frame = frame.tb_next
-            where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
-            _log.error(
-                "unhandled error",
-                extra={
-                    "fields": {
-                        "method": self._call.method,
-                        "error": type(err).__name__,
-                        "where": where,
-                    }
-                },
-            )
-            await self._context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        self._code = grpc.StatusCode.CANCELLED
+async def _fail(call: _Call, context: grpc.aio.ServicerContext, err: BaseException) -> None:
+    """Turn an exception from the handler into a status (recorded in `call.code`); always
+    raises."""
+    if isinstance(err, grpc.aio.AbortError):
         raise err
+    if isinstance(err, AicredsError):
+        code = STATUS_BY_KIND.get(err.kind, grpc.StatusCode.INTERNAL)
+        call.code = code
+        trailing = tuple(context.trailing_metadata() or ()) + ((ERROR_REASON_KEY, err.reason),)
+        context.set_trailing_metadata(trailing)
+        await context.abort(code, err.message)
+    if isinstance(err, Exception):
+        call.code = grpc.StatusCode.INTERNAL
+        # Only the type and where it was raised: an exception's text may carry a secret.
+        frame = err.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
+        _log.error(
+            "unhandled error",
+            extra={"fields": {"method": call.method, "error": type(err).__name__, "where": where}},
+        )
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+    call.code = grpc.StatusCode.CANCELLED
+    raise err

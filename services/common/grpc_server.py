@@ -111,42 +111,90 @@ async def run_until_signal(running: RunningServer, grace: float = 5.0) -> None:
         await serving
 
 
-def _with_caller_token(
-    details: grpc.aio.ClientCallDetails, header: tuple[str, str]
-) -> grpc.aio.ClientCallDetails:
-    metadata = grpc.aio.Metadata(*(details.metadata or ()))
-    metadata.add(*header)
-    return grpc.aio.ClientCallDetails(
-        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-    )
+Metadata = Sequence[tuple[str, str | bytes]]
 
 
-# grpc.aio files an interceptor under the first call kind it implements only, so each kind
-# needs its own object.
-class _UnaryUnaryCallerToken(grpc.aio.UnaryUnaryClientInterceptor):
-    """Adds `authorization: Bearer <caller token>` to every unary call."""
+class _Authenticated:
+    """A multi-callable that adds the caller token to the call's own metadata.
 
-    def __init__(self, token: str) -> None:
-        self._header = ("authorization", f"Bearer {token}")
+    The token goes after whatever metadata the caller passes (its `x-request-id`), as a client
+    interceptor would add it, but the call stays on grpc.aio's direct path: an intercepted call
+    costs an extra task and call object on every RPC.
+    """
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(token=<hidden>)"
+    __slots__ = ("_inner", "_auth")
 
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(_with_caller_token(details, self._header), request)
-
-
-class _UnaryStreamCallerToken(grpc.aio.UnaryStreamClientInterceptor):
-    """Adds `authorization: Bearer <caller token>` to every server-streaming call."""
-
-    def __init__(self, token: str) -> None:
-        self._header = ("authorization", f"Bearer {token}")
+    def __init__(self, inner: Any, auth: tuple[tuple[str, str], ...]) -> None:
+        self._inner = inner
+        self._auth = auth
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(token=<hidden>)"
 
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(_with_caller_token(details, self._header), request)
+    def __call__(
+        self,
+        request: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._inner(
+            request,
+            timeout=timeout,
+            metadata=(*metadata, *self._auth) if metadata else self._auth,
+            credentials=credentials,
+            wait_for_ready=wait_for_ready,
+            compression=compression,
+        )
+
+
+class CallerChannel(grpc.aio.Channel):
+    """A grpc.aio channel whose every call sends `authorization: Bearer <caller token>`.
+
+    A drop-in `grpc.aio.Channel` (stubs take it as it is): each multi-callable it hands out adds
+    the token to that call's metadata. The token is in no repr.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, token: str, target: str) -> None:
+        self._channel = channel
+        self._auth = (("authorization", f"Bearer {token}"),)
+        self._target = target
+
+    def __repr__(self) -> str:
+        return f"CallerChannel(target={self._target!r}, token=<hidden>)"
+
+    async def __aenter__(self) -> CallerChannel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._channel.close(None)
+
+    async def close(self, grace: float | None = None) -> None:
+        await self._channel.close(grace)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self._channel.get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self._channel.wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self._channel.channel_ready()
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _Authenticated(self._channel.unary_unary(method, *args, **kwargs), self._auth)
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _Authenticated(self._channel.unary_stream(method, *args, **kwargs), self._auth)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _Authenticated(self._channel.stream_unary(method, *args, **kwargs), self._auth)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _Authenticated(self._channel.stream_stream(method, *args, **kwargs), self._auth)
 
 
 def open_channel(
@@ -155,7 +203,7 @@ def open_channel(
     tls: ClientTls | None = None,
     *,
     options: Sequence[tuple[str, Any]] = (),
-) -> grpc.aio.Channel:
+) -> CallerChannel:
     """A channel to `target` whose every call is authenticated with the caller token.
 
     Args:
@@ -165,13 +213,13 @@ def open_channel(
         options: gRPC channel arguments that replace the defaults of the same name (message
             sizes, keepalive) or add to them (e.g. a reconnect backoff).
     """
-    interceptors: list[Any] = [_UnaryUnaryCallerToken(token), _UnaryStreamCallerToken(token)]
     merged = list({**dict(_CHANNEL_OPTIONS), **dict(options)}.items())
     if tls is None:
-        return grpc.aio.insecure_channel(target, options=merged, interceptors=interceptors)
+        return CallerChannel(grpc.aio.insecure_channel(target, options=merged), token, target)
     credentials = grpc.ssl_channel_credentials(
         root_certificates=tls.ca.read_bytes(),
         private_key=tls.key.read_bytes() if tls.key else None,
         certificate_chain=tls.cert.read_bytes() if tls.cert else None,
     )
-    return grpc.aio.secure_channel(target, credentials, options=merged, interceptors=interceptors)
+    channel = grpc.aio.secure_channel(target, credentials, options=merged)
+    return CallerChannel(channel, token, target)

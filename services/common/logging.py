@@ -14,6 +14,9 @@ from typing import Any
 
 from services.common.request_context import current_request_id
 
+# json.dumps(line, default=str) builds a new encoder on every call; this is the same encoder.
+_encode = json.JSONEncoder(default=str).encode
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id and the fields."""
@@ -21,11 +24,21 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
         self._service = service
+        # The last record's second, formatted (one tuple: read and replaced at once); records
+        # come many to a second.
+        self._second: tuple[int, str] = (-1, "")
+
+    def _time(self, record: logging.LogRecord) -> str:
+        second, text = self._second
+        if int(record.created) != second:
+            second = int(record.created)
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)
+        return f"{text}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": self._time(record),
             "level": record.levelname,
             "service": self._service,
             "logger": record.name,
@@ -40,7 +53,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             # The exception type only: its text may hold a secret.
             line["error"] = record.exc_info[0].__name__
-        return json.dumps(line, default=str)
+        return _encode(line)
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:

@@ -1,8 +1,12 @@
-"""Per-RPC context shared by interceptors and handlers: the caller and the request id."""
+"""Per-RPC context shared by interceptors and handlers: the caller and the request id.
+
+The JSON log formatter (`services.common.logging`) puts `current_request_id()` on every line;
+an HTTP edge binds its request's id with `bind_request_id` so that its lines carry it too.
+"""
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 from services.common.callers import Caller
 
@@ -18,3 +22,13 @@ def current_caller() -> Caller | None:
 def current_request_id() -> str:
     """The request id of the RPC being handled (from `x-request-id`, else generated)."""
     return _request_id.get()
+
+
+def bind_request_id(request_id: str) -> Token[str]:
+    """Make `request_id` the current one; `unbind_request_id(token)` when the request ends."""
+    return _request_id.set(request_id)
+
+
+def unbind_request_id(token: Token[str]) -> None:
+    """Restore the request id that was current before `bind_request_id`."""
+    _request_id.reset(token)

@@ -24,6 +24,7 @@ from services.common.errors import (
 )
 from services.common.grpc_handlers import ERROR_REASON_KEY
 from services.common.grpc_server import ClientTls, open_channel
+from services.common.request_context import current_request_id
 from services.router.calls import ProviderConfig, Resolution
 from services.router.errors import VaultUnavailable
 
@@ -89,8 +90,11 @@ class VaultClient:
         where = f" at {self._address}" if self._address else ""
         if timeout <= 0:
             raise VaultUnavailable("no time was left to ask the vault")
+        # The RPC's request id goes on to the vault, so that its access-log line matches ours.
+        request_id = current_request_id()
+        metadata = (("x-request-id", request_id),) if request_id else None
         try:
-            reply = await self._stub.Resolve(request, timeout=timeout)
+            reply = await self._stub.Resolve(request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as err:
             code = err.code()
             if code in _PASSED_ON:

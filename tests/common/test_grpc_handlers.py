@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -14,7 +15,7 @@ from services.common.callers import CallerRegistry, Right
 from services.common.errors import NotFound
 from services.common.grpc_handlers import build_interceptors
 from services.common.grpc_server import RunningServer, open_channel, start_server
-from services.common.request_context import current_caller
+from services.common.request_context import current_caller, current_request_id
 
 SECRET = "sk-live-secret-value-that-must-not-leak"
 ECHO = "/test.Echo/Echo"
@@ -23,6 +24,10 @@ ADMIN_ONLY = "/test.Echo/Admin"
 
 
 async def _echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    if request.startswith(b"slow"):
+        await asyncio.sleep(0.01)
+        caller = current_caller()
+        return f"{caller.name if caller else '-'}:{current_request_id()}".encode()
     if request == b"missing":
         raise NotFound("credential 'openai_api_key' not found", reason="credential_not_found")
     if request == b"boom":
@@ -97,6 +102,34 @@ async def test_caller_without_the_right_is_denied(server: RunningServer) -> None
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await _call(server.port, "tok-gateway", ADMIN_ONLY, b"hi")
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_concurrent_calls_each_see_their_own_caller_and_request_id(
+    server: RunningServer,
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    async with (
+        open_channel(target, "tok-gateway") as gateway,
+        open_channel(target, "tok-router") as router,
+    ):
+
+        async def one(n: int) -> tuple[str, bytes | Exception]:
+            channel = gateway if n % 2 else router
+            metadata = (("x-request-id", f"req-{n}"),)
+            try:
+                return (
+                    f"gateway:req-{n}" if n % 2 else "denied",
+                    await channel.unary_unary(ECHO)(b"slow", timeout=5, metadata=metadata),
+                )
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+                return "denied", err
+
+        for expected, got in await asyncio.gather(*(one(n) for n in range(60))):
+            if expected == "denied":
+                assert isinstance(got, Exception)
+            else:
+                assert got == expected.encode()
 
 
 async def test_domain_error_maps_to_status_with_reason(server: RunningServer) -> None:
