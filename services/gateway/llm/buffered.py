@@ -21,62 +21,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 
 import grpc.aio
 from aicreds.router.v1 import router_pb2
-from starlette.responses import Response
 
 from services.gateway.errors import ApiError, from_rpc_error
 from services.gateway.llm.streaming import (
     BUFFER_LIMIT,
     EVENT_STREAM_HEADERS,
-    ErrorRenderer,
     Receive,
+    RouterAnswer,
     Scope,
     Send,
     is_event_stream,
     relayed_headers,
-    wait_for_disconnect,
     warning_headers,
 )
 
 _log = logging.getLogger("aicreds.gateway.llm")
 
 
-class BufferedAnswer(Response):
-    """The ASGI response of one `RouterService.InvokeBuffered` call.
-
-    A `Response` only so that it can be returned from an endpoint; status and headers are not
-    known until the router answered, so `status_code` and `headers` stay unset here.
-    """
-
-    def __init__(
-        self,
-        call: grpc.aio.UnaryUnaryCall,
-        *,
-        render_error: ErrorRenderer,
-        extra_headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self.status_code = 200
-        self.background = None
-        self.raw_headers = []
-        self._call = call
-        self._client_gone = False
-        self._render_error = render_error
-        self._extra = [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in (extra_headers or {}).items()
-        ]
+class BufferedAnswer(RouterAnswer[grpc.aio.UnaryUnaryCall]):
+    """The ASGI response of one `RouterService.InvokeBuffered` call."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         reply = await self._answer(receive)
         if reply is None:
             return
         if isinstance(reply, ApiError):
-            response = self._render_error(reply)
-            response.raw_headers.extend(self._extra)
-            await response(scope, receive, send)
+            await self._send_error(reply, scope, receive, send)
             return
         await self._send(reply, send)
 
@@ -101,11 +74,6 @@ class BufferedAnswer(Response):
         if not reply.HasField("head"):
             return ApiError(502, "bad_gateway", "the router answered without a response head")
         return reply
-
-    async def _cancel_when_gone(self, receive: Receive) -> None:
-        await wait_for_disconnect(receive)
-        self._client_gone = True
-        self._call.cancel()
 
     async def _send(self, reply: router_pb2.InvokeBufferedResponse, send: Send) -> None:
         headers = relayed_headers(reply.head) + self._extra

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 import grpc.aio
@@ -102,12 +102,50 @@ def warning_headers(warnings: Iterable[str]) -> list[tuple[bytes, bytes]]:
     ]
 
 
-class RouterRelay(Response):
-    """The ASGI response relaying one `RouterService.Invoke` call.
+CallT = TypeVar("CallT", bound=grpc.aio.Call)
+
+
+class RouterAnswer(Response, Generic[CallT]):
+    """What the ASGI responses of a router call share: the call, the vendor error renderer,
+    the gateway's extra headers, and cancelling the call when the client goes away.
 
     A `Response` only so that it can be returned from an endpoint; status and headers are not
-    known until the router's head arrives, so `status_code` and `headers` stay unset here.
+    known until the router answered, so `status_code` and `headers` stay unset here.
     """
+
+    def __init__(
+        self,
+        call: CallT,
+        *,
+        render_error: ErrorRenderer,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = []
+        self._call = call
+        self._client_gone = False
+        self._render_error = render_error
+        self._extra = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in (extra_headers or {}).items()
+        ]
+
+    async def _cancel_when_gone(self, receive: Receive) -> None:
+        await wait_for_disconnect(receive)
+        self._client_gone = True
+        self._call.cancel()
+
+    async def _send_error(
+        self, error: ApiError, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        response = self._render_error(error)
+        response.raw_headers.extend(self._extra)
+        await response(scope, receive, send)
+
+
+class RouterRelay(RouterAnswer[grpc.aio.UnaryStreamCall]):
+    """The ASGI response relaying one `RouterService.Invoke` call."""
 
     def __init__(
         self,
@@ -117,18 +155,9 @@ class RouterRelay(Response):
         stream_error_event: StreamErrorEvent,
         extra_headers: Mapping[str, str] | None = None,
     ) -> None:
-        self.status_code = 200
-        self.background = None
-        self.raw_headers = []
-        self._call = call
+        super().__init__(call, render_error=render_error, extra_headers=extra_headers)
         self._complete = False
-        self._client_gone = False
-        self._render_error = render_error
         self._stream_error_event = stream_error_event
-        self._extra = [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in (extra_headers or {}).items()
-        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The relay runs in this task; one watcher task waits for the client to go away and
@@ -148,11 +177,6 @@ class RouterRelay(Response):
                 # request, at once (the client went away, the server is stopping this
                 # request, or relaying failed).
                 self._call.cancel()
-
-    async def _cancel_when_gone(self, receive: Receive) -> None:
-        await wait_for_disconnect(receive)
-        self._client_gone = True
-        self._call.cancel()
 
     async def _relay_call(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -192,13 +216,6 @@ class RouterRelay(Response):
             event = self._stream_error_event(error)
             await send({"type": "http.response.body", "body": event, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def _send_error(
-        self, error: ApiError, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        response = self._render_error(error)
-        response.raw_headers.extend(self._extra)
-        await response(scope, receive, send)
 
 
 async def wait_for_disconnect(receive: Receive) -> None:
