@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -90,11 +89,6 @@ def _bearer(metadata: Sequence[Any] | None) -> str | None:
 _current_call: ContextVar[_Call] = ContextVar("aicreds_rpc_call")
 
 
-def _new_request_id() -> str:
-    """A fresh request id: 32 lowercase hex digits, as `uuid4().hex` (from the OS's randomness)."""
-    return os.urandom(16).hex()
-
-
 class _ServiceInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, service: str, callers: CallerRegistry, rights: dict[str, Right]) -> None:
         self._service = service
@@ -113,7 +107,7 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
         metadata = handler_call_details.invocation_metadata
-        request_id = _metadata_value(metadata, "x-request-id") or _new_request_id()
+        request_id = _metadata_value(metadata, "x-request-id") or request_context.new_request_id()
         token = _bearer(metadata)
         caller = self._callers.authenticate(token) if token is not None else None
         denial: tuple[grpc.StatusCode, str] | None = None

@@ -6,6 +6,7 @@ an HTTP edge binds its request's id with `bind_request_id` so that its lines car
 
 from __future__ import annotations
 
+import os
 from contextvars import ContextVar, Token
 
 from services.common.callers import Caller
@@ -32,3 +33,11 @@ def bind_request_id(request_id: str) -> Token[str]:
 def unbind_request_id(token: Token[str]) -> None:
     """Restore the request id that was current before `bind_request_id`."""
     _request_id.reset(token)
+
+
+def new_request_id() -> str:
+    """A random UUID 4 as 32 hex digits (what `uuid.uuid4().hex` gives, without the `UUID`)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return raw.hex()

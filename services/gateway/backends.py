@@ -28,8 +28,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.callers import read_secret_file
 from services.common.grpc_server import ClientTls, open_channel
+from services.common.request_context import current_request_id
 from services.gateway.errors import from_rpc_error
-from services.gateway.observability import current_request_id
 
 Reply = TypeVar("Reply")
 

@@ -30,14 +30,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.gateway.observability import (
-    Metrics,
-    bind_request_id,
-    log_access,
-    request_id_for,
-    route_template,
-    unbind_request_id,
-)
+from services.common.request_context import bind_request_id, unbind_request_id
+from services.gateway.observability import Metrics, log_access, request_id_for, route_template
 from services.gateway.routing import RouteTable
 
 _log = logging.getLogger("aicreds.gateway")

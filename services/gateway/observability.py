@@ -1,26 +1,25 @@
 """Request ids, the JSON access log and Prometheus metrics of the gateway.
 
 The edge layer (`services.gateway.edge`) uses these for every request: `request_id_for` keeps a
-sane client `X-Request-Id` or makes a new one, `bind_request_id` makes it the current one (for
-the gRPC metadata of `backends.py`), and after the response `Metrics.record_request` and
-`log_access` write the metrics and one access-log line (request id, method, route template,
-status, latency, user). The route is the template (`/api/v2/users/me/ai-credentials/{key}`),
-never the concrete path, so neither logs nor metric labels carry client-chosen text. Nothing of
-the request's headers or body is logged.
+sane client `X-Request-Id` or makes a new one; `services.common.request_context.bind_request_id`
+makes it the current one (for the gRPC metadata of `backends.py` and every JSON log line); after
+the response `Metrics.record_request` and `log_access` write the metrics and one access-log
+line (request id, method, route template, status, latency, user). The route is the template
+(`/api/v2/users/me/ai-credentials/{key}`), never the concrete path, so neither logs nor metric
+labels carry client-chosen text. Nothing of the request's headers or body is logged.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
-from contextvars import ContextVar, Token
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import Scope
 
-_request_id: ContextVar[str] = ContextVar("aicreds_gateway_request_id", default="")
+from services.common.request_context import new_request_id
+
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._\-]{1,128}")
 _REQUEST_ID_HEADER = b"x-request-id"
 # Where an endpoint records the authenticated user for the access log.
@@ -28,19 +27,6 @@ USER_SCOPE_KEY = "aicreds.user_id"
 UNMATCHED_ROUTE = "<unmatched>"
 
 access_log = logging.getLogger("aicreds.gateway.access")
-
-
-def current_request_id() -> str:
-    """The id of the request being handled ("" outside a request)."""
-    return _request_id.get()
-
-
-def new_request_id() -> str:
-    """A random UUID 4 as 32 hex digits (what `uuid.uuid4().hex` gives, without the `UUID`)."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    return raw.hex()
 
 
 def request_id_for(scope: Scope) -> str:
@@ -52,15 +38,6 @@ def request_id_for(scope: Scope) -> str:
                 return incoming
             break
     return new_request_id()
-
-
-def bind_request_id(request_id: str) -> Token[str]:
-    """Make `request_id` the current one; `unbind_request_id(token)` when the request ends."""
-    return _request_id.set(request_id)
-
-
-def unbind_request_id(token: Token[str]) -> None:
-    _request_id.reset(token)
 
 
 def route_template(scope: Scope) -> str:

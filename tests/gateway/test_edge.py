@@ -4,6 +4,7 @@ gateway's own routes."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -17,9 +18,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 
 from services.common.logging import JsonFormatter
+from services.common.request_context import current_request_id
 from services.gateway.app import create_app
 from services.gateway.edge import GatewayApplication
-from services.gateway.observability import Metrics, current_request_id
+from services.gateway.observability import Metrics
 from services.gateway.rest import HandlerApp, PlainHandler
 from services.gateway.routing import RouteTable
 from services.gateway.settings import GatewaySettings
@@ -30,6 +32,11 @@ SECRET_IN_ERROR = "sk-never-in-a-log-" + "K" * 20
 
 async def _ok(request: Request) -> Response:
     return JSONResponse({"request_id": current_request_id(), "item": request.path_params})
+
+
+async def _log_a_line(request: Request) -> Response:
+    logging.getLogger("aicreds.gateway.test").warning("a line written while handling")
+    return JSONResponse({})
 
 
 async def _explode(request: Request) -> Response:
@@ -48,6 +55,7 @@ async def _served() -> AsyncIterator[tuple[httpx.AsyncClient, Metrics]]:
         routes=[
             _route("/items/{item}", _ok, "GET", "PUT"),
             _route("/boom", _explode),
+            _route("/log", _log_a_line),
         ],
     )
     async with serve_asgi(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
@@ -94,6 +102,32 @@ async def test_routing_errors_in_the_api_shape_with_a_request_id() -> None:
         )
         == 1.0
     )
+
+
+class _JsonLines(logging.Handler):
+    """Formats each record as the service does, at once (inside the request's context)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter("gateway"))
+        self.lines: list[dict[str, object]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+async def test_every_log_line_written_during_a_request_carries_its_request_id() -> None:
+    lines = _JsonLines()
+    logger = logging.getLogger("aicreds.gateway.test")
+    logger.addHandler(lines)
+    try:
+        async with _served() as (client, _):
+            await client.get("/log", headers={"X-Request-Id": "req-log-1"})
+    finally:
+        logger.removeHandler(lines)
+    assert [(line["message"], line.get("request_id")) for line in lines.lines] == [
+        ("a line written while handling", "req-log-1")
+    ]
 
 
 async def test_an_unexpected_error_is_a_fixed_500_logged_by_type_only(
