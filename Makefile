@@ -48,11 +48,11 @@ lint: $(STAMP) ## Ruff and mypy on our code.
 
 .PHONY: run
 run: $(STAMP) ## Start vault, router and gateway on localhost with a development key.
-	$(PY) -m services.devrun
+	$(PY) -m devtools.run
 
 .PHONY: demo
 demo: $(STAMP) ## Run the whole flow against a local fake OpenAI upstream (no real key needed).
-	$(PY) -m services.demo
+	$(PY) -m devtools.demo
 
 .PHONY: bench
 bench: $(STAMP) ## Run the benchmarks (not part of make test; BENCH_DURATION=2 for a smoke run).

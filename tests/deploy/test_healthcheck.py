@@ -1,4 +1,4 @@
-"""`python -m services.healthcheck`: the compose health check and devrun's readiness probe."""
+"""`python -m services.healthcheck`: the compose health check and devtools.run's readiness probe."""
 
 from __future__ import annotations
 

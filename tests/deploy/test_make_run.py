@@ -181,7 +181,7 @@ def _assert_closed(address: str) -> None:
 
 def _assert_stopped_cleanly(run: MakeRun) -> None:
     # make itself re-raises the SIGINT after its recipe ends (it always does on Ctrl-C), so the
-    # verdict is devrun's own last line.
+    # verdict is devtools.run's own last line.
     assert run.process.wait(timeout=60) in (0, -signal.SIGINT), run.output
     run.wait_for(r"every service stopped cleanly", timeout=5)
 
@@ -282,7 +282,7 @@ def test_make_demo_shows_the_masked_key_reaching_the_upstream(tmp_path: Path) ->
     )
     output = result.stdout
     assert result.returncode == 0, output + result.stderr[-5000:]
-    from services.demo import DEMO_KEY, mask
+    from devtools.demo import DEMO_KEY, mask
 
     received = re.search(r"^\s*authorization: (.*)$", output, flags=re.M | re.I)
     assert received is not None, output
@@ -299,7 +299,7 @@ def test_a_busy_port_fails_the_start_and_stops_what_was_started(tmp_path: Path) 
         squatter.listen()
         env["GATEWAY_LISTEN"] = f"127.0.0.1:{squatter.getsockname()[1]}"
         result = subprocess.run(
-            [sys.executable, "-m", "services.devrun"],
+            [sys.executable, "-m", "devtools.run"],
             cwd=ROOT,
             env=env,
             capture_output=True,

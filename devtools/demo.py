@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 from openai import OpenAI
 
-from services.devrun import Stack, StackError, build_config, create_api_token, prepare_state
+from devtools.run import Stack, StackError, build_config, create_api_token, prepare_state
 
 # A made-up key: what the user stores, and what the upstream must receive.
 DEMO_KEY = "sk-demo-7f3a9c1e5b2d4f60a8e1"

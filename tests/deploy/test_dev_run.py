@@ -1,4 +1,4 @@
-"""devrun's configuration and state, without starting anything."""
+"""`make run`'s configuration (devtools.run) and state, without starting anything."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.common.callers import CallerRegistry, Right
-from services.devrun import GRANTS, build_config, connect_address, prepare_state
+from devtools.run import GRANTS, build_config, connect_address, prepare_state
 from tests.deploy.service_env import SERVICES, variables_read
 
 
@@ -94,7 +94,7 @@ def test_token_and_callers_files_follow_the_services_settings(tmp_path: Path) ->
     assert gateway is not None and gateway.name == "gateway"
 
 
-def test_devrun_sets_only_variables_the_services_read() -> None:
+def test_make_run_sets_only_variables_the_services_read() -> None:
     read = set().union(*(variables_read(s) for s in SERVICES))
     assert set(build_config({}).env) <= read
     for grant in GRANTS:
