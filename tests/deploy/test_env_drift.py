@@ -1,7 +1,7 @@
 """No drift between the code and what deploy/ (and `make run`) configure.
 
-Every environment variable the compose file, the Kubernetes manifests or devrun set for a
-service is one that service's settings actually read; the names come from calling each
+Every environment variable the compose file, the Kubernetes manifests or `make run`
+(devtools.run) set for a service is one that service's settings actually read; the names come from calling each
 `Settings.from_env` with a recording environment (tests/deploy/service_env.py).
 """
 
@@ -47,10 +47,9 @@ def test_kubernetes_sets_only_variables_the_service_reads(service: str) -> None:
     assert not unknown, f"deploy/k8s sets {sorted(unknown)} that {service} never reads"
 
 
-def test_readme_configuration_table_names_every_variable() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", section))
+def test_configuration_page_names_every_variable() -> None:
+    page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", page))
     for service in SERVICES:
         missing = _read(service) - documented
-        assert not missing, f"README's Configuration table lacks {sorted(missing)}"
+        assert not missing, f"docs/configuration.md lacks {sorted(missing)}"
