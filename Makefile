@@ -40,11 +40,14 @@ proto-check: $(STAMP) ## Fail if gen/ is not what protos/ generate.
 test: $(STAMP) ## Run the whole test suite.
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+LINT_PATHS := services devtools bench tests
+
 .PHONY: lint
-lint: $(STAMP) ## Ruff and mypy on our code.
-	$(VENV)/bin/ruff check services tests
-	$(VENV)/bin/ruff format --check services tests
-	$(VENV)/bin/mypy services
+lint: $(STAMP) ## Ruff (lint and format), mypy strict and the import contracts (pyproject.toml).
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy services devtools bench
+	$(VENV)/bin/lint-imports --no-cache
 
 .PHONY: run
 run: $(STAMP) ## Start vault, router and gateway on localhost with a development key.

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services.common.callers import CallerRegistry, Right
 from devtools.run import GRANTS, build_config, connect_address, prepare_state
+from services.common.callers import CallerRegistry, Right
 from tests.deploy.service_env import SERVICES, variables_read
 
 

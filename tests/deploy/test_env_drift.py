@@ -1,8 +1,8 @@
 """No drift between the code and what deploy/ (and `make run`) configure.
 
 Every environment variable the compose file, the Kubernetes manifests or `make run`
-(devtools.run) set for a service is one that service's settings actually read; the names come from calling each
-`Settings.from_env` with a recording environment (tests/deploy/service_env.py).
+(devtools.run) set for a service is one that service's settings actually read; the names come
+from calling each `Settings.from_env` with a recording environment (tests/deploy/service_env.py).
 """
 
 from __future__ import annotations
