@@ -6,12 +6,13 @@ ranges are refused, as are IPv4 addresses hidden in IPv6 (`::ffff:10.0.0.1`). Th
 specific ones with `ROUTER_EGRESS_ALLOW`: a comma-separated list of `host`, `host:port`,
 `[v6]:port` or CIDR entries.
 
-The check runs on the address actually connected to: `EgressNetworkBackend` sits under the
-upstream client's connection pool, resolves the host itself (through an injectable resolver),
-checks **every** address the name resolves to and then connects to a checked address. A DNS
+The check runs on the address actually connected to: `EgressNetworkBackend`
+(`transport/egress_backend.py`) sits under the upstream client's connection pool, resolves the
+host itself (through an injectable resolver), checks **every** address the name resolves to
+with `EgressPolicy.check` and then connects to a checked address. A DNS
 answer that changes between a pre-flight check and the connection (DNS rebinding) therefore
 cannot get around it, while TLS still verifies the original host name (sent as SNI). Nothing is
-sent before the check passes. No grpc here.
+sent before the check passes. No grpc, httpcore or httpx here: the policy is pure.
 """
 
 from __future__ import annotations
@@ -21,11 +22,7 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import httpcore
-
-from services.router.asyncio_stream import AsyncioBackend
 from services.router.errors import EgressRefused
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -166,69 +163,3 @@ class EgressPolicy:
                 )
             checked.append(str(ip))
         return checked
-
-
-class EgressNetworkBackend(httpcore.AsyncNetworkBackend):
-    """An httpcore network backend that connects only to addresses the policy allows.
-
-    It resolves and checks; `inner` (by default `AsyncioBackend`) connects to the checked
-    address.
-    """
-
-    def __init__(
-        self,
-        policy: EgressPolicy,
-        resolver: Resolver = system_resolver,
-        inner: httpcore.AsyncNetworkBackend | None = None,
-    ) -> None:
-        self._policy = policy
-        self._resolver = resolver
-        self._inner = inner if inner is not None else AsyncioBackend()
-
-    async def addresses_for(self, host: str, port: int, timeout: float | None = None) -> list[str]:
-        """Resolve `host` and check every answer; raises EgressRefused or httpcore.ConnectError."""
-        literal = parse_ip(host)
-        if literal is not None:
-            answers: Sequence[str] = [str(literal)]
-        else:
-            try:
-                async with asyncio.timeout(timeout):
-                    answers = await self._resolver(host, port)
-            except TimeoutError:
-                raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
-            except OSError:
-                raise httpcore.ConnectError(f"could not resolve {host}") from None
-            if not answers:
-                raise httpcore.ConnectError(f"could not resolve {host}")
-        return self._policy.check(host, answers, port)
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await self.addresses_for(host, port, timeout)
-        error: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address, port, timeout, local_address, socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as err:
-                error = err
-        assert error is not None
-        raise error
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise EgressRefused("unix sockets are not an allowed upstream")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)

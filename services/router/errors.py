@@ -10,6 +10,7 @@
     │                                                    provider says on_missing_credential=error
     ├── Unavailable
     │   ├── UpstreamUnavailable     upstream_unavailable connect failure or connection lost
+    │   │   └── UpstreamUnresolved  upstream_unavailable the upstream's name did not resolve
     │   └── VaultUnavailable        vault_unavailable    the vault did not answer
     └── DeadlineExceeded
         └── UpstreamTimeout         upstream_timeout     the upstream outlived the call's deadline
@@ -17,6 +18,7 @@
 Messages are public (sent to the caller, logged): they may name a header, a credential key, a
 host or an address, never a credential value. Errors the vault reports (provider or model not
 found, ...) are re-raised as the matching common class with the vault's message and reason.
+httpcore's and httpx's errors become these in one place, `transport/errors.py`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class CredentialMissing(FailedPrecondition):
 
 class UpstreamUnavailable(Unavailable):
     reason = "upstream_unavailable"
+
+
+class UpstreamUnresolved(UpstreamUnavailable):
+    """The upstream's host name did not resolve (in time); `CheckUpstream` allows such a name."""
 
 
 class VaultUnavailable(Unavailable):

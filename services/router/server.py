@@ -1,4 +1,4 @@
-"""The router process: wiring of settings, vault client, upstream client and servicer.
+"""The router process: wiring of settings, resolve client, upstream client and servicer.
 
 `start_router(settings)` is used by `main` (`aicreds-router`) and by tests alike. It refuses a
 bad configuration with `StartupRefused` (naming what to fix), then starts the gRPC server with
@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc.aio
-import httpcore
 import uvloop
 from aicreds.router.v1 import router_pb2_grpc
 
@@ -23,12 +22,12 @@ from services.common.callers import CallerRegistry, Right, read_secret_file
 from services.common.grpc_handlers import build_interceptors
 from services.common.grpc_server import RunningServer, run_until_signal, start_server
 from services.common.logging import configure_logging
-from services.router.calls import Router
 from services.router.config import RouterSettings
 from services.router.egress import Resolver, system_resolver
+from services.router.invocation import Router
+from services.router.resolve_client import ResolveClient, open_vault_channel
 from services.router.servicer import RouterServicer
-from services.router.upstream import UpstreamClient
-from services.router.vault_client import VaultClient, open_vault_channel
+from services.router.transport import NetworkBackend, UpstreamClient
 
 ROUTER_SERVICE = "aicreds.router.v1.RouterService"
 REQUIRED_RIGHTS: Mapping[str, Right] = {
@@ -75,7 +74,7 @@ async def start_router(
     settings: RouterSettings,
     *,
     resolver: Resolver = system_resolver,
-    network_backend: httpcore.AsyncNetworkBackend | None = None,
+    network_backend: NetworkBackend | None = None,
 ) -> RunningRouter:
     """Start a router as configured.
 
@@ -100,7 +99,7 @@ async def start_router(
         max_keepalive=min(100, settings.max_connections),
         ca_file=str(settings.upstream_ca_file) if settings.upstream_ca_file else None,
     )
-    router = Router(VaultClient(channel, settings.vault_addr), upstream, settings.vault_timeout)
+    router = Router(ResolveClient(channel, settings.vault_addr), upstream, settings.vault_timeout)
     servicer = RouterServicer(router, settings.upstream_timeout)
     try:
         server = await start_server(

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 import grpc.aio
 from aicreds.router.v1 import router_pb2, router_pb2_grpc
 
-from services.router.calls import MAX_BUFFERED_BODY, InvokeCall, PreparedCall, Router
+from services.router.invocation import MAX_BUFFERED_BODY, InvokeCall, PreparedCall, Router
 
 WARNING_KEY = "x-credential-warning"
 _log = logging.getLogger("aicreds.router")

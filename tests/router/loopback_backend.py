@@ -14,7 +14,7 @@ from typing import Any
 
 import httpcore
 
-from services.router.asyncio_stream import AsyncioBackend
+from services.router.transport.asyncio_stream import AsyncioBackend
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 

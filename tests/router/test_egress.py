@@ -15,7 +15,7 @@ import pytest
 
 from services.router.egress import AllowRule, EgressPolicy, parse_ip
 from services.router.errors import EgressRefused, UpstreamUnavailable
-from services.router.upstream import UpstreamClient, UpstreamRequest
+from services.router.transport import UpstreamClient, UpstreamRequest
 from tests.router.loopback_backend import LoopbackOnlyBackend
 from tests.router.upstream_server import UpstreamServer, running_upstream
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from services.router.calls import upstream_url
 from services.router.errors import BadInvokeRequest
 from services.router.headers import (
     downstream_response_headers,
     upstream_request_headers,
 )
+from services.router.invocation import upstream_url
 
 
 def test_client_auth_never_goes_upstream_and_provider_wins() -> None:

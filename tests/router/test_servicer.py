@@ -15,7 +15,7 @@ import grpc.aio
 import pytest
 from aicreds.router.v1 import router_pb2
 
-from services.router.calls import MAX_BUFFERED_BODY
+from services.router.invocation import MAX_BUFFERED_BODY
 from tests.router.conftest import RouterEnv, RouterFactory, provider, warnings_of
 from tests.router.fake_vault import FakeVault
 from tests.router.upstream_server import (

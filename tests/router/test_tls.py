@@ -29,7 +29,7 @@ from services.router.config import RouterSettings
 from services.router.egress import EgressPolicy
 from services.router.errors import UpstreamUnavailable
 from services.router.server import start_router
-from services.router.upstream import UpstreamClient, UpstreamRequest
+from services.router.transport import UpstreamClient, UpstreamRequest
 from tests.router.loopback_backend import LoopbackOnlyBackend
 from tests.router.upstream_server import running_upstream
 

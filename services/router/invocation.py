@@ -26,9 +26,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-import httpcore
-import httpx
-
 from services.common.errors import AicredsError, InvalidArgument
 from services.common.header_masking import MASKED, mask_header_value
 from services.router.body_model import rewrite_model
@@ -37,14 +34,18 @@ from services.router.errors import (
     CredentialMissing,
     EgressRefused,
     UpstreamUnavailable,
+    UpstreamUnresolved,
 )
 from services.router.headers import upstream_request_headers
 from services.router.placeholders import substitute_headers
-from services.router.upstream import (
+from services.router.transport import (
     UpstreamClient,
     UpstreamRequest,
     UpstreamResponse,
     UpstreamTarget,
+    base_url_errors,
+    base_url_host_port,
+    checked_base_url_errors,
 )
 
 _log = logging.getLogger("aicreds.router")
@@ -171,13 +172,9 @@ def upstream_target(base_url: str, path: str, query: str) -> UpstreamTarget:
     # A base URL may carry a query of its own (e.g. `?api-version=...`): both are kept.
     joined_query = "&".join(q for q in (base_query, query) if q)
     url = urlunsplit((scheme, netloc, joined_path, joined_query, ""))
-    try:
+    with base_url_errors():
         built = UpstreamTarget(url)
         base = UpstreamTarget(base_url)
-    except (httpx.InvalidURL, httpcore.UnsupportedProtocol):
-        raise UpstreamUnavailable(
-            "the provider's base_url is not an http or https URL the router can call"
-        ) from None
     if built.key != base.key:
         raise BadInvokeRequest("path must stay on the provider's base URL")
     return built
@@ -185,14 +182,8 @@ def upstream_target(base_url: str, path: str, query: str) -> UpstreamTarget:
 
 def _upstream_host_port(base_url: str) -> tuple[str, int]:
     """The host and port a call to `base_url` connects to; InvalidArgument if it has none."""
-    try:
-        url = httpx.URL(base_url)
-    except (httpx.InvalidURL, TypeError):
-        raise InvalidArgument("base_url is not a valid URL") from None
-    if url.scheme not in ("http", "https") or not url.raw_host:
-        raise InvalidArgument("base_url must be an absolute http or https URL with a host")
-    # The host as httpcore connects to it (IDNA-encoded), so that allowlist entries match alike.
-    return url.raw_host.decode("ascii"), url.port or (443 if url.scheme == "https" else 80)
+    with checked_base_url_errors():
+        return base_url_host_port(base_url)
 
 
 def _deadline_left(deadline: float) -> float:
@@ -326,7 +317,7 @@ class Router:
             await self._upstream.checked_addresses(host, port, deadline=deadline)
         except EgressRefused as err:
             return UpstreamCheck(allowed=False, reason=err.message)
-        except (httpcore.ConnectError, httpcore.ConnectTimeout):
+        except UpstreamUnresolved:
             return UpstreamCheck(allowed=True, resolved=False)
         return UpstreamCheck(allowed=True)
 

@@ -25,8 +25,8 @@ from services.common.errors import (
 from services.common.grpc_handlers import ERROR_REASON_KEY
 from services.common.grpc_server import ClientTls, open_channel
 from services.common.request_context import current_request_id
-from services.router.calls import ProviderConfig, Resolution
 from services.router.errors import VaultUnavailable
+from services.router.invocation import ProviderConfig, Resolution
 
 # After the vault was down, try again within a second or two rather than grpc's default of up
 # to two minutes (the other channel options are open_channel's defaults).
@@ -68,7 +68,7 @@ def _reason(err: grpc.aio.AioRpcError) -> str | None:
     return None
 
 
-class VaultClient:
+class ResolveClient:
     """Calls `Resolve` as the router (right `resolve` at the vault)."""
 
     def __init__(self, channel: grpc.aio.Channel, address: str = "") -> None:
@@ -77,7 +77,7 @@ class VaultClient:
         self._address = address
 
     def __repr__(self) -> str:
-        return f"VaultClient(address={self._address!r})"
+        return f"ResolveClient(address={self._address!r})"
 
     async def resolve(
         self, user_id: str, *, provider_name: str | None, model: str | None, timeout: float

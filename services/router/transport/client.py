@@ -1,0 +1,249 @@
+"""The upstream HTTP client: one request, streamed, on a pooled connection behind the egress
+policy.
+
+`UpstreamClient.stream` sends one request and yields an `UpstreamResponse` as soon as the
+upstream's head arrives; its body chunks are forwarded as they are read from the socket, never
+buffered whole. The bytes are forwarded raw (still compressed if the upstream compressed them)
+together with the upstream's `Content-Encoding`, so that what the caller receives is exactly
+what the upstream sent. The router asks for `Accept-Encoding: identity` unless the provider's
+headers say otherwise, because the caller's own Accept-Encoding is not forwarded.
+
+The requests go straight to httpcore's HTTP/1.1 connections, kept in a small pool of our own
+(`pool.py`): httpx's client layers (cookies, redirects, auth, proxies from the
+environment, event hooks) would do nothing here but cost CPU on every call, and httpcore's own
+pool checks every idle connection on every request. What those layers would have decided is
+fixed here instead: no cookie is kept or sent, no redirect is followed, no proxy is used.
+
+Time: the whole exchange is bounded by an absolute deadline (the caller's gRPC deadline, or the
+router's default); connecting is also bounded by the connect timeout. Leaving the `stream`
+block early (a cancelled call) closes the upstream connection at once.
+
+Errors (mapped in `errors.py`): a refused or failed connection is UpstreamUnavailable, as is a
+connection lost mid-response; running out of time is UpstreamTimeout; the egress policy raises
+EgressRefused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import httpcore
+import httpx
+
+from services.router.egress import EgressPolicy, Resolver, system_resolver
+from services.router.errors import UpstreamTimeout
+from services.router.headers import downstream_response_headers
+from services.router.transport.egress_backend import EgressNetworkBackend
+from services.router.transport.errors import body_errors, exchange_errors, resolve_errors
+from services.router.transport.pool import (
+    ConnectionPool,
+    PoolWait,
+    close_in_background,
+)
+from services.router.transport.target import OriginKey, UpstreamTarget
+
+# Sent unless the request's headers name them (what httpx's client sent by default).
+_DEFAULT_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"Accept", b"*/*"),
+    (b"Accept-Encoding", b"identity"),
+    (b"Connection", b"keep-alive"),
+    (b"User-Agent", b"aicreds-router"),
+)
+_DEFAULT_NAMES = frozenset(name.decode("ascii").lower() for name, _ in _DEFAULT_HEADERS)
+_BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+
+
+def _wire_headers(
+    netloc: bytes, method: bytes, headers: Iterable[tuple[str, str]], body: bytes
+) -> list[tuple[bytes, bytes]]:
+    """`Host`, the request's headers, the defaults it does not override, `Content-Length`."""
+    out: list[tuple[bytes, bytes]] = [(b"Host", netloc)]
+    named: set[str] = set()
+    for name, value in headers:
+        named.add(name.lower())
+        # Values as UTF-8 bytes: HTTP carries such bytes as obs-text; names are checked
+        # tokens, so ASCII.
+        out.append((name.encode("ascii"), value.encode("utf-8")))
+    if named.isdisjoint(_DEFAULT_NAMES):
+        out.extend(_DEFAULT_HEADERS)
+    else:
+        out.extend(line for line in _DEFAULT_HEADERS if line[0].decode().lower() not in named)
+    if body or method in _BODY_METHODS:
+        out.append((b"Content-Length", str(len(body)).encode("ascii")))
+    return out
+
+
+@dataclass(frozen=True)
+class UpstreamRequest:
+    """One request to send upstream (headers are already final: substituted and filtered).
+
+    `target` is `url` already parsed, when the caller has it.
+    """
+
+    method: str
+    url: str
+    headers: Sequence[tuple[str, str]] = field(repr=False)
+    body: bytes = field(default=b"", repr=False)
+    target: UpstreamTarget | None = field(default=None, repr=False, compare=False)
+
+
+class UpstreamResponse:
+    """The upstream's head, and its body as an async iterator of raw chunks."""
+
+    def __init__(self, response: httpcore.Response, release: _Release) -> None:
+        self._response = response
+        self._release = release
+        self.status = response.status
+        self.bytes_received = 0
+        self.chunks_received = 0
+        self.headers = downstream_response_headers(
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in response.headers
+        )
+
+    def __repr__(self) -> str:
+        return f"UpstreamResponse(status={self.status})"
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Each piece of the body as it arrives; UpstreamUnavailable if the connection drops."""
+        with body_errors():
+            async for chunk in self._response.aiter_stream():
+                if chunk:
+                    self.bytes_received += len(chunk)
+                    self.chunks_received += 1
+                    yield chunk
+
+    def abort(self) -> None:
+        """Close the upstream connection soon, from a callback (e.g. the RPC was cancelled)."""
+        if not self._release.done:
+            close_in_background(self._release.close(self._response))
+
+
+class _Release:
+    """Closes one response and gives its connection back to the pool, once."""
+
+    __slots__ = ("_connection", "_key", "_pool", "done")
+
+    def __init__(
+        self, pool: ConnectionPool, key: OriginKey, connection: httpcore.AsyncHTTP11Connection
+    ) -> None:
+        self._pool = pool
+        self._key = key
+        self._connection = connection
+        self.done = False
+
+    async def close(self, response: httpcore.Response | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            if response is not None:
+                # Closing a response not read to its end closes the connection (httpcore).
+                await response.aclose()
+        finally:
+            await self._pool.release(self._key, self._connection)
+
+
+def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    """httpx's default context (certifi's CAs), or one trusting only `ca_file`."""
+    if ca_file is None:
+        return httpx.create_ssl_context()
+    return ssl.create_default_context(cafile=ca_file)
+
+
+class UpstreamClient:
+    """A pool of HTTP/1.1 connections whose every connection passes the egress policy."""
+
+    def __init__(
+        self,
+        policy: EgressPolicy,
+        *,
+        resolver: Resolver = system_resolver,
+        connect_timeout: float = 10.0,
+        network_backend: httpcore.AsyncNetworkBackend | None = None,
+        ca_file: str | None = None,
+        max_connections: int = 1000,
+        max_keepalive: int = 100,
+        keepalive_expiry: float = 60.0,
+    ) -> None:
+        self._connect_timeout = connect_timeout
+        self.backend = EgressNetworkBackend(policy, resolver, network_backend)
+        # No proxy is ever used (an HTTP(S)_PROXY variable must not route around the egress
+        # policy), no cookie is kept (the client is shared by every user's calls) and no
+        # redirect is followed: this client has none of those features.
+        self._pool = ConnectionPool(
+            self.backend,
+            _ssl_context(ca_file),
+            max_connections=max_connections,
+            max_keepalive=max_keepalive,
+            keepalive_expiry=keepalive_expiry,
+        )
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+    async def checked_addresses(self, host: str, port: int, *, deadline: float) -> list[str]:
+        """The addresses a connection to `host:port` would try, resolved and checked exactly
+        as a connection does it, within the connect timeout; nothing is sent.
+
+        Raises:
+            EgressRefused: the policy refuses one of them.
+            UpstreamUnresolved: the name did not resolve (in time).
+        """
+        remaining = deadline - asyncio.get_running_loop().time()
+        timeout = max(0.0, min(self._connect_timeout, remaining))
+        with resolve_errors(host):
+            return await self.backend.addresses_for(host, port, timeout)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, request: UpstreamRequest, *, deadline: float
+    ) -> AsyncIterator[UpstreamResponse]:
+        """Send `request`; yield the response once its head arrived; close it on exit.
+
+        Args:
+            request: what to send.
+            deadline: absolute `loop.time()` by which the whole exchange must be over.
+        """
+        loop = asyncio.get_running_loop()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise UpstreamTimeout("the call's deadline passed before the upstream was called")
+        connect = min(self._connect_timeout, remaining)
+        release: _Release | None = None
+        wait = PoolWait()
+        response: httpcore.Response | None = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                with exchange_errors(request.url, connect_timeout=connect, deadline_left=remaining):
+                    target = request.target or UpstreamTarget(request.url)
+                    method = request.method.encode("ascii")
+                    outgoing = httpcore.Request(
+                        method,
+                        httpcore.URL(
+                            scheme=target.origin.scheme,
+                            host=target.origin.host,
+                            port=target.origin.port,
+                            target=target.target,
+                        ),
+                        headers=_wire_headers(target.netloc, method, request.headers, request.body),
+                        content=request.body,
+                    )
+                    connection = await self._pool.acquire(target, connect, wait)
+                    release = _Release(self._pool, target.key, connection)
+                    response = await connection.handle_async_request(outgoing)
+                yield UpstreamResponse(response, release)
+        except TimeoutError:
+            if wait.for_room:
+                raise UpstreamTimeout(
+                    "every upstream connection of the router stayed busy until the deadline"
+                ) from None
+            raise UpstreamTimeout(
+                "the upstream did not finish before the call's deadline"
+            ) from None
+        finally:
+            if release is not None:
+                await release.close(response)
