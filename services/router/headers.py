@@ -4,7 +4,8 @@ Upstream request headers are the provider's configured headers (after substituti
 client's headers that are on an allowlist and that the provider does not set itself. The
 client's own authentication (`Authorization`, `x-api-key`, cookies) is never on the list.
 Hop-by-hop headers (RFC 9110 section 7.6.1, plus any the `Connection` header names) are dropped
-in both directions; httpx computes `Host` and `Content-Length` itself.
+in both directions; the transport (`transport/client.py`) writes `Host` from the base URL and
+`Content-Length` from the body itself.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ FORWARDED_CLIENT_HEADERS = frozenset(
     }
 )
 
-# Set by httpx from the URL and the body; a configured value would contradict them.
+# Written by the transport from the URL and the body; a configured value would contradict them.
 _COMPUTED = frozenset({"host", "content-length"})
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
