@@ -62,12 +62,20 @@ def select_provider(model: str, providers: Iterable[P]) -> ModelChoice[P] | None
 
 
 def model_owners(providers: Iterable[P]) -> dict[str, P]:
-    """Every model the providers list, each once, mapped to the provider a plain call to it
-    selects (rule 2); in order of provider name, then of each provider's list."""
+    """Every model the providers list, each once, mapped to the provider a call naming it
+    selects; in order of provider name, then of each provider's list.
+
+    That is the first provider by name listing it (rule 2), except for a listed name that reads
+    as `provider_name/model` of an existing provider: a call naming it goes to that provider
+    (rule 1), so it is listed as that provider's.
+    """
+    ordered = sorted(providers, key=_name)
     owners: dict[str, P] = {}
-    for provider in sorted(providers, key=_name):
+    for provider in ordered:
         for model in provider.models:
-            owners.setdefault(model, provider)
+            if model not in owners:
+                choice = select_provider(model, ordered)
+                owners[model] = choice.provider if choice is not None else provider
     return owners
 
 
