@@ -32,9 +32,10 @@ import grpc.aio
 
 from services.common import request_context
 from services.common.callers import Caller, CallerRegistry, Right
+from services.common.error_reason import ERROR_REASON_KEY, reason_metadata
 from services.common.errors import AicredsError
 
-ERROR_REASON_KEY = "x-error-reason"
+__all__ = ["ERROR_REASON_KEY", "STATUS_BY_KIND", "build_interceptors"]
 _OPEN_PREFIXES = (
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1alpha.ServerReflection/",
@@ -107,7 +108,10 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
         metadata = handler_call_details.invocation_metadata
-        request_id = _metadata_value(metadata, "x-request-id") or request_context.new_request_id()
+        request_id = (
+            _metadata_value(metadata, request_context.REQUEST_ID_KEY)
+            or request_context.new_request_id()
+        )
         token = _bearer(metadata)
         caller = self._callers.authenticate(token) if token is not None else None
         denial: tuple[grpc.StatusCode, str] | None = None
@@ -247,7 +251,7 @@ async def _fail(call: _Call, context: grpc.aio.ServicerContext, err: BaseExcepti
     if isinstance(err, AicredsError):
         code = STATUS_BY_KIND.get(err.kind, grpc.StatusCode.INTERNAL)
         call.code = code
-        trailing = tuple(context.trailing_metadata() or ()) + ((ERROR_REASON_KEY, err.reason),)
+        trailing = tuple(context.trailing_metadata() or ()) + reason_metadata(err.reason)
         context.set_trailing_metadata(trailing)
         await context.abort(code, err.message)
     if isinstance(err, Exception):

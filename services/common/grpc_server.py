@@ -19,6 +19,8 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.request_context import REQUEST_ID_KEY, current_request_id
+
 
 @dataclass(frozen=True)
 class TlsFiles:
@@ -115,11 +117,12 @@ Metadata = Sequence[tuple[str, str | bytes]]
 
 
 class _Authenticated:
-    """A multi-callable that adds the caller token to the call's own metadata.
+    """A multi-callable that adds the request id and the caller token to the call's metadata.
 
-    The token goes after whatever metadata the caller passes (its `x-request-id`), as a client
-    interceptor would add it, but the call stays on grpc.aio's direct path: an intercepted call
-    costs an extra task and call object on every RPC.
+    `x-request-id` is the request id bound in this context (`request_context`), when there is
+    one and the caller did not pass its own; then comes the token, after whatever metadata the
+    caller passes, as a client interceptor would add them. The call stays on grpc.aio's direct
+    path: an intercepted call costs an extra task and call object on every RPC.
     """
 
     __slots__ = ("_inner", "_auth")
@@ -141,18 +144,27 @@ class _Authenticated:
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
+        added = self._auth
+        request_id = current_request_id()
+        if request_id and not (metadata and _has_request_id(metadata)):
+            added = ((REQUEST_ID_KEY, request_id), *added)
         return self._inner(
             request,
             timeout=timeout,
-            metadata=(*metadata, *self._auth) if metadata else self._auth,
+            metadata=(*metadata, *added) if metadata else added,
             credentials=credentials,
             wait_for_ready=wait_for_ready,
             compression=compression,
         )
 
 
+def _has_request_id(metadata: Metadata) -> bool:
+    return any(key == REQUEST_ID_KEY for key, _ in metadata)
+
+
 class CallerChannel(grpc.aio.Channel):
-    """A grpc.aio channel whose every call sends `authorization: Bearer <caller token>`.
+    """A grpc.aio channel whose every call sends `authorization: Bearer <caller token>`, and
+    `x-request-id` when a request id is bound (`services.common.request_context`).
 
     A drop-in `grpc.aio.Channel` (stubs take it as it is): each multi-callable it hands out adds
     the token to that call's metadata. The token is in no repr.
@@ -204,7 +216,8 @@ def open_channel(
     *,
     options: Sequence[tuple[str, Any]] = (),
 ) -> CallerChannel:
-    """A channel to `target` whose every call is authenticated with the caller token.
+    """A channel to `target` whose every call is authenticated with the caller token and
+    carries the current request id (so callers pass no metadata of their own for it).
 
     Args:
         target: `host:port`.

@@ -1,6 +1,7 @@
-"""Masking of provider header values in responses, and the literal-secret warning (SPEC 2.3).
+"""Masking of provider header values in responses, and the literal-secret warning (SPEC 2.3);
+masking of credential values for screens that need no plaintext (SPEC 2.2 `?masked=true`).
 
-Pure (no I/O, no grpc); the vault's ProviderService and the gateway both use it.
+Pure (no I/O, no grpc); the vault's ProviderService, the router's Preview and the gateway use it.
 
 **Sensitive header names** (case-insensitive): `Authorization`, `Proxy-Authorization`,
 `X-API-Key`, `Api-Key`, `Cookie`, `Set-Cookie`, and every name containing `key`, `token`,
@@ -86,3 +87,17 @@ def literal_secret_warnings(headers: Mapping[str, Iterable[str]]) -> list[str]:
         for name, values in headers.items()
         if any(mask_header_value(name, value) == MASKED for value in values)
     ]
+
+
+MIN_PARTIALLY_SHOWN = 16
+
+
+def mask_credential_value(value: str) -> str:
+    """SPEC 2.2: the first 3 and last 4 characters of a value of at least 16, joined by `...`;
+    `MASKED` for a shorter one.
+
+    The joint has a fixed width, so the masked form does not tell the value's length.
+    """
+    if len(value) < MIN_PARTIALLY_SHOWN:
+        return MASKED
+    return f"{value[:3]}...{value[-4:]}"

@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-PLACEHOLDER = re.compile(r"\{\{credential:([A-Za-z0-9_.\-]{1,128})\}\}")
+from services.common.credential_rules import KEY_PATTERN
+
+PLACEHOLDER = re.compile(r"\{\{credential:(" + KEY_PATTERN.pattern + r")\}\}")
 """A well-formed placeholder `{{credential:KEY}}`; group 1 is the key."""
 
 

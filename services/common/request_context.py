@@ -1,5 +1,9 @@
 """Per-RPC context shared by interceptors and handlers: the caller and the request id.
 
+A server binds the id an RPC arrived with (`x-request-id`, else a new one); every channel from
+`services.common.grpc_server.open_channel` sends the bound id on with each call it makes, so
+one id follows a request through gateway, router and vault.
+
 The JSON log formatter (`services.common.logging`) puts `current_request_id()` on every line;
 an HTTP edge binds its request's id with `bind_request_id` so that its lines carry it too.
 """
@@ -10,6 +14,9 @@ import os
 from contextvars import ContextVar, Token
 
 from services.common.callers import Caller
+
+REQUEST_ID_KEY = "x-request-id"
+"""The metadata key (and HTTP header) carrying a request id from service to service."""
 
 _caller: ContextVar[Caller | None] = ContextVar("aicreds_caller", default=None)
 _request_id: ContextVar[str] = ContextVar("aicreds_request_id", default="")

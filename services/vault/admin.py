@@ -132,7 +132,8 @@ async def create_token(vault: Vault, args: argparse.Namespace) -> None:
         lifetime = parse_lifetime(args.expires_in) if args.expires_in else 0
     except ValueError as err:
         raise CommandFailed(str(err)) from None
-    scopes = [s for s in (args.scopes or "").split(",") if s.strip()]
+    # The command line is forgiving about spaces (`--scopes "a, b"`); the rule is exact.
+    scopes = [s.strip() for s in (args.scopes or "").split(",") if s.strip()]
     created = await vault.auth.tokens.create(
         CALLER, args.user, name=args.name, scopes=scopes, expires_in_seconds=lifetime
     )

@@ -9,18 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from services.vault.audit import audit_failures, audit_record
-from services.vault.envelope import Envelope
-from services.vault.errors import CredentialNotFound
-from services.vault.store import AuditSink, CredentialStore
-from services.vault.validation import (
+from services.common.credential_rules import (
     KEY_PATTERN,
     describe,
     validate_credentials,
     validate_key,
-    validate_user_id,
     validate_value,
 )
+from services.vault.audit import audit_failures, audit_record
+from services.vault.envelope import Envelope
+from services.vault.errors import CredentialNotFound
+from services.vault.store import AuditSink, CredentialStore
+from services.vault.validation import validate_user_id
 
 
 class AuditedCredentialStore(CredentialStore, AuditSink, Protocol):

@@ -14,24 +14,25 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from services.common.errors import InvalidArgument
+from services.common.credential_rules import describe
 from services.common.header_masking import literal_secret_warnings, mask_headers
+from services.common.model_selection import select_provider
 from services.common.placeholders import referenced_keys
+from services.common.provider_rules import (
+    DEFAULT_ON_MISSING_CREDENTIAL,
+    PROVIDER_NAME,
+    validate_base_url,
+    validate_headers,
+    validate_kind,
+    validate_models,
+    validate_on_missing,
+    validate_provider_name,
+)
 from services.vault.audit import audit_failures, audit_record
 from services.vault.envelope import Envelope, Opener
 from services.vault.errors import DecryptionFailed, ModelNotFound, ProviderExists, ProviderNotFound
 from services.vault.store import AuditSink, ProviderRecord, ProviderStore
-from services.vault.validation import (
-    ON_MISSING_CREDENTIAL,
-    PROVIDER_KINDS,
-    PROVIDER_NAME,
-    describe,
-    validate_base_url,
-    validate_headers,
-    validate_models,
-    validate_provider_name,
-    validate_user_id,
-)
+from services.vault.validation import validate_user_id
 
 
 class AuditedProviderStore(ProviderStore, AuditSink, Protocol):
@@ -47,7 +48,7 @@ class ProviderConfig:
     base_url: str
     headers: dict[str, list[str]] = field(repr=False)
     models: tuple[str, ...] = ()
-    on_missing_credential: str = "warn"
+    on_missing_credential: str = DEFAULT_ON_MISSING_CREDENTIAL
 
     def masked(self) -> ProviderConfig:
         """The same provider with sensitive header values masked (SPEC 2.3)."""
@@ -74,13 +75,11 @@ class ProviderView:
 def validate_provider(config: ProviderConfig) -> ProviderConfig:
     """Check every field (issue 3, item 1); the first problem is raised, naming the field."""
     validate_provider_name(config.name)
-    if config.kind not in PROVIDER_KINDS:
-        raise InvalidArgument("kind must be openai, anthropic or custom")
+    validate_kind(config.kind)
     validate_base_url(config.base_url)
     headers = validate_headers(config.headers)
     models = validate_models(config.models)
-    if config.on_missing_credential not in ON_MISSING_CREDENTIAL:
-        raise InvalidArgument("on_missing_credential must be warn or error")
+    validate_on_missing(config.on_missing_credential)
     return replace(config, headers=headers, models=models)
 
 
@@ -183,20 +182,11 @@ def provider_named(records: Iterable[ProviderRecord], name: str) -> ProviderReco
 
 
 def provider_for_model(records: Sequence[ProviderRecord], model: str) -> tuple[ProviderRecord, str]:
-    """SPEC 2.6 over the user's records sorted by name: the provider for `model` and the model
-    name to send upstream.
-
-    `provider_name/model` picks that provider and sends `model`; otherwise the provider whose
-    `models` lists the model exactly (the first by name if several do).
-    """
-    prefix, slash, rest = model.partition("/")
-    if slash and rest:
-        for record in records:
-            if record.name == prefix:
-                return record, rest
-    for record in records:
-        if model in record.models:
-            return record, model
+    """The provider for `model` and the model name to send upstream, by the one rule of SPEC 2.6
+    (`services.common.model_selection.select_provider`)."""
+    choice = select_provider(model, records)
+    if choice is not None:
+        return choice.provider, choice.upstream_model
     raise ModelNotFound(f"model {describe(model)} is not served by any of the user's providers")
 
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from services.common.credential_rules import KEY_PATTERN
+from services.common.provider_rules import validate_model, validate_provider_name
 from services.vault.audit import audit_failures, audit_record
 from services.vault.credentials import CredentialMaps
 from services.vault.providers import (
@@ -22,12 +24,7 @@ from services.vault.providers import (
     provider_named,
 )
 from services.vault.store import AuditRecord, AuditSink, ProviderRecord, ResolveRows, ResolveStore
-from services.vault.validation import (
-    KEY_PATTERN,
-    validate_model,
-    validate_provider_name,
-    validate_user_id,
-)
+from services.vault.validation import validate_user_id
 
 ACTION = "credentials.resolve"
 

@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from services.common.errors import InvalidArgument, NotFound
+from services.common.scopes import granted_scopes
 from services.vault.audit import audit_failures, audit_record
 from services.vault.store import AuditRecord, AuditSink
 from services.vault.validation import validate_user_id
@@ -40,36 +41,6 @@ _TOKEN_ID_RE = re.compile(r"tok_[A-Za-z0-9_-]{1,64}")
 
 Clock = Callable[[], float]
 _log = logging.getLogger("aicreds.vault.tokens")
-
-
-class Scope(StrEnum):
-    """One right a token grants, spelled as in the REST API."""
-
-    CREDENTIALS_READ = "credentials:read"
-    CREDENTIALS_WRITE = "credentials:write"
-    PROVIDERS_READ = "providers:read"
-    PROVIDERS_WRITE = "providers:write"
-    LLM_INVOKE = "llm:invoke"
-    TOKENS_MANAGE = "tokens:manage"
-
-
-ALL_SCOPES: tuple[str, ...] = tuple(s.value for s in Scope)
-
-
-def parse_scopes(raw: Iterable[str]) -> tuple[str, ...]:
-    """Validate requested scopes; empty means all. Canonical order, no duplicates.
-
-    Raises:
-        InvalidArgument: a scope is not one of `ALL_SCOPES` (the message names it).
-    """
-    requested = [s.strip() for s in raw if s.strip()]
-    for scope in requested:
-        if scope not in ALL_SCOPES:
-            shown = scope if len(scope) <= 64 else scope[:64] + "..."
-            raise InvalidArgument(f"unknown scope {shown!r}; known scopes: {', '.join(ALL_SCOPES)}")
-    if not requested:
-        return ALL_SCOPES
-    return tuple(s for s in ALL_SCOPES if s in requested)
 
 
 def new_token() -> str:
@@ -271,7 +242,7 @@ class TokenService:
                 raise InvalidArgument(
                     "expires_in_seconds must be between 0 (never expires) and 100 years"
                 )
-            granted = parse_scopes(scopes)
+            granted = granted_scopes(scopes)
             now = self._clock()
             token = new_token()
             info = TokenInfo(

@@ -1,4 +1,5 @@
-"""`open_channel`: the caller token on every call, and channel options merged over the defaults."""
+"""`open_channel`: the caller token and the bound request id on every call, and channel options
+merged over the defaults."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ import pytest
 from services.common.callers import CallerRegistry, Right
 from services.common.grpc_handlers import build_interceptors
 from services.common.grpc_server import RunningServer, open_channel, start_server
-from services.common.request_context import current_caller, current_request_id
+from services.common.request_context import (
+    bind_request_id,
+    current_caller,
+    current_request_id,
+    unbind_request_id,
+)
 
 ECHO = "/test.Echo/Echo"
 WHO = "/test.Echo/Who"
@@ -99,3 +105,74 @@ async def test_the_token_is_in_no_repr(server: RunningServer) -> None:
         texts = [repr(channel), repr(channel.unary_unary(ECHO)), repr(channel.unary_stream(WHO))]
     assert str(server.port) in texts[0]
     assert not any(TOKEN in text for text in texts)
+
+
+# -- x-request-id from the request-id ContextVar ---------------------------------------------------
+
+
+@pytest.fixture
+async def capturing() -> AsyncIterator[tuple[int, list[list[tuple[str, str]]]]]:
+    """A bare grpc.aio server (no interceptor that would invent an id) recording the metadata
+    of every call it receives."""
+    seen: list[list[tuple[str, str]]] = []
+
+    async def record(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        seen.append([(str(k), str(v)) for k, v in context.invocation_metadata() or ()])
+        return request
+
+    handlers = {"Echo": grpc.unary_unary_rpc_method_handler(record)}
+    bare = grpc.aio.server()
+    bare.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
+    port = bare.add_insecure_port("127.0.0.1:0")
+    await bare.start()
+    yield port, seen
+    await bare.stop(0)
+
+
+def _values(metadata: list[tuple[str, str]], key: str) -> list[str]:
+    return [value for name, value in metadata if name == key]
+
+
+async def test_the_bound_request_id_goes_with_every_call(
+    capturing: tuple[int, list[list[tuple[str, str]]]],
+) -> None:
+    port, seen = capturing
+    async with open_channel(f"127.0.0.1:{port}", TOKEN) as channel:
+        echo = channel.unary_unary(ECHO)
+        token = bind_request_id("req-bound-1")
+        try:
+            await echo(b"", timeout=10)
+            await echo(b"", timeout=10, metadata=(("x-other", "1"),))
+        finally:
+            unbind_request_id(token)
+    for metadata in seen:
+        assert _values(metadata, "x-request-id") == ["req-bound-1"]
+        assert _values(metadata, "authorization") == [f"Bearer {TOKEN}"]
+    assert _values(seen[1], "x-other") == ["1"]
+
+
+async def test_no_request_id_is_sent_when_none_is_bound(
+    capturing: tuple[int, list[list[tuple[str, str]]]],
+) -> None:
+    port, seen = capturing
+    async with open_channel(f"127.0.0.1:{port}", TOKEN) as channel:
+        await channel.unary_unary(ECHO)(b"", timeout=10)
+    assert _values(seen[0], "x-request-id") == []
+    assert _values(seen[0], "authorization") == [f"Bearer {TOKEN}"]
+
+
+async def test_a_request_id_the_caller_passes_is_not_doubled(
+    capturing: tuple[int, list[list[tuple[str, str]]]],
+) -> None:
+    # Callers that still attach the id by hand (until they are switched) send it once.
+    port, seen = capturing
+    async with open_channel(f"127.0.0.1:{port}", TOKEN) as channel:
+        echo = channel.unary_unary(ECHO)
+        token = bind_request_id("req-bound-2")
+        try:
+            await echo(b"", timeout=10, metadata=(("x-request-id", "req-own"),))
+            await echo(b"", timeout=10, metadata=grpc.aio.Metadata(("x-request-id", "req-md")))
+        finally:
+            unbind_request_id(token)
+    assert _values(seen[0], "x-request-id") == ["req-own"]
+    assert _values(seen[1], "x-request-id") == ["req-md"]

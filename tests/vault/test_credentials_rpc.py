@@ -14,9 +14,9 @@ from aicreds.vault.v1 import credentials_pb2 as pb
 from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
 from google.protobuf import message_factory
 
+from services.common.credential_rules import validate_value
 from services.common.errors import InvalidArgument
 from services.vault.rights import CREDENTIAL_SERVICE
-from services.vault.validation import validate_value
 from tests.support.vault import VaultHandle, running_vault
 
 CALLERS = {

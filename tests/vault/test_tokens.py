@@ -15,19 +15,17 @@ import pytest
 from aicreds.vault.v1 import auth_pb2 as pb
 from aicreds.vault.v1.auth_pb2_grpc import AuthServiceStub
 
-from services.common.errors import InvalidArgument
+from services.common.scopes import ALL_SCOPES
 from services.vault.keyring import Keyring
 from services.vault.store.sqlite_db import SqliteDatabase
 from services.vault.store.tokens import SqliteAuthStore
 from services.vault.tokens import (
-    ALL_SCOPES,
     SecretHasher,
     TokenService,
     display_prefix,
     is_well_formed_token,
     new_token,
     parse_lifetime,
-    parse_scopes,
 )
 from tests.support.vault import VaultHandle, running_vault
 from tests.vault._disk import age, database_bytes, forms_of
@@ -62,27 +60,6 @@ def test_new_token_has_prefix_and_32_random_url_safe_bytes() -> None:
 )
 def test_malformed_tokens_are_recognised(text: str) -> None:
     assert not is_well_formed_token(text)
-
-
-def test_empty_scopes_mean_all_and_order_is_canonical() -> None:
-    assert parse_scopes([]) == ALL_SCOPES
-    assert set(ALL_SCOPES) == {
-        "credentials:read",
-        "credentials:write",
-        "providers:read",
-        "providers:write",
-        "llm:invoke",
-        "tokens:manage",
-    }
-    assert parse_scopes(["llm:invoke", "credentials:read", "llm:invoke"]) == (
-        "credentials:read",
-        "llm:invoke",
-    )
-
-
-def test_unknown_scope_is_invalid_argument_naming_it() -> None:
-    with pytest.raises(InvalidArgument, match="credentials:admin"):
-        parse_scopes(["credentials:read", "credentials:admin"])
 
 
 def test_hasher_is_keyed_and_separates_tokens_from_sessions() -> None:

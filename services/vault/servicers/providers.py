@@ -6,46 +6,36 @@ import grpc.aio
 from aicreds.vault.v1 import providers_pb2 as pb
 from aicreds.vault.v1 import providers_pb2_grpc
 
+from services.common.provider_proto import (
+    kind_name,
+    kind_number,
+    on_missing_name,
+    on_missing_number,
+)
 from services.vault.providers import ProviderBook, ProviderConfig, ProviderView
 from services.vault.servicers import caller_name
-
-_KINDS = {
-    pb.PROVIDER_KIND_OPENAI: "openai",
-    pb.PROVIDER_KIND_ANTHROPIC: "anthropic",
-    pb.PROVIDER_KIND_CUSTOM: "custom",
-}
-_KIND_VALUES = {name: value for value, name in _KINDS.items()}
-_ON_MISSING = {
-    pb.ON_MISSING_CREDENTIAL_UNSPECIFIED: "warn",
-    pb.ON_MISSING_CREDENTIAL_WARN: "warn",
-    pb.ON_MISSING_CREDENTIAL_ERROR: "error",
-}
-_ON_MISSING_VALUES = {
-    "warn": pb.ON_MISSING_CREDENTIAL_WARN,
-    "error": pb.ON_MISSING_CREDENTIAL_ERROR,
-}
 
 
 def provider_from_proto(message: pb.Provider) -> ProviderConfig:
     """A provider from a request; unknown enum values become strings validation refuses."""
     return ProviderConfig(
         name=message.name,
-        kind=_KINDS.get(message.kind, "unspecified"),
+        kind=kind_name(message.kind) or "unspecified",
         base_url=message.base_url,
         headers={name: list(values.values) for name, values in message.headers.items()},
         models=tuple(message.models),
-        on_missing_credential=_ON_MISSING.get(message.on_missing_credential, "unknown"),
+        on_missing_credential=on_missing_name(message.on_missing_credential) or "unknown",
     )
 
 
 def provider_to_proto(config: ProviderConfig) -> pb.Provider:
     return pb.Provider(
         name=config.name,
-        kind=_KIND_VALUES[config.kind],
+        kind=kind_number(config.kind),
         base_url=config.base_url,
         headers={name: pb.HeaderValues(values=values) for name, values in config.headers.items()},
         models=list(config.models),
-        on_missing_credential=_ON_MISSING_VALUES[config.on_missing_credential],
+        on_missing_credential=on_missing_number(config.on_missing_credential),
     )
 
 

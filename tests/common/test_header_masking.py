@@ -1,4 +1,5 @@
-"""The masking rule of SPEC 2.3 and the literal-secret warning, table-driven."""
+"""The masking rules: provider headers and the literal-secret warning (SPEC 2.3), credential
+values (SPEC 2.2), table-driven."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from services.common.header_masking import (
     MASKED,
     is_sensitive_header,
     literal_secret_warnings,
+    mask_credential_value,
     mask_header_value,
     mask_headers,
 )
@@ -113,3 +115,20 @@ def test_referenced_keys_are_well_formed_only_unique_and_in_order() -> None:
     ]
     assert referenced_keys(values) == ["openai_api_key", "b", "a", "k" * 128]
     assert referenced_keys([]) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("", MASKED),
+        ("short", MASKED),
+        ("x" * 15, MASKED),  # 15: one short of showing anything
+        ("sk-abcdefghijklmnop", "sk-...mnop"),  # 16 and over: first 3 and last 4
+        ("0123456789abcdef", "012...cdef"),
+        ("sk-" + "a" * 5000 + "wxyz", "sk-...wxyz"),  # the joint does not tell the length
+    ],
+)
+def test_credential_values_are_masked_as_spec_2_2(value: str, shown: str) -> None:
+    # The gateway's `?masked=true` and the router's Preview both showed values this way, each
+    # with its own copy; both must now call this one.
+    assert mask_credential_value(value) == shown
