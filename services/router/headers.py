@@ -13,20 +13,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+from services.common.forwarded_headers import FORWARDED_CLIENT_HEADERS
 from services.common.http_headers import HOP_BY_HOP
 from services.router.errors import BadInvokeRequest
-
-FORWARDED_CLIENT_HEADERS = frozenset(
-    {
-        "content-type",
-        "accept",
-        "anthropic-version",
-        "anthropic-beta",
-        "openai-beta",
-        "user-agent",
-        "x-request-id",
-    }
-)
 
 # Written by the transport from the URL and the body; a configured value would contradict them.
 _COMPUTED = frozenset({"host", "content-length"})

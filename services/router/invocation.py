@@ -27,7 +27,7 @@ from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from services.common.errors import AicredsError, InvalidArgument
-from services.common.header_masking import MASKED, mask_header_value
+from services.common.header_masking import mask_credential_value, mask_header_value
 from services.router.body_model import rewrite_model
 from services.router.errors import (
     BadInvokeRequest,
@@ -140,11 +140,6 @@ class PreviewResult:
 
     headers: tuple[tuple[str, str], ...]
     warnings: tuple[str, ...]
-
-
-def mask_value(value: str) -> str:
-    """SPEC 2.2's masking: first 3 and last 4 characters of a value of 16 or more, else MASKED."""
-    return f"{value[:3]}...{value[-4:]}" if len(value) >= 16 else MASKED
 
 
 def upstream_url(base_url: str, path: str, query: str) -> str:
@@ -334,6 +329,6 @@ class Router:
         for name, values in resolution.provider.headers:
             lines.append((name, [mask_header_value(name, v) for v in values]))
         substituted = substitute_headers(
-            lines, resolution.values, lambda _key, value: mask_value(value)
+            lines, resolution.values, lambda _key, value: mask_credential_value(value)
         )
         return PreviewResult(substituted.headers, substituted.warnings)

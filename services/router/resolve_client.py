@@ -15,6 +15,7 @@ import grpc
 import grpc.aio
 from aicreds.vault.v1 import credentials_pb2, credentials_pb2_grpc, providers_pb2
 
+from services.common.error_reason import error_reason
 from services.common.errors import (
     AicredsError,
     FailedPrecondition,
@@ -22,9 +23,7 @@ from services.common.errors import (
     InvalidArgument,
     NotFound,
 )
-from services.common.grpc_handlers import ERROR_REASON_KEY
 from services.common.grpc_server import ClientTls, open_channel
-from services.common.request_context import current_request_id
 from services.router.errors import VaultUnavailable
 from services.router.invocation import ProviderConfig, Resolution
 
@@ -61,13 +60,6 @@ def _provider(message: providers_pb2.Provider) -> ProviderConfig:
     )
 
 
-def _reason(err: grpc.aio.AioRpcError) -> str | None:
-    for key, value in err.trailing_metadata() or ():
-        if key == ERROR_REASON_KEY:
-            return value.decode() if isinstance(value, bytes) else str(value)
-    return None
-
-
 class ResolveClient:
     """Calls `Resolve` as the router (right `resolve` at the vault)."""
 
@@ -90,15 +82,15 @@ class ResolveClient:
         where = f" at {self._address}" if self._address else ""
         if timeout <= 0:
             raise VaultUnavailable("no time was left to ask the vault")
-        # The RPC's request id goes on to the vault, so that its access-log line matches ours.
-        request_id = current_request_id()
-        metadata = (("x-request-id", request_id),) if request_id else None
         try:
-            reply = await self._stub.Resolve(request, timeout=timeout, metadata=metadata)
+            # The caller channel sends the RPC's request id on to the vault (open_channel).
+            reply = await self._stub.Resolve(request, timeout=timeout)
         except grpc.aio.AioRpcError as err:
             code = err.code()
             if code in _PASSED_ON:
-                raise _PASSED_ON[code](err.details() or "", reason=_reason(err)) from None
+                raise _PASSED_ON[code](
+                    err.details() or "", reason=error_reason(err.trailing_metadata())
+                ) from None
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise VaultUnavailable(
                     f"the credential vault{where} is unavailable; try again shortly"
