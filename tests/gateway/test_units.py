@@ -19,7 +19,7 @@ from services.gateway.auth import (
 )
 from services.gateway.debug_auth import describe_failure, describe_success, wants_debug
 from services.gateway.errors import ApiError, from_rpc_error
-from services.gateway.masking import mask_credential_value
+from services.gateway.rest_api.credentials import mask_credential_value
 from services.gateway.settings import GatewaySettings
 from services.gateway.validation import (
     check_credential_key,

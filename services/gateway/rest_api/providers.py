@@ -18,8 +18,9 @@ from typing import Any
 
 from aicreds.vault.v1 import providers_pb2
 
+from services.gateway.clients import RouterClient, VaultClient
+from services.gateway.endpoint_table import ApiCall, Endpoint, Reply
 from services.gateway.errors import ApiError, invalid_argument
-from services.gateway.rest import ApiCall, Endpoint, Reply
 from services.gateway.schemas import PROVIDER_NAME, envelope, obj, ref
 from services.gateway.validation import optional_string, require_object, string_list
 
@@ -120,48 +121,6 @@ def _reply(
     )
 
 
-async def check_egress(call: ApiCall, base_url: str) -> list[str]:
-    """Ask the router whether `base_url` may be called; the warnings to add to the reply.
-
-    Raises:
-        ApiError: 400 `egress_denied` naming the host and why; the router's failure, mapped
-            (503 when it is unreachable).
-    """
-    check = await call.gateway.router.check_upstream(base_url)
-    if not check.allowed:
-        raise ApiError(400, "egress_denied", f"base_url: {check.reason}")
-    if not check.resolved:
-        return ["base_url's host does not resolve now; calls fail until it does"]
-    return []
-
-
-async def list_providers(call: ApiCall) -> Reply:
-    providers = await call.gateway.vault.list_providers(call.user_id)
-    return Reply({"providers": [provider_json(p) for p in providers]})
-
-
-async def create_provider(call: ApiCall) -> Reply:
-    provider = parse_provider(await call.json())
-    warnings = await check_egress(call, provider.base_url)
-    return _reply(await call.gateway.vault.create_provider(call.user_id, provider), 201, warnings)
-
-
-async def get_provider(call: ApiCall) -> Reply:
-    return _reply(await call.gateway.vault.get_provider(call.user_id, call.path_param("name")))
-
-
-async def update_provider(call: ApiCall) -> Reply:
-    provider = parse_provider(await call.json(), name=call.path_param("name"))
-    warnings = await check_egress(call, provider.base_url)
-    return _reply(await call.gateway.vault.update_provider(call.user_id, provider), 200, warnings)
-
-
-async def delete_provider(call: ApiCall) -> Reply:
-    name = call.path_param("name")
-    await call.gateway.vault.delete_provider(call.user_id, name)
-    return Reply({"name": name})
-
-
 _NAME = {"name": PROVIDER_NAME}
 _ONE = envelope(ref("ProviderReply"))
 _NOT_FOUND = {404: "provider_not_found"}
@@ -172,60 +131,102 @@ _SAVE_ERRORS = {
     503: "unavailable: the vault, or the router that checks base_url, is unreachable",
 }
 
-ENDPOINTS = [
-    Endpoint(
-        "GET",
-        BASE,
-        list_providers,
-        "List providers",
-        "providers",
-        envelope(obj({"providers": {"type": "array", "items": ref("Provider")}}, ["providers"])),
-        scope=READ,
-    ),
-    Endpoint(
-        "POST",
-        BASE,
-        create_provider,
-        "Create a provider",
-        "providers",
-        _ONE,
-        scope=WRITE,
-        success_status=201,
-        request_schema=ref("ProviderCreate"),
-        errors={**_SAVE_ERRORS, 409: "provider_exists"},
-    ),
-    Endpoint(
-        "GET",
-        BASE + "/{name}",
-        get_provider,
-        "Get a provider",
-        "providers",
-        _ONE,
-        scope=READ,
-        path_params=_NAME,
-        errors=_NOT_FOUND,
-    ),
-    Endpoint(
-        "PUT",
-        BASE + "/{name}",
-        update_provider,
-        "Replace a provider",
-        "providers",
-        _ONE,
-        scope=WRITE,
-        path_params=_NAME,
-        request_schema=ref("ProviderUpdate"),
-        errors={**_SAVE_ERRORS, **_NOT_FOUND},
-    ),
-    Endpoint(
-        "DELETE",
-        BASE + "/{name}",
-        delete_provider,
-        "Delete a provider",
-        "providers",
-        envelope(obj({"name": PROVIDER_NAME}, ["name"])),
-        scope=WRITE,
-        path_params=_NAME,
-        errors=_NOT_FOUND,
-    ),
-]
+
+def endpoints(vault: VaultClient, router: RouterClient) -> list[Endpoint]:
+    """The provider operations: stored by `vault`, `base_url` checked by `router`."""
+
+    async def check_egress(base_url: str) -> list[str]:
+        """Ask the router whether `base_url` may be called; the warnings to add to the reply.
+
+        Raises:
+            ApiError: 400 `egress_denied` naming the host and why; the router's failure, mapped
+                (503 when it is unreachable).
+        """
+        check = await router.check_upstream(base_url)
+        if not check.allowed:
+            raise ApiError(400, "egress_denied", f"base_url: {check.reason}")
+        if not check.resolved:
+            return ["base_url's host does not resolve now; calls fail until it does"]
+        return []
+
+    async def list_providers(call: ApiCall) -> Reply:
+        providers = await vault.list_providers(call.user_id)
+        return Reply({"providers": [provider_json(p) for p in providers]})
+
+    async def create_provider(call: ApiCall) -> Reply:
+        provider = parse_provider(await call.json())
+        warnings = await check_egress(provider.base_url)
+        return _reply(await vault.create_provider(call.user_id, provider), 201, warnings)
+
+    async def get_provider(call: ApiCall) -> Reply:
+        return _reply(await vault.get_provider(call.user_id, call.path_param("name")))
+
+    async def update_provider(call: ApiCall) -> Reply:
+        provider = parse_provider(await call.json(), name=call.path_param("name"))
+        warnings = await check_egress(provider.base_url)
+        return _reply(await vault.update_provider(call.user_id, provider), 200, warnings)
+
+    async def delete_provider(call: ApiCall) -> Reply:
+        name = call.path_param("name")
+        await vault.delete_provider(call.user_id, name)
+        return Reply({"name": name})
+
+    return [
+        Endpoint(
+            "GET",
+            BASE,
+            list_providers,
+            "List providers",
+            "providers",
+            envelope(
+                obj({"providers": {"type": "array", "items": ref("Provider")}}, ["providers"])
+            ),
+            scope=READ,
+        ),
+        Endpoint(
+            "POST",
+            BASE,
+            create_provider,
+            "Create a provider",
+            "providers",
+            _ONE,
+            scope=WRITE,
+            success_status=201,
+            request_schema=ref("ProviderCreate"),
+            errors={**_SAVE_ERRORS, 409: "provider_exists"},
+        ),
+        Endpoint(
+            "GET",
+            BASE + "/{name}",
+            get_provider,
+            "Get a provider",
+            "providers",
+            _ONE,
+            scope=READ,
+            path_params=_NAME,
+            errors=_NOT_FOUND,
+        ),
+        Endpoint(
+            "PUT",
+            BASE + "/{name}",
+            update_provider,
+            "Replace a provider",
+            "providers",
+            _ONE,
+            scope=WRITE,
+            path_params=_NAME,
+            request_schema=ref("ProviderUpdate"),
+            errors={**_SAVE_ERRORS, **_NOT_FOUND},
+        ),
+        Endpoint(
+            "DELETE",
+            BASE + "/{name}",
+            delete_provider,
+            "Delete a provider",
+            "providers",
+            envelope(obj({"name": PROVIDER_NAME}, ["name"])),
+            scope=WRITE,
+            path_params=_NAME,
+            errors=_NOT_FOUND,
+        ),
+    ]

@@ -1,14 +1,17 @@
 """The one ASGI layer between uvicorn and the gateway's routes.
 
-For every HTTP request, `GatewayEdge`:
+For every HTTP request, `EdgeMiddleware`:
 
 1. takes the request id (a sane client `X-Request-Id`, else a new one), makes it the current
    one, and adds it to the response as `x-request-id`;
-2. finds the route (`routing.RouteTable`, Starlette's matching rules) and runs it;
-3. turns a missing route (404), a wrong method (405) or any `HTTPException` into the API's
-   error shape, and any other exception into a fixed 500 `internal error` (logged by type only:
-   its text may hold a secret), which is then re-raised so the server logs it and, if the
-   answer had begun, closes the connection rather than end a truncated body cleanly;
+2. finds the route (`route_index.RouteIndex`, Starlette's matching rules) and runs it;
+3. renders what the route raised with the route's own `ErrorRenderer` (REST v2's envelope,
+   OpenAI's or Anthropic's shape), adding the admission's headers: an `ApiError` as it is, a
+   missing route (404), a wrong method (405) or another `HTTPException` in REST v2's shape,
+   and any other exception as a fixed 500 `internal error`, logged once here (the service's
+   log format writes it by type only: its text may hold a secret). An exception after the
+   answer began is re-raised instead, so that the server closes the connection rather than
+   end a truncated body cleanly;
 4. after the response, updates the metrics and writes the access-log line.
 
 This replaces Starlette's default stack (`ServerErrorMiddleware`, our middleware,
@@ -26,13 +29,17 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.request_context import bind_request_id, unbind_request_id
+from services.gateway.admission import admitted_headers
+from services.gateway.endpoint_table import EndpointRoute, rest_errors
+from services.gateway.errors import ApiError, internal_error
 from services.gateway.observability import Metrics, log_access, request_id_for, route_template
-from services.gateway.routing import RouteTable
+from services.gateway.route_index import RouteIndex
 
 _log = logging.getLogger("aicreds.gateway")
 
@@ -40,31 +47,32 @@ _CODES = {404: "not_found", 405: "method_not_allowed"}
 _MESSAGES = {404: "no such endpoint", 405: "method not allowed for this endpoint"}
 
 
-def http_error_response(exc: HTTPException) -> Response:
-    """A routing error (404 no route, 405 wrong method) or another `HTTPException`, in the
-    API's error shape."""
+def http_error(exc: HTTPException) -> ApiError:
+    """A routing error (404 no route, 405 wrong method) or another `HTTPException`."""
     status = exc.status_code
-    body = {
-        "error": {
-            "code": _CODES.get(status, "error"),
-            "message": _MESSAGES.get(status, "request failed"),
-        }
-    }
-    return JSONResponse(body, status_code=status, headers=dict(exc.headers or {}))
-
-
-def internal_error_response() -> Response:
-    return JSONResponse(
-        {"error": {"code": "internal", "message": "internal error"}}, status_code=500
+    return ApiError(
+        status,
+        _CODES.get(status, "error"),
+        _MESSAGES.get(status, "request failed"),
+        headers=dict(exc.headers or {}),
     )
 
 
-class GatewayEdge:
+def error_response(scope: Scope, receive: Receive, error: ApiError) -> Response:
+    """`error` in the shape of the route that raised it (REST v2's when none matched), with
+    the headers of the request's admission."""
+    route = scope.get("route")
+    render = route.render_error if isinstance(route, EndpointRoute) else rest_errors
+    error.headers = {**admitted_headers(scope), **error.headers}
+    return render(Request(scope, receive), error)
+
+
+class EdgeMiddleware:
     """Request id, routing, error shapes, metrics and the access log (see the module doc)."""
 
     def __init__(self, router: Router, metrics: Metrics) -> None:
         self._router = router
-        self._routes = RouteTable(router.routes)
+        self._routes = RouteIndex(router.routes)
         self._metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -88,15 +96,25 @@ class GatewayEdge:
 
         try:
             await self._route(scope, receive, send_with_id)
-        except HTTPException as exc:
+        except (ApiError, HTTPException) as exc:
             if started:
                 raise
-            await http_error_response(exc)(scope, receive, send_with_id)
+            error = exc if isinstance(exc, ApiError) else http_error(exc)
+            await error_response(scope, receive, error)(scope, receive, send_with_id)
         except Exception as exc:
-            _log.error("unhandled error", extra={"fields": {"error": type(exc).__name__}})
-            if not started:
-                await internal_error_response()(scope, receive, send_with_id)
-            raise
+            if started:
+                # Too late for an error answer: the server logs it and closes the connection,
+                # so a truncated body cannot pass for a whole one.
+                raise
+            # The one place an unexpected exception is logged and becomes a 500. The service's
+            # log format writes the exception by its type only: its text may hold a secret.
+            _log.error(
+                "unhandled error",
+                exc_info=exc,
+                extra={"fields": {"error": type(exc).__name__, "route": route_template(scope)}},
+            )
+            response = error_response(scope, receive, internal_error())
+            await response(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - start
             method: str = scope["method"]
@@ -116,10 +134,10 @@ class GatewayEdge:
 
 
 class GatewayApplication(Starlette):
-    """A Starlette application whose whole middleware stack is `GatewayEdge`.
+    """A Starlette application whose whole middleware stack is `EdgeMiddleware`.
 
     Starlette's own error middlewares, `middleware=` and `exception_handlers=` are not used:
-    the edge layer is the one place for them, so adding either is refused.
+    this middleware is the one place for them, so adding either is refused.
     """
 
     def __init__(self, *, metrics: Metrics, **kwargs: Any) -> None:
@@ -130,5 +148,7 @@ class GatewayApplication(Starlette):
 
     def build_middleware_stack(self) -> ASGIApp:
         if self.user_middleware or self.exception_handlers:
-            raise RuntimeError("the gateway's middleware and error handling live in edge.py")
-        return GatewayEdge(self.router, self._metrics)
+            raise RuntimeError(
+                "the gateway's middleware and error handling live in services/gateway/middleware.py"
+            )
+        return EdgeMiddleware(self.router, self._metrics)

@@ -3,7 +3,7 @@
 `RouterRelay` is the ASGI response of a streamed model call (the client asked for `stream`). The
 router's first message is the upstream's status and headers; every later one a body chunk, which
 goes to the client at once (no buffering; `Transfer-Encoding: chunked`). Non-streamed calls are
-answered from the router's `InvokeBuffered` instead (`buffered.py`), with the helpers here.
+answered from the router's `InvokeBuffered` instead (`buffered_answer.py`), with the helpers here.
 
 Credential warnings (`x-credential-warning`) are read from the call's initial metadata (known
 before the first byte); each becomes one `X-Credential-Warning` response header.
@@ -49,7 +49,8 @@ DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {"content-length", "date", "server", "se
 
 _log = logging.getLogger("aicreds.gateway.llm")
 
-ErrorRenderer = Callable[[ApiError], Response]
+#: An error as a whole answer in a vendor's shape; a stream's last event in that shape.
+ErrorResponse = Callable[[ApiError], Response]
 StreamErrorEvent = Callable[[ApiError], bytes]
 
 
@@ -117,7 +118,7 @@ class RouterAnswer(Response, Generic[CallT]):
         self,
         call: CallT,
         *,
-        render_error: ErrorRenderer,
+        render_error: ErrorResponse,
         extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         self.status_code = 200
@@ -151,7 +152,7 @@ class RouterRelay(RouterAnswer[grpc.aio.UnaryStreamCall]):
         self,
         call: grpc.aio.UnaryStreamCall,
         *,
-        render_error: ErrorRenderer,
+        render_error: ErrorResponse,
         stream_error_event: StreamErrorEvent,
         extra_headers: Mapping[str, str] | None = None,
     ) -> None:

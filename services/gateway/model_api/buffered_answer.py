@@ -1,7 +1,7 @@
 """Answering a non-streamed model call from the router's `InvokeBuffered`: one message with the
 upstream's status, headers, whole body and credential warnings.
 
-The HTTP answer is the one the streamed relay (`streaming.RouterRelay`) gave such a call before
+The HTTP answer is the one the streamed relay (`stream_relay.RouterRelay`) gave such a call before
 `InvokeBuffered` existed, so that clients see no difference:
 
 - a body of at most `BUFFER_LIMIT` (8 MiB) with `Content-Length`, the warnings as
@@ -26,7 +26,7 @@ import grpc.aio
 from aicreds.router.v1 import router_pb2
 
 from services.gateway.errors import ApiError, from_rpc_error
-from services.gateway.llm.streaming import (
+from services.gateway.model_api.stream_relay import (
     BUFFER_LIMIT,
     EVENT_STREAM_HEADERS,
     Receive,

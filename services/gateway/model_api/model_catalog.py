@@ -1,54 +1,33 @@
-"""What the gateway reads of a model call, and the model lists it answers.
+"""`GET /v1/models` and `GET /v1/models/{model_id}`: the models of all the user's providers.
 
-The gateway never re-encodes a request body: it parses a copy only to read the top-level
-`model` and `stream`, and forwards the original bytes. Choosing the provider from `model`
-(SPEC 2.6: `provider/model` picks that provider, otherwise the provider listing the model) is the
-vault's `Resolve`, reached through the router; the router rewrites `model` when it strips a
-prefix. Here we only list models, for `GET /v1/models`.
+Both SDKs list models at the same path; a request carrying `anthropic-version` (the anthropic
+SDK always sends it) gets Anthropic's list and error shapes (`catalog_errors`), any other
+OpenAI's. The lists are built from the providers' configurations (`listed_models`,
+`find_model`); nothing is asked upstream.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from services.gateway.errors import ApiError
+from services.gateway.model_api.model_call import LlmBackend
+from services.gateway.model_api.vendor_errors import anthropic_error_response, openai_error_response
+
+
+def speaks_anthropic(request: Request) -> bool:
+    return "anthropic-version" in request.headers
+
 
 #: `(provider name, its models)` pairs, sorted by provider name as the vault lists them.
 ProviderModels = list[tuple[str, list[str]]]
 
 #: `created` of every listed model: providers record no date, and the SDKs need an integer.
 MODEL_CREATED = 0
-
-
-@dataclass(frozen=True)
-class CallOptions:
-    """The two body fields the gateway reads."""
-
-    model: str
-    stream: bool
-
-
-def read_call_options(body: bytes) -> CallOptions:
-    """Read `model` and `stream` from a JSON request body.
-
-    Raises:
-        ApiError: 400 when the body is not a JSON object or names no model.
-    """
-    try:
-        payload: Any = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise ApiError(400, "invalid_argument", "the request body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise ApiError(400, "invalid_argument", "the request body must be a JSON object")
-    model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        raise ApiError(
-            400, "invalid_argument", "the request body must name a `model` (a non-empty string)"
-        )
-    return CallOptions(model=model, stream=payload.get("stream") is True)
 
 
 @dataclass(frozen=True)
@@ -119,3 +98,40 @@ def find_model(providers: Sequence[tuple[str, Sequence[str]]], model_id: str) ->
         if model.id == model_id:
             return model
     raise ApiError(404, "model_not_found", f"The model `{model_id}` does not exist")
+
+
+def catalog_errors(request: Request, error: ApiError) -> Response:
+    """The catalog routes' `ErrorRenderer`: Anthropic's shape for the anthropic SDK."""
+    if speaks_anthropic(request):
+        return anthropic_error_response(error)
+    return openai_error_response(error)
+
+
+class ModelCatalog:
+    """The handlers answering from the user's provider configurations (no upstream call).
+
+    Errors are raised; the middleware renders them with `catalog_errors`.
+    """
+
+    def __init__(self, backend: LlmBackend) -> None:
+        self._backend = backend
+
+    async def list_models(self, request: Request) -> Response:
+        providers, headers = await self._providers(request)
+        models = listed_models(providers)
+        if speaks_anthropic(request):
+            return JSONResponse(anthropic_model_list(models), headers=dict(headers))
+        return JSONResponse(openai_model_list(models), headers=dict(headers))
+
+    async def retrieve_model(self, request: Request) -> Response:
+        """`GET /v1/models/{model_id}`; the id may hold slashes (`provider/model`)."""
+        providers, headers = await self._providers(request)
+        model = find_model(providers, str(request.path_params["model_id"]))
+        if speaks_anthropic(request):
+            return JSONResponse(model.anthropic_shape(), headers=dict(headers))
+        return JSONResponse(model.openai_shape(), headers=dict(headers))
+
+    async def _providers(self, request: Request) -> tuple[ProviderModels, Mapping[str, str]]:
+        principal = await self._backend.authenticate(request)
+        providers = await self._backend.list_providers(principal.user_id)
+        return [(p.name, list(p.models)) for p in providers], principal.response_headers

@@ -1,6 +1,6 @@
-"""The edge layer (request id, error shapes, metrics, access log) and its route lookup, on a
-small application served by a real uvicorn; and the route lookup against Starlette's rule on the
-gateway's own routes."""
+"""The one ASGI layer (`middleware.py`: request id, error shapes, metrics, access log) on a small
+application served by a real uvicorn; its rendering of REST v2 errors with the route's renderer.
+The route lookup (`route_index.py`) is in `test_route_index.py`."""
 
 from __future__ import annotations
 
@@ -15,16 +15,24 @@ import httpx
 import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Match, Route
+from starlette.routing import BaseRoute, Route
 
 from services.common.logging import JsonFormatter
 from services.common.request_context import current_request_id
-from services.gateway.app import create_app
-from services.gateway.edge import GatewayApplication
+from services.gateway.admission import ADMITTED_HEADERS_KEY, Admitted
+from services.gateway.auth import AuthMethod, Principal
+from services.gateway.endpoint_table import (
+    ApiCall,
+    Endpoint,
+    Handler,
+    HandlerApp,
+    PlainHandler,
+    Reply,
+    rest_route,
+)
+from services.gateway.errors import ApiError
+from services.gateway.middleware import GatewayApplication
 from services.gateway.observability import Metrics
-from services.gateway.rest import HandlerApp, PlainHandler
-from services.gateway.routing import RouteTable
-from services.gateway.settings import GatewaySettings
 from tests.support.asgi import serve_asgi
 
 SECRET_IN_ERROR = "sk-never-in-a-log-" + "K" * 20
@@ -144,7 +152,7 @@ async def test_an_unexpected_error_is_a_fixed_500_logged_by_type_only(
         ("req-boom", "/boom", 500)
     ]
     errors = [getattr(r, "fields", {}) for r in caplog.records if r.name == "aicreds.gateway"]
-    assert {"error": "RuntimeError"} in errors
+    assert errors == [{"error": "RuntimeError", "route": "/boom"}]  # logged once
     # As the service writes them (JSON lines: an exception by its type only).
     written = "\n".join(JsonFormatter("gateway").format(r) for r in caplog.records)
     assert "RuntimeError" in written and SECRET_IN_ERROR not in written
@@ -185,87 +193,56 @@ async def test_each_request_is_counted_once_with_its_latency() -> None:
 
 def test_middleware_and_exception_handlers_are_refused() -> None:
     app = GatewayApplication(metrics=Metrics(), routes=[], exception_handlers={404: _ok})
-    with pytest.raises(RuntimeError, match="edge.py"):
+    with pytest.raises(RuntimeError, match="middleware.py"):
         app.build_middleware_stack()
 
 
-# The route lookup
+# -- a REST v2 route: errors in the envelope, with the admission's headers ----------------------
 
 
-def _starlette_choice(routes: list[BaseRoute], scope: dict[str, object]) -> BaseRoute | None:
-    """Starlette's `Router` rule: the first full match, else the first path-only match."""
-    partial = None
-    for route in routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return route
-        if match is Match.PARTIAL and partial is None:
-            partial = route
-    return partial
+class _AdmitEveryone:
+    """Stands in for `Admission`: admits with a rate-limit header, recorded as it records it."""
+
+    async def admit(self, request: Request, *, scope: str | None, allow_session: bool) -> Admitted:
+        admitted = Admitted(
+            Principal("alice", "tok_1", "sk-aic-x", frozenset(), AuthMethod.BEARER),
+            {"X-RateLimit-Limit": "9"},
+        )
+        request.scope[ADMITTED_HEADERS_KEY] = admitted.headers
+        return admitted
 
 
-def _scope(method: str, path: str) -> dict[str, object]:
-    return {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+async def _rest_explodes(call: ApiCall) -> Reply:
+    raise RuntimeError(SECRET_IN_ERROR)
 
 
-GATEWAY_PATHS = [
-    "/v1/chat/completions",
-    "/v1/embeddings",
-    "/v1/models",
-    "/v1/models/gpt-4",
-    "/v1/models/ft:gpt-4o:org/x",
-    "/v1/messages",
-    "/v1/messages/count_tokens",
-    "/v1/responses",
-    "/v1/images/generations",
-    "/v1",
-    "/v1/",
-    "/api/v2/users/me/ai-credentials",
-    "/api/v2/users/me/ai-credentials/openai_api_key",
-    "/api/v2/users/me/ai-providers/openai",
-    "/api/v2/users/me/api-tokens/tok_1",
-    "/api/v2/sessions",
-    "/api/v2/sessions/current",
-    "/api/v2/nothing",
-    "/healthz",
-    "/healthz/",
-    "/readyz",
-    "/metrics",
-    "/openapi.json",
-    "/",
-    "/nothing",
-    "//v1/chat/completions",
-]
+async def _rest_refuses(call: ApiCall) -> Reply:
+    raise ApiError(404, "credential_not_found", "credential 'k' not found")
 
 
-@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
-def test_route_table_picks_what_starlette_picks_on_the_gateway_routes(method: str) -> None:
-    app = create_app(GatewaySettings())
-    routes = list(app.routes)
-    table = RouteTable(routes)
-    for path in GATEWAY_PATHS:
-        scope = _scope(method, path)
-        assert table.match(scope)[0] is _starlette_choice(routes, scope), (method, path)
+def _rest(path: str, handler: Handler) -> BaseRoute:
+    endpoint = Endpoint("GET", path, handler, path, "test", {})
+    return rest_route(endpoint, _AdmitEveryone(), 1024)  # type: ignore[arg-type]
 
 
-def test_route_table_keeps_the_order_of_routes_without_a_literal_first_segment() -> None:
-    first = _route("/a/x", _ok)
-    any_first = _route("/{p}/x", _ok)
-    later = _route("/a/{q}", _ok)
-    get_only = _route("/m", _ok, "GET")
-    post_only = _route("/m", _ok, "POST")
-    routes: list[BaseRoute] = [first, any_first, later, get_only, post_only]
-    table = RouteTable(routes)
-    expected = {
-        ("GET", "/a/x"): first,
-        ("GET", "/b/x"): any_first,
-        ("GET", "/a/y"): later,
-        ("GET", "/m/x"): any_first,
-        ("POST", "/m"): post_only,
-        ("PUT", "/m"): get_only,  # path-only match: answered with 405
-        ("GET", "/b/y"): None,
+async def test_a_rest_handler_error_is_rendered_in_the_envelope_with_the_admission_headers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = GatewayApplication(
+        metrics=Metrics(),
+        routes=[_rest("/rest/boom", _rest_explodes), _rest("/rest/missing", _rest_refuses)],
+    )
+    async with serve_asgi(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        boom = await client.get("/rest/boom")
+        missing = await client.get("/rest/missing")
+    assert boom.status_code == 500
+    assert boom.json() == {"error": {"code": "internal", "message": "internal error"}}
+    assert SECRET_IN_ERROR not in boom.text
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "error": {"code": "credential_not_found", "message": "credential 'k' not found"}
     }
-    for (method, path), route in expected.items():
-        scope = _scope(method, path)
-        assert table.match(scope)[0] is route, (method, path)
-        assert _starlette_choice(routes, scope) is route, (method, path)
+    for response in (boom, missing):
+        assert response.headers["x-ratelimit-limit"] == "9"
+    errors = [getattr(r, "fields", {}) for r in caplog.records if r.name == "aicreds.gateway"]
+    assert errors == [{"error": "RuntimeError", "route": "/rest/boom"}]

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 
-from tests.llm.background import BackgroundLoop
-from tests.llm.fake_upstream import FakeUpstream
-from tests.llm.stack import LlmStack, llm_stack
+from tests.gateway.support.background import BackgroundLoop
+from tests.gateway.support.fake_upstream import FakeUpstream
+from tests.gateway.support.model_stack import LlmStack, llm_stack
 from tests.support.contract import CHECKS, run_contract
 
 EXAMPLES_PER_OPERATION = 25

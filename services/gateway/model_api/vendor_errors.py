@@ -20,14 +20,11 @@ APIStatusError. The message is public: it may name a key, a model or a provider,
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 
 from starlette.responses import JSONResponse
 
 from services.gateway.errors import ApiError
-
-_log = logging.getLogger("aicreds.gateway.llm")
 
 _OPENAI_TYPE_BY_STATUS: Mapping[int, str] = {
     401: "authentication_error",
@@ -91,12 +88,3 @@ def anthropic_error_response(error: ApiError) -> JSONResponse:
     return JSONResponse(
         anthropic_error_body(error), status_code=error.status, headers=error.headers
     )
-
-
-def internal_error(err: Exception, *, route: str) -> ApiError:
-    """The answer for an unexpected exception: logged by type only, answered with fixed text."""
-    _log.error(
-        "unhandled error in a model endpoint",
-        extra={"fields": {"route": route, "error": type(err).__name__}},
-    )
-    return ApiError(500, "internal", "internal error")

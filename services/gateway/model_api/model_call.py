@@ -1,8 +1,8 @@
 """One model call: authenticate, read the body, ask the router, relay its answer.
 
 A call whose body asks for `"stream": true` is relayed from the router's streaming `Invoke` as
-it arrives (`streaming.RouterRelay`); any other is answered from `InvokeBuffered`, the whole
-answer in one message (`buffered.BufferedAnswer`), which costs both sides less.
+it arrives (`stream_relay.RouterRelay`); any other is answered from `InvokeBuffered`, the whole
+answer in one message (`buffered_answer.BufferedAnswer`), which costs both sides less.
 
 `LlmBackend` is everything the model endpoints need from the gateway: its admission (which
 authenticates, rate-limits and checks the scope), the router stub, the vault's provider list and
@@ -32,18 +32,17 @@ from aicreds.vault.v1 import providers_pb2
 from starlette.requests import Request
 from starlette.responses import Response
 
+from services.gateway.endpoint_table import read_body
 from services.gateway.errors import ApiError
-from services.gateway.llm.buffered import BufferedAnswer
-from services.gateway.llm.errors import (
+from services.gateway.model_api.buffered_answer import BufferedAnswer
+from services.gateway.model_api.call_options import read_call_options
+from services.gateway.model_api.stream_relay import ErrorResponse, RouterRelay, StreamErrorEvent
+from services.gateway.model_api.vendor_errors import (
     anthropic_error_response,
     anthropic_stream_error_event,
-    internal_error,
     openai_error_response,
     openai_stream_error_event,
 )
-from services.gateway.llm.model_selection import read_call_options
-from services.gateway.llm.streaming import RouterRelay
-from services.gateway.rest import read_body
 
 LLM_SCOPE = "llm:invoke"
 API_PREFIX = "/v1"
@@ -73,7 +72,9 @@ class LlmPrincipal:
 
 class LlmAuthenticator(Protocol):
     async def __call__(self, request: Request) -> LlmPrincipal:
-        """Admit the request with scope `llm:invoke`, counting it against rate limits.
+        """Admit the request with scope `llm:invoke`, counting it against rate limits (and
+        record the admission in the request's scope, as `Admission.admit` does, so that an
+        error answer carries its headers).
 
         Raises:
             ApiError: 401, 403 or 429, with the headers the answer must carry.
@@ -83,7 +84,7 @@ class LlmAuthenticator(Protocol):
 
 @dataclass(frozen=True)
 class LlmBackend:
-    """What the model endpoints use of the gateway (`services.gateway.llm.gateway_backend`)."""
+    """What the model endpoints use of the gateway (wired by `services.gateway.app`)."""
 
     authenticate: LlmAuthenticator
     # The RouterServiceStub; looked up per call since the channel opens with the application.
@@ -95,10 +96,6 @@ class LlmBackend:
     max_body: int = 32 * 1024 * 1024
     # gRPC metadata of the current request (its request id).
     request_metadata: Callable[[], Sequence[tuple[str, str]]] = tuple
-
-
-ErrorRenderer = Callable[[ApiError], Response]
-StreamErrorEvent = Callable[[ApiError], bytes]
 
 
 def forwarded_headers(request: Request) -> list[router_pb2.Header]:
@@ -153,9 +150,13 @@ UpstreamPath = Callable[[Request], str]
 class Vendor:
     """What differs between the OpenAI and the Anthropic endpoints."""
 
-    render_error: ErrorRenderer
+    render_error: ErrorResponse
     stream_error_event: StreamErrorEvent
     upstream_path: UpstreamPath
+
+    def route_errors(self, request: Request, error: ApiError) -> Response:
+        """The routes' `ErrorRenderer`: every error of a call in this vendor's shape."""
+        return self.render_error(error)
 
 
 #: `base_url=http://HOST/v1`: `/v1/chat/completions`, `/v1/embeddings`, ... in OpenAI's shapes.
@@ -174,22 +175,16 @@ def model_call(backend: LlmBackend, vendor: Vendor) -> Callable[[Request], Await
 
 
 async def invoke(request: Request, backend: LlmBackend, vendor: Vendor) -> Response:
-    """Serve one model call through the router; every failure in the vendor's error shape."""
+    """Serve one model call through the router.
+
+    A failure before the router answers is raised; the middleware renders it with the route's
+    renderer (`Vendor.route_errors`). The router's own errors are rendered by the answer.
+    """
+    principal = await backend.authenticate(request)
+    headers = principal.response_headers
+    body = await read_body(request, backend.max_body)
+    options = read_call_options(body)
     render_error = vendor.render_error
-    headers: Mapping[str, str] = {}
-    try:
-        principal = await backend.authenticate(request)
-        headers = principal.response_headers
-        body = await read_body(request, backend.max_body)
-        options = read_call_options(body)
-    except ApiError as error:
-        error.headers = {**headers, **error.headers}
-        return render_error(error)
-    except Exception as err:  # never Starlette's plain-text 500: the SDK must parse the answer
-        # The route template, not the path: logs carry no client-chosen text.
-        internal = internal_error(err, route=str(getattr(request.scope.get("route"), "path", "")))
-        internal.headers = {**headers, **internal.headers}
-        return render_error(internal)
     call: dict[str, Any] = {
         "user_id": principal.user_id,
         "model": options.model,

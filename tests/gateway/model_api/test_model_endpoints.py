@@ -25,10 +25,14 @@ from aicreds.vault.v1 import providers_pb2, providers_pb2_grpc
 from starlette.applications import Starlette
 from starlette.requests import Request
 
+from services.common.logging import JsonFormatter
 from services.gateway.errors import ApiError, from_rpc_error
-from services.gateway.llm import LlmBackend, LlmPrincipal, llm_endpoints
-from tests.llm.background import BackgroundLoop
-from tests.llm.fake_upstream import (
+from services.gateway.middleware import GatewayApplication
+from services.gateway.model_api.endpoints import model_endpoints
+from services.gateway.model_api.model_call import LlmBackend, LlmPrincipal
+from services.gateway.observability import Metrics
+from tests.gateway.support.background import BackgroundLoop
+from tests.gateway.support.fake_upstream import (
     ANSWER_TEXT,
     STREAM_PIECES,
     anthropic_events,
@@ -36,7 +40,7 @@ from tests.llm.fake_upstream import (
     chat_completion,
     openai_events,
 )
-from tests.llm.stub_backends import (
+from tests.gateway.support.stub_backends import (
     RouterScript,
     StubProviders,
     StubRouter,
@@ -91,7 +95,9 @@ def stub_app(channel: grpc.aio.Channel) -> Starlette:
         router_timeout=5,
         max_body=1024 * 1024,
     )
-    return Starlette(routes=[endpoint.route() for endpoint in llm_endpoints(backend)])
+    # Under the gateway's one ASGI layer, which renders what a route raises in its shape.
+    routes = [endpoint.route() for endpoint in model_endpoints(backend)]
+    return GatewayApplication(metrics=Metrics(), routes=routes)
 
 
 @dataclass
@@ -271,9 +277,33 @@ def test_an_unexpected_error_is_a_fixed_500_in_the_vendor_shape(
     with anthropic_client(gw, EXPLODES) as ac:
         with pytest.raises(anthropic.InternalServerError, match="internal error"):
             ac.messages.create(model="claude", max_tokens=1, messages=[])
-    logged = [getattr(r, "fields", {}) for r in caplog.records if r.name == "aicreds.gateway.llm"]
+    bearer = {"Authorization": f"Bearer {EXPLODES}"}
+    openai_answer = httpx.post(f"{gw.url}/v1/chat/completions", headers=bearer, json={})
+    assert openai_answer.status_code == 500
+    assert openai_answer.json() == {
+        "error": {
+            "message": "internal error",
+            "type": "server_error",
+            "param": None,
+            "code": "internal",
+        }
+    }
+    anthropic_answer = httpx.post(f"{gw.url}/v1/messages", headers=bearer, json={})
+    assert anthropic_answer.status_code == 500
+    assert anthropic_answer.json() == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "internal error"},
+    }
+    listed = httpx.get(f"{gw.url}/v1/models", headers={**bearer, "anthropic-version": "2023-06-01"})
+    assert listed.status_code == 500 and listed.json()["type"] == "error"
+    assert BUG_TEXT not in openai_answer.text + anthropic_answer.text + listed.text
+    # Logged once per request, by the middleware; as the service writes it (JSON lines), the
+    # exception is named by its type only.
+    logged = [getattr(r, "fields", {}) for r in caplog.records if r.name == "aicreds.gateway"]
     assert {"error": "RuntimeError", "route": "/v1/chat/completions"} in logged
-    assert BUG_TEXT not in caplog.text + repr(logged)
+    assert {"error": "RuntimeError", "route": "/v1/messages"} in logged
+    written = "\n".join(JsonFormatter("gateway").format(r) for r in caplog.records)
+    assert "RuntimeError" in written and BUG_TEXT not in written
 
 
 ROUTER_FAILURES = [
@@ -506,7 +536,9 @@ def test_a_buffered_answer_is_framed_as_a_collected_one(gw: Gateway) -> None:
     response = _post_chat(gw, {"model": "gpt-4"})
     assert response.status_code == 201
     assert response.content == b'{"a": 1}'
-    assert [(k, v) for k, v in response.headers.multi_items() if k not in ("date", "server")] == [
+    # Besides the gateway's own: its `x-request-id` (the middleware's), date and server.
+    ours = ("date", "server", "x-request-id")
+    assert [(k, v) for k, v in response.headers.multi_items() if k not in ours] == [
         ("content-type", "application/json"),
         ("x-upstream-request-id", "up-1"),
         ("x-ratelimit-limit", "40"),

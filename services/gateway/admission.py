@@ -1,7 +1,7 @@
 """Admission of one request: authentication, rate limits, scope and the CSRF Origin check.
 
-Every authenticated endpoint (REST v2 here, the OpenAI/Anthropic endpoints of `llm/`) calls
-`Gate.admit` first. In order:
+Every authenticated endpoint (REST v2, and the OpenAI/Anthropic endpoints of `model_api/`)
+calls `Admission.admit` first. In order:
 
 1. the credential is read (Bearer, then `x-api-key`, then the session cookie);
 2. a client address whose failed-authentication bucket is empty gets 429, unless the
@@ -20,9 +20,11 @@ Refusals are raised as `ApiError` carrying the headers the response needs (`X-Ra
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
+from starlette.types import Scope
 
 from services.gateway.auth import (
     SESSION_COOKIE,
@@ -36,9 +38,11 @@ from services.gateway.auth import (
 from services.gateway.debug_auth import HEADER as DEBUG_HEADER
 from services.gateway.debug_auth import describe_failure, describe_success, wants_debug
 from services.gateway.errors import ApiError
-from services.gateway.observability import Metrics
+from services.gateway.observability import USER_SCOPE_KEY, Metrics
 from services.gateway.rate_limit import RateLimiter
 
+#: ASGI scope key of the headers an admitted request's answers carry.
+ADMITTED_HEADERS_KEY = "aicreds.admitted_headers"
 STATE_CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _REALM = 'Bearer realm="aicreds"'
 
@@ -60,14 +64,14 @@ _INVALID_SESSION = "session ended or expired; log in again"
 
 
 @dataclass(frozen=True)
-class Admission:
+class Admitted:
     """An admitted request: who it is, and the headers its response must carry."""
 
     principal: Principal
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class Gate:
+class Admission:
     """Decides whether a request may proceed; see the module docstring for the order."""
 
     def __init__(
@@ -89,8 +93,12 @@ class Gate:
 
     async def admit(
         self, request: Request, *, scope: str | None, allow_session: bool = True
-    ) -> Admission:
-        """Admit the request or raise the `ApiError` that refuses it."""
+    ) -> Admitted:
+        """Admit the request or raise the `ApiError` that refuses it.
+
+        An admitted request's scope records its user (for the access log) and the admission's
+        headers (which every answer carries, an error too: see `admitted_headers`).
+        """
         debug = wants_debug(request.headers.get(DEBUG_HEADER))
         address = request.client.host if request.client else "unknown"
         presented = extract_credential(request.headers, request.cookies)
@@ -161,7 +169,9 @@ class Gate:
 
         if debug:
             headers[DEBUG_HEADER] = describe_success(principal)
-        return Admission(principal, headers)
+        request.scope[USER_SCOPE_KEY] = principal.user_id
+        request.scope[ADMITTED_HEADERS_KEY] = headers
+        return Admitted(principal, headers)
 
     def _unauthorized(
         self, failure: AuthFailure, presented: PresentedCredential | None, debug: bool
@@ -191,6 +201,12 @@ class Gate:
         if debug:
             headers[DEBUG_HEADER] = describe_failure(failure, presented=presented)
         return ApiError(401, "unauthorized", message, headers=headers)
+
+
+def admitted_headers(scope: Scope) -> Mapping[str, str]:
+    """The headers of the request's admission (rate limits, debug), none before it."""
+    headers: Mapping[str, str] = scope.get(ADMITTED_HEADERS_KEY, {})
+    return headers
 
 
 def session_cookie(value: str, *, max_age: int, secure: bool) -> str:

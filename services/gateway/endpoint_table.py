@@ -1,38 +1,36 @@
-"""REST v2 endpoints: one table entry per operation, turned into a route and into OpenAPI.
+"""Endpoint tables: one entry per operation, turned into a route and into OpenAPI.
 
-An `Endpoint` names its method, path, the scope it needs, its handler and the JSON schemas of
-its request and of its `response` object. `rest_route` wraps the handler so that every REST
-call is admitted by the `Gate` (auth, rate limit, scope, Origin), has its body read with the
-size limit, gets the `{"response": ...}` envelope on success and `{"error": {code, message}}`
-on failure, and always carries the admission's headers. `openapi.py` reads the same entries,
-so the document cannot drift from the routes.
+An `Endpoint` (REST v2) names its method, path, the scope it needs, its handler and the JSON
+schemas of its request and of its `response` object. `rest_route` wraps the handler so that
+every REST call is admitted by `Admission` (auth, rate limit, scope, Origin), has its body read
+with the size limit, gets the `{"response": ...}` envelope on success, and always carries the
+admission's headers. A `PlainEndpoint` (operational and model endpoints) answers for itself.
+
+Every route is an `EndpointRoute` carrying its `ErrorRenderer`; the one ASGI layer
+(`middleware.py`) renders what a route raises with it: `ApiError` as it is, anything else as a
+fixed 500. `openapi.py` reads the same entries, so the document cannot drift from the routes.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from services.gateway.admission import Admission
 from services.gateway.auth import Principal
-from services.gateway.errors import ApiError, invalid_argument
-from services.gateway.observability import USER_SCOPE_KEY
+from services.gateway.errors import ApiError, invalid_argument, rest_error_response
 from services.gateway.validation import parse_flag
-
-if TYPE_CHECKING:
-    from services.gateway.app import Gateway
 
 JsonSchema = dict[str, Any]
 _CONVERTER = re.compile(r"\{(\w+):\w+\}")
-_log = logging.getLogger("aicreds.gateway")
 
 
 @dataclass(frozen=True)
@@ -52,12 +50,12 @@ class QueryParam:
 
 
 class ApiCall:
-    """What a REST handler gets: the request, the admitted principal and the gateway."""
+    """What a REST handler gets: the request and the admitted principal."""
 
-    def __init__(self, request: Request, principal: Principal, gateway: Gateway) -> None:
+    def __init__(self, request: Request, principal: Principal, max_body: int) -> None:
         self.request = request
         self.principal = principal
-        self.gateway = gateway
+        self._max_body = max_body
 
     @property
     def user_id(self) -> str:
@@ -72,7 +70,7 @@ class ApiCall:
 
     async def json(self) -> Any:
         """The JSON body, read with the size limit (413 above it, 400 if not JSON)."""
-        raw = await read_body(self.request, self.gateway.settings.max_body)
+        raw = await read_body(self.request, self._max_body)
         if not raw.strip():
             raise invalid_argument("the request body is empty; send a JSON object")
         try:
@@ -83,6 +81,14 @@ class ApiCall:
 
 Handler = Callable[[ApiCall], Awaitable[Reply]]
 PlainHandler = Callable[[Request], Awaitable[Response]]
+#: How a route answers an error: REST v2's envelope, OpenAI's or Anthropic's shape. The
+#: middleware renders every error a route raises with it, unexpected ones as a fixed 500.
+ErrorRenderer = Callable[[Request, ApiError], Response]
+
+
+def rest_errors(request: Request, error: ApiError) -> Response:
+    """The REST v2 renderer: `{"error": {"code", "message"}}`."""
+    return rest_error_response(error)
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,7 @@ class PlainEndpoint:
     request_body: Mapping[str, Any] | None = None
     path_params: Mapping[str, JsonSchema] = field(default_factory=dict)
     other_methods: Sequence[str] = ()
+    render_error: ErrorRenderer = rest_errors
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -138,17 +145,37 @@ class PlainEndpoint:
         """The path as an OpenAPI template: `/v1/{path:path}` is `/v1/{path}`."""
         return openapi_path(self.path)
 
-    def route(self) -> Route:
-        return Route(
-            self.path, HandlerApp(self.handler), methods=list(self.methods), name=self.summary
+    def route(self) -> EndpointRoute:
+        return EndpointRoute(
+            self.path,
+            HandlerApp(self.handler),
+            methods=list(self.methods),
+            name=self.summary,
+            render_error=self.render_error,
         )
+
+
+class EndpointRoute(Route):
+    """A Starlette route that knows the error shape of its answers (`render_error`)."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        methods: list[str],
+        name: str,
+        render_error: ErrorRenderer,
+    ) -> None:
+        super().__init__(path, endpoint, methods=methods, name=name)
+        self.render_error = render_error
 
 
 class HandlerApp:
     """The ASGI app of one route: `handler(Request)`, then its response.
 
     What Starlette's `request_response` does for a function endpoint, less the exception
-    wrapper it builds around every call: errors are handled once, by `edge.GatewayEdge`.
+    wrapper it builds around every call: errors are handled once, by `middleware.py`.
     """
 
     __slots__ = ("handler",)
@@ -192,35 +219,27 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, "payload_too_large", f"the request body is larger than {limit} bytes")
 
 
-def error_response(err: ApiError, extra_headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """The REST shape of an error."""
-    headers = {**(extra_headers or {}), **err.headers}
-    return JSONResponse(err.body(), status_code=err.status, headers=headers)
+def rest_route(endpoint: Endpoint, admission: Admission, max_body: int) -> EndpointRoute:
+    """A route running `endpoint` behind `admission` and in the REST envelope.
 
-
-def rest_route(endpoint: Endpoint, gateway: Gateway) -> Route:
-    """A Starlette route running `endpoint` behind the gate and in the REST envelope."""
+    Errors are raised, not answered here: the middleware renders them with `rest_errors`,
+    adding the admission's headers.
+    """
 
     async def run(request: Request) -> Response:
-        admitted_headers: dict[str, str] = {}
-        try:
-            admission = await gateway.gate.admit(
-                request, scope=endpoint.scope, allow_session=not endpoint.token_only
-            )
-            admitted_headers = admission.headers
-            request.scope[USER_SCOPE_KEY] = admission.principal.user_id
-            reply = await endpoint.handler(ApiCall(request, admission.principal, gateway))
-        except ApiError as err:
-            return error_response(err, admitted_headers)
-        except Exception as err:  # the one place an unexpected error becomes a 500
-            _log.error(
-                "unhandled error in endpoint",
-                extra={"fields": {"route": endpoint.path, "error": type(err).__name__}},
-            )
-            return error_response(ApiError(500, "internal", "internal error"), admitted_headers)
-        headers = {**admitted_headers, **reply.headers}
+        admitted = await admission.admit(
+            request, scope=endpoint.scope, allow_session=not endpoint.token_only
+        )
+        reply = await endpoint.handler(ApiCall(request, admitted.principal, max_body))
+        headers = {**admitted.headers, **reply.headers}
         return JSONResponse(
             {"response": dict(reply.body)}, status_code=reply.status, headers=headers
         )
 
-    return Route(endpoint.path, HandlerApp(run), methods=[endpoint.method], name=endpoint.summary)
+    return EndpointRoute(
+        endpoint.path,
+        HandlerApp(run),
+        methods=[endpoint.method],
+        name=endpoint.summary,
+        render_error=rest_errors,
+    )

@@ -6,17 +6,17 @@ None of them needs authentication; none says anything about users.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from services.gateway.rest import PlainEndpoint
+from services.gateway.clients import RouterClient, VaultClient
+from services.gateway.endpoint_table import PlainEndpoint
+from services.gateway.observability import Metrics
 from services.gateway.schemas import obj
-
-if TYPE_CHECKING:
-    from services.gateway.app import Gateway
 
 _STATUS = obj({"status": {"type": "string"}}, ["status"])
 _READY = obj(
@@ -35,14 +35,21 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def endpoints(gateway: Gateway) -> list[PlainEndpoint]:
+def endpoints(
+    *,
+    vault: VaultClient,
+    router: RouterClient,
+    metrics: Metrics,
+    openapi_document: Callable[[], Mapping[str, Any]],
+) -> list[PlainEndpoint]:
+    """The operational endpoints: readiness asks `vault` and `router` for their health,
+    `/metrics` exposes `metrics`, `/openapi.json` answers `openapi_document()`."""
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        vault_ok, router_ok = await asyncio.gather(
-            gateway.vault.is_serving(), gateway.router.is_serving()
-        )
+        vault_ok, router_ok = await asyncio.gather(vault.is_serving(), router.is_serving())
         checks = {
             "vault": "ok" if vault_ok else "unavailable",
             "router": "ok" if router_ok else "unavailable",
@@ -53,11 +60,11 @@ def endpoints(gateway: Gateway) -> list[PlainEndpoint]:
             status_code=200 if ready else 503,
         )
 
-    async def metrics(request: Request) -> Response:
-        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def prometheus(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(gateway.openapi_document)
+        return JSONResponse(openapi_document())
 
     return [
         PlainEndpoint(
@@ -82,7 +89,7 @@ def endpoints(gateway: Gateway) -> list[PlainEndpoint]:
         PlainEndpoint(
             "GET",
             "/metrics",
-            metrics,
+            prometheus,
             "Prometheus metrics",
             "operations",
             {

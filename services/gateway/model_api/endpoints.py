@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.gateway.llm.calls import ANTHROPIC, OPENAI, LlmBackend, model_call
-from services.gateway.llm.model_routes import ModelCatalog
-from services.gateway.rest import PlainEndpoint, PlainHandler
+from services.gateway.endpoint_table import ErrorRenderer, PlainEndpoint, PlainHandler
+from services.gateway.model_api.model_call import ANTHROPIC, OPENAI, LlmBackend, model_call
+from services.gateway.model_api.model_catalog import ModelCatalog, catalog_errors
 
 TAG = "models"
 PASS_THROUGH_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -177,16 +177,32 @@ _MODEL_LIST: dict[str, Any] = {
 
 
 def _call(
-    path: str, handler: PlainHandler, summary: str, responses: dict[str, Any]
+    path: str,
+    handler: PlainHandler,
+    summary: str,
+    responses: dict[str, Any],
+    render_error: ErrorRenderer,
 ) -> PlainEndpoint:
     """A `POST` model call at a literal path."""
     return PlainEndpoint(
-        "POST", path, handler, summary, TAG, responses, security=True, request_body=_MODEL_CALL_BODY
+        "POST",
+        path,
+        handler,
+        summary,
+        TAG,
+        responses,
+        security=True,
+        request_body=_MODEL_CALL_BODY,
+        render_error=render_error,
     )
 
 
 def _pass_through(
-    path: str, handler: PlainHandler, summary: str, responses: dict[str, Any]
+    path: str,
+    handler: PlainHandler,
+    summary: str,
+    responses: dict[str, Any],
+    render_error: ErrorRenderer,
 ) -> PlainEndpoint:
     """Model calls at every path under `path`'s prefix, by every method of the vendors' APIs."""
     return PlainEndpoint(
@@ -200,10 +216,11 @@ def _pass_through(
         request_body=_MODEL_CALL_BODY,
         path_params={"path": _REST_OF_PATH},
         other_methods=PASS_THROUGH_METHODS[1:],
+        render_error=render_error,
     )
 
 
-def llm_endpoints(backend: LlmBackend) -> list[PlainEndpoint]:
+def model_endpoints(backend: LlmBackend) -> list[PlainEndpoint]:
     """The model endpoints, most specific first; the pass-through catches every other `/v1/*`."""
     catalog = ModelCatalog(backend)
     openai_call = model_call(backend, OPENAI)
@@ -221,6 +238,7 @@ def llm_endpoints(backend: LlmBackend) -> list[PlainEndpoint]:
             TAG,
             _responses(_OPENAI_ERROR, _MODEL_LIST),
             security=True,
+            render_error=catalog_errors,
         ),
         PlainEndpoint(
             "GET",
@@ -231,24 +249,28 @@ def llm_endpoints(backend: LlmBackend) -> list[PlainEndpoint]:
             _responses(_OPENAI_ERROR, _MODEL),
             security=True,
             path_params={"model_id": _MODEL_ID},
+            render_error=catalog_errors,
         ),
         _call(
             "/v1/chat/completions",
             openai_call,
             "OpenAI chat completions, passed through to the provider serving the model",
             openai_responses,
+            OPENAI.route_errors,
         ),
         _call(
             "/v1/embeddings",
             openai_call,
             "OpenAI embeddings, passed through to the provider serving the model",
             openai_responses,
+            OPENAI.route_errors,
         ),
         _call(
             "/v1/messages",
             anthropic_call,
             "Anthropic Messages, passed through to the provider serving the model",
             anthropic_responses,
+            ANTHROPIC.route_errors,
         ),
         _pass_through(
             "/v1/messages/{path:path}",
@@ -256,6 +278,7 @@ def llm_endpoints(backend: LlmBackend) -> list[PlainEndpoint]:
             "Anthropic Messages sub-resources (count_tokens, batches, ...), passed through to "
             "the provider serving the body's model",
             anthropic_responses,
+            ANTHROPIC.route_errors,
         ),
         _pass_through(
             "/v1/{path:path}",
@@ -263,5 +286,6 @@ def llm_endpoints(backend: LlmBackend) -> list[PlainEndpoint]:
             "Any other OpenAI API call (/v1/responses, /v1/images/generations, ...), passed "
             "through to the provider serving the body's model",
             openai_responses,
+            OPENAI.route_errors,
         ),
     ]

@@ -36,7 +36,7 @@ from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
 from services.router.config import RouterSettings
 from services.router.server import RunningRouter, start_router
-from tests.llm.fake_upstream import FakeUpstream
+from tests.gateway.support.fake_upstream import FakeUpstream
 from tests.support.asgi import serve_asgi
 from tests.support.vault import VaultHandle, running_vault
 

@@ -3,7 +3,7 @@
 Starlette's `Router` tries every route in order on every request (a regular expression each);
 with the REST v2, operational and model endpoints that is some twenty tries before
 `/v1/chat/completions`. A route whose path starts with a literal segment (`/v1/...`,
-`/api/...`, `/healthz`) can only match paths with that first segment, so `RouteTable` tries only
+`/api/...`, `/healthz`) can only match paths with that first segment, so `RouteIndex` tries only
 the routes of the request's first segment, in their original order, plus any route whose
 first segment is not literal (`/{name}`, a `Mount`). What wins is what Starlette's `Router`
 would pick: the first route matching path and method, else the first matching the path only
@@ -32,7 +32,7 @@ def _literal_first_segment(route: BaseRoute) -> str | None:
     return segment if segment and "{" not in segment else None
 
 
-class RouteTable:
+class RouteIndex:
     """The routes of an application, indexed by the first segment of their path."""
 
     def __init__(self, routes: Sequence[BaseRoute]) -> None:

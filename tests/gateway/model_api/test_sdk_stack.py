@@ -19,9 +19,9 @@ import openai
 import pytest
 from langchain_openai import ChatOpenAI
 
-from tests.llm.background import BackgroundLoop
-from tests.llm.fake_upstream import ANSWER_TEXT, EMBEDDING, STREAM_PIECES, FakeUpstream
-from tests.llm.stack import ANTHROPIC_KEY, OPENAI_KEY, LlmStack, llm_stack
+from tests.gateway.support.background import BackgroundLoop
+from tests.gateway.support.fake_upstream import ANSWER_TEXT, EMBEDDING, STREAM_PIECES, FakeUpstream
+from tests.gateway.support.model_stack import ANTHROPIC_KEY, OPENAI_KEY, LlmStack, llm_stack
 
 CLIENT_SDK_LOGGERS = ("openai", "anthropic", "langchain", "httpx2")
 
