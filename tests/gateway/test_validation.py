@@ -3,15 +3,19 @@ the key, never the value."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from services.gateway.errors import ApiError
+from services.gateway.rest_api.providers import parse_provider
 from services.gateway.validation import (
     check_credential_key,
     parse_credential_map,
     parse_credential_value,
     parse_flag,
     parse_scopes,
+    shown,
 )
 
 
@@ -73,3 +77,35 @@ def test_scopes_and_flags() -> None:
     assert parse_flag("true", "masked") and not parse_flag(None, "masked")
     with pytest.raises(ApiError):
         parse_flag("maybe", "masked")
+
+
+# Client text in messages: one rule for keys, scopes, field and header names
+
+
+LONG_NAME = "X Custom " + "h" * 70  # a space, and longer than 64 characters
+SHOWN = "X Custom " + "h" * 55 + "..."
+
+
+def test_client_text_is_shown_printable_bounded_and_marked_when_cut() -> None:
+    assert shown("a b\x00\té") == "a b???"
+    assert shown(LONG_NAME) == SHOWN
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        lambda: check_credential_key(LONG_NAME),
+        lambda: parse_scopes({"scopes": [LONG_NAME]}),
+        lambda: parse_provider(
+            {"name": "p", "kind": "custom", "base_url": "https://x", "headers": {LONG_NAME: "v"}}
+        ),
+        lambda: parse_provider({"name": "p", LONG_NAME: 1}),
+    ],
+    ids=["credential key", "scope", "provider header", "provider field"],
+)
+def test_every_message_shows_client_text_the_same_way(failure: Callable[[], object]) -> None:
+    # The provider checks once had their own copy of the rule: spaces became `?` and a cut
+    # name had no `...`, so one name read differently depending on where it was refused.
+    with pytest.raises(ApiError) as caught:
+        failure()
+    assert repr(SHOWN) in caught.value.message

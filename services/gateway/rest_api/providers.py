@@ -22,7 +22,7 @@ from services.gateway.clients import RouterClient, VaultClient
 from services.gateway.endpoint_table import ApiCall, Endpoint, Reply
 from services.gateway.errors import ApiError, invalid_argument
 from services.gateway.schemas import PROVIDER_NAME, envelope, obj, ref
-from services.gateway.validation import optional_string, require_object, string_list
+from services.gateway.validation import optional_string, require_object, shown, string_list
 
 BASE = "/api/v2/users/me/ai-providers"
 READ = "providers:read"
@@ -64,7 +64,7 @@ def parse_provider(body: object, *, name: str | None = None) -> providers_pb2.Pr
         set(data) - {"name", "kind", "base_url", "headers", "models", "on_missing_credential"}
     )
     if unknown:
-        raise invalid_argument(f"unknown field {unknown[0][:64]!r}")
+        raise invalid_argument(f"unknown field {shown(unknown[0])!r}")
     body_name = optional_string(data, "name", max_len=64)
     if name is not None and body_name is not None and body_name != name:
         raise invalid_argument("'name' in the body differs from the name in the path")
@@ -106,8 +106,7 @@ def _headers(data: Mapping[str, Any]) -> dict[str, list[str]]:
     headers: dict[str, list[str]] = {}
     for header, values in raw.items():
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            shown = "".join(ch if " " < ch < "\x7f" else "?" for ch in str(header)[:64])
-            raise invalid_argument(f"header {shown!r} must map to a list of strings")
+            raise invalid_argument(f"header {shown(str(header))!r} must map to a list of strings")
         headers[header] = values
     return headers
 
