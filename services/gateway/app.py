@@ -1,11 +1,15 @@
-"""The gateway application: `create_app(settings)` builds it, `Gateway` holds its parts.
+"""The gateway's composition root: `create_app(settings)` builds the ASGI application.
 
-Routes come from three tables: the REST v2 `ENDPOINTS` of `routes/`, the operational
-endpoints of `routes/ops.py`, and the model endpoints of `llm/`. The same tables build
-`/openapi.json`. `edge.py` is the one layer around them (request id, error shapes, metrics,
-access log). The gRPC channels open when the application starts and close when it stops;
-nothing else is kept between requests except caches (authentication, rate limits), so any
-number of replicas can run side by side.
+It is the one place that builds the collaborators — the vault and router clients
+(`clients.py`), `Admission` (authentication, rate limits, scope, Origin), the metrics — and
+hands each endpoint table only what its handlers use: the REST v2 tables of `rest_api/`, the
+operational endpoints of `ops_api.py`, and the model endpoints of `model_api/` (through their
+`LlmBackend`). The same tables build `/openapi.json`. `middleware.py` is the one layer around
+them (request id, error shapes, metrics, access log). The gRPC channels open when the
+application starts and close when it stops; nothing else is kept between requests except
+caches (authentication, rate limits), so any number of replicas can run side by side.
+
+Only `server.py` imports this module.
 """
 
 from __future__ import annotations
@@ -17,73 +21,21 @@ from importlib.metadata import version as package_version
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.requests import Request
 
-from services.gateway import llm
+from services.gateway.admission import Admission
 from services.gateway.auth import Authenticator
-from services.gateway.backends import RouterClient, VaultClient
-from services.gateway.edge import GatewayApplication
-from services.gateway.gate import Gate
+from services.gateway.clients import RouterClient, VaultClient
+from services.gateway.endpoint_table import Endpoint, PlainEndpoint, rest_route
+from services.gateway.middleware import GatewayApplication
+from services.gateway.model_api.endpoints import model_endpoints
+from services.gateway.model_api.model_call import LLM_SCOPE, LlmBackend, LlmPrincipal
 from services.gateway.observability import Metrics
 from services.gateway.openapi import build_openapi
+from services.gateway.ops_api import endpoints as ops_endpoints
 from services.gateway.rate_limit import InMemoryRateLimiter, RateLimiter
-from services.gateway.rest import Endpoint, PlainEndpoint, rest_route
-from services.gateway.routes import credentials, ops, providers, sessions, tokens
+from services.gateway.rest_api import credentials, providers, sessions, tokens
 from services.gateway.settings import GatewaySettings
-
-REST_ENDPOINTS: Sequence[Endpoint] = (
-    *credentials.ENDPOINTS,
-    *providers.ENDPOINTS,
-    *tokens.ENDPOINTS,
-    *sessions.ENDPOINTS,
-)
-
-
-class Gateway:
-    """Everything a request handler may need: settings, backends, the gate, metrics."""
-
-    def __init__(
-        self,
-        settings: GatewaySettings,
-        *,
-        token_limiter: RateLimiter | None = None,
-        address_limiter: RateLimiter | None = None,
-    ) -> None:
-        self.settings = settings
-        self.metrics = Metrics()
-        self.vault = VaultClient(
-            settings.vault_addr,
-            settings.vault_token_file,
-            settings.vault_tls,
-            settings.vault_timeout,
-        )
-        self.router = RouterClient(
-            settings.router_addr,
-            settings.router_token_file,
-            settings.router_tls,
-            settings.router_timeout,
-        )
-        self.gate = Gate(
-            authenticator=Authenticator(self.vault, cache_ttl=settings.auth_cache_ttl),
-            token_limiter=token_limiter
-            or InMemoryRateLimiter(settings.rate_limit, settings.rate_burst),
-            address_limiter=address_limiter
-            or InMemoryRateLimiter(settings.auth_fail_rate, settings.auth_fail_burst),
-            origin=settings.origin,
-            metrics=self.metrics,
-            cookie_secure=settings.cookie_secure,
-        )
-        self.openapi_document: dict[str, Any] = {}
-
-    def __repr__(self) -> str:
-        return f"Gateway(vault={self.vault!r}, router={self.router!r})"
-
-    async def start(self) -> None:
-        await self.vault.open()
-        await self.router.open()
-
-    async def stop(self) -> None:
-        await self.vault.close()
-        await self.router.close()
 
 
 def _version() -> str:
@@ -93,27 +45,100 @@ def _version() -> str:
         return "0.0.0"
 
 
+def rest_endpoints(
+    settings: GatewaySettings,
+    vault: VaultClient,
+    router: RouterClient,
+    authenticator: Authenticator,
+) -> list[Endpoint]:
+    """The REST v2 tables, each with the collaborators its handlers use."""
+    return [
+        *credentials.endpoints(vault),
+        *providers.endpoints(vault, router),
+        *tokens.endpoints(vault, authenticator),
+        *sessions.endpoints(
+            vault,
+            authenticator,
+            session_ttl=settings.session_ttl,
+            cookie_secure=settings.cookie_secure,
+        ),
+    ]
+
+
+def model_backend(
+    settings: GatewaySettings, admission: Admission, vault: VaultClient, router: RouterClient
+) -> LlmBackend:
+    """What the model endpoints use: admission with `llm:invoke` (API tokens only), the
+    router's stub, the vault's provider list and the limits."""
+
+    async def authenticate(request: Request) -> LlmPrincipal:
+        admitted = await admission.admit(request, scope=LLM_SCOPE, allow_session=False)
+        return LlmPrincipal(admitted.principal.user_id, admitted.headers)
+
+    return LlmBackend(
+        authenticate=authenticate,
+        router_stub=lambda: router.stub,
+        list_providers=vault.list_providers,
+        router_timeout=settings.router_timeout,
+        max_body=settings.llm_max_body,
+        request_metadata=router.metadata,
+    )
+
+
 def create_app(
     settings: GatewaySettings,
     *,
     token_limiter: RateLimiter | None = None,
     address_limiter: RateLimiter | None = None,
 ) -> Starlette:
-    """The ASGI application. Limiters default to in-memory buckets from the settings."""
-    gateway = Gateway(settings, token_limiter=token_limiter, address_limiter=address_limiter)
-    plain: list[PlainEndpoint] = [*ops.endpoints(gateway), *llm.endpoints(gateway)]
-    gateway.openapi_document = build_openapi(REST_ENDPOINTS, plain, version=_version())
-    routes = [rest_route(endpoint, gateway) for endpoint in REST_ENDPOINTS]
+    """The ASGI application. Limiters default to in-memory buckets from the settings.
+
+    `app.state.rest_endpoints` is the REST v2 table it serves (what tests iterate over).
+    """
+    metrics = Metrics()
+    vault = VaultClient(
+        settings.vault_addr, settings.vault_token_file, settings.vault_tls, settings.vault_timeout
+    )
+    router = RouterClient(
+        settings.router_addr,
+        settings.router_token_file,
+        settings.router_tls,
+        settings.router_timeout,
+    )
+    authenticator = Authenticator(vault, cache_ttl=settings.auth_cache_ttl)
+    admission = Admission(
+        authenticator=authenticator,
+        token_limiter=token_limiter
+        or InMemoryRateLimiter(settings.rate_limit, settings.rate_burst),
+        address_limiter=address_limiter
+        or InMemoryRateLimiter(settings.auth_fail_rate, settings.auth_fail_burst),
+        origin=settings.origin,
+        metrics=metrics,
+        cookie_secure=settings.cookie_secure,
+    )
+
+    rest: Sequence[Endpoint] = rest_endpoints(settings, vault, router, authenticator)
+    openapi_document: dict[str, Any] = {}
+    plain: list[PlainEndpoint] = [
+        *ops_endpoints(
+            vault=vault, router=router, metrics=metrics, openapi_document=lambda: openapi_document
+        ),
+        *model_endpoints(model_backend(settings, admission, vault, router)),
+    ]
+    openapi_document.update(build_openapi(rest, plain, version=_version()))
+    routes = [rest_route(endpoint, admission, settings.max_body) for endpoint in rest]
     routes += [endpoint.route() for endpoint in plain]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await gateway.start()
+        await vault.open()
+        await router.open()
         try:
             yield
         finally:
-            await gateway.stop()
+            await vault.close()
+            await router.close()
 
-    app = GatewayApplication(metrics=gateway.metrics, routes=routes, lifespan=lifespan)
-    app.state.gateway = gateway
+    app = GatewayApplication(metrics=metrics, routes=routes, lifespan=lifespan)
+    app.state.rest_endpoints = tuple(rest)
     return app

@@ -1,6 +1,7 @@
 """HTTP errors of the gateway, and the one place where gRPC statuses become HTTP statuses.
 
-    ApiError(status, code, message)      an error response {"error": {"code", "message"}}
+    ApiError(status, code, message)      an error response; rest_error_response renders it as
+                                         {"error": {"code", "message"}} (REST v2)
     ├── raised by the gateway itself     401 unauthorized, 403 forbidden, 413, 429, 400 ...
     └── from_rpc_error(...)              a vault or router status, mapped by HTTP_STATUS_BY_GRPC
                                          (refined by HTTP_STATUS_BY_REASON)
@@ -25,6 +26,7 @@ from collections.abc import Mapping
 
 import grpc
 import grpc.aio
+from starlette.responses import JSONResponse
 
 ERROR_REASON_KEY = "x-error-reason"
 
@@ -112,6 +114,16 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, dict[str, str]]:
         return {"error": {"code": self.code, "message": self.message}}
+
+
+def internal_error() -> ApiError:
+    """The answer to an unexpected exception: a fixed text, never the exception's own."""
+    return ApiError(500, "internal", "internal error")
+
+
+def rest_error_response(error: ApiError) -> JSONResponse:
+    """The REST v2 shape of an error: `{"error": {"code", "message"}}` with its headers."""
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
 def invalid_argument(message: str) -> ApiError:

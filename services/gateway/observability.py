@@ -1,8 +1,8 @@
 """Request ids, the JSON access log and Prometheus metrics of the gateway.
 
-The edge layer (`services.gateway.edge`) uses these for every request: `request_id_for` keeps a
+The one ASGI layer (`middleware.py`) uses these for every request: `request_id_for` keeps a
 sane client `X-Request-Id` or makes a new one; `services.common.request_context.bind_request_id`
-makes it the current one (for the gRPC metadata of `backends.py` and every JSON log line); after
+makes it the current one (for the gRPC metadata of `clients.py` and every JSON log line); after
 the response `Metrics.record_request` and `log_access` write the metrics and one access-log
 line (request id, method, route template, status, latency, user). The route is the template
 (`/api/v2/users/me/ai-credentials/{key}`), never the concrete path, so neither logs nor metric

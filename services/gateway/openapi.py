@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.gateway.auth import SESSION_COOKIE
-from services.gateway.rest import Endpoint, PlainEndpoint
+from services.gateway.endpoint_table import Endpoint, PlainEndpoint
 from services.gateway.schemas import COMPONENTS, ref
 
 SECURITY_SCHEMES: dict[str, Any] = {

@@ -28,8 +28,10 @@ ALL_SCOPES: tuple[str, ...] = (
 )
 
 
-def _shown(key: str) -> str:
-    """A key as it may appear in a message: printable and bounded, since it is client text."""
+def shown(key: str) -> str:
+    """Client-chosen text (a key, a field or header name) as it may appear in an error message:
+    printable ASCII (space included; anything else is `?`), at most 64 characters, then `...`.
+    """
     safe = "".join(ch if " " <= ch < "\x7f" else "?" for ch in key[:64])
     return safe + ("..." if len(key) > 64 else "")
 
@@ -37,21 +39,21 @@ def _shown(key: str) -> str:
 def check_credential_key(key: str) -> str:
     if not _KEY_RE.fullmatch(key):
         raise invalid_argument(
-            f"invalid credential key {_shown(key)!r}: use 1-128 characters of A-Z a-z 0-9 _ . -"
+            f"invalid credential key {shown(key)!r}: use 1-128 characters of A-Z a-z 0-9 _ . -"
         )
     return key
 
 
 def check_credential_value(key: str, value: object) -> str:
     if not isinstance(value, str):
-        raise invalid_argument(f"the value of {_shown(key)!r} must be a string")
+        raise invalid_argument(f"the value of {shown(key)!r} must be a string")
     if value == "":
-        raise invalid_argument(f"the value of {_shown(key)!r} is empty")
+        raise invalid_argument(f"the value of {shown(key)!r} is empty")
     if len(value.encode("utf-8")) > MAX_VALUE_BYTES:
-        raise invalid_argument(f"the value of {_shown(key)!r} is longer than 16 KiB")
+        raise invalid_argument(f"the value of {shown(key)!r} is longer than 16 KiB")
     if not _VALUE_RE.fullmatch(value):
         raise invalid_argument(
-            f"the value of {_shown(key)!r} is not a legal HTTP header value "
+            f"the value of {shown(key)!r} is not a legal HTTP header value "
             "(printable ASCII, space and tab only)"
         )
     return value
@@ -132,7 +134,7 @@ def parse_scopes(obj: Mapping[str, Any]) -> list[str] | None:
     for scope in scopes:
         if scope not in ALL_SCOPES:
             raise invalid_argument(
-                f"unknown scope {_shown(scope)!r}; known scopes: {', '.join(ALL_SCOPES)}"
+                f"unknown scope {shown(scope)!r}; known scopes: {', '.join(ALL_SCOPES)}"
             )
     if not scopes:
         raise invalid_argument("'scopes' must not be empty; omit it to grant every scope")

@@ -25,7 +25,7 @@ from aicreds.vault.v1 import auth_pb2, auth_pb2_grpc
 from starlette.applications import Starlette
 
 from services.common.callers import new_caller_token, write_callers_file, write_private_file
-from services.gateway.app import Gateway, create_app
+from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
 from services.router.config import RouterSettings
 from services.router.server import RunningRouter, start_router
@@ -60,11 +60,6 @@ class Stack:
     client: httpx.AsyncClient
     app: Starlette
     settings: GatewaySettings
-
-    @property
-    def gateway(self) -> Gateway:
-        gateway: Gateway = self.app.state.gateway
-        return gateway
 
     async def mint(
         self, user_id: str, scopes: Iterable[str] = (), *, expires_in: int = 0, name: str = "t"

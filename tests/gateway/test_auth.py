@@ -10,12 +10,15 @@ import httpx
 import pytest
 from aicreds.vault.v1 import auth_pb2, auth_pb2_grpc
 
-from services.gateway.app import REST_ENDPOINTS
-from services.gateway.rest import Endpoint
+from services.gateway.app import create_app
+from services.gateway.endpoint_table import Endpoint
+from services.gateway.settings import GatewaySettings
 from services.gateway.validation import ALL_SCOPES
 from tests.gateway.conftest import Minted, Stack, StackFactory
 
 CREDS = "/api/v2/users/me/ai-credentials"
+#: Every REST v2 operation the application serves.
+REST_ENDPOINTS: tuple[Endpoint, ...] = create_app(GatewaySettings()).state.rest_endpoints
 AUTH_ENDPOINTS = [e for e in REST_ENDPOINTS if not e.token_only]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.gateway.threaded import ThreadedStack
+from tests.gateway.support.threaded import ThreadedStack
 from tests.support.contract import run_contract
 
 MIN_CASES = 200

@@ -1,0 +1,155 @@
+"""`/api/v2/users/me/ai-credentials` (SPEC 2.2): the user's credential map.
+
+`endpoints(vault)` is the endpoint table. `?masked=true` shows each value masked
+(`mask_credential_value`); provider headers are masked by the vault
+(`services.common.header_masking`), so this is only the credential-value rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from services.gateway.clients import VaultClient
+from services.gateway.endpoint_table import ApiCall, Endpoint, QueryParam, Reply
+from services.gateway.schemas import CREDENTIAL_KEY, envelope, obj, ref
+from services.gateway.validation import (
+    check_credential_key,
+    parse_credential_map,
+    parse_credential_value,
+)
+
+BASE = "/api/v2/users/me/ai-credentials"
+READ = "credentials:read"
+WRITE = "credentials:write"
+
+_MASKED = QueryParam(
+    "masked",
+    {"type": "boolean", "default": False},
+    "show each value masked: first 3 and last 4 characters of a value of at least 16, "
+    "otherwise MASKED",
+)
+_MAP_REPLY = envelope(obj({"credentials": ref("CredentialMap")}, ["credentials"]))
+_PAIR_REPLY = envelope(obj({"key": CREDENTIAL_KEY, "value": {"type": "string"}}, ["key", "value"]))
+_KEY_PARAM = {"key": CREDENTIAL_KEY}
+_NOT_FOUND = {404: "credential_not_found"}
+MASKED = "MASKED"
+_MIN_PARTIAL = 16
+
+
+def mask_credential_value(value: str) -> str:
+    """First 3 and last 4 characters of a value of at least 16, joined by `...`; else MASKED.
+
+    The joint has a fixed width, so the masked form does not tell the value's length.
+    """
+    if len(value) < _MIN_PARTIAL:
+        return MASKED
+    return f"{value[:3]}...{value[-4:]}"
+
+
+def _shown(credentials: Mapping[str, str], masked: bool) -> dict[str, str]:
+    if not masked:
+        return dict(sorted(credentials.items()))
+    return {key: mask_credential_value(value) for key, value in sorted(credentials.items())}
+
+
+def endpoints(vault: VaultClient) -> list[Endpoint]:
+    """The credential operations, answering from `vault`."""
+
+    async def get_all(call: ApiCall) -> Reply:
+        masked = call.flag("masked")
+        credentials = await vault.get_credentials(call.user_id)
+        return Reply({"credentials": _shown(credentials, masked)})
+
+    async def replace_all(call: ApiCall) -> Reply:
+        credentials = parse_credential_map(await call.json())
+        stored = await vault.replace_credentials(call.user_id, credentials)
+        return Reply({"credentials": _shown(stored, False)})
+
+    async def delete_all(call: ApiCall) -> Reply:
+        await vault.delete_credentials(call.user_id)
+        return Reply({"credentials": {}})
+
+    async def get_one(call: ApiCall) -> Reply:
+        key = check_credential_key(call.path_param("key"))
+        masked = call.flag("masked")
+        value = await vault.get_credential(call.user_id, key)
+        return Reply({"key": key, "value": mask_credential_value(value) if masked else value})
+
+    async def put_one(call: ApiCall) -> Reply:
+        key = check_credential_key(call.path_param("key"))
+        value = parse_credential_value(key, await call.json())
+        stored = await vault.put_credential(call.user_id, key, value)
+        return Reply({"key": key, "value": stored})
+
+    async def delete_one(call: ApiCall) -> Reply:
+        key = check_credential_key(call.path_param("key"))
+        await vault.delete_credential(call.user_id, key)
+        return Reply({"key": key})
+
+    return [
+        Endpoint(
+            "GET",
+            BASE,
+            get_all,
+            "Get the whole credential map",
+            "credentials",
+            _MAP_REPLY,
+            scope=READ,
+            query=[_MASKED],
+        ),
+        Endpoint(
+            "PUT",
+            BASE,
+            replace_all,
+            "Replace the whole credential map",
+            "credentials",
+            _MAP_REPLY,
+            scope=WRITE,
+            request_schema=obj({"credentials": ref("CredentialMapInput")}, ["credentials"]),
+        ),
+        Endpoint(
+            "DELETE",
+            BASE,
+            delete_all,
+            "Delete the whole credential map",
+            "credentials",
+            _MAP_REPLY,
+            scope=WRITE,
+        ),
+        Endpoint(
+            "GET",
+            BASE + "/{key}",
+            get_one,
+            "Get one credential",
+            "credentials",
+            _PAIR_REPLY,
+            scope=READ,
+            query=[_MASKED],
+            path_params=_KEY_PARAM,
+            errors=_NOT_FOUND,
+        ),
+        Endpoint(
+            "PUT",
+            BASE + "/{key}",
+            put_one,
+            "Create or update one credential",
+            "credentials",
+            _PAIR_REPLY,
+            scope=WRITE,
+            path_params=_KEY_PARAM,
+            request_schema=obj(
+                {"value": {"$ref": "#/components/schemas/CredentialValue"}}, ["value"]
+            ),
+        ),
+        Endpoint(
+            "DELETE",
+            BASE + "/{key}",
+            delete_one,
+            "Delete one credential",
+            "credentials",
+            envelope(obj({"key": CREDENTIAL_KEY}, ["key"])),
+            scope=WRITE,
+            path_params=_KEY_PARAM,
+            errors=_NOT_FOUND,
+        ),
+    ]
