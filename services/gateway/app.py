@@ -29,6 +29,7 @@ from services.gateway.rate_limit import InMemoryRateLimiter, RateLimiter
 from services.gateway.rest import Endpoint, PlainEndpoint, rest_route
 from services.gateway.routes import credentials, ops, providers, sessions, tokens
 from services.gateway.settings import GatewaySettings
+from services.gateway.web_ui import ui_routes
 
 REST_ENDPOINTS: Sequence[Endpoint] = (
     *credentials.ENDPOINTS,
@@ -105,6 +106,7 @@ def create_app(
     gateway.openapi_document = build_openapi(REST_ENDPOINTS, plain, version=_version())
     routes = [rest_route(endpoint, gateway) for endpoint in REST_ENDPOINTS]
     routes += [endpoint.route() for endpoint in plain]
+    routes += ui_routes()  # the browser UI under /ui/ (SPEC 2.8), after every API route
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
