@@ -67,7 +67,10 @@ export async function call(method, path, options = {}) {
   }
   if (!response.ok) {
     const error = await errorFrom(response);
-    if (response.status === 401 && !options.quietUnauthorized) onUnauthorized(error);
+    if (response.status === 401 && !options.quietUnauthorized) {
+      error.handled = true; // the app has returned to sign-in and said why
+      onUnauthorized(error);
+    }
     throw error;
   }
   const body = await response.json();

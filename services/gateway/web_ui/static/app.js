@@ -17,6 +17,7 @@ const status = $("status");
 const ui = {
   /** Show a failed call (or any error) in the alert region. */
   showError(error, context) {
+    if (error instanceof ApiError && error.handled) return;
     const text = error instanceof ApiError ? error.describe() : String(error.message || error);
     const line = el("p", { class: "alert" }, context ? `${context}: ${text}` : text);
     const dismiss = el("button", {
@@ -90,6 +91,7 @@ function showSignIn(message) {
   $("sign-out").hidden = true;
   for (const panel of document.querySelectorAll('[role="tabpanel"]')) panel.replaceChildren();
   ui.credentialNames.forget();
+  status.textContent = "";
   const notice = $("sign-in-message");
   notice.hidden = !message;
   notice.textContent = message || "";
@@ -105,10 +107,10 @@ function showProfile() {
   ui.openTab("providers");
 }
 
-setUnauthorizedHandler((error) => {
+setUnauthorizedHandler(() => {
   if (!$("profile").hidden) {
     ui.clearErrors();
-    showSignIn(`Your session has ended or expired (${error.message}). Sign in again.`);
+    showSignIn("Your session has ended or expired. Sign in again to go on.");
   }
 });
 
