@@ -261,6 +261,7 @@ aicreds is running; state in {config.state_dir}
   gateway  {url:<24} HTTP  pid {pids["gateway"]}
 
 API token: {token}
+Web UI:    {url}/ui/  (sign in with the API token above)
 
 Try it:
   curl -X PUT "{url}/api/v2/users/me/ai-credentials/openai_api_key" \\

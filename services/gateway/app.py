@@ -36,6 +36,7 @@ from services.gateway.ops_api import endpoints as ops_endpoints
 from services.gateway.rate_limit import InMemoryRateLimiter, RateLimiter
 from services.gateway.rest_api import credentials, providers, sessions, tokens
 from services.gateway.settings import GatewaySettings
+from services.gateway.web_ui import ui_routes
 
 
 def _version() -> str:
@@ -128,6 +129,7 @@ def create_app(
     openapi_document.update(build_openapi(rest, plain, version=_version()))
     routes = [rest_route(endpoint, admission, settings.max_body) for endpoint in rest]
     routes += [endpoint.route() for endpoint in plain]
+    routes += ui_routes()  # the browser UI under /ui/ (SPEC 2.8), after every API route
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
