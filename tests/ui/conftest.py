@@ -22,8 +22,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.llm.background import BackgroundLoop
-from tests.llm.fake_upstream import FakeUpstream
+from tests.gateway.support.background import BackgroundLoop
+from tests.gateway.support.fake_upstream import FakeUpstream
 from tests.ui.stack import UiStack, ui_stack
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]

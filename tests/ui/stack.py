@@ -1,5 +1,5 @@
-"""A real stack for the browser tests: `tests/llm/stack.py`'s vault, router and fake upstream,
-plus a gateway whose configured origin is the page's own origin.
+"""A real stack for the browser tests: `tests/gateway/support/model_stack.py`'s vault, router and
+fake upstream, plus a gateway whose configured origin is the page's own origin.
 
     async with ui_stack(directory, upstream) as stack:
         stack.url                     the UI's gateway, e.g. http://127.0.0.1:41234 (= its origin)
@@ -25,8 +25,8 @@ from aicreds.vault.v1 import auth_pb2, auth_pb2_grpc
 
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
-from tests.llm.fake_upstream import FakeUpstream
-from tests.llm.stack import LlmStack, llm_stack
+from tests.gateway.support.fake_upstream import FakeUpstream
+from tests.gateway.support.model_stack import LlmStack, llm_stack
 
 
 @dataclass

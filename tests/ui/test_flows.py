@@ -7,7 +7,7 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from tests.llm.fake_upstream import FakeUpstream
+from tests.gateway.support.fake_upstream import FakeUpstream
 from tests.ui.conftest import Browsing, api
 from tests.ui.stack import UiStack
 
