@@ -1,7 +1,8 @@
 """One call through the router (SPEC 3.3), independent of gRPC.
 
-1. `Router.prepare` asks the vault, in one `Resolve`, for the provider and the values of exactly
-   the keys its headers reference; substitutes them; builds the upstream URL, headers and body.
+1. `Router.prepare` asks the vault, in one `Resolve` (`Router.resolve`), for the provider and the
+   values of exactly the keys its headers reference; then `prepared_call` substitutes them and
+   builds the upstream URL, headers and body.
    The result carries the warnings, so the caller can report them even if the call then fails.
 2. `PreparedCall.check_missing` fails the call (`CredentialMissing`) when the provider says
    `on_missing_credential: error` and a key is missing - before anything is sent upstream.
@@ -9,7 +10,8 @@
    sends it through `stream` and returns the whole answer at once, up to a body limit.
 
 `Router.check_upstream` answers, without sending anything, whether the egress policy lets calls
-reach a base URL (asked by the gateway when a provider is saved, SPEC 2.3).
+reach a base URL (asked by the gateway when a provider is saved, SPEC 2.3). A provider check
+(`provider_check.py`) sends a provider's model list through this same path.
 
 Plaintext credential values live only in the objects of one call; nothing here caches them.
 """
@@ -23,7 +25,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from services.common.errors import AicredsError, InvalidArgument
@@ -57,6 +59,10 @@ _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f#]")
 MAX_BUFFERED_BODY = 32 * 1024 * 1024
 
 
+ProviderKind = Literal["openai", "anthropic", "custom"]
+"""Which API a provider speaks (the vault's `ProviderKind`)."""
+
+
 @dataclass(frozen=True)
 class ProviderConfig:
     """A provider as the vault resolved it (header values may hold literal secrets)."""
@@ -65,6 +71,7 @@ class ProviderConfig:
     base_url: str
     headers: tuple[tuple[str, tuple[str, ...]], ...] = field(repr=False)
     on_missing_error: bool = False
+    kind: ProviderKind = "custom"
 
 
 @dataclass(frozen=True)
@@ -181,6 +188,34 @@ def _upstream_host_port(base_url: str) -> tuple[str, int]:
         return base_url_host_port(base_url)
 
 
+def _checked_method(call: InvokeCall) -> str:
+    method = call.method.upper()
+    if not _METHOD.match(method):
+        raise BadInvokeRequest("method must be an HTTP method such as POST")
+    return method
+
+
+def prepared_call(call: InvokeCall, resolution: Resolution) -> PreparedCall:
+    """`call` made ready to send with the vault's `resolution`: substituted, headers filtered,
+    the URL built (the second half of `Router.prepare`)."""
+    method = _checked_method(call)
+    provider = resolution.provider
+    substituted = substitute_headers(provider.headers, resolution.values)
+    headers = upstream_request_headers(substituted.headers, call.headers)
+    body = call.body
+    if call.model and resolution.upstream_model and resolution.upstream_model != call.model:
+        body = rewrite_model(body, resolution.upstream_model)
+    target = upstream_target(provider.base_url, call.path, call.query)
+    return PreparedCall(
+        provider_name=provider.name,
+        request=UpstreamRequest(method, target.url, headers, body, target),
+        target=target,
+        warnings=substituted.warnings,
+        missing_keys=substituted.missing_keys,
+        refuse_missing=provider.on_missing_error,
+    )
+
+
 def _deadline_left(deadline: float) -> float:
     return deadline - asyncio.get_running_loop().time()
 
@@ -221,9 +256,10 @@ class Router:
         self._upstream = upstream
         self._vault_timeout = vault_timeout
 
-    async def _resolve(
-        self, user_id: str, provider_name: str | None, model: str | None, deadline: float
+    async def resolve(
+        self, user_id: str, provider_name: str | None, model: str | None, *, deadline: float
     ) -> Resolution:
+        """Ask the vault, in one `Resolve`, for the provider and its referenced values."""
         if not provider_name and not model:
             raise InvalidArgument("name a provider_name or a model")
         timeout = min(self._vault_timeout, _deadline_left(deadline))
@@ -233,25 +269,11 @@ class Router:
 
     async def prepare(self, call: InvokeCall, *, deadline: float) -> PreparedCall:
         """Resolve and substitute; raises for a request that cannot be sent."""
-        method = call.method.upper()
-        if not _METHOD.match(method):
-            raise BadInvokeRequest("method must be an HTTP method such as POST")
-        resolution = await self._resolve(call.user_id, call.provider_name, call.model, deadline)
-        provider = resolution.provider
-        substituted = substitute_headers(provider.headers, resolution.values)
-        headers = upstream_request_headers(substituted.headers, call.headers)
-        body = call.body
-        if call.model and resolution.upstream_model and resolution.upstream_model != call.model:
-            body = rewrite_model(body, resolution.upstream_model)
-        target = upstream_target(provider.base_url, call.path, call.query)
-        return PreparedCall(
-            provider_name=provider.name,
-            request=UpstreamRequest(method, target.url, headers, body, target),
-            target=target,
-            warnings=substituted.warnings,
-            missing_keys=substituted.missing_keys,
-            refuse_missing=provider.on_missing_error,
+        _checked_method(call)
+        resolution = await self.resolve(
+            call.user_id, call.provider_name, call.model, deadline=deadline
         )
+        return prepared_call(call, resolution)
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -324,7 +346,7 @@ class Router:
         """
         if not provider_name:
             raise InvalidArgument("provider_name is required")
-        resolution = await self._resolve(user_id, provider_name, None, deadline)
+        resolution = await self.resolve(user_id, provider_name, None, deadline=deadline)
         lines: list[tuple[str, Sequence[str]]] = []
         for name, values in resolution.provider.headers:
             lines.append((name, [mask_header_value(name, v) for v in values]))

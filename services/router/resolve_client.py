@@ -25,7 +25,7 @@ from services.common.errors import (
 )
 from services.common.grpc_server import ClientTls, open_channel
 from services.router.errors import VaultUnavailable
-from services.router.invocation import ProviderConfig, Resolution
+from services.router.invocation import ProviderConfig, ProviderKind, Resolution
 
 # After the vault was down, try again within a second or two rather than grpc's default of up
 # to two minutes (the other channel options are open_channel's defaults).
@@ -47,6 +47,13 @@ def open_vault_channel(target: str, token: str, tls: ClientTls | None = None) ->
     return open_channel(target, token, tls, options=RECONNECT_OPTIONS)
 
 
+# An unspecified kind (never stored by the vault) is treated as the generic one.
+_KINDS: dict[int, ProviderKind] = {
+    providers_pb2.PROVIDER_KIND_OPENAI: "openai",
+    providers_pb2.PROVIDER_KIND_ANTHROPIC: "anthropic",
+}
+
+
 def _provider(message: providers_pb2.Provider) -> ProviderConfig:
     return ProviderConfig(
         name=message.name,
@@ -57,6 +64,7 @@ def _provider(message: providers_pb2.Provider) -> ProviderConfig:
         on_missing_error=(
             message.on_missing_credential == providers_pb2.ON_MISSING_CREDENTIAL_ERROR
         ),
+        kind=_KINDS.get(message.kind, "custom"),
     )
 
 

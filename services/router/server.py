@@ -1,4 +1,5 @@
-"""The router process: wiring of settings, resolve client, upstream client and servicer.
+"""The router process: wiring of settings, resolve client, upstream client, provider checker
+and servicer.
 
 `start_router(settings)` is used by `main` (`aicreds-router`) and by tests alike. It refuses a
 bad configuration with `StartupRefused` (naming what to fix), then starts the gRPC server with
@@ -25,6 +26,7 @@ from services.common.logging import configure_logging
 from services.router.config import RouterSettings
 from services.router.egress import Resolver, system_resolver
 from services.router.invocation import Router
+from services.router.provider_check import ProviderChecker
 from services.router.resolve_client import ResolveClient, open_vault_channel
 from services.router.servicer import RouterServicer
 from services.router.transport import NetworkBackend, UpstreamClient
@@ -35,6 +37,7 @@ REQUIRED_RIGHTS: Mapping[str, Right] = {
     f"/{ROUTER_SERVICE}/InvokeBuffered": Right.INVOKE,
     f"/{ROUTER_SERVICE}/Preview": Right.INVOKE,
     f"/{ROUTER_SERVICE}/CheckUpstream": Right.INVOKE,
+    f"/{ROUTER_SERVICE}/CheckProvider": Right.INVOKE,
 }
 
 _log = logging.getLogger("aicreds.router")
@@ -100,7 +103,7 @@ async def start_router(
         ca_file=str(settings.upstream_ca_file) if settings.upstream_ca_file else None,
     )
     router = Router(ResolveClient(channel, settings.vault_addr), upstream, settings.vault_timeout)
-    servicer = RouterServicer(router, settings.upstream_timeout)
+    servicer = RouterServicer(router, ProviderChecker(router), settings.upstream_timeout)
     try:
         server = await start_server(
             listen=settings.listen,

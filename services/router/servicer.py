@@ -9,6 +9,8 @@ shared interceptor (`services.common.grpc_handlers`). What is specific here:
 - the caller's deadline bounds the call;
 - a cancelled RPC closes the upstream connection at once.
 
+`CheckProvider` reports the warnings the same way, in its answer too (`provider_check.py`).
+
 `Invoke` and `InvokeBuffered` share everything up to the upstream's answer (`_prepare`); the one
 streams it, the other returns it whole (`Router.fetch`).
 """
@@ -21,10 +23,20 @@ from collections.abc import AsyncIterator, Sequence
 
 import grpc.aio
 from aicreds.router.v1 import router_pb2, router_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.router.invocation import MAX_BUFFERED_BODY, InvokeCall, PreparedCall, Router
+from services.router.provider_check import CheckOutcome, ProviderChecker
 
 WARNING_KEY = "x-credential-warning"
+_OUTCOMES = {
+    CheckOutcome.ACCEPTED: router_pb2.CHECK_OUTCOME_ACCEPTED,
+    CheckOutcome.KEY_REJECTED: router_pb2.CHECK_OUTCOME_KEY_REJECTED,
+    CheckOutcome.UNREACHABLE: router_pb2.CHECK_OUTCOME_UNREACHABLE,
+    CheckOutcome.REFUSED_BY_POLICY: router_pb2.CHECK_OUTCOME_REFUSED_BY_POLICY,
+    CheckOutcome.UPSTREAM_ERROR: router_pb2.CHECK_OUTCOME_UPSTREAM_ERROR,
+    CheckOutcome.CREDENTIAL_MISSING: router_pb2.CHECK_OUTCOME_CREDENTIAL_MISSING,
+}
 _log = logging.getLogger("aicreds.router")
 
 
@@ -65,8 +77,9 @@ def _invoke_call(request: router_pb2.InvokeRequest) -> InvokeCall:
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
-    def __init__(self, router: Router, default_timeout: float) -> None:
+    def __init__(self, router: Router, checker: ProviderChecker, default_timeout: float) -> None:
         self._router = router
+        self._checker = checker
         self._default_timeout = default_timeout
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
@@ -150,4 +163,23 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         return router_pb2.PreviewResponse(
             headers=[router_pb2.Header(name=n, value=v) for n, v in result.headers],
             warnings=list(result.warnings),
+        )
+
+    async def CheckProvider(  # noqa: N802 - the RPC's name
+        self, request: router_pb2.CheckProviderRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.CheckProviderResponse:
+        check = await self._checker.check(
+            request.user_id, request.provider_name, deadline=self._deadline(context)
+        )
+        await _report_warnings(
+            context, request.provider_name, check.warnings, ahead_of_the_answer=False
+        )
+        checked_at = Timestamp()
+        checked_at.FromDatetime(check.checked_at)
+        return router_pb2.CheckProviderResponse(
+            outcome=_OUTCOMES[check.outcome],
+            status=check.status,
+            message=check.message,
+            warnings=list(check.warnings),
+            checked_at=checked_at,
         )

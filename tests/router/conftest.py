@@ -117,11 +117,12 @@ def provider(
     *,
     models: Sequence[str] = (),
     on_missing: str = "warn",
+    kind: providers_pb2.ProviderKind.ValueType = providers_pb2.PROVIDER_KIND_CUSTOM,
 ) -> providers_pb2.Provider:
     """A provider message as the vault stores it."""
     return providers_pb2.Provider(
         name=name,
-        kind=providers_pb2.PROVIDER_KIND_CUSTOM,
+        kind=kind,
         base_url=base_url,
         headers={k: providers_pb2.HeaderValues(values=list(v)) for k, v in headers.items()},
         models=list(models),
