@@ -1,10 +1,31 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class CheckOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHECK_OUTCOME_UNSPECIFIED: _ClassVar[CheckOutcome]
+    CHECK_OUTCOME_ACCEPTED: _ClassVar[CheckOutcome]
+    CHECK_OUTCOME_KEY_REJECTED: _ClassVar[CheckOutcome]
+    CHECK_OUTCOME_UNREACHABLE: _ClassVar[CheckOutcome]
+    CHECK_OUTCOME_REFUSED_BY_POLICY: _ClassVar[CheckOutcome]
+    CHECK_OUTCOME_UPSTREAM_ERROR: _ClassVar[CheckOutcome]
+    CHECK_OUTCOME_CREDENTIAL_MISSING: _ClassVar[CheckOutcome]
+CHECK_OUTCOME_UNSPECIFIED: CheckOutcome
+CHECK_OUTCOME_ACCEPTED: CheckOutcome
+CHECK_OUTCOME_KEY_REJECTED: CheckOutcome
+CHECK_OUTCOME_UNREACHABLE: CheckOutcome
+CHECK_OUTCOME_REFUSED_BY_POLICY: CheckOutcome
+CHECK_OUTCOME_UPSTREAM_ERROR: CheckOutcome
+CHECK_OUTCOME_CREDENTIAL_MISSING: CheckOutcome
 
 class Header(_message.Message):
     __slots__ = ("name", "value")
@@ -99,3 +120,25 @@ class CheckUpstreamResponse(_message.Message):
     reason: str
     resolved: bool
     def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., resolved: _Optional[bool] = ...) -> None: ...
+
+class CheckProviderRequest(_message.Message):
+    __slots__ = ("user_id", "provider_name")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_NAME_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    provider_name: str
+    def __init__(self, user_id: _Optional[str] = ..., provider_name: _Optional[str] = ...) -> None: ...
+
+class CheckProviderResponse(_message.Message):
+    __slots__ = ("outcome", "status", "message", "warnings", "checked_at")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_AT_FIELD_NUMBER: _ClassVar[int]
+    outcome: CheckOutcome
+    status: int
+    message: str
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    checked_at: _timestamp_pb2.Timestamp
+    def __init__(self, outcome: _Optional[_Union[CheckOutcome, str]] = ..., status: _Optional[int] = ..., message: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., checked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -55,6 +55,11 @@ class RouterServiceStub:
                 request_serializer=aicreds_dot_router_dot_v1_dot_router__pb2.CheckUpstreamRequest.SerializeToString,
                 response_deserializer=aicreds_dot_router_dot_v1_dot_router__pb2.CheckUpstreamResponse.FromString,
                 _registered_method=True)
+        self.CheckProvider = channel.unary_unary(
+                '/aicreds.router.v1.RouterService/CheckProvider',
+                request_serializer=aicreds_dot_router_dot_v1_dot_router__pb2.CheckProviderRequest.SerializeToString,
+                response_deserializer=aicreds_dot_router_dot_v1_dot_router__pb2.CheckProviderResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -101,6 +106,18 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckProvider(self, request, context):
+        """CheckProvider tests a provider with the user's current credentials: it sends the
+        provider's cheapest read request, its model list (`GET {base_url}/models`; for kind
+        `anthropic`, `GET {base_url}/v1/models`), with the substituted headers, through the egress
+        policy and with a short deadline, and reports how that went. The upstream's body is read
+        and discarded, never returned. Errors only for a bad request or an unknown provider
+        (NOT_FOUND); everything the upstream or the policy did is an outcome.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +140,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.CheckUpstream,
                     request_deserializer=aicreds_dot_router_dot_v1_dot_router__pb2.CheckUpstreamRequest.FromString,
                     response_serializer=aicreds_dot_router_dot_v1_dot_router__pb2.CheckUpstreamResponse.SerializeToString,
+            ),
+            'CheckProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckProvider,
+                    request_deserializer=aicreds_dot_router_dot_v1_dot_router__pb2.CheckProviderRequest.FromString,
+                    response_serializer=aicreds_dot_router_dot_v1_dot_router__pb2.CheckProviderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -234,6 +256,33 @@ class RouterService:
             '/aicreds.router.v1.RouterService/CheckUpstream',
             aicreds_dot_router_dot_v1_dot_router__pb2.CheckUpstreamRequest.SerializeToString,
             aicreds_dot_router_dot_v1_dot_router__pb2.CheckUpstreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aicreds.router.v1.RouterService/CheckProvider',
+            aicreds_dot_router_dot_v1_dot_router__pb2.CheckProviderRequest.SerializeToString,
+            aicreds_dot_router_dot_v1_dot_router__pb2.CheckProviderResponse.FromString,
             options,
             channel_credentials,
             insecure,
