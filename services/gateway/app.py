@@ -35,7 +35,14 @@ from services.gateway.observability import Metrics
 from services.gateway.openapi import build_openapi
 from services.gateway.ops_api import endpoints as ops_endpoints
 from services.gateway.rate_limit import InMemoryRateLimiter, RateLimiter
-from services.gateway.rest_api import credentials, providers, sessions, tokens
+from services.gateway.rest_api import (
+    activity,
+    credentials,
+    provider_checks,
+    providers,
+    sessions,
+    tokens,
+)
 from services.gateway.settings import GatewaySettings
 from services.gateway.web_ui import ui_routes
 
@@ -57,6 +64,8 @@ def rest_endpoints(
     return [
         *credentials.endpoints(vault),
         *providers.endpoints(vault, router),
+        *provider_checks.endpoints(router),
+        *activity.endpoints(vault),
         *tokens.endpoints(vault, authenticator),
         *sessions.endpoints(
             vault,

@@ -17,6 +17,8 @@ import grpc
 import grpc.aio
 from aicreds.router.v1 import router_pb2, router_pb2_grpc
 from aicreds.vault.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     auth_pb2,
     auth_pb2_grpc,
     credentials_pb2,
@@ -208,10 +210,29 @@ class VaultClient(Backend):
             request = auth_pb2.AuthenticateRequest(token=token or "")
         return await self.call(self._auth.Authenticate, request)
 
+    # Audit (SPEC 2.8: the user's own recent activity)
+
+    async def list_audit_events(
+        self, user_id: str, *, limit: int, before_id: int = 0
+    ) -> list[audit_pb2.AuditEvent]:
+        """Up to `limit` of the user's audit events, newest first, with ids below `before_id`
+        (0: from the newest). Names only: the vault records no values."""
+        # The stub is made here rather than in `_bind`: it is a few attribute lookups, and this
+        # RPC serves one screen of the web UI, not a hot path.
+        stub = audit_pb2_grpc.AuditServiceStub(self.channel)
+        request = audit_pb2.ListAuditEventsRequest(
+            user_id=user_id, limit=limit, before_id=before_id
+        )
+        reply = await self.call(stub.ListAuditEvents, request)
+        return list(reply.events)
+
 
 #: Deadline of `CheckUpstream`: it resolves a host name (within the router's connect timeout,
 #: 10 s by default) and answers; a model call's long deadline does not apply to it.
 CHECK_UPSTREAM_TIMEOUT = 15.0
+#: Deadline of `CheckProvider`: the router sends one small request upstream under its own short
+#: deadline; this bounds the whole check even when the router's is longer.
+CHECK_PROVIDER_TIMEOUT = 30.0
 
 
 class RouterClient(Backend):
@@ -227,4 +248,14 @@ class RouterClient(Backend):
         request = router_pb2.CheckUpstreamRequest(base_url=base_url)
         return await self.call(
             self.stub.CheckUpstream, request, timeout=min(self.timeout, CHECK_UPSTREAM_TIMEOUT)
+        )
+
+    async def check_provider(
+        self, user_id: str, provider_name: str
+    ) -> router_pb2.CheckProviderResponse:
+        """The router's test of a provider with the user's current credentials: an outcome,
+        the upstream's status and a sentence, never the upstream's body."""
+        request = router_pb2.CheckProviderRequest(user_id=user_id, provider_name=provider_name)
+        return await self.call(
+            self.stub.CheckProvider, request, timeout=min(self.timeout, CHECK_PROVIDER_TIMEOUT)
         )

@@ -13,7 +13,9 @@ gateway's event loop and this server never wait on each other) and serves, under
 
 Every request is recorded (method, path, query, headers, body bytes). A test can make it answer
 401 with the vendor's own error body, hold every stream after its first chunk until the test
-releases it (to prove nobody buffers in between), and see when a client went away.
+releases it (to prove nobody buffers in between), and see when a client went away. With
+`models_key` set, `GET /v1/models` checks the key as a vendor does (`Authorization: Bearer KEY`
+or `x-api-key: KEY`) and answers 401 otherwise: what a provider test (CheckProvider) sends.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
         self.unauthorized = False
+        self.models_key: str | None = None
         self.watch = _StreamWatch()
         self._lock = threading.Lock()
         self._hold = False
@@ -163,6 +166,7 @@ class FakeUpstream:
         with self._lock:
             self.requests.clear()
             self.unauthorized = False
+            self.models_key = None
             self._hold = False
             self.watch = _StreamWatch()
         if self._loop is not None:
@@ -228,7 +232,13 @@ class FakeUpstream:
             fmt = payload.get("encoding_format") if isinstance(payload, dict) else None
             await _send_json(send, 200, embeddings(str(model), base64_encoded=fmt == "base64"))
         elif route == ("GET", "/v1/models"):
-            await _send_json(send, 200, _models())
+            if self.models_key is not None and self.models_key not in (
+                (request.header("authorization") or "").removeprefix("Bearer "),
+                request.header("x-api-key"),
+            ):
+                await _send_json(send, 401, unauthorized_body(False))
+            else:
+                await _send_json(send, 200, _models())
         elif route == ("POST", "/v1/messages"):
             if stream:
                 await self._stream(receive, send, anthropic_events(str(model)))

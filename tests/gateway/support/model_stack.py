@@ -6,7 +6,8 @@
         stack.tokens.no_llm_scope     one without `llm:invoke`
 
 The vault is started with `tests/support/vault.py`, the router with its own `start_router`
-(egress to 127.0.0.1 allowed), the gateway with `create_app` under uvicorn. `alice` has two
+(egress to 127.0.0.1 allowed; it connects through `LoopbackOnlyBackend`, so nothing leaves
+loopback whatever the policy decides), the gateway with `create_app` under uvicorn. `alice` has two
 credentials and three providers pointing at the fake upstream: `openai` (Bearer placeholder),
 `anthropic` (`x-api-key` placeholder) and `strict` (`on_missing_credential: error`, referencing a
 key she does not have).
@@ -37,6 +38,7 @@ from services.gateway.settings import GatewaySettings
 from services.router.config import RouterSettings
 from services.router.server import RunningRouter, start_router
 from tests.gateway.support.fake_upstream import FakeUpstream
+from tests.router.loopback_backend import LoopbackOnlyBackend
 from tests.support.asgi import serve_asgi
 from tests.support.vault import VaultHandle, running_vault
 
@@ -176,7 +178,8 @@ async def llm_stack(
                 connect_timeout=2.0,
                 vault_timeout=2.0,
                 shutdown_grace=0.0,
-            )
+            ),
+            network_backend=LoopbackOnlyBackend(),
         )
         exits.push_async_callback(router.stop, 0)
 
