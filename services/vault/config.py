@@ -9,10 +9,17 @@ from typing import TYPE_CHECKING
 
 from services.common.settings import (
     env_bool,
+    env_int,
     env_optional_path,
     env_path,
     env_str,
     state_dir,
+)
+from services.vault.user_limits import (
+    DEFAULT_MAX_CREDENTIAL_BYTES,
+    DEFAULT_MAX_PROVIDER_BYTES,
+    DEFAULT_MAX_PROVIDERS,
+    UserLimits,
 )
 
 if TYPE_CHECKING:
@@ -33,6 +40,7 @@ class VaultSettings:
     tls_key: Path | None
     tls_client_ca: Path | None
     log_level: str
+    limits: UserLimits = UserLimits()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> VaultSettings:
@@ -49,11 +57,27 @@ class VaultSettings:
             tls_key=env_optional_path(environ, "VAULT_TLS_KEY"),
             tls_client_ca=env_optional_path(environ, "VAULT_TLS_CLIENT_CA"),
             log_level=env_str(environ, "VAULT_LOG_LEVEL", "INFO").upper(),
+            limits=UserLimits(
+                max_providers=env_int(environ, "VAULT_MAX_PROVIDERS", DEFAULT_MAX_PROVIDERS),
+                max_provider_bytes=env_int(
+                    environ, "VAULT_MAX_PROVIDER_BYTES", DEFAULT_MAX_PROVIDER_BYTES
+                ),
+                max_credential_bytes=env_int(
+                    environ, "VAULT_MAX_CREDENTIAL_BYTES", DEFAULT_MAX_CREDENTIAL_BYTES
+                ),
+            ),
         )
         if (settings.tls_cert is None) != (settings.tls_key is None):
             raise ValueError("VAULT_TLS_CERT and VAULT_TLS_KEY must be set together")
         if settings.tls_client_ca is not None and settings.tls_cert is None:
             raise ValueError("VAULT_TLS_CLIENT_CA needs VAULT_TLS_CERT and VAULT_TLS_KEY")
+        for name, value in (
+            ("VAULT_MAX_PROVIDERS", settings.limits.max_providers),
+            ("VAULT_MAX_PROVIDER_BYTES", settings.limits.max_provider_bytes),
+            ("VAULT_MAX_CREDENTIAL_BYTES", settings.limits.max_credential_bytes),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be a positive integer")
         if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("VAULT_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return settings

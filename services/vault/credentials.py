@@ -1,11 +1,17 @@
 """Users' credential maps: validation, encryption and storage of `key -> value` pairs.
 
 Values are sealed with the user's data key and bound to their credential key by the AAD.
-Every change and every failed change is audited, with key names only.
+Every change and every failed change is audited, with key names only. A map's size is bounded
+(`user_limits`; checked by the store in the write transaction), its number of keys is not.
+
+Decrypting is CPU work on the event loop's thread unless moved: a few values are opened right
+there, a larger batch (a whole map) on a worker thread, so that one user's large map does not
+hold up every other request meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
@@ -17,10 +23,17 @@ from services.common.credential_rules import (
     validate_value,
 )
 from services.vault.audit import audit_failures, audit_record
-from services.vault.envelope import Envelope
+from services.vault.envelope import Envelope, Opener
 from services.vault.errors import CredentialNotFound
 from services.vault.store import AuditSink, CredentialStore
 from services.vault.validation import validate_user_id
+
+# Sealed bytes decrypted on the event loop at most; a larger batch goes to a worker thread.
+INLINE_DECRYPT_BYTES = 64 * 1024
+
+
+def _open_blobs(opener: Opener, blobs: Mapping[str, bytes]) -> dict[str, str]:
+    return {key: opener.open(key, blob) for key, blob in blobs.items()}
 
 
 class AuditedCredentialStore(CredentialStore, AuditSink, Protocol):
@@ -38,7 +51,12 @@ class CredentialMaps:
         return f"CredentialMaps(envelope={self._envelope!r})"
 
     async def _open_all(self, user_id: str, blobs: Mapping[str, bytes]) -> dict[str, str]:
-        return {key: await self._envelope.open(user_id, key, blob) for key, blob in blobs.items()}
+        if not blobs:
+            return {}
+        opener = await self._envelope.opener_for(user_id)
+        if sum(len(blob) for blob in blobs.values()) <= INLINE_DECRYPT_BYTES:
+            return _open_blobs(opener, blobs)
+        return await asyncio.to_thread(_open_blobs, opener, blobs)
 
     async def get_all(self, user_id: str) -> dict[str, str]:
         """The user's whole map, decrypted (empty for an unknown user)."""

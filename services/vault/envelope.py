@@ -120,6 +120,11 @@ class Envelope:
         """Decrypt a blob stored for the user under `purpose`; DecryptionFailed otherwise."""
         return _open_blob(await self._existing_key(user_id), user_id, purpose, blob)
 
+    async def opener_for(self, user_id: str) -> Opener:
+        """Opens the user's blobs with their data key (read if not cached); the opener needs no
+        I/O, so it can run on another thread."""
+        return Opener(user_id, await self._existing_key(user_id))
+
     def opener(self, user_id: str, wrapped: WrappedDataKey | None) -> Opener:
         """Opens the user's blobs with their data key, read along with the blobs: `wrapped` is
         the user's wrapped data key as stored (unwrapped only when it is not cached)."""

@@ -8,6 +8,8 @@
     │   └── ModelNotFound                     NOT_FOUND            model_not_found
     ├── AlreadyExists
     │   └── ProviderExists                    ALREADY_EXISTS       provider_exists
+    ├── ResourceExhausted
+    │   └── LimitExceeded                     RESOURCE_EXHAUSTED   limit_exceeded
     └── Internal
         ├── DecryptionFailed                  INTERNAL             decryption_failed
         └── UnknownMasterKey                  INTERNAL             unknown_master_key
@@ -21,7 +23,7 @@ operator and says what to do.
 
 from __future__ import annotations
 
-from services.common.errors import AlreadyExists, Internal, NotFound
+from services.common.errors import AlreadyExists, Internal, NotFound, ResourceExhausted
 
 
 class CredentialNotFound(NotFound):
@@ -38,6 +40,13 @@ class ModelNotFound(NotFound):
 
 class ProviderExists(AlreadyExists):
     reason = "provider_exists"
+
+
+class LimitExceeded(ResourceExhausted):
+    """A write would take a user over one of their storage limits (`user_limits`). A quota,
+    not a rate: retrying does not help until the user deletes something."""
+
+    reason = "limit_exceeded"
 
 
 class DecryptionFailed(Internal):

@@ -44,9 +44,10 @@ class ResolveSource(ResolveStore, AuditSink, Protocol):
 
 
 class Resolver:
-    """Resolve by provider or model reads the user's providers and wrapped data key at once
-    (`ResolveStore.get_resolve_rows`), decrypts only the chosen provider's headers, then reads
-    and decrypts the values they reference, and appends its audit row."""
+    """Resolve by provider or model reads the candidate providers (the one named, or the one or
+    two a model can select: `ResolveStore.get_model_resolve_rows`) and the wrapped data key at
+    once, never the user's other providers; decrypts only the chosen provider's headers, then
+    reads and decrypts the values they reference, and appends its audit row."""
 
     def __init__(
         self, credentials: CredentialMaps, providers: ProviderBook, store: ResolveSource
@@ -74,7 +75,7 @@ class Resolver:
         record = audit_record(caller, user_id, ACTION)
         async with audit_failures(self._store, record):
             validate_provider_name(name)
-            rows = await self._store.get_resolve_rows(user_id)
+            rows = await self._store.get_resolve_rows(user_id, name)
             chosen = provider_named(rows.providers, name)
             return await self._with_values(record, rows, chosen, "")
 
@@ -84,7 +85,11 @@ class Resolver:
         record = audit_record(caller, user_id, ACTION)
         async with audit_failures(self._store, record):
             validate_model(model)
-            rows = await self._store.get_resolve_rows(user_id)
+            prefix, slash, rest = model.partition("/")
+            rows = await self._store.get_model_resolve_rows(
+                user_id, model, prefix if slash and rest else None
+            )
+            # The candidates hold whatever `select_provider` would pick among all providers.
             chosen, upstream_model = provider_for_model(rows.providers, model)
             return await self._with_values(record, rows, chosen, upstream_model)
 

@@ -100,7 +100,7 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
         settings.keyring_file,
         load_or_generate(settings.keyring_file, generate_dev_key=settings.generate_dev_key),
     )
-    store = await SqliteVaultStore.open(settings.database)
+    store = await SqliteVaultStore.open(settings.database, settings.limits)
     try:
         envelope = Envelope(store, keyring)
         await envelope.verify_master_keys()

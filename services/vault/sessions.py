@@ -4,7 +4,8 @@ A session secret is an opaque random string (`aic-sess-` + 32 random bytes, URL-
 gateway puts in an HttpOnly cookie; the vault keeps only its HMAC-SHA256 under the pepper, with
 a label distinct from tokens'. A session inherits its token's user and scopes, never outlives
 the token, and stops working when the token is revoked (revoking a token also marks its
-sessions revoked, in the same transaction).
+sessions revoked, in the same transaction). Ending a session revokes the tokens minted through
+it (`tokens`).
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ class SessionStore(Protocol):
     async def revoke_session(
         self, user_id: str, digest: bytes, now: float, *, audit: AuditRecord
     ) -> str | None:
-        """End the user's live session with this digest (audited in the same transaction);
-        its id, or None when there was no live session to end (nothing audited)."""
+        """End the user's live session with this digest and revoke the tokens minted through it,
+        transitively (audited in the same transaction); its id, or None when there was no live
+        session to end (nothing audited)."""
 
 
 class SessionService:

@@ -5,6 +5,13 @@ keeps only HMAC-SHA256 of it under the keyring's pepper, so the plaintext exists
 reply to `create`. `authenticate` answers who a token belongs to or the precise reason it is
 refused (malformed, unknown, revoked, expired); it never raises for a bad token.
 
+A token minted by an authenticated principal records its parent: the token that authenticated
+the request (`parent_token_id`) and, when it was a browser session, that session
+(`parent_session_id`). A child never outlives its parent (its expiry is capped by the parent
+token's, or the session's) and is revoked with it: revoking a token revokes every token minted
+from it, transitively, and their sessions; ending a session revokes the tokens minted through
+it. The cascade is written at revoke time, so `authenticate` stays one indexed read.
+
 `last_used_at` is written at most once a minute per token (`LAST_USED_RESOLUTION`): the
 conditional update is skipped when the stored time is recent, so authenticating a busy token
 costs one indexed read, not a write per request.
@@ -23,7 +30,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import InvalidArgument, NotFound, Unauthenticated
 from services.common.scopes import granted_scopes
 from services.vault.audit import audit_failures, audit_record
 from services.vault.store import AuditRecord, AuditSink
@@ -134,6 +141,8 @@ class TokenInfo:
     last_used_at: float | None = None
     expires_at: float | None = None
     revoked_at: float | None = None
+    parent_token_id: str | None = None
+    parent_session_id: str | None = None
 
     def failure_at(self, now: float) -> AuthFailure | None:
         if self.revoked_at is not None:
@@ -175,8 +184,9 @@ class NewToken:
 class TokenStore(Protocol):
     """What tokens need from storage (SQLite: `services.vault.store.tokens`)."""
 
-    async def insert_token(self, info: TokenInfo, digest: bytes, *, audit: AuditRecord) -> None:
-        """Store a new token and its audit record in one transaction."""
+    async def insert_token(self, info: TokenInfo, digest: bytes, *, audit: AuditRecord) -> bool:
+        """Store a new token and its audit record in one transaction; False (nothing stored)
+        when its parent token or session (if any) has been revoked meanwhile."""
 
     async def list_tokens(self, user_id: str) -> list[TokenInfo]:
         """A user's tokens, newest first, revoked included."""
@@ -187,15 +197,38 @@ class TokenStore(Protocol):
     async def find_token(self, digest: bytes) -> TokenInfo | None:
         """The token with this digest, if any."""
 
+    async def get_session(self, session_id: str) -> tuple[SessionRef, TokenInfo] | None:
+        """A session by id and the token it was made from, if any."""
+
     async def revoke_token(
         self, user_id: str, token_id: str, now: float, *, audit: AuditRecord
     ) -> TokenInfo | None:
-        """Revoke the user's token and its live sessions, with the audit record, in one
-        transaction; an already revoked token keeps its time. None if the user has no such
-        token."""
+        """Revoke the user's token, every token minted from it (transitively) and the live
+        sessions of all of them, with the audit record, in one transaction; an already revoked
+        token keeps its time. None if the user has no such token."""
 
     async def touch_token(self, token_id: str, now: float, older_than: float) -> None:
         """Set last_used_at = now where it is unset or before `older_than`."""
+
+
+@dataclass(frozen=True)
+class SessionRef:
+    """What minting a token through a session needs to know of the session."""
+
+    id: str
+    user_id: str
+    token_id: str
+    expires_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Parent:
+    """Who mints a token: the id of the token that authenticated the request and, for a browser
+    session, the session's id. Empty: nobody (the operator command, an internal caller)."""
+
+    token_id: str = ""
+    session_id: str = ""
 
 
 class AuditedTokenStore(TokenStore, AuditSink, Protocol):
@@ -224,11 +257,19 @@ class TokenService:
         name: str,
         scopes: Iterable[str] = (),
         expires_in_seconds: int = 0,
+        parent: Parent = Parent(),
     ) -> NewToken:
         """Issue a token.
 
+        With a `parent`, the token expires no later than the parent token (or session): a
+        longer lifetime is capped to it, none means the parent's expiry. The cap is visible in
+        the answer's `expires_at`, as for sessions.
+
         Raises:
-            InvalidArgument: a bad user id, name, scope or lifetime.
+            InvalidArgument: a bad user id, name, scope or lifetime, or a parent session that
+                was not made from the parent token.
+            NotFound: (`token_not_found`, `session_not_found`) the user has no such parent.
+            Unauthenticated: the parent is revoked or expired.
         """
         validate_user_id(user_id)
         token_id = new_token_id()
@@ -244,6 +285,10 @@ class TokenService:
                 )
             granted = granted_scopes(scopes)
             now = self._clock()
+            parent_token_id, parent_session_id, ceiling = await self._parent(user_id, parent, now)
+            expires_at = now + expires_in_seconds if expires_in_seconds else None
+            if ceiling is not None:
+                expires_at = ceiling if expires_at is None else min(expires_at, ceiling)
             token = new_token()
             info = TokenInfo(
                 id=token_id,
@@ -252,10 +297,45 @@ class TokenService:
                 prefix=display_prefix(token),
                 scopes=granted,
                 created_at=now,
-                expires_at=now + expires_in_seconds if expires_in_seconds else None,
+                expires_at=expires_at,
+                parent_token_id=parent_token_id,
+                parent_session_id=parent_session_id,
             )
-            await self._store.insert_token(info, self._hasher.token_digest(token), audit=record)
+            digest = self._hasher.token_digest(token)
+            if not await self._store.insert_token(info, digest, audit=record):
+                raise Unauthenticated("the parent token or session was revoked")
         return NewToken(token=token, info=info)
+
+    async def _parent(
+        self, user_id: str, parent: Parent, now: float
+    ) -> tuple[str | None, str | None, float | None]:
+        """The parent token's id, the parent session's id and the expiry a child may not pass
+        (None: no parent, or one that never expires)."""
+        if parent.session_id:
+            found = await self._store.get_session(parent.session_id)
+            if found is None or found[0].user_id != user_id:
+                raise NotFound("no such session", reason="session_not_found")
+            session, token = found
+            if parent.token_id and parent.token_id != session.token_id:
+                raise InvalidArgument("the parent session was not made from the parent token")
+            failure = token.failure_at(now)
+            if failure is None and session.revoked_at is not None:
+                failure = AuthFailure.REVOKED
+            if failure is None and now >= session.expires_at:
+                failure = AuthFailure.EXPIRED
+            if failure is not None:
+                raise Unauthenticated(f"the parent session is {failure.value}")
+            return token.id, session.id, session.expires_at
+        if parent.token_id:
+            check_token_id(parent.token_id)
+            info = await self._store.get_token(parent.token_id)
+            if info is None or info.user_id != user_id:
+                raise NotFound("no such token", reason="token_not_found")
+            failure = info.failure_at(now)
+            if failure is not None:
+                raise Unauthenticated(f"the parent token is {failure.value}")
+            return info.id, None, info.expires_at
+        return None, None, None
 
     async def list(self, user_id: str) -> list[TokenInfo]:
         validate_user_id(user_id)

@@ -11,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.vault.servicers import caller_name
 from services.vault.sessions import SessionService
-from services.vault.tokens import Authentication, AuthFailure, TokenInfo, TokenService
+from services.vault.tokens import Authentication, AuthFailure, Parent, TokenInfo, TokenService
 
 _FAILURES = {
     AuthFailure.MALFORMED: pb.AUTH_FAILURE_MALFORMED,
@@ -41,6 +41,8 @@ def token_info(info: TokenInfo) -> pb.TokenInfo:
         last_used_at=timestamp(info.last_used_at),
         expires_at=timestamp(info.expires_at),
         revoked_at=timestamp(info.revoked_at),
+        parent_token_id=info.parent_token_id or "",
+        parent_session_id=info.parent_session_id or "",
     )
 
 
@@ -71,6 +73,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             name=request.name,
             scopes=list(request.scopes),
             expires_in_seconds=request.expires_in_seconds,
+            parent=Parent(request.parent_token_id, request.parent_session_id),
         )
         return pb.CreateTokenResponse(token=created.token, info=token_info(created.info))
 

@@ -8,6 +8,10 @@ Writes that change state take an `AuditRecord` and append it in the same transac
 the change happens (so no acknowledged change lacks its audit row); a request that fails is
 audited separately through `append_audit`.
 
+Writes that add data enforce the user's limits (`services.vault.user_limits`, given to the
+backend when it opens): the backend measures what the user has inside the write transaction and
+refuses with `LimitExceeded` before writing anything.
+
 Adding a concern (API tokens, sessions, audit reading): define its own Protocol here or in a
 sibling module, add its tables as a new migration at the end of `migrations.MIGRATIONS`, and
 implement it on the backend with the database helpers in `sqlite_db` — no existing method
@@ -84,12 +88,20 @@ class CredentialStore(Protocol):
     async def put_credential(
         self, user_id: str, key: str, blob: bytes, *, audit: AuditRecord
     ) -> None:
-        """Create or update one pair."""
+        """Create or update one pair.
+
+        Raises:
+            LimitExceeded: the map would exceed the user's limit (nothing written).
+        """
 
     async def replace_credentials(
         self, user_id: str, blobs: Mapping[str, bytes], *, audit: AuditRecord
     ) -> None:
-        """Make the map exactly `blobs`, in one transaction."""
+        """Make the map exactly `blobs`, in one transaction.
+
+        Raises:
+            LimitExceeded: the map would exceed the user's limit (nothing written).
+        """
 
     async def delete_credential(self, user_id: str, key: str, *, audit: AuditRecord) -> bool:
         """Delete one pair; False (and no audit row) if absent."""
@@ -105,10 +117,18 @@ class ProviderStore(Protocol):
         """The user's providers sorted by name."""
 
     async def create_provider(self, record: ProviderRecord, *, audit: AuditRecord) -> bool:
-        """Insert; False (and no audit row) if the user has a provider of that name."""
+        """Insert; False (and no audit row) if the user has a provider of that name.
+
+        Raises:
+            LimitExceeded: one provider too many, or too many bytes (nothing written).
+        """
 
     async def update_provider(self, record: ProviderRecord, *, audit: AuditRecord) -> bool:
-        """Replace; False (and no audit row) if absent."""
+        """Replace; False (and no audit row) if absent.
+
+        Raises:
+            LimitExceeded: the user's providers would take too many bytes (nothing written).
+        """
 
     async def delete_provider(self, user_id: str, name: str, *, audit: AuditRecord) -> bool:
         """Delete; False (and no audit row) if absent."""
@@ -116,16 +136,24 @@ class ProviderStore(Protocol):
 
 @dataclass(frozen=True)
 class ResolveRows:
-    """What a Resolve by provider or model reads first, in one read: all of the user's
-    providers (sorted by name) and the user's wrapped data key (for when it is not cached)."""
+    """What a Resolve by provider or model reads first, in one read: the candidate providers
+    (sorted by name; at most two) and the user's wrapped data key (for when it is not cached)."""
 
     providers: tuple[ProviderRecord, ...]
     data_key: WrappedDataKey | None
 
 
 class ResolveStore(Protocol):
-    async def get_resolve_rows(self, user_id: str) -> ResolveRows:
-        """The user's providers and wrapped data key, in one read."""
+    async def get_resolve_rows(self, user_id: str, name: str) -> ResolveRows:
+        """The user's provider `name` (if any) and wrapped data key, in one read."""
+
+    async def get_model_resolve_rows(
+        self, user_id: str, model: str, prefix: str | None
+    ) -> ResolveRows:
+        """The candidates for `model`, and the wrapped data key, in one read: the provider named
+        `prefix` (if given and present) and the first provider by name whose models list
+        `model` exactly (if any). `select_provider` over these picks what it would pick over
+        all of the user's providers; the other providers are not read."""
 
 
 class AuditSink(Protocol):

@@ -103,4 +103,33 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "provider_models: model -> provider index, so Resolve by model reads one provider",
+        (
+            """CREATE TABLE provider_models (
+                user_id  TEXT NOT NULL,
+                model    TEXT NOT NULL,
+                provider TEXT NOT NULL,
+                PRIMARY KEY (user_id, model, provider),
+                FOREIGN KEY (user_id, provider) REFERENCES providers (user_id, name)
+                    ON DELETE CASCADE ON UPDATE CASCADE
+            ) WITHOUT ROWID""",
+            "CREATE INDEX provider_models_by_provider ON provider_models (user_id, provider)",
+            "INSERT OR IGNORE INTO provider_models (user_id, model, provider)"
+            " SELECT p.user_id, m.value, p.name FROM providers p, json_each(p.models) m",
+        ),
+    ),
+    Migration(
+        5,
+        "token parents: who minted a token, so that revoking the parent revokes it",
+        (
+            "ALTER TABLE api_tokens ADD COLUMN parent_token_id TEXT",
+            "ALTER TABLE api_tokens ADD COLUMN parent_session_id TEXT",
+            "CREATE INDEX api_tokens_by_parent_token ON api_tokens (parent_token_id)"
+            " WHERE parent_token_id IS NOT NULL",
+            "CREATE INDEX api_tokens_by_parent_session ON api_tokens (parent_session_id)"
+            " WHERE parent_session_id IS NOT NULL",
+        ),
+    ),
 )

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
+
 from services.vault.store import (
     AuditRecord,
     ProviderRecord,
@@ -15,20 +17,43 @@ from services.vault.store import (
     WrappedDataKey,
 )
 from services.vault.store.sqlite_db import SqliteDatabase, insert_audit, utc_text
+from services.vault.user_limits import (
+    ProviderUsage,
+    UserLimits,
+    check_credential_map,
+    check_provider_write,
+    provider_size,
+)
+
+# Resolve reads its rows on the event loop (`fetch_small`) while they are bounded by the
+# provider limit; a vault configured for larger providers reads them on a reader's thread.
+_INLINE_PROVIDER_BYTES = 1024 * 1024
+# Credential values read on the event loop at most (each at most 16 KiB); more go to a thread.
+_INLINE_CREDENTIALS = 32
+
+# The plaintext bytes of stored rows, in SQL, as `user_limits.plaintext_size` and
+# `provider_size` count them: the second byte of a sealed blob is the length of its key id.
+_BLOB_PLAINTEXT = "(length({0}) - 30 - unicode(CAST(substr({0}, 2, 1) AS TEXT)))"
+_CREDENTIAL_BYTES = f"length(CAST(key AS BLOB)) + {_BLOB_PLAINTEXT.format('blob')}"
+_PROVIDER_BYTES = (
+    "length(CAST(name AS BLOB)) + length(CAST(base_url AS BLOB))"
+    f" + length(CAST(models AS BLOB)) + {_BLOB_PLAINTEXT.format('headers')}"
+)
 
 
 class SqliteVaultStore:
     """Data keys, credentials, providers and audit appends in one SQLite database."""
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: SqliteDatabase, limits: UserLimits | None = None) -> None:
         self.db = db
+        self._limits = limits or UserLimits()
 
     def __repr__(self) -> str:
         return f"SqliteVaultStore({self.db!r})"
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteVaultStore:
-        return cls(await SqliteDatabase.open(path))
+    async def open(cls, path: Path, limits: UserLimits | None = None) -> SqliteVaultStore:
+        return cls(await SqliteDatabase.open(path), limits)
 
     async def close(self) -> None:
         await self.db.close()
@@ -86,12 +111,14 @@ class SqliteVaultStore:
         if not keys:
             return {}
         found: dict[str, bytes] = {}
+        # A few values (each at most 16 KiB) are read right on the event loop; more, on a
+        # reader's thread, so that no request holds up the others for long.
+        fetch = self.db.fetch_small if len(keys) <= _INLINE_CREDENTIALS else self.db.fetch_all
         # Bounded IN lists keep well under SQLite's parameter limit.
         for start in range(0, len(keys), 500):
             chunk = list(keys[start : start + 500])
             marks = ", ".join("?" for _ in chunk)
-            # Values named by the caller, each at most 16 KiB: small enough to read inline.
-            rows = await self.db.fetch_small(
+            rows = await fetch(
                 f"SELECT key, blob FROM credentials WHERE user_id = ? AND key IN ({marks})",
                 (user_id, *chunk),
             )
@@ -108,6 +135,7 @@ class SqliteVaultStore:
                 " updated_at = excluded.updated_at",
                 (user_id, key, blob, utc_text()),
             )
+            await _check_credential_map(conn, self._limits, user_id)
             await insert_audit(conn, audit)
 
     async def replace_credentials(
@@ -120,6 +148,7 @@ class SqliteVaultStore:
                 "INSERT INTO credentials (user_id, key, blob, updated_at) VALUES (?, ?, ?, ?)",
                 [(user_id, key, blob, now) for key, blob in blobs.items()],
             )
+            await _check_credential_map(conn, self._limits, user_id)
             await insert_audit(conn, audit)
 
     async def delete_credential(self, user_id: str, key: str, *, audit: AuditRecord) -> bool:
@@ -155,33 +184,63 @@ class SqliteVaultStore:
 
     async def create_provider(self, record: ProviderRecord, *, audit: AuditRecord) -> bool:
         now = utc_text()
-        return await self._change_one(
-            f"INSERT INTO providers ({self._PROVIDER_COLUMNS}, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, name) DO NOTHING",
-            (*_provider_values(record), now, now),
-            audit,
-        )
+        async with self.db.writing() as conn:
+            if await _provider_exists(conn, record.user_id, record.name):
+                return False
+            others = await _provider_usage(conn, record.user_id, record.name)
+            check_provider_write(self._limits, others, _record_size(record), creating=True)
+            await conn.execute(
+                f"INSERT INTO providers ({self._PROVIDER_COLUMNS}, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*_provider_values(record), now, now),
+            )
+            await _index_models(conn, record)
+            await insert_audit(conn, audit)
+        return True
 
     async def update_provider(self, record: ProviderRecord, *, audit: AuditRecord) -> bool:
-        return await self._change_one(
-            "UPDATE providers SET kind = ?, base_url = ?, models = ?,"
-            " on_missing_credential = ?, headers = ?, updated_at = ?"
-            " WHERE user_id = ? AND name = ?",
-            (*_provider_values(record)[2:], utc_text(), record.user_id, record.name),
-            audit,
-        )
+        async with self.db.writing() as conn:
+            if not await _provider_exists(conn, record.user_id, record.name):
+                return False
+            others = await _provider_usage(conn, record.user_id, record.name)
+            check_provider_write(self._limits, others, _record_size(record), creating=False)
+            await conn.execute(
+                "UPDATE providers SET kind = ?, base_url = ?, models = ?,"
+                " on_missing_credential = ?, headers = ?, updated_at = ?"
+                " WHERE user_id = ? AND name = ?",
+                (*_provider_values(record)[2:], utc_text(), record.user_id, record.name),
+            )
+            await conn.execute(
+                "DELETE FROM provider_models WHERE user_id = ? AND provider = ?",
+                (record.user_id, record.name),
+            )
+            await _index_models(conn, record)
+            await insert_audit(conn, audit)
+        return True
 
     async def delete_provider(self, user_id: str, name: str, *, audit: AuditRecord) -> bool:
+        # Its rows in provider_models go with it (ON DELETE CASCADE).
         return await self._change_one(
             "DELETE FROM providers WHERE user_id = ? AND name = ?", (user_id, name), audit
         )
 
     # -- resolve ------------------------------------------------------------------------------
 
-    async def get_resolve_rows(self, user_id: str) -> ResolveRows:
-        # One statement, read on the event loop (see `fetch_small`): one snapshot of both
-        # tables. The first column says which table a row comes from.
-        rows = await self.db.fetch_small(_RESOLVE_ROWS, (user_id,))
+    async def get_resolve_rows(self, user_id: str, name: str) -> ResolveRows:
+        return await self._resolve_rows(_RESOLVE_BY_NAME, (user_id, name), user_id)
+
+    async def get_model_resolve_rows(
+        self, user_id: str, model: str, prefix: str | None
+    ) -> ResolveRows:
+        return await self._resolve_rows(_RESOLVE_BY_MODEL, (user_id, prefix, model), user_id)
+
+    async def _resolve_rows(self, sql: str, params: Sequence[object], user_id: str) -> ResolveRows:
+        # One statement: one snapshot of both tables, at most two providers found by key. The
+        # first column says which table a row comes from.
+        if self._limits.max_provider_bytes <= _INLINE_PROVIDER_BYTES:
+            rows = await self.db.fetch_small(sql, params)
+        else:
+            rows = await self.db.fetch_all(sql, params)
         providers: list[ProviderRecord] = []
         data_key: WrappedDataKey | None = None
         for row in rows:
@@ -208,11 +267,65 @@ class SqliteVaultStore:
         return changed
 
 
-_RESOLVE_ROWS = (
-    f"SELECT 'p', {SqliteVaultStore._PROVIDER_COLUMNS} FROM providers WHERE user_id = ?1"
+_DATA_KEY_ROW = (
     " UNION ALL SELECT 'd', user_id, dek_id, kek_id, NULL, NULL, NULL, wrapped"
     " FROM data_keys WHERE user_id = ?1"
 )
+_RESOLVE_BY_NAME = (
+    f"SELECT 'p', {SqliteVaultStore._PROVIDER_COLUMNS} FROM providers"
+    " WHERE user_id = ?1 AND name = ?2" + _DATA_KEY_ROW
+)
+# The provider named by the prefix, and the first by name of those listing the model (through
+# the index: neither reads any other provider row).
+_RESOLVE_BY_MODEL = (
+    f"SELECT 'p', {SqliteVaultStore._PROVIDER_COLUMNS} FROM providers WHERE user_id = ?1"
+    " AND (name = ?2 OR name = (SELECT min(provider) FROM provider_models"
+    " WHERE user_id = ?1 AND model = ?3))" + _DATA_KEY_ROW
+)
+
+
+async def _check_credential_map(
+    conn: aiosqlite.Connection, limits: UserLimits, user_id: str
+) -> None:
+    """Measure the user's map as the transaction has made it; LimitExceeded rolls it back."""
+    async with conn.execute(
+        f"SELECT coalesce(sum({_CREDENTIAL_BYTES}), 0) FROM credentials WHERE user_id = ?",
+        (user_id,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    check_credential_map(limits, int(row[0]) if row is not None else 0)
+
+
+async def _provider_exists(conn: aiosqlite.Connection, user_id: str, name: str) -> bool:
+    async with conn.execute(
+        "SELECT 1 FROM providers WHERE user_id = ? AND name = ?", (user_id, name)
+    ) as cursor:
+        return await cursor.fetchone() is not None
+
+
+async def _provider_usage(conn: aiosqlite.Connection, user_id: str, name: str) -> ProviderUsage:
+    """The user's providers other than `name`: how many, and their size by `provider_size`."""
+    async with conn.execute(
+        f"SELECT count(*), coalesce(sum({_PROVIDER_BYTES}), 0) FROM providers"
+        " WHERE user_id = ? AND name != ?",
+        (user_id, name),
+    ) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return ProviderUsage(count=int(row[0]), stored_bytes=int(row[1]))
+
+
+async def _index_models(conn: aiosqlite.Connection, record: ProviderRecord) -> None:
+    await conn.executemany(
+        "INSERT OR IGNORE INTO provider_models (user_id, model, provider) VALUES (?, ?, ?)",
+        [(record.user_id, model, record.name) for model in record.models],
+    )
+
+
+def _record_size(record: ProviderRecord) -> int:
+    return provider_size(
+        record.name, record.base_url, json.dumps(list(record.models)), record.headers_blob
+    )
 
 
 def _provider(row: Sequence[Any]) -> ProviderRecord:

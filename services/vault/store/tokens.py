@@ -22,13 +22,28 @@ from services.vault.store.sqlite_db import (
     parse_utc_text,
     utc_text,
 )
-from services.vault.tokens import TokenInfo
+from services.vault.tokens import SessionRef, TokenInfo
 
 # Sessions that ended this long ago are deleted when a new session is stored.
 SESSION_RETENTION = 7 * 86400
 _TOKEN_COLUMNS = (
     "t.id, t.user_id, t.name, t.prefix, t.scopes, t.created_at, t.last_used_at,"
-    " t.expires_at, t.revoked_at"
+    " t.expires_at, t.revoked_at, t.parent_token_id, t.parent_session_id"
+)
+# The tokens minted from a token (`?1`), transitively, the token itself included. A child's
+# `parent_token_id` is the token that authenticated its minting, through a session or not.
+_TOKEN_AND_DESCENDANTS = (
+    "WITH RECURSIVE doomed(id) AS (SELECT ?1"
+    " UNION SELECT c.id FROM api_tokens c JOIN doomed d ON c.parent_token_id = d.id) "
+)
+# The tokens minted through a session (`?1`), transitively.
+_SESSION_DESCENDANTS = (
+    "WITH RECURSIVE doomed(id) AS (SELECT id FROM api_tokens WHERE parent_session_id = ?1"
+    " UNION SELECT c.id FROM api_tokens c JOIN doomed d ON c.parent_token_id = d.id) "
+)
+_REVOKE_DOOMED = (
+    "UPDATE api_tokens SET revoked_at = ?2 WHERE id IN doomed AND revoked_at IS NULL",
+    "UPDATE sessions SET revoked_at = ?2 WHERE token_id IN doomed AND revoked_at IS NULL",
 )
 
 
@@ -59,6 +74,8 @@ def _token(row: Sequence[Any]) -> TokenInfo:
         last_used_at=_optional_seconds(row[6]),
         expires_at=_optional_seconds(row[7]),
         revoked_at=_optional_seconds(row[8]),
+        parent_token_id=None if row[9] is None else str(row[9]),
+        parent_session_id=None if row[10] is None else str(row[10]),
     )
 
 
@@ -68,6 +85,15 @@ async def _fetch_token(conn: aiosqlite.Connection, token_id: str) -> TokenInfo |
     ) as cursor:
         row = await cursor.fetchone()
     return _token(tuple(row)) if row is not None else None
+
+
+async def _is_live(conn: aiosqlite.Connection, table: str, row_id: str) -> bool:
+    """Whether the token or session `row_id` exists and is not revoked (expiry is the caller's
+    check)."""
+    async with conn.execute(
+        f"SELECT 1 FROM {table} WHERE id = ? AND revoked_at IS NULL", (row_id,)
+    ) as cursor:
+        return await cursor.fetchone() is not None
 
 
 class SqliteAuthStore:
@@ -81,11 +107,22 @@ class SqliteAuthStore:
 
     # -- tokens -------------------------------------------------------------------------------
 
-    async def insert_token(self, info: TokenInfo, digest: bytes, *, audit: AuditRecord) -> None:
+    async def insert_token(self, info: TokenInfo, digest: bytes, *, audit: AuditRecord) -> bool:
         async with self.db.writing() as conn:
+            # The parent is checked again in the transaction: a revocation that committed since
+            # the caller looked must not leave a child behind.
+            if info.parent_token_id is not None and not await _is_live(
+                conn, "api_tokens", info.parent_token_id
+            ):
+                return False
+            if info.parent_session_id is not None and not await _is_live(
+                conn, "sessions", info.parent_session_id
+            ):
+                return False
             await conn.execute(
                 "INSERT INTO api_tokens (id, user_id, name, prefix, digest, scopes, created_at,"
-                " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " expires_at, parent_token_id, parent_session_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     info.id,
                     info.user_id,
@@ -95,9 +132,12 @@ class SqliteAuthStore:
                     json.dumps(list(info.scopes)),
                     to_text(info.created_at),
                     _optional_text(info.expires_at),
+                    info.parent_token_id,
+                    info.parent_session_id,
                 ),
             )
             await insert_audit(conn, audit)
+        return True
 
     async def list_tokens(self, user_id: str) -> list[TokenInfo]:
         rows = await self.db.fetch_all(
@@ -127,14 +167,8 @@ class SqliteAuthStore:
             found = await _fetch_token(conn, token_id)
             if found is None or found.user_id != user_id:
                 return None
-            await conn.execute(
-                "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (stamp, token_id),
-            )
-            await conn.execute(
-                "UPDATE sessions SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
-                (stamp, token_id),
-            )
+            for statement in _REVOKE_DOOMED:
+                await conn.execute(_TOKEN_AND_DESCENDANTS + statement, (token_id, stamp))
             await insert_audit(conn, audit)
             return await _fetch_token(conn, token_id)
 
@@ -187,6 +221,24 @@ class SqliteAuthStore:
         )
         return session, _token(row[6:])
 
+    async def get_session(self, session_id: str) -> tuple[SessionRef, TokenInfo] | None:
+        row = await self.db.fetch_one(
+            "SELECT s.id, s.user_id, s.token_id, s.expires_at, s.revoked_at,"
+            f" {_TOKEN_COLUMNS} FROM sessions s JOIN api_tokens t ON t.id = s.token_id"
+            " WHERE s.id = ?",
+            (session_id,),
+        )
+        if row is None:
+            return None
+        session = SessionRef(
+            id=str(row[0]),
+            user_id=str(row[1]),
+            token_id=str(row[2]),
+            expires_at=to_seconds(str(row[3])),
+            revoked_at=_optional_seconds(row[4]),
+        )
+        return session, _token(row[5:])
+
     async def revoke_session(
         self, user_id: str, digest: bytes, now: float, *, audit: AuditRecord
     ) -> str | None:
@@ -203,6 +255,8 @@ class SqliteAuthStore:
             await conn.execute(
                 "UPDATE sessions SET revoked_at = ? WHERE id = ?", (to_text(now), session_id)
             )
+            for statement in _REVOKE_DOOMED:
+                await conn.execute(_SESSION_DESCENDANTS + statement, (session_id, to_text(now)))
             await insert_audit(conn, replace(audit, keys=(*audit.keys, session_id)))
             return session_id
 

@@ -25,41 +25,41 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61icreds/vault/v1/auth.proto\x12\x10\x61icreds.vault.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x02\n\tTokenInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06prefix\x18\x04 \x01(\t\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"_\n\x12\x43reateTokenRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x1a\n\x12\x65xpires_in_seconds\x18\x04 \x01(\x03\"O\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12)\n\x04info\x18\x02 \x01(\x0b\x32\x1b.aicreds.vault.v1.TokenInfo\"$\n\x11ListTokensRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"A\n\x12ListTokensResponse\x12+\n\x06tokens\x18\x01 \x03(\x0b\x32\x1b.aicreds.vault.v1.TokenInfo\"7\n\x12RevokeTokenRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\"N\n\x14\x43reateSessionRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x03\"l\n\x15\x43reateSessionResponse\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x14RevokeSessionRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07session\x18\x02 \x01(\t\"(\n\x15RevokeSessionResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x08\"G\n\x13\x41uthenticateRequest\x12\x0f\n\x05token\x18\x01 \x01(\tH\x00\x12\x11\n\x07session\x18\x02 \x01(\tH\x00\x42\x0c\n\ncredential\"\xea\x01\n\x14\x41uthenticateResponse\x12\x15\n\rauthenticated\x18\x01 \x01(\x08\x12.\n\x07\x66\x61ilure\x18\x02 \x01(\x0e\x32\x1d.aicreds.vault.v1.AuthFailure\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x10\n\x08token_id\x18\x04 \x01(\t\x12\x14\n\x0ctoken_prefix\x18\x05 \x01(\t\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x08 \x01(\t*u\n\nAuthMethod\x12\x1b\n\x17\x41UTH_METHOD_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41UTH_METHOD_BEARER\x10\x01\x12\x19\n\x15\x41UTH_METHOD_X_API_KEY\x10\x02\x12\x17\n\x13\x41UTH_METHOD_SESSION\x10\x03*\x95\x01\n\x0b\x41uthFailure\x12\x1c\n\x18\x41UTH_FAILURE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41UTH_FAILURE_MALFORMED\x10\x01\x12\x18\n\x14\x41UTH_FAILURE_UNKNOWN\x10\x02\x12\x18\n\x14\x41UTH_FAILURE_REVOKED\x10\x03\x12\x18\n\x14\x41UTH_FAILURE_EXPIRED\x10\x04\x32\xb7\x04\n\x0b\x41uthService\x12Z\n\x0b\x43reateToken\x12$.aicreds.vault.v1.CreateTokenRequest\x1a%.aicreds.vault.v1.CreateTokenResponse\x12W\n\nListTokens\x12#.aicreds.vault.v1.ListTokensRequest\x1a$.aicreds.vault.v1.ListTokensResponse\x12P\n\x0bRevokeToken\x12$.aicreds.vault.v1.RevokeTokenRequest\x1a\x1b.aicreds.vault.v1.TokenInfo\x12`\n\rCreateSession\x12&.aicreds.vault.v1.CreateSessionRequest\x1a\'.aicreds.vault.v1.CreateSessionResponse\x12`\n\rRevokeSession\x12&.aicreds.vault.v1.RevokeSessionRequest\x1a\'.aicreds.vault.v1.RevokeSessionResponse\x12]\n\x0c\x41uthenticate\x12%.aicreds.vault.v1.AuthenticateRequest\x1a&.aicreds.vault.v1.AuthenticateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61icreds/vault/v1/auth.proto\x12\x10\x61icreds.vault.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x02\n\tTokenInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06prefix\x18\x04 \x01(\t\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fparent_token_id\x18\n \x01(\t\x12\x19\n\x11parent_session_id\x18\x0b \x01(\t\"\x93\x01\n\x12\x43reateTokenRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x1a\n\x12\x65xpires_in_seconds\x18\x04 \x01(\x03\x12\x17\n\x0fparent_token_id\x18\x05 \x01(\t\x12\x19\n\x11parent_session_id\x18\x06 \x01(\t\"O\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12)\n\x04info\x18\x02 \x01(\x0b\x32\x1b.aicreds.vault.v1.TokenInfo\"$\n\x11ListTokensRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"A\n\x12ListTokensResponse\x12+\n\x06tokens\x18\x01 \x03(\x0b\x32\x1b.aicreds.vault.v1.TokenInfo\"7\n\x12RevokeTokenRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\"N\n\x14\x43reateSessionRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x03\"l\n\x15\x43reateSessionResponse\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x14RevokeSessionRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07session\x18\x02 \x01(\t\"(\n\x15RevokeSessionResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x08\"G\n\x13\x41uthenticateRequest\x12\x0f\n\x05token\x18\x01 \x01(\tH\x00\x12\x11\n\x07session\x18\x02 \x01(\tH\x00\x42\x0c\n\ncredential\"\xea\x01\n\x14\x41uthenticateResponse\x12\x15\n\rauthenticated\x18\x01 \x01(\x08\x12.\n\x07\x66\x61ilure\x18\x02 \x01(\x0e\x32\x1d.aicreds.vault.v1.AuthFailure\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x10\n\x08token_id\x18\x04 \x01(\t\x12\x14\n\x0ctoken_prefix\x18\x05 \x01(\t\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x08 \x01(\t*u\n\nAuthMethod\x12\x1b\n\x17\x41UTH_METHOD_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41UTH_METHOD_BEARER\x10\x01\x12\x19\n\x15\x41UTH_METHOD_X_API_KEY\x10\x02\x12\x17\n\x13\x41UTH_METHOD_SESSION\x10\x03*\x95\x01\n\x0b\x41uthFailure\x12\x1c\n\x18\x41UTH_FAILURE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41UTH_FAILURE_MALFORMED\x10\x01\x12\x18\n\x14\x41UTH_FAILURE_UNKNOWN\x10\x02\x12\x18\n\x14\x41UTH_FAILURE_REVOKED\x10\x03\x12\x18\n\x14\x41UTH_FAILURE_EXPIRED\x10\x04\x32\xb7\x04\n\x0b\x41uthService\x12Z\n\x0b\x43reateToken\x12$.aicreds.vault.v1.CreateTokenRequest\x1a%.aicreds.vault.v1.CreateTokenResponse\x12W\n\nListTokens\x12#.aicreds.vault.v1.ListTokensRequest\x1a$.aicreds.vault.v1.ListTokensResponse\x12P\n\x0bRevokeToken\x12$.aicreds.vault.v1.RevokeTokenRequest\x1a\x1b.aicreds.vault.v1.TokenInfo\x12`\n\rCreateSession\x12&.aicreds.vault.v1.CreateSessionRequest\x1a\'.aicreds.vault.v1.CreateSessionResponse\x12`\n\rRevokeSession\x12&.aicreds.vault.v1.RevokeSessionRequest\x1a\'.aicreds.vault.v1.RevokeSessionResponse\x12]\n\x0c\x41uthenticate\x12%.aicreds.vault.v1.AuthenticateRequest\x1a&.aicreds.vault.v1.AuthenticateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aicreds.vault.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUTHMETHOD']._serialized_start=1305
-  _globals['_AUTHMETHOD']._serialized_end=1422
-  _globals['_AUTHFAILURE']._serialized_start=1425
-  _globals['_AUTHFAILURE']._serialized_end=1574
+  _globals['_AUTHMETHOD']._serialized_start=1410
+  _globals['_AUTHMETHOD']._serialized_end=1527
+  _globals['_AUTHFAILURE']._serialized_start=1530
+  _globals['_AUTHFAILURE']._serialized_end=1679
   _globals['_TOKENINFO']._serialized_start=83
-  _globals['_TOKENINFO']._serialized_end=363
-  _globals['_CREATETOKENREQUEST']._serialized_start=365
-  _globals['_CREATETOKENREQUEST']._serialized_end=460
-  _globals['_CREATETOKENRESPONSE']._serialized_start=462
-  _globals['_CREATETOKENRESPONSE']._serialized_end=541
-  _globals['_LISTTOKENSREQUEST']._serialized_start=543
-  _globals['_LISTTOKENSREQUEST']._serialized_end=579
-  _globals['_LISTTOKENSRESPONSE']._serialized_start=581
-  _globals['_LISTTOKENSRESPONSE']._serialized_end=646
-  _globals['_REVOKETOKENREQUEST']._serialized_start=648
-  _globals['_REVOKETOKENREQUEST']._serialized_end=703
-  _globals['_CREATESESSIONREQUEST']._serialized_start=705
-  _globals['_CREATESESSIONREQUEST']._serialized_end=783
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=785
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=893
-  _globals['_REVOKESESSIONREQUEST']._serialized_start=895
-  _globals['_REVOKESESSIONREQUEST']._serialized_end=951
-  _globals['_REVOKESESSIONRESPONSE']._serialized_start=953
-  _globals['_REVOKESESSIONRESPONSE']._serialized_end=993
-  _globals['_AUTHENTICATEREQUEST']._serialized_start=995
-  _globals['_AUTHENTICATEREQUEST']._serialized_end=1066
-  _globals['_AUTHENTICATERESPONSE']._serialized_start=1069
-  _globals['_AUTHENTICATERESPONSE']._serialized_end=1303
-  _globals['_AUTHSERVICE']._serialized_start=1577
-  _globals['_AUTHSERVICE']._serialized_end=2144
+  _globals['_TOKENINFO']._serialized_end=415
+  _globals['_CREATETOKENREQUEST']._serialized_start=418
+  _globals['_CREATETOKENREQUEST']._serialized_end=565
+  _globals['_CREATETOKENRESPONSE']._serialized_start=567
+  _globals['_CREATETOKENRESPONSE']._serialized_end=646
+  _globals['_LISTTOKENSREQUEST']._serialized_start=648
+  _globals['_LISTTOKENSREQUEST']._serialized_end=684
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=686
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=751
+  _globals['_REVOKETOKENREQUEST']._serialized_start=753
+  _globals['_REVOKETOKENREQUEST']._serialized_end=808
+  _globals['_CREATESESSIONREQUEST']._serialized_start=810
+  _globals['_CREATESESSIONREQUEST']._serialized_end=888
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=890
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=998
+  _globals['_REVOKESESSIONREQUEST']._serialized_start=1000
+  _globals['_REVOKESESSIONREQUEST']._serialized_end=1056
+  _globals['_REVOKESESSIONRESPONSE']._serialized_start=1058
+  _globals['_REVOKESESSIONRESPONSE']._serialized_end=1098
+  _globals['_AUTHENTICATEREQUEST']._serialized_start=1100
+  _globals['_AUTHENTICATEREQUEST']._serialized_end=1171
+  _globals['_AUTHENTICATERESPONSE']._serialized_start=1174
+  _globals['_AUTHENTICATERESPONSE']._serialized_end=1408
+  _globals['_AUTHSERVICE']._serialized_start=1682
+  _globals['_AUTHSERVICE']._serialized_end=2249
 # @@protoc_insertion_point(module_scope)

@@ -73,6 +73,9 @@ class AuthServiceServicer:
 
     def CreateToken(self, request, context):
         """CreateToken issues a new API token for a user; the plaintext is in the response only.
+        A token minted by an authenticated principal names it (`parent_token_id`,
+        `parent_session_id`): the new token then expires no later than its parent and is revoked
+        with it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -86,7 +89,8 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokeToken(self, request, context):
-        """RevokeToken revokes one of the user's tokens and every session made from it; NOT_FOUND
+        """RevokeToken revokes one of the user's tokens, every token minted from it (transitively)
+        and every session made from any of them; NOT_FOUND
         (`token_not_found`) if the user has no such token. Revoking twice succeeds.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -102,7 +106,8 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokeSession(self, request, context):
-        """RevokeSession ends a session (logout). Ending an unknown or ended session succeeds.
+        """RevokeSession ends a session (logout) and revokes every token minted through it
+        (transitively). Ending an unknown or ended session succeeds.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
