@@ -22,6 +22,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.routing import BaseRoute
 
 from services.gateway.admission import Admission
 from services.gateway.auth import Authenticator
@@ -140,7 +141,7 @@ def create_app(
         ),
     ]
     openapi_document.update(build_openapi(rest, plain, version=_version()))
-    routes = [rest_route(endpoint, admission, settings.max_body) for endpoint in rest]
+    routes: list[BaseRoute] = [rest_route(e, admission, settings.max_body) for e in rest]
     routes += [endpoint.route() for endpoint in plain]
     routes += ui_routes()  # the browser UI under /ui/ (SPEC 2.8), after every API route
 
