@@ -4,13 +4,16 @@ Every authenticated endpoint (REST v2, and the OpenAI/Anthropic endpoints of `mo
 calls `Admission.admit` first. In order:
 
 1. the credential is read (Bearer, then `x-api-key`, then the session cookie);
-2. a client address whose failed-authentication bucket is empty gets 429, unless the
-   credential authenticated recently (so a shared NAT address does not lock out real users);
-3. the vault's verdict (cached briefly): failure is 401 `unauthorized` with `WWW-Authenticate`
-   and takes a token from the address's failure bucket;
-4. the token's own bucket: empty is 429 `rate_limited` with `Retry-After`;
-5. the scope: missing is 403 `forbidden` naming it;
-6. a session-authenticated request that changes state must carry `Origin` equal to the
+2. the vault's verdict (cached briefly). A failure (or a malformed credential) takes a token
+   from the failure bucket of the client's address (IPv6 by /64, `client_address.py`) and is
+   401 `unauthorized` with `WWW-Authenticate`, or 429 `rate_limited` once that bucket is
+   empty. A credential that authenticates never consults that bucket: behind a NAT or a
+   load balancer every user shares one address, and one client's garbage must not lock the
+   others out;
+3. the token's own bucket, then the user's (all of the user's tokens and sessions together):
+   empty is 429 `rate_limited` with `Retry-After`;
+4. the scope: missing is 403 `forbidden` naming it;
+5. a session-authenticated request that changes state must carry `Origin` equal to the
    configured origin, else 403.
 
 Refusals are raised as `ApiError` carrying the headers the response needs (`X-RateLimit-*`,
@@ -35,6 +38,7 @@ from services.gateway.auth import (
     Principal,
     extract_credential,
 )
+from services.gateway.client_address import address_key
 from services.gateway.debug_auth import HEADER as DEBUG_HEADER
 from services.gateway.debug_auth import describe_failure, describe_success, wants_debug
 from services.gateway.errors import ApiError
@@ -83,11 +87,13 @@ class Admission:
         origin: str,
         metrics: Metrics,
         cookie_secure: bool = True,
+        user_limiter: RateLimiter | None = None,
     ) -> None:
         self.authenticator = authenticator
         self._cookie_secure = cookie_secure
         self._token_limiter = token_limiter
         self._address_limiter = address_limiter
+        self._user_limiter = user_limiter
         self._origin = origin
         self._metrics = metrics
 
@@ -100,41 +106,30 @@ class Admission:
         headers (which every answer carries, an error too: see `admitted_headers`).
         """
         debug = wants_debug(request.headers.get(DEBUG_HEADER))
-        address = request.client.host if request.client else "unknown"
+        address = address_key(request.client.host if request.client else "unknown")
         presented = extract_credential(request.headers, request.cookies)
         if isinstance(presented, AuthFailure):
             if presented is not AuthFailure.NO_CREDENTIALS:
-                await self._address_limiter.hit(address)
+                await self._count_failure(address, None, debug)
             raise self._unauthorized(presented, None, debug)
         if not allow_session and presented.method is AuthMethod.SESSION:
             raise self._unauthorized(AuthFailure.SESSION_NOT_ALLOWED, presented, debug)
 
-        if not self.authenticator.known_good(presented):
-            guard = await self._address_limiter.peek(address)
-            if not guard.allowed:
-                self._metrics.rate_limited.labels(limit="address").inc()
-                headers = guard.headers()
-                if debug:
-                    headers[DEBUG_HEADER] = describe_failure(
-                        AuthFailure.ADDRESS_LIMITED, presented=presented
-                    )
-                raise ApiError(
-                    429,
-                    "rate_limited",
-                    "too many failed authentications from this address; retry later",
-                    headers=headers,
-                )
-
         result = await self.authenticator.authenticate(presented)
         if result.principal is None:
-            await self._address_limiter.hit(address)
+            await self._count_failure(address, presented, debug)
             raise self._unauthorized(result.failure or AuthFailure.UNKNOWN, presented, debug)
         principal = result.principal
 
         decision = await self._token_limiter.hit(principal.token_id)
+        limit = "token"
+        if decision.allowed and self._user_limiter is not None:
+            user_decision = await self._user_limiter.hit(principal.user_id)
+            if not user_decision.allowed or user_decision.remaining < decision.remaining:
+                decision, limit = user_decision, "user"
         headers = decision.headers()
         if not decision.allowed:
-            self._metrics.rate_limited.labels(limit="token").inc()
+            self._metrics.rate_limited.labels(limit=limit).inc()
             if debug:
                 headers[DEBUG_HEADER] = describe_success(principal)
             raise ApiError(
@@ -172,6 +167,26 @@ class Admission:
         request.scope[USER_SCOPE_KEY] = principal.user_id
         request.scope[ADMITTED_HEADERS_KEY] = headers
         return Admitted(principal, headers)
+
+    async def _count_failure(
+        self, address: str, presented: PresentedCredential | None, debug: bool
+    ) -> None:
+        """Take a token from the address's failure bucket; raise 429 when it is empty."""
+        guard = await self._address_limiter.hit(address)
+        if guard.allowed:
+            return
+        self._metrics.rate_limited.labels(limit="address").inc()
+        headers = guard.headers()
+        if debug:
+            headers[DEBUG_HEADER] = describe_failure(
+                AuthFailure.ADDRESS_LIMITED, presented=presented
+            )
+        raise ApiError(
+            429,
+            "rate_limited",
+            "too many failed authentications from this address; retry later",
+            headers=headers,
+        )
 
     def _unauthorized(
         self, failure: AuthFailure, presented: PresentedCredential | None, debug: bool

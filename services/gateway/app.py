@@ -22,10 +22,11 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
 from services.gateway.admission import Admission
 from services.gateway.auth import Authenticator
+from services.gateway.call_slots import CallSlots, held_for_the_answer
 from services.gateway.clients import RouterClient, VaultClient
 from services.gateway.endpoint_table import Endpoint, PlainEndpoint, rest_route
 from services.gateway.middleware import GatewayApplication
@@ -77,13 +78,19 @@ def rest_endpoints(
 
 
 def model_backend(
-    settings: GatewaySettings, admission: Admission, vault: VaultClient, router: RouterClient
+    settings: GatewaySettings,
+    admission: Admission,
+    vault: VaultClient,
+    router: RouterClient,
+    call_slots: CallSlots,
 ) -> LlmBackend:
-    """What the model endpoints use: admission with `llm:invoke` (API tokens only), the
-    router's stub, the vault's provider list and the limits."""
+    """What the model endpoints use: admission with `llm:invoke` (API tokens only) and a slot
+    of the user's concurrent calls, the router's stub, the vault's provider list and the
+    limits."""
 
     async def authenticate(request: Request) -> LlmPrincipal:
         admitted = await admission.admit(request, scope=LLM_SCOPE, allow_session=False)
+        call_slots.hold(request, admitted.principal.user_id, admitted.headers)
         return LlmPrincipal(admitted.principal.user_id, admitted.headers)
 
     return LlmBackend(
@@ -101,6 +108,7 @@ def create_app(
     *,
     token_limiter: RateLimiter | None = None,
     address_limiter: RateLimiter | None = None,
+    user_limiter: RateLimiter | None = None,
 ) -> Starlette:
     """The ASGI application. Limiters default to in-memory buckets from the settings.
 
@@ -126,7 +134,10 @@ def create_app(
         origin=settings.origin,
         metrics=metrics,
         cookie_secure=settings.cookie_secure,
+        user_limiter=user_limiter
+        or InMemoryRateLimiter(settings.user_rate_limit, settings.user_rate_burst),
     )
+    call_slots = CallSlots(settings.user_max_concurrent_calls)
 
     rest: Sequence[Endpoint] = rest_endpoints(settings, vault, router, authenticator)
     openapi_document: dict[str, Any] = {}
@@ -134,10 +145,12 @@ def create_app(
         *ops_endpoints(
             vault=vault, router=router, metrics=metrics, openapi_document=lambda: openapi_document
         ),
-        *model_endpoints(model_backend(settings, admission, vault, router)),
+        *held_for_the_answer(
+            model_endpoints(model_backend(settings, admission, vault, router, call_slots))
+        ),
     ]
     openapi_document.update(build_openapi(rest, plain, version=_version()))
-    routes: list[Route] = [rest_route(endpoint, admission, settings.max_body) for endpoint in rest]
+    routes: list[BaseRoute] = [rest_route(e, admission, settings.max_body) for e in rest]
     routes += [endpoint.route() for endpoint in plain]
     routes += ui_routes()  # the browser UI under /ui/ (SPEC 2.8), after every API route
 

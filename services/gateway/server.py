@@ -34,6 +34,8 @@ def main() -> None:
         access_log=False,  # the gateway writes its own JSON access log
         log_config=None,
         server_header=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     uvicorn.Server(config).run()
 

@@ -40,10 +40,23 @@ class GatewaySettings:
     session_ttl: int = 12 * 3600
     # How long an Authenticate answer is reused: the upper bound on how late a revocation bites.
     auth_cache_ttl: float = 5.0
+    # Per API token: requests per second and burst.
     rate_limit: float = 20.0
     rate_burst: int = 40
+    # Per user, over all their tokens and sessions (minting tokens must not multiply the
+    # rate): twice a token's, so that two busy clients of one user do not starve each other.
+    user_rate_limit: float = 40.0
+    user_rate_burst: int = 80
+    # Model calls in flight per user (a stream holds its slot until it ends): enough for an
+    # agent's parallel calls, few enough that one user cannot hold every connection.
+    user_max_concurrent_calls: int = 20
+    # Failed authentications per client address (IPv6 per /64): only failing requests are
+    # throttled (429 instead of 401), so a valid credential is never refused for them.
     auth_fail_rate: float = 1.0
     auth_fail_burst: int = 10
+    # Proxies whose X-Forwarded-For/-Proto uvicorn believes (comma-separated IPs or CIDRs,
+    # `*` for any): without it, behind a load balancer every client has the balancer's address.
+    forwarded_allow_ips: str = "127.0.0.1"
     vault_timeout: float = 5.0
     router_timeout: float = 300.0
     # Largest request body: REST v2 (SPEC 2.2), and the model endpoints under /v1, whose
@@ -82,6 +95,14 @@ class GatewaySettings:
             auth_cache_ttl=env_float(environ, "GATEWAY_AUTH_CACHE_TTL", cls.auth_cache_ttl),
             rate_limit=env_float(environ, "GATEWAY_RATE_LIMIT", cls.rate_limit),
             rate_burst=env_int(environ, "GATEWAY_RATE_BURST", cls.rate_burst),
+            user_rate_limit=env_float(environ, "GATEWAY_USER_RATE_LIMIT", cls.user_rate_limit),
+            user_rate_burst=env_int(environ, "GATEWAY_USER_RATE_BURST", cls.user_rate_burst),
+            user_max_concurrent_calls=env_int(
+                environ, "GATEWAY_USER_MAX_CONCURRENT_CALLS", cls.user_max_concurrent_calls
+            ),
+            forwarded_allow_ips=env_str(
+                environ, "GATEWAY_FORWARDED_ALLOW_IPS", cls.forwarded_allow_ips
+            ),
             auth_fail_rate=env_float(environ, "GATEWAY_AUTH_FAIL_RATE", cls.auth_fail_rate),
             auth_fail_burst=env_int(environ, "GATEWAY_AUTH_FAIL_BURST", cls.auth_fail_burst),
             vault_timeout=env_float(environ, "GATEWAY_VAULT_TIMEOUT", cls.vault_timeout),
@@ -100,6 +121,9 @@ class GatewaySettings:
             "GATEWAY_AUTH_CACHE_TTL": self.auth_cache_ttl >= 0,
             "GATEWAY_RATE_LIMIT": self.rate_limit > 0,
             "GATEWAY_RATE_BURST": self.rate_burst >= 1,
+            "GATEWAY_USER_RATE_LIMIT": self.user_rate_limit > 0,
+            "GATEWAY_USER_RATE_BURST": self.user_rate_burst >= 1,
+            "GATEWAY_USER_MAX_CONCURRENT_CALLS": self.user_max_concurrent_calls >= 1,
             "GATEWAY_AUTH_FAIL_RATE": self.auth_fail_rate > 0,
             "GATEWAY_AUTH_FAIL_BURST": self.auth_fail_burst >= 1,
             "GATEWAY_VAULT_TIMEOUT": self.vault_timeout > 0,

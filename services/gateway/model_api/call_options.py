@@ -1,19 +1,22 @@
 """What the gateway reads of a model call's body: `model` and `stream` (`CallOptions`).
 
-The gateway never re-encodes a request body: it parses a copy only to read the top-level
-`model` and `stream`, and forwards the original bytes. Choosing the provider from `model`
-(SPEC 2.6: `provider/model` picks that provider, otherwise the provider listing the model) is the
-vault's `Resolve`, reached through the router; the router rewrites `model` when it strips a
-prefix.
+The gateway never re-encodes a request body, nor builds it: `body_fields.scan_top_level`
+validates it as JSON and decodes only the top-level `model` and `stream` (SPEC 3.5), and the
+original bytes are forwarded. Choosing the provider from `model` (SPEC 2.6: `provider/model`
+picks that provider, otherwise the provider listing the model) is the vault's `Resolve`, reached
+through the router; the router rewrites `model` when it strips a prefix.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
+
+import anyio
 
 from services.gateway.errors import ApiError
+from services.gateway.model_api.body_fields import NotJson, scan_top_level
+
+_FIELDS = ("model", "stream")
 
 
 @dataclass(frozen=True)
@@ -31,14 +34,26 @@ def read_call_options(body: bytes) -> CallOptions:
         ApiError: 400 when the body is not a JSON object or names no model.
     """
     try:
-        payload: Any = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        top = scan_top_level(body, _FIELDS) if body else None
+    except NotJson:
         raise ApiError(400, "invalid_argument", "the request body is not valid JSON") from None
-    if not isinstance(payload, dict):
+    if top is None or not top.is_object:
         raise ApiError(400, "invalid_argument", "the request body must be a JSON object")
-    model = payload.get("model")
+    model = top.members.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(
             400, "invalid_argument", "the request body must name a `model` (a non-empty string)"
         )
-    return CallOptions(model=model, stream=payload.get("stream") is True)
+    return CallOptions(model=model, stream=top.members.get("stream") is True)
+
+
+#: Bodies from this size on are scanned in a worker thread, so that a large or deeply nested
+#: body does not hold up the event loop (and every other request) while it is read.
+OFF_LOOP_SIZE = 256 * 1024
+
+
+async def read_call_options_off_loop(body: bytes) -> CallOptions:
+    """`read_call_options`, in a worker thread when the body is large."""
+    if len(body) < OFF_LOOP_SIZE:
+        return read_call_options(body)
+    return await anyio.to_thread.run_sync(read_call_options, body)

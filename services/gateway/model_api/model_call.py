@@ -35,7 +35,7 @@ from starlette.responses import Response
 from services.gateway.endpoint_table import read_body
 from services.gateway.errors import ApiError
 from services.gateway.model_api.buffered_answer import BufferedAnswer
-from services.gateway.model_api.call_options import read_call_options
+from services.gateway.model_api.call_options import read_call_options_off_loop
 from services.gateway.model_api.stream_relay import ErrorResponse, RouterRelay, StreamErrorEvent
 from services.gateway.model_api.vendor_errors import (
     anthropic_error_response,
@@ -183,7 +183,7 @@ async def invoke(request: Request, backend: LlmBackend, vendor: Vendor) -> Respo
     principal = await backend.authenticate(request)
     headers = principal.response_headers
     body = await read_body(request, backend.max_body)
-    options = read_call_options(body)
+    options = await read_call_options_off_loop(body)
     render_error = vendor.render_error
     call: dict[str, Any] = {
         "user_id": principal.user_id,
