@@ -22,14 +22,16 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.routing import Route
 
+from services.common.scopes import Scope
 from services.gateway.admission import Admission
 from services.gateway.auth import Authenticator
 from services.gateway.clients import RouterClient, VaultClient
 from services.gateway.endpoint_table import Endpoint, PlainEndpoint, rest_route
 from services.gateway.middleware import GatewayApplication
 from services.gateway.model_api.endpoints import model_endpoints
-from services.gateway.model_api.model_call import LLM_SCOPE, LlmBackend, LlmPrincipal
+from services.gateway.model_api.model_call import LlmBackend, LlmPrincipal
 from services.gateway.observability import Metrics
 from services.gateway.openapi import build_openapi
 from services.gateway.ops_api import endpoints as ops_endpoints
@@ -73,7 +75,7 @@ def model_backend(
     router's stub, the vault's provider list and the limits."""
 
     async def authenticate(request: Request) -> LlmPrincipal:
-        admitted = await admission.admit(request, scope=LLM_SCOPE, allow_session=False)
+        admitted = await admission.admit(request, scope=Scope.LLM_INVOKE, allow_session=False)
         return LlmPrincipal(admitted.principal.user_id, admitted.headers)
 
     return LlmBackend(
@@ -82,7 +84,6 @@ def model_backend(
         list_providers=vault.list_providers,
         router_timeout=settings.router_timeout,
         max_body=settings.llm_max_body,
-        request_metadata=router.metadata,
     )
 
 
@@ -127,7 +128,8 @@ def create_app(
         *model_endpoints(model_backend(settings, admission, vault, router)),
     ]
     openapi_document.update(build_openapi(rest, plain, version=_version()))
-    routes = [rest_route(endpoint, admission, settings.max_body) for endpoint in rest]
+    # Routes of three kinds (REST, plain, UI); the list holds Starlette `Route`s.
+    routes: list[Route] = [rest_route(endpoint, admission, settings.max_body) for endpoint in rest]
     routes += [endpoint.route() for endpoint in plain]
     routes += ui_routes()  # the browser UI under /ui/ (SPEC 2.8), after every API route
 
