@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 
+from services.common.scopes import Scope
 from services.gateway.admission import Admission
 from services.gateway.auth import Authenticator
 from services.gateway.call_slots import CallSlots, held_for_the_answer
@@ -31,7 +32,7 @@ from services.gateway.clients import RouterClient, VaultClient
 from services.gateway.endpoint_table import Endpoint, PlainEndpoint, rest_route
 from services.gateway.middleware import GatewayApplication
 from services.gateway.model_api.endpoints import model_endpoints
-from services.gateway.model_api.model_call import LLM_SCOPE, LlmBackend, LlmPrincipal
+from services.gateway.model_api.model_call import LlmBackend, LlmPrincipal
 from services.gateway.observability import Metrics
 from services.gateway.openapi import build_openapi
 from services.gateway.ops_api import endpoints as ops_endpoints
@@ -89,7 +90,7 @@ def model_backend(
     limits."""
 
     async def authenticate(request: Request) -> LlmPrincipal:
-        admitted = await admission.admit(request, scope=LLM_SCOPE, allow_session=False)
+        admitted = await admission.admit(request, scope=Scope.LLM_INVOKE, allow_session=False)
         call_slots.hold(request, admitted.principal.user_id, admitted.headers)
         return LlmPrincipal(admitted.principal.user_id, admitted.headers)
 
@@ -99,7 +100,6 @@ def model_backend(
         list_providers=vault.list_providers,
         router_timeout=settings.router_timeout,
         max_body=settings.llm_max_body,
-        request_metadata=router.metadata,
     )
 
 
@@ -150,6 +150,7 @@ def create_app(
         ),
     ]
     openapi_document.update(build_openapi(rest, plain, version=_version()))
+    # Routes of three kinds (REST, plain, UI).
     routes: list[BaseRoute] = [rest_route(e, admission, settings.max_body) for e in rest]
     routes += [endpoint.route() for endpoint in plain]
     routes += ui_routes()  # the browser UI under /ui/ (SPEC 2.8), after every API route

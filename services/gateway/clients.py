@@ -1,8 +1,10 @@
 """Persistent gRPC channels to the vault and the router, with a deadline on every call.
 
-A `Backend` owns one channel (opened at application start, closed at shutdown), sends the
-request id as `x-request-id`, and turns every failed call into an `ApiError` through the one
-table in `errors.py`. `VaultClient` adds typed methods for the RPCs the REST API needs;
+A `Backend` owns one channel (opened at application start, closed at shutdown) and turns every
+failed call into an `ApiError` through the one table in `errors.py`. The channel
+(`services.common.grpc_server.open_channel`) adds the caller token and the current request id
+(`x-request-id`, from `services.common.request_context`) to every call, so no call here passes
+metadata of its own. `VaultClient` adds typed methods for the RPCs the REST API needs;
 `RouterClient` exposes the router stub for the model endpoints, and the egress check of a
 provider's base URL.
 """
@@ -30,7 +32,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.callers import read_secret_file
 from services.common.grpc_server import ClientTls, open_channel
-from services.common.request_context import current_request_id
 from services.gateway.errors import from_rpc_error
 
 Reply = TypeVar("Reply")
@@ -73,17 +74,13 @@ class Backend:
             await self._channel.close()
             self._channel = None
 
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        request_id = current_request_id()
-        return (("x-request-id", request_id),) if request_id else ()
-
     async def call(
         self, rpc: Callable[..., Awaitable[Reply]], request: Any, *, timeout: float | None = None
     ) -> Reply:
         """Make one unary call with the deadline (`timeout`, else the backend's); a failure
         raises the mapped `ApiError`."""
         try:
-            return await rpc(request, timeout=timeout or self.timeout, metadata=self.metadata())
+            return await rpc(request, timeout=timeout or self.timeout)
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err, self.name) from None
 

@@ -7,9 +7,10 @@
                                          (refined by HTTP_STATUS_BY_REASON)
 
 The table follows grpc-gateway (STYLE.md). The REST `code` is the `x-error-reason` trailing
-metadata the backend sends (`credential_not_found`, `provider_exists`, ...) and otherwise a
-default per status. The message of a backend status is public by contract (it names keys,
-never values) and is passed on for client errors; server-side failures get a fixed text,
+metadata the backend sends (`credential_not_found`, `provider_exists`, ..., read by
+`services.common.error_reason`) and otherwise a default per status. The message of a backend
+status is public by contract (it names keys, never values) and is passed on for client
+errors; server-side failures get a fixed text,
 except for the reasons of HTTP_STATUS_BY_REASON: there the backend answered, the failure lay
 behind it, and its message says which part (SPEC 3.3 point 5). REST v2 and the model endpoints
 both map through here; the model endpoints only render the result in their vendor's shape.
@@ -28,7 +29,7 @@ import grpc
 import grpc.aio
 from starlette.responses import JSONResponse
 
-ERROR_REASON_KEY = "x-error-reason"
+from services.common.error_reason import error_reason
 
 HTTP_STATUS_BY_GRPC: Mapping[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
@@ -130,19 +131,10 @@ def invalid_argument(message: str) -> ApiError:
     return ApiError(400, "invalid_argument", message)
 
 
-def error_reason(err: grpc.aio.AioRpcError) -> str | None:
-    """The `x-error-reason` trailing metadata of a failed call, if the backend sent one."""
-    for key, value in err.trailing_metadata() or ():
-        if key == ERROR_REASON_KEY:
-            text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-            return text or None
-    return None
-
-
 def from_rpc_error(err: grpc.aio.AioRpcError, backend: str) -> ApiError:
     """Translate a failed backend call into the HTTP error the client sees."""
     code = err.code()
-    reason = error_reason(err)
+    reason = error_reason(err.trailing_metadata())
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) and not reason:
         _log.error(
             "backend refused the gateway's caller token",

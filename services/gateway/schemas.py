@@ -1,10 +1,29 @@
-"""JSON schemas of the REST v2 bodies, shared by the routes and the OpenAPI document."""
+"""JSON schemas of the REST v2 bodies, shared by the routes and the OpenAPI document.
+
+The patterns, limits and enums are the rules' own (`services.common.credential_rules`,
+`provider_rules`, `scopes`), so the document cannot drift from what is enforced.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from services.gateway.validation import ALL_SCOPES, KEY_PATTERN, MAX_VALUE_BYTES
+from services.common.credential_rules import (
+    HEADER_VALUE_PATTERN,
+    KEY_JSON_PATTERN,
+    MAX_KEY_LENGTH,
+    MAX_VALUE_BYTES,
+    VALUE_JSON_PATTERN,
+)
+from services.common.provider_rules import (
+    HEADER_NAME,
+    MAX_BASE_URL,
+    MODEL,
+    ON_MISSING_CREDENTIAL,
+    PROVIDER_KINDS,
+    PROVIDER_NAME_JSON_PATTERN,
+)
+from services.common.scopes import ALL_SCOPES
 
 JsonSchema = dict[str, Any]
 
@@ -23,19 +42,21 @@ def obj(properties: dict[str, JsonSchema], required: list[str] | None = None) ->
 
 CREDENTIAL_KEY: JsonSchema = {
     "type": "string",
-    "pattern": KEY_PATTERN,
+    "pattern": KEY_JSON_PATTERN,
     "minLength": 1,
-    "maxLength": 128,
+    "maxLength": MAX_KEY_LENGTH,
     "description": "1-128 characters of A-Z a-z 0-9 _ . - (case-sensitive)",
 }
 CREDENTIAL_VALUE: JsonSchema = {
     "type": "string",
     "minLength": 1,
     "maxLength": MAX_VALUE_BYTES,
-    "pattern": "^[\\t\\x20-\\x7e]+$",
+    "pattern": VALUE_JSON_PATTERN,
     "description": "a legal HTTP header value: printable ASCII, space and tab",
 }
-PROVIDER_NAME: JsonSchema = {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"}
+PROVIDER_NAME: JsonSchema = {"type": "string", "pattern": PROVIDER_NAME_JSON_PATTERN}
+PROVIDER_KIND: JsonSchema = {"type": "string", "enum": list(PROVIDER_KINDS)}
+ON_MISSING: JsonSchema = {"type": "string", "enum": list(ON_MISSING_CREDENTIAL)}
 TIMESTAMP: JsonSchema = {"type": ["string", "null"], "format": "date-time"}
 
 COMPONENTS: dict[str, JsonSchema] = {
@@ -63,7 +84,7 @@ COMPONENTS: dict[str, JsonSchema] = {
     "Provider": obj(
         {
             "name": PROVIDER_NAME,
-            "kind": {"type": "string", "enum": ["openai", "anthropic", "custom"]},
+            "kind": PROVIDER_KIND,
             "base_url": {"type": "string", "description": "absolute http(s) URL"},
             "headers": {
                 "type": "object",
@@ -71,31 +92,36 @@ COMPONENTS: dict[str, JsonSchema] = {
                 "description": "header name -> values; sensitive values are MASKED",
             },
             "models": {"type": "array", "items": {"type": "string"}},
-            "on_missing_credential": {"type": "string", "enum": ["warn", "error"]},
+            "on_missing_credential": ON_MISSING,
         },
         ["name", "kind", "base_url", "headers", "models", "on_missing_credential"],
     ),
     "ProviderCreate": obj(
         {
             "name": PROVIDER_NAME,
-            "kind": {"type": "string", "enum": ["openai", "anthropic", "custom"]},
+            "kind": PROVIDER_KIND,
             "base_url": {
                 "type": "string",
                 "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s]+$",
-                "description": "absolute http(s) URL; the vault checks it in full",
+                "maxLength": MAX_BASE_URL,
+                "description": "absolute http(s) URL with a host, no user:password@ and no "
+                "#fragment",
             },
             "headers": {
                 "type": "object",
-                "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
+                "propertyNames": {"pattern": f"^{HEADER_NAME.pattern}$"},
                 "additionalProperties": {
                     "type": "array",
-                    "items": {"type": "string", "pattern": "^[\\t\\x20-\\x7e]*$"},
+                    "items": {"type": "string", "pattern": f"^{HEADER_VALUE_PATTERN.pattern}$"},
                 },
                 "description": "header name (an HTTP token) -> values, which may hold "
                 "{{credential:KEY}} placeholders",
             },
-            "models": {"type": "array", "items": {"type": "string", "minLength": 1}},
-            "on_missing_credential": {"type": "string", "enum": ["warn", "error"]},
+            "models": {
+                "type": "array",
+                "items": {"type": "string", "pattern": f"^{MODEL.pattern}$"},
+            },
+            "on_missing_credential": ON_MISSING,
         },
         ["name", "kind", "base_url"],
     ),

@@ -1,61 +1,35 @@
 """Checks of request bodies and path parameters (SPEC 2.2-2.4), before anything is sent on.
 
 Every check raises `ApiError` 400 `invalid_argument` whose message names the offending key or
-field but never the value: a value may be a secret.
+field but never the value: a value may be a secret. The rules the vault shares live in
+`services.common` (`credential_rules`, `scopes`); this module reads them out of REST JSON, and
+shows client text in messages as they do (`credential_rules.describe`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
+from services.common.credential_rules import key_problem, value_problem
+from services.common.scopes import ALL_SCOPES, scopes_problem
 from services.gateway.errors import invalid_argument
-
-KEY_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
-MAX_VALUE_BYTES = 16 * 1024
-_KEY_RE = re.compile(KEY_PATTERN)
-# Printable ASCII, space and tab: what a header value may carry (values go into headers).
-_VALUE_RE = re.compile(r"^[\t\x20-\x7e]+$")
-
-ALL_SCOPES: tuple[str, ...] = (
-    "credentials:read",
-    "credentials:write",
-    "providers:read",
-    "providers:write",
-    "llm:invoke",
-    "tokens:manage",
-)
-
-
-def shown(key: str) -> str:
-    """Client-chosen text (a key, a field or header name) as it may appear in an error message:
-    printable ASCII (space included; anything else is `?`), at most 64 characters, then `...`.
-    """
-    safe = "".join(ch if " " <= ch < "\x7f" else "?" for ch in key[:64])
-    return safe + ("..." if len(key) > 64 else "")
 
 
 def check_credential_key(key: str) -> str:
-    if not _KEY_RE.fullmatch(key):
-        raise invalid_argument(
-            f"invalid credential key {shown(key)!r}: use 1-128 characters of A-Z a-z 0-9 _ . -"
-        )
+    """`key`, or 400 naming it (`credential_rules.key_problem`)."""
+    problem = key_problem(key)
+    if problem:
+        raise invalid_argument(problem)
     return key
 
 
 def check_credential_value(key: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise invalid_argument(f"the value of {shown(key)!r} must be a string")
-    if value == "":
-        raise invalid_argument(f"the value of {shown(key)!r} is empty")
-    if len(value.encode("utf-8")) > MAX_VALUE_BYTES:
-        raise invalid_argument(f"the value of {shown(key)!r} is longer than 16 KiB")
-    if not _VALUE_RE.fullmatch(value):
-        raise invalid_argument(
-            f"the value of {shown(key)!r} is not a legal HTTP header value "
-            "(printable ASCII, space and tab only)"
-        )
+    """`value` as a string, or 400 naming `key` (`credential_rules.value_problem`)."""
+    problem = value_problem(key, value)
+    if problem:
+        raise invalid_argument(problem)
+    assert isinstance(value, str)  # value_problem refuses anything else
     return value
 
 
@@ -127,18 +101,21 @@ def optional_positive_int(obj: Mapping[str, Any], field: str, *, maximum: int) -
 
 
 def parse_scopes(obj: Mapping[str, Any]) -> list[str] | None:
-    """The optional `scopes` of a token request: known scope names, no duplicates."""
+    """The optional `scopes` of a token request: known scope names (`services.common.scopes`),
+    without duplicates, in canonical order.
+
+    REST's own rules on top: `scopes` is a list of strings, and an explicit `[]` is refused
+    (the vault reads an empty list as "every scope"; a REST client omits the field for that).
+    """
     if obj.get("scopes") is None:
         return None
     scopes = string_list(obj, "scopes")
-    for scope in scopes:
-        if scope not in ALL_SCOPES:
-            raise invalid_argument(
-                f"unknown scope {shown(scope)!r}; known scopes: {', '.join(ALL_SCOPES)}"
-            )
+    problem = scopes_problem(scopes)
+    if problem:
+        raise invalid_argument(problem)
     if not scopes:
         raise invalid_argument("'scopes' must not be empty; omit it to grant every scope")
-    return sorted(set(scopes), key=ALL_SCOPES.index)
+    return [scope for scope in ALL_SCOPES if scope in scopes]
 
 
 def parse_flag(raw: str | None, name: str) -> bool:

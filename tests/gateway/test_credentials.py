@@ -158,6 +158,10 @@ async def test_masked_reads(stack: Stack, alice: Minted) -> None:
         (f"{BASE}/k", '{"value": null}', "'k'"),
         (f"{BASE}/k", '{"value": "SECRET\\u0000"}', "'k'"),
         (f"{BASE}/k", '{"value": "SECRET\\u00e9"}', "'k'"),
+        # A lone surrogate is valid JSON but no text: the gateway once encoded values to measure
+        # them, and this raised there (500); the common rule checks the characters first.
+        (f"{BASE}/k", '{"value": "SECRET\\ud800"}', "'k'"),
+        (BASE, '{"credentials": {"ok": "fine", "lone": "SECRET\\udfff"}}', "'lone'"),
         (f"{BASE}/bad%20key", '{"value": "x"}', "bad key"),
         (f"{BASE}/{'k' * 129}", '{"value": "x"}', "kkk"),
     ],

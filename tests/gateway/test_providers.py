@@ -105,6 +105,13 @@ async def test_literal_secret_is_masked_and_warned(stack: Stack, alice: Minted) 
     [
         {**OPENAI, "kind": "gemini"},
         {**OPENAI, "on_missing_credential": "ignore"},
+        # Only a missing or null field takes the default: "" once became `warn` silently.
+        {**OPENAI, "on_missing_credential": ""},
+        {**OPENAI, "on_missing_credential": "WARN"},
+        # base_url in full (`provider_rules.base_url_problem`), before the router is asked.
+        {**OPENAI, "base_url": "https://user:SECRET@api.example.com/v1"},
+        {**OPENAI, "base_url": "https://api.example.com/v1#frag"},
+        {**OPENAI, "base_url": "https:///v1"},
         {**OPENAI, "base_url": "ftp://example.com"},
         {**OPENAI, "headers": {"Authorization": "Bearer x"}},
         {**OPENAI, "models": "gpt-4"},
@@ -120,6 +127,13 @@ async def test_invalid_providers_are_400(stack: Stack, alice: Minted, body: obje
     assert (await stack.client.get(PROVIDERS, headers=alice.bearer())).json() == {
         "response": {"providers": []}
     }
+
+
+async def test_a_null_on_missing_credential_is_the_default(stack: Stack, alice: Minted) -> None:
+    body = {**OPENAI, "on_missing_credential": None}
+    response = await stack.client.post(PROVIDERS, headers=alice.bearer(), json=body)
+    assert response.status_code == 201, response.text
+    assert response.json()["response"]["provider"]["on_missing_credential"] == "warn"
 
 
 async def test_path_and_body_names_must_agree(stack: Stack, alice: Minted) -> None:

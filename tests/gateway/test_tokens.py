@@ -83,10 +83,12 @@ async def test_a_token_cannot_grant_scopes_it_lacks(stack: Stack) -> None:
         {"name": "   "},
         {"name": 5},
         {"name": "x" * 129},
+        {"name": "bell\x07"},  # control characters (`token_rules`, also the vault's rule)
         {"name": "x", "scopes": ["root"]},
         {"name": "x", "scopes": "llm:invoke"},
         {"name": "x", "scopes": []},
         {"name": "x", "expires_in": 0},
+        {"name": "x", "expires_in": 10 * 365 * 24 * 3600 + 1},  # over 10 years
         {"name": "x", "expires_in": "60"},
         {"name": "x", "expires_in": True},
     ],

@@ -32,6 +32,7 @@ from aicreds.vault.v1 import providers_pb2
 from starlette.requests import Request
 from starlette.responses import Response
 
+from services.common.forwarded_headers import forwarded_client_headers
 from services.gateway.endpoint_table import read_body
 from services.gateway.errors import ApiError
 from services.gateway.model_api.buffered_answer import BufferedAnswer
@@ -44,22 +45,7 @@ from services.gateway.model_api.vendor_errors import (
     openai_stream_error_event,
 )
 
-LLM_SCOPE = "llm:invoke"
 API_PREFIX = "/v1"
-
-#: Client headers passed to the router (SPEC 2.6); everything else stays at the gateway.
-FORWARDED_REQUEST_HEADERS = frozenset(
-    {
-        "content-type",
-        "accept",
-        "anthropic-version",
-        "anthropic-beta",
-        "openai-beta",
-        "user-agent",
-        "x-request-id",
-    }
-)
-_FORWARDED_RAW = frozenset(name.encode("latin-1") for name in FORWARDED_REQUEST_HEADERS)
 
 
 @dataclass(frozen=True)
@@ -94,16 +80,14 @@ class LlmBackend:
     router_timeout: float = 300.0
     # GATEWAY_LLM_MAX_BODY: a larger limit than REST v2's.
     max_body: int = 32 * 1024 * 1024
-    # gRPC metadata of the current request (its request id).
-    request_metadata: Callable[[], Sequence[tuple[str, str]]] = tuple
 
 
 def forwarded_headers(request: Request) -> list[router_pb2.Header]:
-    """The allowlisted client headers, read from the ASGI scope's raw (lower-case) pairs."""
+    """The client headers on `services.common.forwarded_headers`' allowlist, read from the ASGI
+    scope's raw (lower-case) pairs."""
     return [
         router_pb2.Header(name=name.decode("latin-1"), value=value.decode("latin-1"))
-        for name, value in request.scope["headers"]
-        if name in _FORWARDED_RAW
+        for name, value in forwarded_client_headers(request.scope["headers"])
     ]
 
 
@@ -194,22 +178,18 @@ async def invoke(request: Request, backend: LlmBackend, vendor: Vendor) -> Respo
         "headers": forwarded_headers(request),
         "body": body,
     }
+    # The router's channel adds the caller token and this request's id to the call's metadata.
     stub = backend.router_stub()
-    metadata = tuple(backend.request_metadata())
     if not options.stream:
         return BufferedAnswer(
             stub.InvokeBuffered(
-                router_pb2.InvokeBufferedRequest(call=call),
-                timeout=backend.router_timeout,
-                metadata=metadata,
+                router_pb2.InvokeBufferedRequest(call=call), timeout=backend.router_timeout
             ),
             render_error=render_error,
             extra_headers=headers,
         )
     return RouterRelay(
-        stub.Invoke(
-            router_pb2.InvokeRequest(**call), timeout=backend.router_timeout, metadata=metadata
-        ),
+        stub.Invoke(router_pb2.InvokeRequest(**call), timeout=backend.router_timeout),
         render_error=render_error,
         stream_error_event=vendor.stream_error_event,
         extra_headers=headers,

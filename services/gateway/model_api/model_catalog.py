@@ -3,7 +3,9 @@
 Both SDKs list models at the same path; a request carrying `anthropic-version` (the anthropic
 SDK always sends it) gets Anthropic's list and error shapes (`catalog_errors`), any other
 OpenAI's. The lists are built from the providers' configurations (`listed_models`,
-`find_model`); nothing is asked upstream.
+`find_model`); nothing is asked upstream. Which provider serves a model is decided by
+`services.common.model_selection`, the rule the vault's `Resolve` applies to a call, so the
+catalog says what a call would do.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from aicreds.vault.v1 import providers_pb2
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from services.common.credential_rules import describe
+from services.common.model_selection import model_owners, select_provider
 from services.gateway.errors import ApiError
 from services.gateway.model_api.model_call import LlmBackend
 from services.gateway.model_api.vendor_errors import anthropic_error_response, openai_error_response
@@ -22,9 +27,6 @@ from services.gateway.model_api.vendor_errors import anthropic_error_response, o
 def speaks_anthropic(request: Request) -> bool:
     return "anthropic-version" in request.headers
 
-
-#: `(provider name, its models)` pairs, sorted by provider name as the vault lists them.
-ProviderModels = list[tuple[str, list[str]]]
 
 #: `created` of every listed model: providers record no date, and the SDKs need an integer.
 MODEL_CREATED = 0
@@ -54,21 +56,13 @@ class ListedModel:
         }
 
 
-def listed_models(providers: Iterable[tuple[str, Iterable[str]]]) -> list[ListedModel]:
-    """Every model of the user's providers, each name once.
-
-    `providers` are `(name, models)` pairs sorted by name, as the vault lists them; when two
-    providers list the same model, the first keeps the plain name (the other is still reachable
-    as `provider/model`).
-    """
-    seen: set[str] = set()
-    models: list[ListedModel] = []
-    for provider, names in providers:
-        for name in names:
-            if name not in seen:
-                seen.add(name)
-                models.append(ListedModel(id=name, provider=provider))
-    return models
+def listed_models(providers: Iterable[providers_pb2.Provider]) -> list[ListedModel]:
+    """Every model the user's providers list, each name once, under the provider a call naming
+    it goes to (`model_selection.model_owners`)."""
+    return [
+        ListedModel(id=model, provider=owner.name)
+        for model, owner in model_owners(providers).items()
+    ]
 
 
 def openai_model_list(models: Iterable[ListedModel]) -> dict[str, object]:
@@ -85,19 +79,17 @@ def anthropic_model_list(models: list[ListedModel]) -> dict[str, object]:
     }
 
 
-def find_model(providers: Sequence[tuple[str, Sequence[str]]], model_id: str) -> ListedModel:
-    """The model `model_id` as a call would select it (SPEC 2.6); 404 `model_not_found`.
-
-    `provider/model` names that provider's model, whatever it lists (as the vault's `Resolve`
-    selects); a plain name is the first provider listing it.
-    """
-    prefix, slash, rest = model_id.partition("/")
-    if slash and rest and any(name == prefix for name, _ in providers):
-        return ListedModel(id=model_id, provider=prefix)
-    for model in listed_models(providers):
-        if model.id == model_id:
-            return model
-    raise ApiError(404, "model_not_found", f"The model `{model_id}` does not exist")
+def find_model(providers: Sequence[providers_pb2.Provider], model_id: str) -> ListedModel:
+    """The model `model_id` under the provider a call naming it goes to
+    (`model_selection.select_provider`); 404 `model_not_found` when a call would get 404."""
+    choice = select_provider(model_id, providers)
+    if choice is None:
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"model {describe(model_id)} is not served by any of the user's providers",
+        )
+    return ListedModel(id=model_id, provider=choice.provider.name)
 
 
 def catalog_errors(request: Request, error: ApiError) -> Response:
@@ -131,7 +123,9 @@ class ModelCatalog:
             return JSONResponse(model.anthropic_shape(), headers=dict(headers))
         return JSONResponse(model.openai_shape(), headers=dict(headers))
 
-    async def _providers(self, request: Request) -> tuple[ProviderModels, Mapping[str, str]]:
+    async def _providers(
+        self, request: Request
+    ) -> tuple[Sequence[providers_pb2.Provider], Mapping[str, str]]:
         principal = await self._backend.authenticate(request)
         providers = await self._backend.list_providers(principal.user_id)
-        return [(p.name, list(p.models)) for p in providers], principal.response_headers
+        return providers, principal.response_headers

@@ -1,14 +1,16 @@
 """`/api/v2/users/me/ai-credentials` (SPEC 2.2): the user's credential map.
 
-`endpoints(vault)` is the endpoint table. `?masked=true` shows each value masked
-(`mask_credential_value`); provider headers are masked by the vault
-(`services.common.header_masking`), so this is only the credential-value rule.
+`endpoints(vault)` is the endpoint table. `?masked=true` shows each value masked by
+`services.common.header_masking.mask_credential_value`, the home of both masking rules (provider
+headers are masked by the vault).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from services.common.header_masking import mask_credential_value
+from services.common.scopes import Scope
 from services.gateway.clients import VaultClient
 from services.gateway.endpoint_table import ApiCall, Endpoint, QueryParam, Reply
 from services.gateway.schemas import CREDENTIAL_KEY, envelope, obj, ref
@@ -19,8 +21,6 @@ from services.gateway.validation import (
 )
 
 BASE = "/api/v2/users/me/ai-credentials"
-READ = "credentials:read"
-WRITE = "credentials:write"
 
 _MASKED = QueryParam(
     "masked",
@@ -32,18 +32,6 @@ _MAP_REPLY = envelope(obj({"credentials": ref("CredentialMap")}, ["credentials"]
 _PAIR_REPLY = envelope(obj({"key": CREDENTIAL_KEY, "value": {"type": "string"}}, ["key", "value"]))
 _KEY_PARAM = {"key": CREDENTIAL_KEY}
 _NOT_FOUND = {404: "credential_not_found"}
-MASKED = "MASKED"
-_MIN_PARTIAL = 16
-
-
-def mask_credential_value(value: str) -> str:
-    """First 3 and last 4 characters of a value of at least 16, joined by `...`; else MASKED.
-
-    The joint has a fixed width, so the masked form does not tell the value's length.
-    """
-    if len(value) < _MIN_PARTIAL:
-        return MASKED
-    return f"{value[:3]}...{value[-4:]}"
 
 
 def _shown(credentials: Mapping[str, str], masked: bool) -> dict[str, str]:
@@ -94,7 +82,7 @@ def endpoints(vault: VaultClient) -> list[Endpoint]:
             "Get the whole credential map",
             "credentials",
             _MAP_REPLY,
-            scope=READ,
+            scope=Scope.CREDENTIALS_READ,
             query=[_MASKED],
         ),
         Endpoint(
@@ -104,7 +92,7 @@ def endpoints(vault: VaultClient) -> list[Endpoint]:
             "Replace the whole credential map",
             "credentials",
             _MAP_REPLY,
-            scope=WRITE,
+            scope=Scope.CREDENTIALS_WRITE,
             request_schema=obj({"credentials": ref("CredentialMapInput")}, ["credentials"]),
         ),
         Endpoint(
@@ -114,7 +102,7 @@ def endpoints(vault: VaultClient) -> list[Endpoint]:
             "Delete the whole credential map",
             "credentials",
             _MAP_REPLY,
-            scope=WRITE,
+            scope=Scope.CREDENTIALS_WRITE,
         ),
         Endpoint(
             "GET",
@@ -123,7 +111,7 @@ def endpoints(vault: VaultClient) -> list[Endpoint]:
             "Get one credential",
             "credentials",
             _PAIR_REPLY,
-            scope=READ,
+            scope=Scope.CREDENTIALS_READ,
             query=[_MASKED],
             path_params=_KEY_PARAM,
             errors=_NOT_FOUND,
@@ -135,7 +123,7 @@ def endpoints(vault: VaultClient) -> list[Endpoint]:
             "Create or update one credential",
             "credentials",
             _PAIR_REPLY,
-            scope=WRITE,
+            scope=Scope.CREDENTIALS_WRITE,
             path_params=_KEY_PARAM,
             request_schema=obj(
                 {"value": {"$ref": "#/components/schemas/CredentialValue"}}, ["value"]
@@ -148,7 +136,7 @@ def endpoints(vault: VaultClient) -> list[Endpoint]:
             "Delete one credential",
             "credentials",
             envelope(obj({"key": CREDENTIAL_KEY}, ["key"])),
-            scope=WRITE,
+            scope=Scope.CREDENTIALS_WRITE,
             path_params=_KEY_PARAM,
             errors=_NOT_FOUND,
         ),

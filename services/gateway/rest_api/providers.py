@@ -18,42 +18,43 @@ from typing import Any
 
 from aicreds.vault.v1 import providers_pb2
 
+from services.common.credential_rules import describe
+from services.common.provider_proto import (
+    kind_name,
+    kind_number,
+    on_missing_name,
+    on_missing_number,
+)
+from services.common.provider_rules import (
+    DEFAULT_ON_MISSING_CREDENTIAL,
+    MAX_BASE_URL,
+    ProviderKind,
+    base_url_problem,
+    kind_problem,
+    on_missing_problem,
+)
+from services.common.scopes import Scope
 from services.gateway.clients import RouterClient, VaultClient
 from services.gateway.endpoint_table import ApiCall, Endpoint, Reply
 from services.gateway.errors import ApiError, invalid_argument
 from services.gateway.schemas import PROVIDER_NAME, envelope, obj, ref
-from services.gateway.validation import optional_string, require_object, shown, string_list
+from services.gateway.validation import optional_string, require_object, string_list
 
 BASE = "/api/v2/users/me/ai-providers"
-READ = "providers:read"
-WRITE = "providers:write"
-
-KIND_BY_NAME: Mapping[str, int] = {
-    "openai": providers_pb2.PROVIDER_KIND_OPENAI,
-    "anthropic": providers_pb2.PROVIDER_KIND_ANTHROPIC,
-    "custom": providers_pb2.PROVIDER_KIND_CUSTOM,
-}
-NAME_BY_KIND: Mapping[int, str] = {value: key for key, value in KIND_BY_NAME.items()}
-ON_MISSING_BY_NAME: Mapping[str, int] = {
-    "warn": providers_pb2.ON_MISSING_CREDENTIAL_WARN,
-    "error": providers_pb2.ON_MISSING_CREDENTIAL_ERROR,
-}
-NAME_BY_ON_MISSING: Mapping[int, str] = {
-    providers_pb2.ON_MISSING_CREDENTIAL_UNSPECIFIED: "warn",
-    providers_pb2.ON_MISSING_CREDENTIAL_WARN: "warn",
-    providers_pb2.ON_MISSING_CREDENTIAL_ERROR: "error",
-}
 
 
 def provider_json(provider: providers_pb2.Provider) -> dict[str, Any]:
-    """A (masked) provider as REST JSON."""
+    """A (masked) provider as REST JSON (`services.common.provider_proto` names the enums; the
+    vault validates what it stores, so an unknown number is only a stored record from a newer
+    version, shown as `custom`/`warn`)."""
     return {
         "name": provider.name,
-        "kind": NAME_BY_KIND.get(provider.kind, "custom"),
+        "kind": kind_name(provider.kind) or ProviderKind.CUSTOM.value,
         "base_url": provider.base_url,
         "headers": {name: list(values.values) for name, values in sorted(provider.headers.items())},
         "models": list(provider.models),
-        "on_missing_credential": NAME_BY_ON_MISSING.get(provider.on_missing_credential, "warn"),
+        "on_missing_credential": on_missing_name(provider.on_missing_credential)
+        or DEFAULT_ON_MISSING_CREDENTIAL,
     }
 
 
@@ -64,7 +65,7 @@ def parse_provider(body: object, *, name: str | None = None) -> providers_pb2.Pr
         set(data) - {"name", "kind", "base_url", "headers", "models", "on_missing_credential"}
     )
     if unknown:
-        raise invalid_argument(f"unknown field {shown(unknown[0])!r}")
+        raise invalid_argument(f"unknown field {describe(unknown[0])}")
     body_name = optional_string(data, "name", max_len=64)
     if name is not None and body_name is not None and body_name != name:
         raise invalid_argument("'name' in the body differs from the name in the path")
@@ -74,27 +75,33 @@ def parse_provider(body: object, *, name: str | None = None) -> providers_pb2.Pr
     kind = optional_string(data, "kind")
     if kind is None:
         raise invalid_argument("missing field 'kind'")
-    if kind not in KIND_BY_NAME:
-        raise invalid_argument("'kind' must be one of openai, anthropic, custom")
-    base_url = optional_string(data, "base_url", max_len=2048)
+    _refuse(kind_problem(kind))
+    base_url = optional_string(data, "base_url", max_len=MAX_BASE_URL)
     if base_url is None:
         raise invalid_argument("missing field 'base_url'")
-    if not base_url.lower().startswith(("http://", "https://")):
-        raise invalid_argument("'base_url' must be an http or https URL")
-    on_missing = optional_string(data, "on_missing_credential") or "warn"
-    if on_missing not in ON_MISSING_BY_NAME:
-        raise invalid_argument("'on_missing_credential' must be warn or error")
+    _refuse(base_url_problem(base_url))
+    # The default only for a missing or null field: "" is not a mode (SPEC 2.3: warn or error).
+    on_missing = optional_string(data, "on_missing_credential")
+    if on_missing is None:
+        on_missing = DEFAULT_ON_MISSING_CREDENTIAL
+    _refuse(on_missing_problem(on_missing))
     return providers_pb2.Provider(
         name=final_name,
-        kind=KIND_BY_NAME[kind],  # type: ignore[arg-type]
+        kind=kind_number(kind),
         base_url=base_url,
         headers={
             header: providers_pb2.HeaderValues(values=values)
             for header, values in _headers(data).items()
         },
         models=string_list(data, "models"),
-        on_missing_credential=ON_MISSING_BY_NAME[on_missing],  # type: ignore[arg-type]
+        on_missing_credential=on_missing_number(on_missing),
     )
+
+
+def _refuse(problem: str | None) -> None:
+    """400 `invalid_argument` with a rule's message, when there is one."""
+    if problem:
+        raise invalid_argument(problem)
 
 
 def _headers(data: Mapping[str, Any]) -> dict[str, list[str]]:
@@ -106,7 +113,7 @@ def _headers(data: Mapping[str, Any]) -> dict[str, list[str]]:
     headers: dict[str, list[str]] = {}
     for header, values in raw.items():
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise invalid_argument(f"header {shown(str(header))!r} must map to a list of strings")
+            raise invalid_argument(f"header {describe(str(header))} must map to a list of strings")
         headers[header] = values
     return headers
 
@@ -180,7 +187,7 @@ def endpoints(vault: VaultClient, router: RouterClient) -> list[Endpoint]:
             envelope(
                 obj({"providers": {"type": "array", "items": ref("Provider")}}, ["providers"])
             ),
-            scope=READ,
+            scope=Scope.PROVIDERS_READ,
         ),
         Endpoint(
             "POST",
@@ -189,7 +196,7 @@ def endpoints(vault: VaultClient, router: RouterClient) -> list[Endpoint]:
             "Create a provider",
             "providers",
             _ONE,
-            scope=WRITE,
+            scope=Scope.PROVIDERS_WRITE,
             success_status=201,
             request_schema=ref("ProviderCreate"),
             errors={**_SAVE_ERRORS, 409: "provider_exists"},
@@ -201,7 +208,7 @@ def endpoints(vault: VaultClient, router: RouterClient) -> list[Endpoint]:
             "Get a provider",
             "providers",
             _ONE,
-            scope=READ,
+            scope=Scope.PROVIDERS_READ,
             path_params=_NAME,
             errors=_NOT_FOUND,
         ),
@@ -212,7 +219,7 @@ def endpoints(vault: VaultClient, router: RouterClient) -> list[Endpoint]:
             "Replace a provider",
             "providers",
             _ONE,
-            scope=WRITE,
+            scope=Scope.PROVIDERS_WRITE,
             path_params=_NAME,
             request_schema=ref("ProviderUpdate"),
             errors={**_SAVE_ERRORS, **_NOT_FOUND},
@@ -224,7 +231,7 @@ def endpoints(vault: VaultClient, router: RouterClient) -> list[Endpoint]:
             "Delete a provider",
             "providers",
             envelope(obj({"name": PROVIDER_NAME}, ["name"])),
-            scope=WRITE,
+            scope=Scope.PROVIDERS_WRITE,
             path_params=_NAME,
             errors=_NOT_FOUND,
         ),

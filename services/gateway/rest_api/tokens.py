@@ -1,6 +1,7 @@
 """`/api/v2/users/me/api-tokens` (SPEC 2.4): the user's API tokens.
 
-A token may only hand out scopes it holds itself: creating a token cannot widen access.
+A token may only hand out scopes it holds itself: creating a token cannot widen access. The
+name and lifetime rules are `services.common.token_rules`, the scopes `services.common.scopes`.
 Revoking drops this replica's cached authentication at once; other replicas follow within
 `GATEWAY_AUTH_CACHE_TTL`.
 """
@@ -13,13 +14,19 @@ from typing import Any
 from aicreds.vault.v1 import auth_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common.scopes import ALL_SCOPES, Scope
+from services.common.token_rules import (
+    MAX_LIFETIME_SECONDS,
+    MAX_TOKEN_NAME,
+    NAME_JSON_PATTERN,
+    name_problem,
+)
 from services.gateway.auth import Authenticator
 from services.gateway.clients import VaultClient
 from services.gateway.endpoint_table import ApiCall, Endpoint, Reply
-from services.gateway.errors import ApiError
+from services.gateway.errors import ApiError, invalid_argument
 from services.gateway.schemas import envelope, obj, ref
 from services.gateway.validation import (
-    ALL_SCOPES,
     optional_positive_int,
     parse_scopes,
     require_object,
@@ -27,8 +34,6 @@ from services.gateway.validation import (
 )
 
 BASE = "/api/v2/users/me/api-tokens"
-MANAGE = "tokens:manage"
-MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
 
 
 def timestamp_json(message: Any, field: str) -> str | None:
@@ -66,9 +71,10 @@ def endpoints(vault: VaultClient, authenticator: Authenticator) -> list[Endpoint
 
     async def create_token(call: ApiCall) -> Reply:
         body = require_object(await call.json())
-        name = required_string(body, "name", max_len=128)
-        if not name.strip():
-            raise ApiError(400, "invalid_argument", "'name' must not be blank")
+        name = required_string(body, "name", max_len=MAX_TOKEN_NAME)
+        problem = name_problem(name)
+        if problem:
+            raise invalid_argument(problem)
         requested = parse_scopes(body)
         held = call.principal.scopes
         if requested is None:
@@ -80,7 +86,7 @@ def endpoints(vault: VaultClient, authenticator: Authenticator) -> list[Endpoint
                     403, "forbidden", f"a token cannot grant the scope '{beyond[0]}' it lacks"
                 )
             scopes = requested
-        expires_in = optional_positive_int(body, "expires_in", maximum=MAX_EXPIRES_IN) or 0
+        expires_in = optional_positive_int(body, "expires_in", maximum=MAX_LIFETIME_SECONDS) or 0
         created = await vault.create_token(call.user_id, name, scopes, expires_in)
         return Reply({"token": created.token, **token_json(created.info)}, status=201)
 
@@ -98,7 +104,7 @@ def endpoints(vault: VaultClient, authenticator: Authenticator) -> list[Endpoint
             "List API tokens",
             "tokens",
             envelope(obj({"tokens": {"type": "array", "items": ref("TokenInfo")}}, ["tokens"])),
-            scope=MANAGE,
+            scope=Scope.TOKENS_MANAGE,
         ),
         Endpoint(
             "POST",
@@ -107,11 +113,16 @@ def endpoints(vault: VaultClient, authenticator: Authenticator) -> list[Endpoint
             "Create an API token",
             "tokens",
             _CREATED,
-            scope=MANAGE,
+            scope=Scope.TOKENS_MANAGE,
             success_status=201,
             request_schema=obj(
                 {
-                    "name": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "\\S"},
+                    "name": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": MAX_TOKEN_NAME,
+                        "pattern": NAME_JSON_PATTERN,
+                    },
                     "scopes": {
                         "type": "array",
                         "items": {"type": "string", "enum": list(ALL_SCOPES)},
@@ -121,7 +132,7 @@ def endpoints(vault: VaultClient, authenticator: Authenticator) -> list[Endpoint
                     "expires_in": {
                         "type": "integer",
                         "minimum": 1,
-                        "maximum": MAX_EXPIRES_IN,
+                        "maximum": MAX_LIFETIME_SECONDS,
                         "description": "lifetime in seconds; omit for a token that never expires",
                     },
                 },
@@ -136,7 +147,7 @@ def endpoints(vault: VaultClient, authenticator: Authenticator) -> list[Endpoint
             "Revoke an API token",
             "tokens",
             _TOKEN,
-            scope=MANAGE,
+            scope=Scope.TOKENS_MANAGE,
             path_params={"id": {"type": "string", "minLength": 1}},
             errors={404: "token_not_found"},
         ),

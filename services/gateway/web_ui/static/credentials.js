@@ -11,14 +11,19 @@ import { el, field, replaceChildren } from "./dom.js";
 const BASE = `${ME}/ai-credentials`;
 const KEY_RE = /^[A-Za-z0-9_.-]{1,128}$/;
 
-/** The API's own wording for a bad key (services/gateway/validation.py). */
+/**
+ * The API's own wording for a bad key, checked before the key goes into a URL (where a `/` or
+ * an empty key would be a 404, not the API's message). It mirrors
+ * services/common/credential_rules.py `key_problem`; tests/ui/test_flows.py fails if the two
+ * messages differ.
+ */
 function keyError(key) {
   if (KEY_RE.test(key)) return null;
   const shown = key.length > 64 ? `${key.slice(0, 64)}...` : key;
   return new ApiError(
     400,
     "invalid_argument",
-    `invalid credential key '${shown}': use 1-128 characters of A-Z a-z 0-9 _ . -`,
+    `credential key '${shown}' is invalid: use 1-128 characters of A-Z a-z 0-9 _ . -`,
   );
 }
 
