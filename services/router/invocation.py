@@ -27,6 +27,7 @@ from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from services.common.errors import AicredsError, InvalidArgument
+from services.common.header_bounds import HeaderBounds
 from services.common.header_masking import mask_credential_value, mask_header_value
 from services.router.body_model import rewrite_model
 from services.router.errors import (
@@ -36,7 +37,7 @@ from services.router.errors import (
     UpstreamUnavailable,
     UpstreamUnresolved,
 )
-from services.router.headers import upstream_request_headers
+from services.router.headers import check_headers_size, upstream_request_headers
 from services.router.placeholders import substitute_headers
 from services.router.transport import (
     UpstreamClient,
@@ -216,10 +217,17 @@ def _log_upstream_call(
 class Router:
     """Prepares and sends calls: the vault on one side, the upstream client on the other."""
 
-    def __init__(self, vault: ResolveSource, upstream: UpstreamClient, vault_timeout: float):
+    def __init__(
+        self,
+        vault: ResolveSource,
+        upstream: UpstreamClient,
+        vault_timeout: float,
+        header_bounds: HeaderBounds | None = None,
+    ):
         self._vault = vault
         self._upstream = upstream
         self._vault_timeout = vault_timeout
+        self._header_bounds = header_bounds or HeaderBounds()
 
     async def _resolve(
         self, user_id: str, provider_name: str | None, model: str | None, deadline: float
@@ -238,8 +246,13 @@ class Router:
             raise BadInvokeRequest("method must be an HTTP method such as POST")
         resolution = await self._resolve(call.user_id, call.provider_name, call.model, deadline)
         provider = resolution.provider
-        substituted = substitute_headers(provider.headers, resolution.values)
+        # Bounded while substituting (SPEC 3.5): raises HeaderTooLarge before a value passes
+        # its bound, then again for the whole request with the caller's forwarded headers.
+        substituted = substitute_headers(
+            provider.headers, resolution.values, bounds=self._header_bounds
+        )
         headers = upstream_request_headers(substituted.headers, call.headers)
+        check_headers_size(headers, self._header_bounds)
         body = call.body
         if call.model and resolution.upstream_model and resolution.upstream_model != call.model:
             body = rewrite_model(body, resolution.upstream_model)

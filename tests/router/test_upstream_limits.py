@@ -7,12 +7,18 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 
+import grpc
+import grpc.aio
 import pytest
+from aicreds.router.v1 import router_pb2
 
+from services.router.config import RouterSettings
 from services.router.egress import EgressPolicy
 from services.router.errors import UpstreamTimeout, UpstreamUnavailable, UpstreamUnresolved
 from services.router.resolver import ThreadedResolver
 from services.router.transport import UpstreamClient, UpstreamRequest
+from tests.router.conftest import RouterFactory, provider
+from tests.router.fake_vault import FakeVault
 from tests.router.upstream_server import RecordedRequest, Reply, UpstreamServer, running_upstream
 
 LONG_DEADLINE = 60.0  # the caller's deadline: far beyond every bound under test
@@ -241,3 +247,42 @@ async def test_waiting_for_a_busy_origin_gives_up_at_the_first_byte_bound(
     finally:
         gate.set()
         await client.aclose()
+
+
+def test_the_bounds_are_settings() -> None:
+    defaults = RouterSettings.from_env({})
+    assert (defaults.connect_timeout, defaults.resolve_timeout) == (10.0, 5.0)
+    assert (defaults.first_byte_timeout, defaults.idle_timeout) == (300.0, 120.0)
+    assert defaults.max_connections_per_origin == 100
+    chosen = RouterSettings.from_env(
+        {
+            "ROUTER_RESOLVE_TIMEOUT": "2",
+            "ROUTER_UPSTREAM_FIRST_BYTE_TIMEOUT": "30",
+            "ROUTER_UPSTREAM_IDLE_TIMEOUT": "15",
+            "ROUTER_MAX_CONNECTIONS_PER_ORIGIN": "8",
+        }
+    )
+    assert (chosen.resolve_timeout, chosen.first_byte_timeout, chosen.idle_timeout) == (2, 30, 15)
+    assert chosen.max_connections_per_origin == 8
+    with pytest.raises(ValueError, match="ROUTER_UPSTREAM_IDLE_TIMEOUT must be a positive"):
+        RouterSettings.from_env({"ROUTER_UPSTREAM_IDLE_TIMEOUT": "0"})
+    with pytest.raises(ValueError, match="ROUTER_MAX_CONNECTIONS_PER_ORIGIN must be at least 1"):
+        RouterSettings.from_env({"ROUTER_MAX_CONNECTIONS_PER_ORIGIN": "0"})
+
+
+async def test_a_silent_upstream_answers_deadline_exceeded_through_the_router(
+    fake_vault: FakeVault, router_factory: RouterFactory, upstream: UpstreamServer
+) -> None:
+    env = await router_factory(fake_vault.address, fake_vault.token, first_byte_timeout=0.5)
+    fake_vault.providers["user-1"] = [provider("p", upstream.base_url, {})]
+
+    async def silent(request: RecordedRequest, reply: Reply) -> None:
+        await asyncio.sleep(LONG_DEADLINE)
+
+    upstream.handler = silent
+    request = router_pb2.InvokeRequest(user_id="user-1", provider_name="p", method="GET", path="/")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await env.invoke(request, timeout=LONG_DEADLINE)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert ("x-error-reason", "upstream_timeout") in tuple(caught.value.trailing_metadata() or ())
+    assert "no answer within 0.5 s" in (caught.value.details() or "")
