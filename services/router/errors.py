@@ -6,14 +6,20 @@
     ├── PermissionDenied
     │   └── EgressRefused           egress_denied        the upstream resolves to a refused address
     ├── FailedPrecondition
-    │   └── CredentialMissing       credential_not_found a referenced key is missing and the
-    │                                                    provider says on_missing_credential=error
+    │   ├── CredentialMissing       credential_not_found a referenced key is missing and the
+    │   │                                                provider says on_missing_credential=error
+    │   └── HeaderTooLarge          header_too_large     substituted headers would pass a bound
+    │                                                    (ROUTER_MAX_HEADER*_BYTES)
     ├── Unavailable
     │   ├── UpstreamUnavailable     upstream_unavailable connect failure or connection lost
-    │   │   └── UpstreamUnresolved  upstream_unavailable the upstream's name did not resolve
+    │   │   └── UpstreamUnresolved  upstream_unavailable the upstream's name did not
+    │   │                                                resolve (in time)
     │   └── VaultUnavailable        vault_unavailable    the vault did not answer
     └── DeadlineExceeded
-        └── UpstreamTimeout         upstream_timeout     the upstream outlived the call's deadline
+        └── UpstreamTimeout         upstream_timeout     the upstream outlived the call's deadline,
+                                                         or sent nothing within the first-byte or
+                                                         idle timeout, or every connection to its
+                                                         origin stayed busy
 
 Messages are public (sent to the caller, logged): they may name a header, a credential key, a
 host or an address, never a credential value. Errors the vault reports (provider or model not
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from services.common import header_bounds
 from services.common.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -49,6 +56,13 @@ class CredentialMissing(FailedPrecondition):
         names = ", ".join(keys)
         super().__init__(f"Credential not found: {names}")
         self.keys = tuple(keys)
+
+
+class HeaderTooLarge(FailedPrecondition):
+    """The provider's headers, substituted with the user's values, would pass a size bound: the
+    stored configuration, not the call, is at fault (the message names the header)."""
+
+    reason = header_bounds.REASON
 
 
 class UpstreamUnavailable(Unavailable):

@@ -14,8 +14,9 @@ import re
 from collections.abc import Iterable, Sequence
 
 from services.common.forwarded_headers import FORWARDED_CLIENT_HEADERS
+from services.common.header_bounds import HeaderBounds, HeaderBudget
 from services.common.http_headers import HOP_BY_HOP
-from services.router.errors import BadInvokeRequest
+from services.router.errors import BadInvokeRequest, HeaderTooLarge
 
 # Written by the transport from the URL and the body; a configured value would contradict them.
 _COMPUTED = frozenset({"host", "content-length"})
@@ -67,6 +68,16 @@ def upstream_request_headers(
         check_header(name, value)
         out.append((name, value))
     return out
+
+
+def check_headers_size(headers: Iterable[tuple[str, str]], bounds: HeaderBounds) -> None:
+    """Raise HeaderTooLarge if the final request headers (the provider's, already bounded while
+    substituted, and the caller's forwarded ones) pass a bound together (SPEC 3.5)."""
+    budget = HeaderBudget(bounds)
+    for name, value in headers:
+        problem = budget.take(name, len(value.encode("utf-8", "surrogateescape")))
+        if problem:
+            raise HeaderTooLarge(problem)
 
 
 def downstream_response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -29,6 +29,7 @@ from typing import Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from services.common.errors import AicredsError, InvalidArgument
+from services.common.header_bounds import HeaderBounds
 from services.common.header_masking import mask_credential_value, mask_header_value
 from services.router.body_model import rewrite_model
 from services.router.errors import (
@@ -38,7 +39,7 @@ from services.router.errors import (
     UpstreamUnavailable,
     UpstreamUnresolved,
 )
-from services.router.headers import upstream_request_headers
+from services.router.headers import check_headers_size, upstream_request_headers
 from services.router.placeholders import substitute_headers
 from services.router.transport import (
     UpstreamClient,
@@ -195,13 +196,16 @@ def _checked_method(call: InvokeCall) -> str:
     return method
 
 
-def prepared_call(call: InvokeCall, resolution: Resolution) -> PreparedCall:
+def prepared_call(call: InvokeCall, resolution: Resolution, bounds: HeaderBounds) -> PreparedCall:
     """`call` made ready to send with the vault's `resolution`: substituted, headers filtered,
     the URL built (the second half of `Router.prepare`)."""
     method = _checked_method(call)
     provider = resolution.provider
-    substituted = substitute_headers(provider.headers, resolution.values)
+    # Bounded while substituting (SPEC 3.5): raises HeaderTooLarge before a value passes its
+    # bound, then again for the whole request with the caller's forwarded headers.
+    substituted = substitute_headers(provider.headers, resolution.values, bounds=bounds)
     headers = upstream_request_headers(substituted.headers, call.headers)
+    check_headers_size(headers, bounds)
     body = call.body
     if call.model and resolution.upstream_model and resolution.upstream_model != call.model:
         body = rewrite_model(body, resolution.upstream_model)
@@ -251,10 +255,22 @@ def _log_upstream_call(
 class Router:
     """Prepares and sends calls: the vault on one side, the upstream client on the other."""
 
-    def __init__(self, vault: ResolveSource, upstream: UpstreamClient, vault_timeout: float):
+    def __init__(
+        self,
+        vault: ResolveSource,
+        upstream: UpstreamClient,
+        vault_timeout: float,
+        header_bounds: HeaderBounds | None = None,
+    ):
         self._vault = vault
         self._upstream = upstream
         self._vault_timeout = vault_timeout
+        self._header_bounds = header_bounds or HeaderBounds()
+
+    @property
+    def header_bounds(self) -> HeaderBounds:
+        """The size bounds every prepared call's headers are held to."""
+        return self._header_bounds
 
     async def resolve(
         self, user_id: str, provider_name: str | None, model: str | None, *, deadline: float
@@ -269,11 +285,10 @@ class Router:
 
     async def prepare(self, call: InvokeCall, *, deadline: float) -> PreparedCall:
         """Resolve and substitute; raises for a request that cannot be sent."""
-        _checked_method(call)
         resolution = await self.resolve(
             call.user_id, call.provider_name, call.model, deadline=deadline
         )
-        return prepared_call(call, resolution)
+        return prepared_call(call, resolution, self._header_bounds)
 
     @contextlib.asynccontextmanager
     async def stream(

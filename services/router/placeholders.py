@@ -8,6 +8,11 @@ left exactly as it is and reported as the warning `malformed placeholder`. A key
 the map leaves its placeholder unreplaced and is reported as `Credential not found: KEY`.
 
 Warnings name keys only, never values.
+
+Bounds (SPEC 3.5, `services.common.header_bounds`): `substitute_headers(..., bounds=...)` stops
+building a value as soon as it passes what the bounds leave for it and raises
+`HeaderTooLarge` naming the header, so a template of a thousand placeholders for a 16 KiB
+credential never becomes a 16 MiB string.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from services.common.header_bounds import HeaderBounds, HeaderBudget
 from services.common.placeholders import PLACEHOLDER, referenced_keys
+from services.router.errors import HeaderTooLarge
 
 __all__ = [
     "MALFORMED_WARNING",
     "PLACEHOLDER",
+    "SubstitutionTooLarge",
     "Substituted",
     "SubstitutedHeaders",
     "missing_warning",
@@ -51,6 +59,10 @@ def render_value(key: str, value: str) -> str:
     return value
 
 
+class SubstitutionTooLarge(Exception):
+    """A substituted value would pass its limit; raised before it is built."""
+
+
 @dataclass(frozen=True)
 class Substituted:
     """One header value after substitution."""
@@ -65,6 +77,8 @@ def substitute_placeholders(
     text: str,
     values: Mapping[str, str],
     render: Callable[[str, str], str] = render_value,
+    *,
+    limit: int | None = None,
 ) -> Substituted:
     """Replace every well-formed placeholder whose key is in `values`.
 
@@ -72,18 +86,26 @@ def substitute_placeholders(
         text: a header value, possibly holding placeholders.
         values: credential key -> value.
         render: how a substituted value is written (Preview passes a masking function).
+        limit: the most characters the result may have; None for no limit.
 
     Returns:
         The new text, the keys that were missing (in order of appearance, repeated if repeated),
         the number of malformed lookalikes, and the keys substituted.
+
+    Raises:
+        SubstitutionTooLarge: the result would be longer than `limit`; it is never built (what
+            is held is at most `limit` characters plus one piece).
     """
     if "{{" not in text:  # the common fast path: nothing to scan
+        if limit is not None and len(text) > limit:
+            raise SubstitutionTooLarge
         return Substituted(text)
     out: list[str] = []
     missing: list[str] = []
     used: list[str] = []
     malformed = 0
     last = 0
+    size = 0
     for match in _SCANNER.finditer(text):
         well_formed = PLACEHOLDER.fullmatch(match.group()) if match.group("ok") else None
         if well_formed is None:
@@ -93,10 +115,16 @@ def substitute_placeholders(
         if key not in values:
             missing.append(key)
             continue
+        rendered = render(key, values[key])
+        size += match.start() - last + len(rendered)
+        if limit is not None and size > limit:
+            raise SubstitutionTooLarge
         out.append(text[last : match.start()])
-        out.append(render(key, values[key]))
+        out.append(rendered)
         used.append(key)
         last = match.end()
+    if limit is not None and size + len(text) - last > limit:
+        raise SubstitutionTooLarge
     out.append(text[last:])
     return Substituted("".join(out), tuple(missing), malformed, tuple(used))
 
@@ -114,17 +142,32 @@ def substitute_headers(
     headers: Iterable[tuple[str, Sequence[str]]],
     values: Mapping[str, str],
     render: Callable[[str, str], str] = render_value,
+    *,
+    bounds: HeaderBounds | None = None,
 ) -> SubstitutedHeaders:
     """Substitute placeholders in every value of every header (names are never touched).
 
     Warnings are de-duplicated and keep the order in which they first occurred.
+
+    Raises:
+        HeaderTooLarge: with `bounds`, a value or all lines together would pass a bound; the
+            message names the first header that does.
     """
     lines: list[tuple[str, str]] = []
     warnings: dict[str, None] = {}
     missing: dict[str, None] = {}
+    budget = HeaderBudget(bounds) if bounds is not None else None
     for name, header_values in headers:
         for value in header_values:
-            result = substitute_placeholders(value, values, render)
+            if budget is None:
+                result = substitute_placeholders(value, values, render)
+            else:
+                limit = budget.value_limit(name)
+                try:
+                    result = substitute_placeholders(value, values, render, limit=limit)
+                except SubstitutionTooLarge:
+                    raise HeaderTooLarge(budget.problem(name, limit + 1)) from None
+                budget.take(name, len(result.text))
             lines.append((name, result.text))
             for key in result.missing_keys:
                 missing.setdefault(key, None)

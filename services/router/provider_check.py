@@ -132,7 +132,7 @@ class ProviderChecker:
         provider = resolution.provider
         call = model_list_call(user_id, provider.name, provider.kind)
         try:
-            prepared = prepared_call(call, resolution)
+            prepared = prepared_call(call, resolution, self._router.header_bounds)
         except UpstreamUnavailable as err:  # a base URL the router cannot send to
             return self._result(provider.name, CheckOutcome.UNREACHABLE, 0, err.message, ())
         outcome, status, message = await self._send(prepared, deadline)

@@ -24,7 +24,7 @@ from services.common.grpc_handlers import build_interceptors
 from services.common.grpc_server import RunningServer, run_until_signal, start_server
 from services.common.logging import configure_logging
 from services.router.config import RouterSettings
-from services.router.egress import Resolver, system_resolver
+from services.router.egress import Resolver
 from services.router.invocation import Router
 from services.router.provider_check import ProviderChecker
 from services.router.resolve_client import ResolveClient, open_vault_channel
@@ -76,14 +76,15 @@ class RunningRouter:
 async def start_router(
     settings: RouterSettings,
     *,
-    resolver: Resolver = system_resolver,
+    resolver: Resolver | None = None,
     network_backend: NetworkBackend | None = None,
 ) -> RunningRouter:
     """Start a router as configured.
 
     Args:
         settings: the configuration.
-        resolver: DNS for upstream hosts (tests pass a stub).
+        resolver: DNS for upstream hosts (tests pass a stub); by default the system's, on
+            threads of the upstream client's own (`services.router.resolver`).
         network_backend: what connects to checked upstream addresses (tests may wrap it).
     """
     try:
@@ -97,12 +98,21 @@ async def start_router(
         policy,
         resolver=resolver,
         connect_timeout=settings.connect_timeout,
+        resolve_timeout=settings.resolve_timeout,
+        first_byte_timeout=settings.first_byte_timeout,
+        idle_timeout=settings.idle_timeout,
         network_backend=network_backend,
         max_connections=settings.max_connections,
+        max_connections_per_origin=settings.max_connections_per_origin,
         max_keepalive=min(100, settings.max_connections),
         ca_file=str(settings.upstream_ca_file) if settings.upstream_ca_file else None,
     )
-    router = Router(ResolveClient(channel, settings.vault_addr), upstream, settings.vault_timeout)
+    router = Router(
+        ResolveClient(channel, settings.vault_addr),
+        upstream,
+        settings.vault_timeout,
+        settings.header_bounds,
+    )
     servicer = RouterServicer(router, ProviderChecker(router), settings.upstream_timeout)
     try:
         server = await start_server(

@@ -5,6 +5,11 @@ the user's data key under the AAD purpose `provider:<name>:headers`. Everything 
 base URL, models) is stored in clear so that `Resolve` can select a provider by model without
 decrypting every provider. Responses of ProviderService show headers masked (the one rule in
 `services.common.header_masking`); only `Resolve` hands them out unmasked, to the router.
+
+Saving a provider also refuses headers that, substituted with the user's current credential
+values, would pass the size bounds the router enforces on every call (SPEC 3.5, the one rule in
+`services.common.header_bounds`, with its default limits): INVALID_ARGUMENT, reason
+`header_too_large`, naming the header. Credentials changed later are caught by the router.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from services.common import header_bounds
 from services.common.credential_rules import describe
+from services.common.errors import InvalidArgument
+from services.common.header_bounds import HeaderBounds
 from services.common.header_masking import literal_secret_warnings, mask_headers
 from services.common.model_selection import select_provider
 from services.common.placeholders import referenced_keys
@@ -31,12 +39,12 @@ from services.common.provider_rules import (
 from services.vault.audit import audit_failures, audit_record
 from services.vault.envelope import Envelope, Opener
 from services.vault.errors import DecryptionFailed, ModelNotFound, ProviderExists, ProviderNotFound
-from services.vault.store import AuditSink, ProviderRecord, ProviderStore
+from services.vault.store import AuditSink, CredentialStore, ProviderRecord, ProviderStore
 from services.vault.validation import validate_user_id
 
 
-class AuditedProviderStore(ProviderStore, AuditSink, Protocol):
-    pass
+class AuditedProviderStore(ProviderStore, CredentialStore, AuditSink, Protocol):
+    """Providers, and the credentials their headers reference (read to check the bounds)."""
 
 
 @dataclass(frozen=True)
@@ -94,9 +102,15 @@ def _view(config: ProviderConfig) -> ProviderView:
 class ProviderBook:
     """The domain operations behind ProviderService (Resolve selects with the functions below)."""
 
-    def __init__(self, store: AuditedProviderStore, envelope: Envelope) -> None:
+    def __init__(
+        self,
+        store: AuditedProviderStore,
+        envelope: Envelope,
+        header_bounds: HeaderBounds | None = None,
+    ) -> None:
         self._store = store
         self._envelope = envelope
+        self._header_bounds = header_bounds or HeaderBounds()
 
     def __repr__(self) -> str:
         return "ProviderBook()"
@@ -119,6 +133,15 @@ class ProviderBook:
             headers_blob=blob,
         )
 
+    async def _check_header_bounds(self, user_id: str, config: ProviderConfig) -> None:
+        """Refuse headers that the user's current values would take over the bounds."""
+        keys = config.referenced_keys
+        blobs = await self._store.get_credentials_named(user_id, keys) if keys else {}
+        values = {key: await self._envelope.open(user_id, key, blob) for key, blob in blobs.items()}
+        problem = header_bounds.headers_problem(config.headers.items(), values, self._header_bounds)
+        if problem:
+            raise InvalidArgument(problem, reason=header_bounds.REASON)
+
     async def _config(self, record: ProviderRecord) -> ProviderConfig:
         text = await self._envelope.open(
             record.user_id, _headers_purpose(record.name), record.headers_blob
@@ -130,6 +153,7 @@ class ProviderBook:
         record = audit_record(caller, user_id, "providers.create", _names(config.name))
         async with audit_failures(self._store, record):
             config = validate_provider(config)
+            await self._check_header_bounds(user_id, config)
             stored = await self._record(user_id, config)
             if not await self._store.create_provider(stored, audit=record):
                 raise ProviderExists(f"provider {describe(config.name)} already exists")
@@ -140,6 +164,7 @@ class ProviderBook:
         record = audit_record(caller, user_id, "providers.update", _names(config.name))
         async with audit_failures(self._store, record):
             config = validate_provider(config)
+            await self._check_header_bounds(user_id, config)
             stored = await self._record(user_id, config)
             if not await self._store.update_provider(stored, audit=record):
                 raise ProviderNotFound(f"provider {describe(config.name)} not found")

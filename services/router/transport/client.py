@@ -15,8 +15,11 @@ pool checks every idle connection on every request. What those layers would have
 fixed here instead: no cookie is kept or sent, no redirect is followed, no proxy is used.
 
 Time: the whole exchange is bounded by an absolute deadline (the caller's gRPC deadline, or the
-router's default); connecting is also bounded by the connect timeout. Leaving the `stream`
-block early (a cancelled call) closes the upstream connection at once.
+router's default). Within it, apart from it (SPEC 3.5): resolving the host by the resolve
+timeout, connecting by the connect timeout, waiting for a pooled connection and then for the
+response's head by the first-byte timeout, and each wait for more of the body by the idle
+timeout. Leaving the `stream` block early (a cancelled call) closes the upstream connection at
+once.
 
 Errors (mapped in `errors.py`): a refused or failed connection is UpstreamUnavailable, as is a
 connection lost mid-response; running out of time is UpstreamTimeout; the egress policy raises
@@ -34,13 +37,15 @@ from dataclasses import dataclass, field
 import httpcore
 import httpx
 
-from services.router.egress import EgressPolicy, Resolver, system_resolver
+from services.router.egress import EgressPolicy, Resolver
 from services.router.errors import UpstreamTimeout
 from services.router.headers import downstream_response_headers
+from services.router.resolver import ThreadedResolver
 from services.router.transport.egress_backend import EgressNetworkBackend
 from services.router.transport.errors import body_errors, exchange_errors, resolve_errors
 from services.router.transport.pool import (
     ConnectionPool,
+    PooledConnection,
     PoolWait,
     close_in_background,
 )
@@ -94,9 +99,12 @@ class UpstreamRequest:
 class UpstreamResponse:
     """The upstream's head, and its body as an async iterator of raw chunks."""
 
-    def __init__(self, response: httpcore.Response, release: _Release) -> None:
+    def __init__(
+        self, response: httpcore.Response, release: _Release, idle_timeout: float | None = None
+    ) -> None:
         self._response = response
         self._release = release
+        self._idle_timeout = idle_timeout
         self.status = response.status
         self.bytes_received = 0
         self.chunks_received = 0
@@ -109,7 +117,7 @@ class UpstreamResponse:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Each piece of the body as it arrives; UpstreamUnavailable if the connection drops."""
-        with body_errors():
+        with body_errors(self._idle_timeout):
             async for chunk in self._response.aiter_stream():
                 if chunk:
                     self.bytes_received += len(chunk)
@@ -127,9 +135,7 @@ class _Release:
 
     __slots__ = ("_connection", "_key", "_pool", "done")
 
-    def __init__(
-        self, pool: ConnectionPool, key: OriginKey, connection: httpcore.AsyncHTTP11Connection
-    ) -> None:
+    def __init__(self, pool: ConnectionPool, key: OriginKey, connection: PooledConnection) -> None:
         self._pool = pool
         self._key = key
         self._connection = connection
@@ -155,22 +161,38 @@ def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
 
 
 class UpstreamClient:
-    """A pool of HTTP/1.1 connections whose every connection passes the egress policy."""
+    """A pool of HTTP/1.1 connections whose every connection passes the egress policy.
+
+    Without a `resolver`, names are resolved by a `ThreadedResolver` of its own (closed with
+    the client); timeouts are in seconds (see the module's docstring).
+    """
 
     def __init__(
         self,
         policy: EgressPolicy,
         *,
-        resolver: Resolver = system_resolver,
+        resolver: Resolver | None = None,
         connect_timeout: float = 10.0,
+        resolve_timeout: float = 5.0,
+        first_byte_timeout: float = 300.0,
+        idle_timeout: float = 120.0,
         network_backend: httpcore.AsyncNetworkBackend | None = None,
         ca_file: str | None = None,
         max_connections: int = 1000,
+        max_connections_per_origin: int = 100,
         max_keepalive: int = 100,
         keepalive_expiry: float = 60.0,
     ) -> None:
         self._connect_timeout = connect_timeout
-        self.backend = EgressNetworkBackend(policy, resolver, network_backend)
+        self._first_byte_timeout = first_byte_timeout
+        self._idle_timeout = idle_timeout
+        self._own_resolver = ThreadedResolver() if resolver is None else None
+        self.backend = EgressNetworkBackend(
+            policy,
+            resolver if resolver is not None else self._own_resolver or ThreadedResolver(),
+            network_backend,
+            resolve_timeout=resolve_timeout,
+        )
         # No proxy is ever used (an HTTP(S)_PROXY variable must not route around the egress
         # policy), no cookie is kept (the client is shared by every user's calls) and no
         # redirect is followed: this client has none of those features.
@@ -178,12 +200,15 @@ class UpstreamClient:
             self.backend,
             _ssl_context(ca_file),
             max_connections=max_connections,
+            max_per_origin=max_connections_per_origin,
             max_keepalive=max_keepalive,
             keepalive_expiry=keepalive_expiry,
         )
 
     async def aclose(self) -> None:
         await self._pool.aclose()
+        if self._own_resolver is not None:
+            self._own_resolver.close()
 
     async def checked_addresses(self, host: str, port: int, *, deadline: float) -> list[str]:
         """The addresses a connection to `host:port` would try, resolved and checked exactly
@@ -216,9 +241,18 @@ class UpstreamClient:
         release: _Release | None = None
         wait = PoolWait()
         response: httpcore.Response | None = None
+        first_byte = self._first_byte_timeout
+        # httpcore reads these per read and write; the body's reads switch to the idle timeout
+        # (httpcore looks the read timeout up when the body's first chunk is asked for).
+        timeouts = {"read": first_byte, "write": first_byte}
         try:
             async with asyncio.timeout_at(deadline):
-                with exchange_errors(request.url, connect_timeout=connect, deadline_left=remaining):
+                with exchange_errors(
+                    request.url,
+                    connect_timeout=connect,
+                    deadline_left=remaining,
+                    first_byte_timeout=first_byte,
+                ):
                     target = request.target or UpstreamTarget(request.url)
                     method = request.method.encode("ascii")
                     outgoing = httpcore.Request(
@@ -231,15 +265,24 @@ class UpstreamClient:
                         ),
                         headers=_wire_headers(target.netloc, method, request.headers, request.body),
                         content=request.body,
+                        extensions={"timeout": timeouts},
                     )
-                    connection = await self._pool.acquire(target, connect, wait)
+                    connection = await self._pool.acquire(
+                        target, connect, wait, wait_timeout=first_byte
+                    )
                     release = _Release(self._pool, target.key, connection)
                     response = await connection.handle_async_request(outgoing)
-                yield UpstreamResponse(response, release)
+                    timeouts["read"] = self._idle_timeout
+                yield UpstreamResponse(response, release, self._idle_timeout)
         except TimeoutError:
+            if wait.for_origin:
+                raise UpstreamTimeout(
+                    f"every connection the router may open to {target.origin_text} stayed busy"
+                    " (ROUTER_MAX_CONNECTIONS_PER_ORIGIN)"
+                ) from None
             if wait.for_room:
                 raise UpstreamTimeout(
-                    "every upstream connection of the router stayed busy until the deadline"
+                    "every upstream connection of the router stayed busy"
                 ) from None
             raise UpstreamTimeout(
                 "the upstream did not finish before the call's deadline"

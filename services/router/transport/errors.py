@@ -20,6 +20,7 @@ import httpx
 
 from services.common.errors import AicredsError, InvalidArgument
 from services.router.errors import UpstreamTimeout, UpstreamUnavailable, UpstreamUnresolved
+from services.router.transport.egress_backend import NameNotResolved
 
 WIRE_ERRORS: tuple[type[Exception], ...] = (
     httpcore.NetworkError,
@@ -35,11 +36,20 @@ _EXCHANGE_CAUGHT: tuple[type[Exception], ...] = (*WIRE_ERRORS, httpx.InvalidURL)
 EXCHANGE_ERRORS: tuple[
     tuple[type[Exception] | tuple[type[Exception], ...], type[AicredsError], str], ...
 ] = (
+    # A name that does not resolve (in time) is UNAVAILABLE, never a timeout (SPEC 3.5).
+    (NameNotResolved, UpstreamUnresolved, "could not resolve the upstream {host}"),
     # Only when the connect timeout, not the call's deadline, was the bound (see below).
     (
         httpcore.ConnectTimeout,
         UpstreamUnavailable,
         "the upstream did not accept a connection within {connect_timeout:g} s",
+    ),
+    # The first-byte timeout (ROUTER_UPSTREAM_FIRST_BYTE_TIMEOUT) bounds each read and write
+    # until the response's head has arrived.
+    (
+        (httpcore.ReadTimeout, httpcore.WriteTimeout),
+        UpstreamTimeout,
+        "the upstream sent no answer within {first_byte_timeout:g} s",
     ),
     (httpcore.TimeoutException, UpstreamTimeout, "the upstream did not answer in time"),
     (httpcore.ConnectError, UpstreamUnavailable, "could not connect to the upstream {host}"),
@@ -65,7 +75,13 @@ def _host_of(url: str) -> str:
 
 
 @contextlib.contextmanager
-def exchange_errors(url: str, *, connect_timeout: float, deadline_left: float) -> Iterator[None]:
+def exchange_errors(
+    url: str,
+    *,
+    connect_timeout: float,
+    deadline_left: float,
+    first_byte_timeout: float | None = None,
+) -> Iterator[None]:
     """Map what sending a request to `url` raises, by `EXCHANGE_ERRORS`.
 
     A connect timeout as long as the time the call had left means the call's deadline ran out
@@ -79,15 +95,26 @@ def exchange_errors(url: str, *, connect_timeout: float, deadline_left: float) -
         for lower, ours, message in EXCHANGE_ERRORS:
             if isinstance(err, lower):
                 host = _host_of(url) if "{host}" in message else ""
-                raise ours(message.format(host=host, connect_timeout=connect_timeout)) from None
+                raise ours(
+                    message.format(
+                        host=host,
+                        connect_timeout=connect_timeout,
+                        first_byte_timeout=first_byte_timeout or deadline_left,
+                    )
+                ) from None
         raise  # not reached: the last row matches every error caught
 
 
 @contextlib.contextmanager
-def body_errors() -> Iterator[None]:
-    """While the body streams, any wire error means the connection was lost."""
+def body_errors(idle_timeout: float | None = None) -> Iterator[None]:
+    """While the body streams, a read timeout is the idle timeout
+    (ROUTER_UPSTREAM_IDLE_TIMEOUT); any other wire error means the connection was lost."""
     try:
         yield
+    except httpcore.ReadTimeout:
+        raise UpstreamTimeout(
+            f"the upstream sent nothing for {idle_timeout or 0:g} s in the middle of its answer"
+        ) from None
     except WIRE_ERRORS:
         raise UpstreamUnavailable("the upstream connection was lost mid-response") from None
 

@@ -4,6 +4,11 @@ httpcore's own `AsyncConnectionPool` walks every pooled connection, polling each
 socket, on every request and again on every response close (O(n^2) in the pool size through
 a list built inside that loop). This pool checks only the connection it is about to reuse and
 sweeps the others at most once a second; a full pool makes a call wait for room.
+
+No origin may hold more than `max_per_origin` connections (in use, idle or opening;
+`ROUTER_MAX_CONNECTIONS_PER_ORIGIN`): a call to an origin at its limit waits for one of that
+origin's connections, so one slow or silent upstream cannot take the connections every other
+upstream needs. Every wait for room is bounded (`wait_timeout`, the first-byte timeout).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import httpcore
 from services.router.transport.target import OriginKey, UpstreamTarget
 
 
-class _Connection(httpcore.AsyncHTTP11Connection):
+class PooledConnection(httpcore.AsyncHTTP11Connection):
     """httpcore's HTTP/1.1 connection with an asyncio lock around its state.
 
     httpcore's own lock is anyio's, whose every acquisition yields to the event loop once (a
@@ -29,22 +34,29 @@ class _Connection(httpcore.AsyncHTTP11Connection):
     """
 
     def __init__(
-        self, origin: httpcore.Origin, stream: httpcore.AsyncNetworkStream, keepalive: float
+        self,
+        key: OriginKey,
+        origin: httpcore.Origin,
+        stream: httpcore.AsyncNetworkStream,
+        keepalive: float,
     ) -> None:
         super().__init__(origin, stream, keepalive)
+        self.key = key
         # httpcore's private attribute (httpcore 1.0.9, pinned in pyproject.toml): if a later
         # httpcore renames it, this override is merely inert.
         self._state_lock = asyncio.Lock()  # type: ignore[assignment]
 
 
 class PoolWait:
-    """Whether a call waits for room in a full pool (left set if the wait is cut short), so
-    that running out of time can be told apart from a slow upstream."""
+    """Whether a call waits for room in a full pool, or for a connection of an origin at its
+    limit (left set if the wait is cut short), so that running out of time can be told apart
+    from a slow upstream."""
 
-    __slots__ = ("for_room",)
+    __slots__ = ("for_origin", "for_room")
 
     def __init__(self) -> None:
         self.for_room = False
+        self.for_origin = False
 
 
 class ConnectionPool:
@@ -63,21 +75,25 @@ class ConnectionPool:
         max_connections: int,
         max_keepalive: int,
         keepalive_expiry: float,
+        max_per_origin: int | None = None,
     ) -> None:
         self._backend = backend
         self._ssl_context = ssl_context
         self._ssl_context.set_alpn_protocols(["http/1.1"])
         self._max_connections = max_connections
+        self._max_per_origin = max_per_origin or max_connections
         self._max_keepalive = max_keepalive
         self._keepalive_expiry = keepalive_expiry
-        self._idle: dict[OriginKey, list[httpcore.AsyncHTTP11Connection]] = {}
+        self._idle: dict[OriginKey, list[PooledConnection]] = {}
         self._idle_count = 0
         self._open = 0  # connections counted against max_connections (in use, idle, opening)
+        self._open_to: dict[OriginKey, int] = {}  # the same, per origin
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._origin_waiters: dict[OriginKey, deque[asyncio.Future[None]]] = {}
         self._next_sweep = 0.0
         self._closed = False
 
-    def _reusable(self, key: OriginKey) -> httpcore.AsyncHTTP11Connection | None:
+    def _reusable(self, key: OriginKey) -> PooledConnection | None:
         """An idle connection to `key`'s origin that is still good, or None; drops bad ones."""
         idle = self._idle.get(key)
         while idle:
@@ -89,42 +105,72 @@ class ConnectionPool:
         return None
 
     async def acquire(
-        self, target: UpstreamTarget, connect_timeout: float, wait: PoolWait
-    ) -> httpcore.AsyncHTTP11Connection:
+        self,
+        target: UpstreamTarget,
+        connect_timeout: float,
+        wait: PoolWait,
+        wait_timeout: float | None = None,
+    ) -> PooledConnection:
         """A connection to `target`'s origin: a checked idle one, or a new one; waits while
-        the pool is full (the caller bounds the wait; `wait.for_room` says it is waiting)."""
+        the pool is full or the origin is at its limit, at most `wait_timeout` seconds in all
+        (TimeoutError; `wait` says what it waited for)."""
+        key = target.key
+        give_up = None if wait_timeout is None else asyncio.get_running_loop().time() + wait_timeout
         while True:
-            connection = self._reusable(target.key)
+            connection = self._reusable(key)
             if connection is not None:
                 return connection
+            if self._open_to.get(key, 0) >= self._max_per_origin:
+                wait.for_origin = True  # left set if the wait is cut short
+                await self._wait_turn(self._origin_waiters.setdefault(key, deque()), give_up)
+                wait.for_origin = False
+                continue
             if self._open < self._max_connections:
                 break
             if self._idle_count:  # full of idle connections to other origins: drop one
                 self._drop_one_idle()
                 break
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            wait.for_room = True  # left set if the wait is cut short
-            try:
-                await waiter
-            except BaseException:
-                if waiter.done():  # woken, then cut short: pass the turn on
-                    self._wake()
-                else:
-                    waiter.cancel()
-                raise
+            wait.for_room = True
+            await self._wait_turn(self._waiters, give_up)
             wait.for_room = False
         self._open += 1
+        self._open_to[key] = self._open_to.get(key, 0) + 1
         try:
-            return await self._connect(target.origin, target.host, connect_timeout)
+            return await self._connect(key, target.origin, target.host, connect_timeout)
         except BaseException:
-            self._open -= 1
-            self._wake()
+            self._uncount(key)
             raise
 
+    async def _wait_turn(self, queue: deque[asyncio.Future[None]], give_up: float | None) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        queue.append(waiter)
+        try:
+            async with asyncio.timeout_at(give_up):
+                await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():  # woken, then cut short: pass it on
+                self._wake_one(queue)
+            else:
+                waiter.cancel()
+            raise
+
+    def _uncount(self, key: OriginKey) -> None:
+        """One connection to `key`'s origin is gone: make room for a waiting call."""
+        self._open -= 1
+        left = self._open_to.get(key, 0) - 1
+        if left > 0:
+            self._open_to[key] = left
+        else:
+            self._open_to.pop(key, None)
+        waiters = self._origin_waiters.get(key)
+        if not (waiters and self._wake_one(waiters)):
+            self._wake()
+        if waiters is not None and not waiters:
+            del self._origin_waiters[key]
+
     async def _connect(
-        self, origin: httpcore.Origin, host: str, timeout: float
-    ) -> httpcore.AsyncHTTP11Connection:
+        self, key: OriginKey, origin: httpcore.Origin, host: str, timeout: float
+    ) -> PooledConnection:
         stream = await self._backend.connect_tcp(
             origin.host.decode("ascii"), origin.port, timeout=timeout
         )
@@ -136,14 +182,17 @@ class ConnectionPool:
         except BaseException:
             await stream.aclose()
             raise
-        return _Connection(origin, stream, self._keepalive_expiry)
+        return PooledConnection(key, origin, stream, self._keepalive_expiry)
 
-    async def release(self, key: OriginKey, connection: httpcore.AsyncHTTP11Connection) -> None:
+    async def release(self, key: OriginKey, connection: PooledConnection) -> None:
         """Take back a connection whose response is closed: keep it idle, or close it."""
         if not self._closed and connection.is_idle() and self._idle_count < self._max_keepalive:
             self._idle.setdefault(key, []).append(connection)
             self._idle_count += 1
-            self._wake()
+            # A call waiting for this origin takes it; otherwise one waiting for room.
+            waiters = self._origin_waiters.get(key)
+            if not (waiters and self._wake_one(waiters)):
+                self._wake()
         else:
             self._forget(connection)
         now = time.monotonic()
@@ -151,11 +200,10 @@ class ConnectionPool:
             self._next_sweep = now + 1.0
             self._sweep()
 
-    def _forget(self, connection: httpcore.AsyncHTTP11Connection) -> None:
+    def _forget(self, connection: PooledConnection) -> None:
         """Stop counting `connection` and close it (in the background: it may still have a
         socket to close)."""
-        self._open -= 1
-        self._wake()
+        self._uncount(connection.key)
         if not connection.is_closed():
             close_in_background(connection.aclose())
 
@@ -180,11 +228,17 @@ class ConnectionPool:
                 del self._idle[key]
 
     def _wake(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
+        self._wake_one(self._waiters)
+
+    @staticmethod
+    def _wake_one(queue: deque[asyncio.Future[None]]) -> bool:
+        """Wake the first call still waiting in `queue`; whether there was one."""
+        while queue:
+            waiter = queue.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                return
+                return True
+        return False
 
     async def aclose(self) -> None:
         self._closed = True
@@ -193,6 +247,7 @@ class ConnectionPool:
         self._idle_count = 0
         for connection in idle:
             self._open -= 1
+            self._open_to.pop(connection.key, None)
             await connection.aclose()
 
 
