@@ -12,7 +12,11 @@ from hypothesis import strategies as st
 
 from services.gateway.errors import ApiError
 from services.gateway.model_api.body_fields import MAX_DEPTH, NotJson, scan_top_level
-from services.gateway.model_api.call_options import CallOptions, read_call_options
+from services.gateway.model_api.call_options import (
+    PARSE_WHOLE_BELOW,
+    CallOptions,
+    read_call_options,
+)
 
 NAMES = ("model", "stream")
 # Keys and model strings: any text, surrogate pairs (astral characters) included.
@@ -63,9 +67,13 @@ def _expected(body: bytes) -> CallOptions | str:
     return CallOptions(model, payload.get("stream") is True)
 
 
-def _actual(body: bytes) -> CallOptions | str:
+#: Both readers: `json.loads` of a small body, and the scanner (forced for any size by 0).
+READERS = pytest.mark.parametrize("whole_below", [PARSE_WHOLE_BELOW, 0], ids=["parsed", "scanned"])
+
+
+def _actual(body: bytes, whole_below: int) -> CallOptions | str:
     try:
-        return read_call_options(body)
+        return read_call_options(body, parse_whole_below=whole_below)
     except ApiError as err:
         assert err.status == 400
         if "not valid JSON" in err.message:
@@ -76,24 +84,29 @@ def _actual(body: bytes) -> CallOptions | str:
 members = st.lists(st.tuples(keys, st.one_of(values, text, st.booleans())), max_size=8)
 
 
+@READERS
 @settings(max_examples=400, deadline=None)
 @given(members, st.data())
-def test_same_answer_as_json_loads_for_valid_objects(pairs: list[Any], data: st.DataObject) -> None:
+def test_same_answer_as_json_loads_for_valid_objects(
+    whole_below: int, pairs: list[Any], data: st.DataObject
+) -> None:
     body = (_encode(pairs, data) if pairs else "{}").encode()
-    assert _actual(body) == _expected(body)
+    assert _actual(body, whole_below) == _expected(body)
 
 
+@READERS
 @settings(max_examples=300, deadline=None)
 @given(values, st.data())
-def test_same_answer_for_any_valid_value(value: Any, data: st.DataObject) -> None:
+def test_same_answer_for_any_valid_value(whole_below: int, value: Any, data: st.DataObject) -> None:
     body = _encode(value, data).encode()
-    assert _actual(body) == _expected(body)
+    assert _actual(body, whole_below) == _expected(body)
 
 
+@READERS
 @settings(max_examples=600, deadline=None)
 @given(members, st.data())
 def test_a_damaged_body_is_refused_exactly_when_json_loads_refuses_it(
-    pairs: list[Any], data: st.DataObject
+    whole_below: int, pairs: list[Any], data: st.DataObject
 ) -> None:
     body = bytearray(_encode(pairs, data).encode())
     for _ in range(data.draw(st.integers(1, 3))):
@@ -104,7 +117,7 @@ def test_a_damaged_body_is_refused_exactly_when_json_loads_refuses_it(
             body[at:at] = bytes([piece])
         elif at < len(body):
             body[at : at + 1] = b"" if action == "delete" else bytes([piece])
-    assert _actual(bytes(body)) == _expected(bytes(body))
+    assert _actual(bytes(body), whole_below) == _expected(bytes(body))
 
 
 @pytest.mark.parametrize(
@@ -122,8 +135,10 @@ def test_a_damaged_body_is_refused_exactly_when_json_loads_refuses_it(
         (b' \n{"model" : "m" , "stream" : true }\r\n', "m", True),
     ],
 )
-def test_known_cases(body: bytes, model: str, stream: bool) -> None:
-    assert read_call_options(body) == CallOptions(model, stream) == _expected(body)
+@READERS
+def test_known_cases(body: bytes, model: str, stream: bool, whole_below: int) -> None:
+    options = read_call_options(body, parse_whole_below=whole_below)
+    assert options == CallOptions(model, stream) == _expected(body)
 
 
 @pytest.mark.parametrize(
@@ -144,45 +159,57 @@ def test_known_cases(body: bytes, model: str, stream: bool) -> None:
         b'{"model":"\xc3"}',
     ],
 )
-def test_invalid_bodies_are_400(body: bytes) -> None:
+@READERS
+def test_invalid_bodies_are_400(body: bytes, whole_below: int) -> None:
     assert _expected(body) == "invalid"
     with pytest.raises(ApiError) as caught:
-        read_call_options(body)
+        read_call_options(body, parse_whole_below=whole_below)
     assert caught.value.status == 400
 
 
-def test_an_integer_too_long_to_parse_is_400_as_json_loads_refuses_it() -> None:
+@READERS
+def test_an_integer_too_long_to_parse_is_400_as_json_loads_refuses_it(whole_below: int) -> None:
     limit = sys.get_int_max_str_digits()
     fits = b'{"model":"m","n":' + b"7" * limit + b"}"
-    assert read_call_options(fits).model == "m"
+    assert read_call_options(fits, parse_whole_below=whole_below).model == "m"
     for too_long in (b"7" * (limit + 1), b"-" + b"7" * (limit + 1), b"[" + b"7" * 5000 + b"]"):
         body = b'{"model":"m","n":' + too_long + b"}"
         assert _expected(body) == "invalid"
         with pytest.raises(ApiError) as caught:
-            read_call_options(body)
+            read_call_options(body, parse_whole_below=whole_below)
         assert caught.value.status == 400
     # A float has no such limit, in json.loads nor here.
-    assert read_call_options(b'{"model":"m","n":' + b"7" * 5000 + b".5}").model == "m"
+    floating = b'{"model":"m","n":' + b"7" * 5000 + b".5}"
+    assert read_call_options(floating, parse_whole_below=whole_below).model == "m"
 
 
-def test_nesting_is_bounded() -> None:
+def test_the_scanners_nesting_is_bounded() -> None:
     ok = b'{"model":"m","a":' + b"[" * MAX_DEPTH + b"]" * MAX_DEPTH + b"}"
-    assert read_call_options(ok).model == "m"
+    assert read_call_options(ok, parse_whole_below=0).model == "m"
     # (the innermost few levels are matched whole, so the bound is not exact)
     deep = b'{"model":"m","a":' + b"[" * (MAX_DEPTH + 8) + b"]" * (MAX_DEPTH + 8) + b"}"
     with pytest.raises(ApiError):
-        read_call_options(deep)
+        read_call_options(deep, parse_whole_below=0)
+    # A small body is json.loads's: its own recursion limit (near 1000) bounds it.
+    deeper = b'{"model":"m","a":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    with pytest.raises(ApiError):
+        read_call_options(deeper)
 
 
-def test_non_utf8_encodings_are_refused() -> None:
+@READERS
+def test_non_utf8_encodings_are_refused(whole_below: int) -> None:
     body = '{"model":"m"}'
     for encoded in (
         b"\xef\xbb\xbf" + body.encode(),
         body.encode("utf-16"),
         b'{"model":"\xed\xa0\x80"}',
     ):
-        with pytest.raises(NotJson):
-            scan_top_level(encoded, NAMES)
+        if whole_below == 0:
+            with pytest.raises(NotJson):
+                scan_top_level(encoded, NAMES)
+        with pytest.raises(ApiError) as caught:
+            read_call_options(encoded, parse_whole_below=whole_below)
+        assert caught.value.status == 400
 
 
 def test_containers_are_not_built() -> None:
