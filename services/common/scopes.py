@@ -2,7 +2,8 @@
 
 One list for the vault (which stores and checks them) and the gateway (which asks for them per
 endpoint and validates REST token requests). Scopes are spelled exactly as listed: no case
-folding, no trimming (`" llm:invoke"` is not a scope).
+folding, no trimming (`" llm:invoke"` is not a scope). A token minted by a token (or a session)
+holds only scopes its parent holds (`child_scopes`): minting never widens access.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, PermissionDenied
 
 
 class Scope(StrEnum):
@@ -61,3 +62,31 @@ def granted_scopes(requested: Iterable[str]) -> tuple[str, ...]:
         InvalidArgument: a scope is unknown (the message names it).
     """
     return canonical_scopes(requested) or ALL_SCOPES
+
+
+def scopes_beyond(requested: Iterable[str], held: Iterable[str]) -> tuple[str, ...]:
+    """The known scopes of `requested` that `held` lacks, in canonical order."""
+    wanted, have = set(requested), set(held)
+    return tuple(scope for scope in ALL_SCOPES if scope in wanted and scope not in have)
+
+
+def child_scopes(requested: Iterable[str], held: Iterable[str]) -> tuple[str, ...]:
+    """What a token minted by a parent holding `held` is granted: `requested` in canonical
+    order, or all of `held` when none is requested (SPEC 2.1: a new token has all of its
+    creator's scopes unless the creator narrows them).
+
+    Raises:
+        InvalidArgument: a scope is unknown (the message names it).
+        PermissionDenied: (`forbidden`) a requested scope is one the parent lacks (the message
+            names every such scope).
+    """
+    wanted = canonical_scopes(requested)
+    have = set(held)
+    if not wanted:
+        return tuple(scope for scope in ALL_SCOPES if scope in have)
+    beyond = scopes_beyond(wanted, have)
+    if beyond:
+        raise PermissionDenied(
+            f"a token cannot grant scopes its creator lacks: {', '.join(beyond)}"
+        )
+    return wanted

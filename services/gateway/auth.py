@@ -9,7 +9,8 @@ A REST client presents one of (first match wins):
 `Authenticator.authenticate` asks the vault's `Authenticate` and keeps each answer for
 `cache_ttl` seconds (never past the credential's own expiry), keyed by a SHA-256 of the secret
 so the cache holds no secret. A token revoked anywhere therefore stops working on every replica
-within `cache_ttl`; one revoked through this replica stops at once (`forget_token`).
+within `cache_ttl`; one revoked through this replica stops at once, with the tokens minted
+from it (`forget_user`).
 """
 
 from __future__ import annotations
@@ -207,12 +208,13 @@ class Authenticator:
                 self._cache.popitem(last=False)
         return result
 
-    def forget_token(self, token_id: str) -> None:
-        """Drop every cached answer for a token (and its sessions), e.g. after revoking it."""
+    def forget_user(self, user_id: str) -> None:
+        """Drop every cached answer for a user's tokens and sessions, e.g. after a revocation
+        that cascades to tokens this replica cannot name (those minted from the revoked one)."""
         stale = [
             key
             for key, entry in self._cache.items()
-            if entry.result.principal is not None and entry.result.principal.token_id == token_id
+            if entry.result.principal is not None and entry.result.principal.user_id == user_id
         ]
         for key in stale:
             del self._cache[key]

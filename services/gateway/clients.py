@@ -169,10 +169,25 @@ class VaultClient(Backend):
     # Tokens and sessions (SPEC 2.4, 2.5)
 
     async def create_token(
-        self, user_id: str, name: str, scopes: list[str], expires_in: int
+        self,
+        user_id: str,
+        name: str,
+        scopes: list[str],
+        expires_in: int,
+        *,
+        parent_token_id: str,
+        parent_session_id: str = "",
     ) -> auth_pb2.CreateTokenResponse:
+        """Mint a token on behalf of the principal that authenticated the request: its token
+        (`parent_token_id`) and, for a cookie session, the session. The vault caps the child's
+        expiry and scopes at the parent's and revokes the child with it."""
         request = auth_pb2.CreateTokenRequest(
-            user_id=user_id, name=name, scopes=scopes, expires_in_seconds=expires_in
+            user_id=user_id,
+            name=name,
+            scopes=scopes,
+            expires_in_seconds=expires_in,
+            parent_token_id=parent_token_id,
+            parent_session_id=parent_session_id,
         )
         return await self.call(self._auth.CreateToken, request)
 

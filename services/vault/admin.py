@@ -292,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     create = commands.add_parser("create-token", help="issue an API token (printed once)")
     create.add_argument("--user", required=True, help="the user the token acts for")
-    create.add_argument("--name", default="", help="a label (at most 128 characters)")
+    create.add_argument(
+        "--name", default="aicreds-admin", help="a label, 1-128 characters (default: aicreds-admin)"
+    )
     create.add_argument("--scopes", help="comma-separated scopes (default: all)")
     create.add_argument("--expires-in", help="lifetime, e.g. 90s, 12h, 30d, 2w (default: never)")
     create.set_defaults(run=create_token)

@@ -10,7 +10,11 @@ the request (`parent_token_id`) and, when it was a browser session, that session
 (`parent_session_id`). A child never outlives its parent (its expiry is capped by the parent
 token's, or the session's) and is revoked with it: revoking a token revokes every token minted
 from it, transitively, and their sessions; ending a session revokes the tokens minted through
-it. The cascade is written at revoke time, so `authenticate` stays one indexed read.
+it. The cascade is written at revoke time, so `authenticate` stays one indexed read. Nor does a
+child hold more than its parent: its scopes are a subset of the parent token's (for a session,
+of the session's token's), all of them when none are asked for (`services.common.scopes`).
+
+Names and lifetimes follow `services.common.token_rules`, the rule the gateway checks too.
 
 `last_used_at` is written at most once a minute per token (`LAST_USED_RESOLUTION`): the
 conditional update is skipped when the stored time is recent, so authenticating a busy token
@@ -31,7 +35,8 @@ from enum import StrEnum
 from typing import Protocol
 
 from services.common.errors import InvalidArgument, NotFound, Unauthenticated
-from services.common.scopes import granted_scopes
+from services.common.scopes import canonical_scopes, child_scopes, granted_scopes
+from services.common.token_rules import validate_lifetime, validate_name
 from services.vault.audit import audit_failures, audit_record
 from services.vault.store import AuditRecord, AuditSink
 from services.vault.validation import validate_user_id
@@ -39,9 +44,7 @@ from services.vault.validation import validate_user_id
 TOKEN_PREFIX = "sk-aic-"
 TOKEN_RANDOM_BYTES = 32
 DISPLAY_PREFIX_LENGTH = 8
-MAX_TOKEN_NAME = 128
 LAST_USED_RESOLUTION = 60.0
-MAX_LIFETIME = 100 * 365 * 86400
 # 32 random bytes are 43 URL-safe characters; accept longer tokens (more entropy) up to a bound.
 _TOKEN_RE = re.compile(r"sk-aic-[A-Za-z0-9_-]{43,256}")
 _TOKEN_ID_RE = re.compile(r"tok_[A-Za-z0-9_-]{1,64}")
@@ -235,6 +238,17 @@ class AuditedTokenStore(TokenStore, AuditSink, Protocol):
     pass
 
 
+@dataclass(frozen=True)
+class _Lineage:
+    """A live parent, as a child sees it: ids to record, the expiry it may not pass (None:
+    never expires) and the scopes it may not exceed."""
+
+    token_id: str
+    session_id: str | None
+    ceiling: float | None
+    scopes: tuple[str, ...]
+
+
 class TokenService:
     """Create, list, revoke and authenticate API tokens; changes are audited (ids, never
     secrets)."""
@@ -263,32 +277,34 @@ class TokenService:
 
         With a `parent`, the token expires no later than the parent token (or session): a
         longer lifetime is capped to it, none means the parent's expiry. The cap is visible in
-        the answer's `expires_at`, as for sessions.
+        the answer's `expires_at`, as for sessions. Its scopes must be among the parent token's;
+        none requested means all of the parent's. Without a parent (the operator command), none
+        requested means every scope.
 
         Raises:
-            InvalidArgument: a bad user id, name, scope or lifetime, or a parent session that
-                was not made from the parent token.
+            InvalidArgument: a bad user id, name, scope or lifetime (`token_rules`), or a
+                parent session that was not made from the parent token.
             NotFound: (`token_not_found`, `session_not_found`) the user has no such parent.
             Unauthenticated: the parent is revoked or expired.
+            PermissionDenied: (`forbidden`) a requested scope the parent lacks (named).
         """
         validate_user_id(user_id)
         token_id = new_token_id()
         record = audit_record(caller, user_id, "tokens.create", [token_id])
         async with audit_failures(self._store, record):
-            if len(name) > MAX_TOKEN_NAME:
-                raise InvalidArgument(f"token name is longer than {MAX_TOKEN_NAME} characters")
-            if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-                raise InvalidArgument("token name must not contain control characters")
-            if not 0 <= expires_in_seconds <= MAX_LIFETIME:
-                raise InvalidArgument(
-                    "expires_in_seconds must be between 0 (never expires) and 100 years"
-                )
-            granted = granted_scopes(scopes)
+            validate_name(name)
+            validate_lifetime(expires_in_seconds)
+            requested = canonical_scopes(scopes)
             now = self._clock()
-            parent_token_id, parent_session_id, ceiling = await self._parent(user_id, parent, now)
+            lineage = await self._parent(user_id, parent, now)
             expires_at = now + expires_in_seconds if expires_in_seconds else None
-            if ceiling is not None:
-                expires_at = ceiling if expires_at is None else min(expires_at, ceiling)
+            if lineage is None:
+                granted = granted_scopes(requested)
+            else:
+                granted = child_scopes(requested, lineage.scopes)
+                if lineage.ceiling is not None:
+                    ceiling = lineage.ceiling
+                    expires_at = ceiling if expires_at is None else min(expires_at, ceiling)
             token = new_token()
             info = TokenInfo(
                 id=token_id,
@@ -298,19 +314,16 @@ class TokenService:
                 scopes=granted,
                 created_at=now,
                 expires_at=expires_at,
-                parent_token_id=parent_token_id,
-                parent_session_id=parent_session_id,
+                parent_token_id=None if lineage is None else lineage.token_id,
+                parent_session_id=None if lineage is None else lineage.session_id,
             )
             digest = self._hasher.token_digest(token)
             if not await self._store.insert_token(info, digest, audit=record):
                 raise Unauthenticated("the parent token or session was revoked")
         return NewToken(token=token, info=info)
 
-    async def _parent(
-        self, user_id: str, parent: Parent, now: float
-    ) -> tuple[str | None, str | None, float | None]:
-        """The parent token's id, the parent session's id and the expiry a child may not pass
-        (None: no parent, or one that never expires)."""
+    async def _parent(self, user_id: str, parent: Parent, now: float) -> _Lineage | None:
+        """The live parent named by `parent`; None when it names none."""
         if parent.session_id:
             found = await self._store.get_session(parent.session_id)
             if found is None or found[0].user_id != user_id:
@@ -325,7 +338,7 @@ class TokenService:
                 failure = AuthFailure.EXPIRED
             if failure is not None:
                 raise Unauthenticated(f"the parent session is {failure.value}")
-            return token.id, session.id, session.expires_at
+            return _Lineage(token.id, session.id, session.expires_at, token.scopes)
         if parent.token_id:
             check_token_id(parent.token_id)
             info = await self._store.get_token(parent.token_id)
@@ -334,8 +347,8 @@ class TokenService:
             failure = info.failure_at(now)
             if failure is not None:
                 raise Unauthenticated(f"the parent token is {failure.value}")
-            return info.id, None, info.expires_at
-        return None, None, None
+            return _Lineage(info.id, None, info.expires_at, info.scopes)
+        return None
 
     async def list(self, user_id: str) -> list[TokenInfo]:
         validate_user_id(user_id)

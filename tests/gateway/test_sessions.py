@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import datetime
 from http.cookies import SimpleCookie
 
 from services.gateway.auth import SESSION_COOKIE
@@ -10,6 +12,7 @@ from tests.gateway.conftest import TEST_ORIGIN, Minted, Stack, StackFactory
 
 SESSIONS = "/api/v2/sessions"
 CREDS = "/api/v2/users/me/ai-credentials"
+TOKENS = "/api/v2/users/me/api-tokens"
 
 
 async def _login(stack: Stack, minted: Minted) -> tuple[str, str]:
@@ -116,3 +119,25 @@ async def test_cookie_writes_need_the_gateway_origin(stack: Stack) -> None:
         f"{CREDS}/k", headers=minted.bearer() | {"Origin": "https://evil.example"}, json=body
     )
     assert response.status_code == 200
+
+
+async def test_a_token_minted_through_a_session_ends_with_it(stack: Stack) -> None:
+    minted = await stack.mint("alice")
+    _, secret = await _login(stack, minted)
+    cookie_write = {**_cookie(secret), "Origin": TEST_ORIGIN}
+    response = await stack.client.post(
+        TOKENS, headers=cookie_write, json={"name": "from-the-ui", "expires_in": 30 * 86400}
+    )
+    assert response.status_code == 201, response.text
+    created = response.json()["response"]
+    child = {"Authorization": f"Bearer {created['token']}"}
+    # It expires with the session (default 12 h), not in 30 days.
+    expires_at = datetime.fromisoformat(created["expires_at"].replace("Z", "+00:00"))
+    assert expires_at.timestamp() <= time.time() + 12 * 3600 + 5
+    assert (await stack.client.get(CREDS, headers=child)).status_code == 200  # now cached
+
+    response = await stack.client.delete(f"{SESSIONS}/current", headers=cookie_write)
+    assert response.json() == {"response": {"revoked": True}}
+
+    assert (await stack.client.get(CREDS, headers=child)).status_code == 401
+    assert (await stack.client.get(CREDS, headers=minted.bearer())).status_code == 200

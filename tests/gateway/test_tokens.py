@@ -112,3 +112,75 @@ async def test_revoke(stack: Stack, alice: Minted) -> None:
     response = await stack.client.delete(f"{TOKENS}/tok_doesnotexist", headers=alice.bearer())
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "token_not_found"
+
+
+# -- lineage (SPEC 4.8): a token minted over REST never outlives its creator, dies with it ----
+
+
+async def _post(stack: Stack, headers: dict[str, str], **body: object) -> dict[str, object]:
+    response = await stack.client.post(TOKENS, headers=headers, json={"name": "child", **body})
+    assert response.status_code == 201, response.text
+    created: dict[str, object] = response.json()["response"]
+    return created
+
+
+def _bearer(created: dict[str, object]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {created['token']}"}
+
+
+async def _listed_expiry(stack: Stack, minted: Minted, token_id: str) -> str | None:
+    listed = await stack.client.get(TOKENS, headers=minted.bearer())
+    by_id = {t["id"]: t for t in listed.json()["response"]["tokens"]}
+    expiry: str | None = by_id[token_id]["expires_at"]
+    return expiry
+
+
+async def test_a_child_never_outlives_the_token_that_minted_it(stack: Stack) -> None:
+    parent = await stack.mint("alice", expires_in=3600)
+    parent_expiry = await _listed_expiry(stack, parent, parent.id)
+    assert parent_expiry is not None
+    longer = await _post(stack, parent.bearer(), expires_in=30 * 86400)
+    assert longer["expires_at"] is not None and str(longer["expires_at"]) <= parent_expiry
+    # No `expires_in`: the child gets its parent's expiry, not "never".
+    unset = await _post(stack, parent.bearer())
+    assert unset["expires_at"] == parent_expiry
+    # A grandchild minted by the child is capped the same way.
+    grandchild = await _post(stack, _bearer(unset))
+    assert grandchild["expires_at"] == parent_expiry
+
+
+async def test_revoking_a_token_revokes_what_it_minted(stack: Stack) -> None:
+    admin = await stack.mint("alice")
+    parent = await stack.mint("alice")
+    child = await _post(stack, parent.bearer())
+    grandchild = await _post(stack, _bearer(child))
+    for headers in (parent.bearer(), _bearer(child), _bearer(grandchild)):
+        assert (await stack.client.get(CREDS, headers=headers)).status_code == 200  # cached
+
+    response = await stack.client.delete(f"{TOKENS}/{parent.id}", headers=admin.bearer())
+    assert response.status_code == 200
+
+    for headers in (parent.bearer(), _bearer(child), _bearer(grandchild)):
+        assert (await stack.client.get(CREDS, headers=headers)).status_code == 401
+    assert (await stack.client.get(CREDS, headers=admin.bearer())).status_code == 200
+    listed = await stack.client.get(TOKENS, headers=admin.bearer())
+    revoked = {t["id"] for t in listed.json()["response"]["tokens"] if t["revoked_at"]}
+    assert revoked == {parent.id, child["id"], grandchild["id"]}
+
+
+async def test_a_token_cannot_widen_its_scopes_through_a_child(stack: Stack) -> None:
+    manager = await stack.mint("alice", ["tokens:manage"])
+    response = await stack.client.post(
+        TOKENS,
+        headers=manager.bearer(),
+        json={"name": "wide", "scopes": list(ALL_SCOPES)},
+    )
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert error["code"] == "forbidden"
+    for scope in ALL_SCOPES:
+        assert (scope in error["message"]) is (scope != "tokens:manage")
+    listed = await stack.client.get(TOKENS, headers=manager.bearer())
+    assert [t["id"] for t in listed.json()["response"]["tokens"]] == [manager.id]
+    child = await _post(stack, manager.bearer())
+    assert child["scopes"] == ["tokens:manage"]

@@ -61,7 +61,9 @@ async def test_token_and_session_lifecycle_is_audited_without_secrets(vault: Vau
 async def test_failed_requests_are_audited_with_their_reason(vault: VaultHandle) -> None:
     auth = AuthServiceStub(vault.channel("gateway"))
     with pytest.raises(grpc.aio.AioRpcError):
-        await auth.CreateToken(auth_pb2.CreateTokenRequest(user_id="alice", scopes=["root"]))
+        await auth.CreateToken(
+            auth_pb2.CreateTokenRequest(user_id="alice", name="n", scopes=["root"])
+        )
     with pytest.raises(grpc.aio.AioRpcError):
         await auth.RevokeToken(auth_pb2.RevokeTokenRequest(user_id="alice", token_id="tok_gone"))
     with pytest.raises(grpc.aio.AioRpcError):

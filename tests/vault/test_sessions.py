@@ -212,7 +212,9 @@ async def test_no_token_or_session_reaches_any_log_record(
         await auth.RevokeToken(pb.RevokeTokenRequest(user_id="alice", token_id=token.info.id))
         await auth.Authenticate(pb.AuthenticateRequest(token=token.token))
         with pytest.raises(grpc.aio.AioRpcError):
-            await auth.CreateToken(pb.CreateTokenRequest(user_id="alice", scopes=[token.token]))
+            await auth.CreateToken(
+                pb.CreateTokenRequest(user_id="alice", name="n", scopes=[token.token])
+            )
     formatter = JsonFormatter("vault")
     logged = "\n".join(
         formatter.format(r) + r.getMessage() + repr(r.__dict__) for r in caplog.records

@@ -11,6 +11,7 @@ import pytest
 from aicreds.vault.v1 import auth_pb2 as pb
 from aicreds.vault.v1.auth_pb2_grpc import AuthServiceStub
 
+from services.common.scopes import ALL_SCOPES
 from tests.support.vault import running_vault
 
 DAY = 86400
@@ -127,3 +128,39 @@ async def test_a_revoked_expired_or_foreign_parent_mints_nothing(auth: AuthServi
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     listed = await auth.ListTokens(pb.ListTokensRequest(user_id="alice"))
     assert [t.id for t in listed.tokens] == [revoked.info.id]
+
+
+async def test_a_child_holds_no_scope_its_parent_lacks(auth: AuthServiceStub) -> None:
+    manager = await _mint(auth, scopes=["tokens:manage"])
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await _mint(auth, parent_token_id=manager.info.id, scopes=list(ALL_SCOPES))
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert dict(info.value.trailing_metadata() or ())["x-error-reason"] == "forbidden"
+    for scope in ALL_SCOPES:
+        assert (scope in (info.value.details() or "")) is (scope != "tokens:manage")
+    listed = await auth.ListTokens(pb.ListTokensRequest(user_id="alice"))
+    assert [t.id for t in listed.tokens] == [manager.info.id]  # nothing written
+    # None requested: the parent's scopes, not all of them; a subset is granted as asked.
+    default = await _mint(auth, parent_token_id=manager.info.id)
+    assert list(default.info.scopes) == ["tokens:manage"]
+    reader = await _mint(auth, scopes=["credentials:read", "llm:invoke", "tokens:manage"])
+    narrowed = await _mint(auth, parent_token_id=reader.info.id, scopes=["llm:invoke"])
+    assert list(narrowed.info.scopes) == ["llm:invoke"]
+    # Without a parent (the operator command), none requested is every scope.
+    assert list((await _mint(auth)).info.scopes) == list(ALL_SCOPES)
+
+
+async def test_a_child_minted_through_a_session_holds_no_scope_its_token_lacks(
+    auth: AuthServiceStub,
+) -> None:
+    token = await _mint(auth, scopes=["credentials:read", "tokens:manage"])
+    session = await auth.CreateSession(
+        pb.CreateSessionRequest(user_id="alice", token_id=token.info.id)
+    )
+    lineage = {"parent_token_id": token.info.id, "parent_session_id": session.session_id}
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await _mint(auth, scopes=["credentials:write"], **lineage)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "credentials:write" in (info.value.details() or "")
+    child = await _mint(auth, **lineage)
+    assert list(child.info.scopes) == ["credentials:read", "tokens:manage"]

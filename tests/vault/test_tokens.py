@@ -166,8 +166,12 @@ async def test_narrowed_scopes_and_expiry_are_kept(auth: AuthServiceStub) -> Non
         {"scopes": ["llm:invoke", "everything"]},
         {"scopes": ["LLM:INVOKE"]},
         {"expires_in_seconds": -1},
+        {"expires_in_seconds": 10 * 365 * 86400 + 1},  # over 10 years (`token_rules`)
+        {"expires_in_seconds": 100 * 365 * 86400},
         {"name": "x" * 129},
         {"name": "bad\nname"},
+        {"name": ""},
+        {"name": "   "},
         {"user_id": ""},
     ],
 )
@@ -180,6 +184,13 @@ async def test_invalid_create_requests_are_invalid_argument(
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     listed = await auth.ListTokens(pb.ListTokensRequest(user_id="alice"))
     assert list(listed.tokens) == []
+
+
+async def test_the_bounds_of_token_rules_are_accepted(auth: AuthServiceStub) -> None:
+    longest = await _create(auth, name="x" * 128, expires_in_seconds=10 * 365 * 86400)
+    assert abs(longest.info.expires_at.ToSeconds() - (time.time() + 10 * 365 * 86400)) < 5
+    shortest = await _create(auth, name="é", expires_in_seconds=1)
+    assert shortest.info.HasField("expires_at")
 
 
 async def test_revoked_expired_malformed_and_unknown_fail_with_distinct_reasons(

@@ -3,7 +3,8 @@
 `POST` (authenticated by an API token, not by another session) asks the vault for a session
 made from that token and sets it as an `HttpOnly; SameSite=Strict` cookie (`Secure` unless
 `GATEWAY_COOKIE_SECURE=false`); the secret is never in the body. `DELETE /current` ends the
-session of the cookie, if any, and clears the cookie.
+session of the cookie, if any, and clears the cookie; the vault revokes the tokens minted through
+that session with it, so this replica drops its cached answers for the user at once.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def endpoints(
         if session:
             revoked = await vault.revoke_session(call.user_id, session)
             authenticator.forget_session(session)
+            authenticator.forget_user(call.user_id)  # the tokens minted through the session
         cookie = expired_session_cookie(cookie_secure)
         return Reply({"revoked": revoked}, headers={"Set-Cookie": cookie})
 

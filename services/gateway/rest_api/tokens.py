@@ -1,8 +1,11 @@
 """`/api/v2/users/me/api-tokens` (SPEC 2.4): the user's API tokens.
 
-A token may only hand out scopes it holds itself: creating a token cannot widen access. The
-name and lifetime rules are `services.common.token_rules`, the scopes `services.common.scopes`.
-Revoking drops this replica's cached authentication at once; other replicas follow within
+A token is minted on behalf of the principal that asks: the gateway names its token (and, for a
+cookie session, the session) as the parent, and the vault — the one home of the rule — grants
+no scope the parent lacks (403 `forbidden`), caps the expiry at the parent's, and revokes the
+child with the parent. The name and lifetime rules are `services.common.token_rules`, the
+scopes `services.common.scopes`. Revoking drops this replica's cached authentication of the
+user's tokens at once (the revoked token's descendants included); other replicas follow within
 `GATEWAY_AUTH_CACHE_TTL`.
 """
 
@@ -21,10 +24,10 @@ from services.common.token_rules import (
     NAME_JSON_PATTERN,
     name_problem,
 )
-from services.gateway.auth import Authenticator
+from services.gateway.auth import Authenticator, AuthMethod
 from services.gateway.clients import VaultClient
 from services.gateway.endpoint_table import ApiCall, Endpoint, Reply
-from services.gateway.errors import ApiError, invalid_argument
+from services.gateway.errors import invalid_argument
 from services.gateway.schemas import envelope, obj, ref
 from services.gateway.validation import (
     optional_positive_int,
@@ -75,25 +78,26 @@ def endpoints(vault: VaultClient, authenticator: Authenticator) -> list[Endpoint
         problem = name_problem(name)
         if problem:
             raise invalid_argument(problem)
-        requested = parse_scopes(body)
-        held = call.principal.scopes
-        if requested is None:
-            scopes = [scope for scope in ALL_SCOPES if scope in held]
-        else:
-            beyond = [scope for scope in requested if scope not in held]
-            if beyond:
-                raise ApiError(
-                    403, "forbidden", f"a token cannot grant the scope '{beyond[0]}' it lacks"
-                )
-            scopes = requested
+        # None requested: the vault grants all of the parent's scopes.
+        scopes = parse_scopes(body) or []
         expires_in = optional_positive_int(body, "expires_in", maximum=MAX_LIFETIME_SECONDS) or 0
-        created = await vault.create_token(call.user_id, name, scopes, expires_in)
+        principal = call.principal
+        by_session = principal.method is AuthMethod.SESSION
+        created = await vault.create_token(
+            call.user_id,
+            name,
+            scopes,
+            expires_in,
+            parent_token_id=principal.token_id,
+            parent_session_id=principal.session_id if by_session else "",
+        )
         return Reply({"token": created.token, **token_json(created.info)}, status=201)
 
     async def revoke_token(call: ApiCall) -> Reply:
         token_id = call.path_param("id")
         info = await vault.revoke_token(call.user_id, token_id)
-        authenticator.forget_token(info.id or token_id)
+        # The vault revoked the token's descendants too; this replica cannot name them.
+        authenticator.forget_user(call.user_id)
         return Reply(token_json(info))
 
     return [
@@ -127,13 +131,16 @@ def endpoints(vault: VaultClient, authenticator: Authenticator) -> list[Endpoint
                         "type": "array",
                         "items": {"type": "string", "enum": list(ALL_SCOPES)},
                         "minItems": 1,
-                        "description": "default: every scope the creating token holds",
+                        "description": "default: every scope the creating token holds; a scope"
+                        " it lacks is 403 forbidden",
                     },
                     "expires_in": {
                         "type": "integer",
                         "minimum": 1,
                         "maximum": MAX_LIFETIME_SECONDS,
-                        "description": "lifetime in seconds; omit for a token that never expires",
+                        "description": "lifetime in seconds, capped at the creating token's (or"
+                        " session's) expiry; omit for the creator's expiry (never, if it has"
+                        " none)",
                     },
                 },
                 ["name"],

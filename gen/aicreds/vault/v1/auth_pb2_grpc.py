@@ -74,8 +74,8 @@ class AuthServiceServicer:
     def CreateToken(self, request, context):
         """CreateToken issues a new API token for a user; the plaintext is in the response only.
         A token minted by an authenticated principal names it (`parent_token_id`,
-        `parent_session_id`): the new token then expires no later than its parent and is revoked
-        with it.
+        `parent_session_id`): the new token then expires no later than its parent, holds no scope
+        its parent lacks, and is revoked with it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
