@@ -18,10 +18,10 @@ from aicreds.router.v1 import router_pb2
 from services.router.invocation import MAX_BUFFERED_BODY
 from tests.router.conftest import RouterEnv, RouterFactory, provider, warnings_of
 from tests.router.fake_vault import FakeVault
-from tests.router.upstream_server import (
+from tests.support.fake_upstream import (
+    FakeUpstream,
     RecordedRequest,
     Reply,
-    UpstreamServer,
     echo_handler,
     sse_event,
 )
@@ -32,7 +32,7 @@ USER = "user-1"
 
 def _setup(
     vault: FakeVault,
-    upstream: UpstreamServer,
+    upstream: FakeUpstream,
     headers: dict[str, list[str]],
     *,
     on_missing: str = "warn",
@@ -64,7 +64,7 @@ def _request(**fields: object) -> router_pb2.InvokeRequest:
 
 
 async def test_invoke_substitutes_and_proxies(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(fake_vault, upstream, {"Authorization": ["Bearer {{credential:openai_api_key}}"]})
     answer = await fake_env.invoke(_request(query="a=1&b=2"))
@@ -79,7 +79,7 @@ async def test_invoke_substitutes_and_proxies(
 
 
 async def test_client_credentials_never_reach_the_upstream(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(fake_vault, upstream, {"X-Api-Key": ["{{credential:openai_api_key}}"]})
     client_headers = [
@@ -104,7 +104,7 @@ async def test_client_credentials_never_reach_the_upstream(
 
 
 async def test_missing_key_with_warn_leaves_the_placeholder(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(fake_vault, upstream, {"Authorization": ["Bearer {{credential:nope}}"]})
     answer = await fake_env.invoke(_request())
@@ -119,7 +119,7 @@ async def test_missing_key_with_warn_leaves_the_placeholder(
 
 
 async def test_missing_key_with_error_fails_before_the_upstream(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(
         fake_vault,
@@ -139,7 +139,7 @@ async def test_missing_key_with_error_fails_before_the_upstream(
 
 
 async def test_model_prefix_is_stripped_in_the_body_only(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(fake_vault, upstream, {})
     body = b'{"messages": [{"model": "x"}],\n "model":"openai/gpt-4o", "temperature": 0.50}'
@@ -151,7 +151,7 @@ async def test_model_prefix_is_stripped_in_the_body_only(
 
 
 async def test_unknown_model_is_not_found(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(fake_vault, upstream, {})
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -161,7 +161,7 @@ async def test_unknown_model_is_not_found(
 
 
 async def test_upstream_errors_pass_through(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(fake_vault, upstream, {})
 
@@ -177,7 +177,7 @@ async def test_upstream_errors_pass_through(
 
 
 async def test_first_chunk_reaches_the_caller_before_the_upstream_sends_more(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(fake_vault, upstream, {})
     gate = asyncio.Event()
@@ -209,7 +209,7 @@ async def test_first_chunk_reaches_the_caller_before_the_upstream_sends_more(
 
 
 async def test_cancelling_the_caller_disconnects_the_upstream(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(fake_vault, upstream, {})
 
@@ -230,7 +230,7 @@ async def test_cancelling_the_caller_disconnects_the_upstream(
 
 
 async def test_an_upstream_slower_than_the_deadline(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(fake_vault, upstream, {})
 
@@ -245,7 +245,7 @@ async def test_an_upstream_slower_than_the_deadline(
 
 
 async def test_the_router_default_timeout_applies_without_a_deadline(
-    fake_vault: FakeVault, router_factory: RouterFactory, upstream: UpstreamServer
+    fake_vault: FakeVault, router_factory: RouterFactory, upstream: FakeUpstream
 ) -> None:
     env = await router_factory(fake_vault.address, fake_vault.token, upstream_timeout=0.5)
     _setup(fake_vault, upstream, {})
@@ -262,7 +262,7 @@ async def test_the_router_default_timeout_applies_without_a_deadline(
 
 
 async def test_a_refused_connection_is_unavailable(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -277,7 +277,7 @@ async def test_a_refused_connection_is_unavailable(
 
 
 async def test_vault_down_then_back(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(fake_vault, upstream, {})
     assert (await fake_env.invoke(_request())).status == 200
@@ -300,7 +300,7 @@ async def test_vault_down_then_back(
 
 
 async def test_a_slow_vault_is_unavailable(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(fake_vault, upstream, {})
     fake_vault.delay = 5  # longer than ROUTER_VAULT_TIMEOUT (2 s in tests)
@@ -320,7 +320,7 @@ async def test_a_slow_vault_is_unavailable(
     ],
 )
 async def test_egress_refused_before_anything_is_sent(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer, base_url: str
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream, base_url: str
 ) -> None:
     _setup(fake_vault, upstream, {}, base_url=base_url)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -332,7 +332,7 @@ async def test_egress_refused_before_anything_is_sent(
 
 
 async def test_loopback_refused_without_the_allowlist(
-    fake_vault: FakeVault, router_factory: RouterFactory, upstream: UpstreamServer
+    fake_vault: FakeVault, router_factory: RouterFactory, upstream: FakeUpstream
 ) -> None:
     env = await router_factory(fake_vault.address, fake_vault.token, egress_allow="")
     _setup(fake_vault, upstream, {})
@@ -343,7 +343,7 @@ async def test_loopback_refused_without_the_allowlist(
 
 
 async def test_a_host_name_on_the_allowlist(
-    fake_vault: FakeVault, router_factory: RouterFactory, upstream: UpstreamServer
+    fake_vault: FakeVault, router_factory: RouterFactory, upstream: FakeUpstream
 ) -> None:
     env = await router_factory(fake_vault.address, fake_vault.token, egress_allow="loopback.test")
     _setup(fake_vault, upstream, {}, base_url=f"http://loopback.test:{upstream.port}/v1")
@@ -362,7 +362,7 @@ async def test_a_host_name_on_the_allowlist(
 async def test_callers_need_a_valid_token_with_invoke(
     fake_vault: FakeVault,
     fake_env: RouterEnv,
-    upstream: UpstreamServer,
+    upstream: FakeUpstream,
     caller: str | None,
     code: grpc.StatusCode,
 ) -> None:
@@ -379,14 +379,14 @@ async def test_callers_need_a_valid_token_with_invoke(
 
 
 async def test_an_internal_agent_with_invoke_may_call(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(fake_vault, upstream, {})
     assert (await fake_env.invoke(_request(), caller="agent")).status == 200
 
 
 async def test_preview_masks_substituted_values_and_sends_nothing(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(
         fake_vault,
@@ -425,7 +425,7 @@ async def test_preview_masks_substituted_values_and_sends_nothing(
 async def test_bad_requests_are_invalid_arguments(
     fake_vault: FakeVault,
     fake_env: RouterEnv,
-    upstream: UpstreamServer,
+    upstream: FakeUpstream,
     field: str,
     value: str,
 ) -> None:
@@ -439,7 +439,7 @@ async def test_bad_requests_are_invalid_arguments(
 async def test_no_credential_value_in_any_log_record(
     fake_vault: FakeVault,
     fake_env: RouterEnv,
-    upstream: UpstreamServer,
+    upstream: FakeUpstream,
     all_logs: Callable[[], str],
 ) -> None:
     _setup(
@@ -459,7 +459,7 @@ async def test_no_credential_value_in_any_log_record(
 
 
 async def test_cancel_while_the_router_waits_to_send_disconnects_the_upstream(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     """The caller stops reading, so the router is parked sending to it; then it cancels."""
     _setup(fake_vault, upstream, {})
@@ -500,7 +500,7 @@ def _reason(err: grpc.aio.AioRpcError) -> str | None:
 
 
 async def test_buffered_substitutes_proxies_and_answers_whole(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(fake_vault, upstream, {"Authorization": ["Bearer {{credential:openai_api_key}}"]})
 
@@ -534,7 +534,7 @@ async def test_buffered_substitutes_proxies_and_answers_whole(
 
 
 async def test_buffered_warnings_in_the_answer_and_the_trailers(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(
         fake_vault,
@@ -549,7 +549,7 @@ async def test_buffered_warnings_in_the_answer_and_the_trailers(
 
 
 async def test_buffered_upstream_http_errors_pass_through(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(fake_vault, upstream, {})
 
@@ -565,7 +565,7 @@ async def test_buffered_upstream_http_errors_pass_through(
 
 
 async def test_buffered_missing_key_with_error_fails_before_the_upstream(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(
         fake_vault,
@@ -607,7 +607,7 @@ def _refused_port() -> int:
 async def test_buffered_errors_are_invokes(
     fake_vault: FakeVault,
     fake_env: RouterEnv,
-    upstream: UpstreamServer,
+    upstream: FakeUpstream,
     case: str,
     code: grpc.StatusCode,
     reason: str,
@@ -650,7 +650,7 @@ async def test_buffered_errors_are_invokes(
 async def test_buffered_callers_need_a_valid_token_with_invoke(
     fake_vault: FakeVault,
     fake_env: RouterEnv,
-    upstream: UpstreamServer,
+    upstream: FakeUpstream,
     caller: str | None,
     code: grpc.StatusCode,
 ) -> None:
@@ -664,7 +664,7 @@ async def test_buffered_callers_need_a_valid_token_with_invoke(
 
 
 async def test_buffered_deadline_and_default_timeout(
-    fake_vault: FakeVault, router_factory: RouterFactory, upstream: UpstreamServer
+    fake_vault: FakeVault, router_factory: RouterFactory, upstream: FakeUpstream
 ) -> None:
     env = await router_factory(fake_vault.address, fake_vault.token, upstream_timeout=0.5)
     _setup(fake_vault, upstream, {})
@@ -685,7 +685,7 @@ async def test_buffered_deadline_and_default_timeout(
 
 
 async def test_cancelling_a_buffered_call_disconnects_the_upstream(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(fake_vault, upstream, {})
     started = asyncio.Event()
@@ -706,7 +706,7 @@ async def test_cancelling_a_buffered_call_disconnects_the_upstream(
 
 @pytest.mark.parametrize("size", [1000, 1001])
 async def test_buffered_body_limit(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer, size: int
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream, size: int
 ) -> None:
     _setup(fake_vault, upstream, {})
 
@@ -729,7 +729,7 @@ async def test_buffered_body_limit(
 
 
 async def test_a_buffered_body_over_the_limit_closes_the_upstream_at_once(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(fake_vault, upstream, {})
 
@@ -746,7 +746,7 @@ async def test_a_buffered_body_over_the_limit_closes_the_upstream_at_once(
 
 
 async def test_buffered_without_a_limit_takes_the_routers_32_mib(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     _setup(fake_vault, upstream, {})
     big = b"z" * (9 * 1024 * 1024)  # over the gateway's 8 MiB, under the router's limit
@@ -765,7 +765,7 @@ async def test_buffered_without_a_limit_takes_the_routers_32_mib(
 async def test_buffered_logs_the_upstream_call_and_no_credential_value(
     fake_vault: FakeVault,
     fake_env: RouterEnv,
-    upstream: UpstreamServer,
+    upstream: FakeUpstream,
     all_logs: Callable[[], str],
 ) -> None:
     _setup(
