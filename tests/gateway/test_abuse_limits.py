@@ -17,8 +17,8 @@ from services.gateway.client_address import address_key
 from services.gateway.endpoint_table import PlainEndpoint
 from services.gateway.errors import ApiError
 from services.gateway.settings import GatewaySettings
-from tests.gateway.conftest import StackFactory
 from tests.support.asgi import serve_asgi
+from tests.support.stack import StackFactory
 
 CREDS = "/api/v2/users/me/ai-credentials"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.gateway.conftest import Minted, Stack
+from tests.support.stack import Minted, Stack
 
 ACTIVITY = "/api/v2/users/me/activity"
 CREDS = "/api/v2/users/me/ai-credentials"

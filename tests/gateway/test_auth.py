@@ -14,7 +14,7 @@ from services.gateway.app import create_app
 from services.gateway.endpoint_table import Endpoint
 from services.gateway.settings import GatewaySettings
 from services.gateway.validation import ALL_SCOPES
-from tests.gateway.conftest import Minted, Stack, StackFactory
+from tests.support.stack import Minted, Stack, StackFactory
 
 CREDS = "/api/v2/users/me/ai-credentials"
 #: Every REST v2 operation the application serves.

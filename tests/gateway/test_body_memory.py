@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from services.common.callers import write_private_file
-from tests.gateway.conftest import Stack
+from tests.support.stack import Stack
 
 MIB = 1024 * 1024
 

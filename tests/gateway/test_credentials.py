@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.gateway.conftest import Minted, Stack
+from tests.support.stack import Minted, Stack
 
 BASE = "/api/v2/users/me/ai-credentials"
 

@@ -10,7 +10,7 @@ import pytest
 
 from services.common.logging import JsonFormatter
 from services.gateway.auth import SESSION_COOKIE
-from tests.gateway.conftest import TEST_ORIGIN, Stack, StackFactory
+from tests.support.stack import TEST_ORIGIN, Stack, StackFactory
 
 CREDS = "/api/v2/users/me/ai-credentials"
 VALUE = "sk-leakcheck-VALUE-0123456789abcdef"

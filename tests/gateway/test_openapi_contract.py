@@ -9,18 +9,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.gateway.support.threaded import ThreadedStack
+from tests.support.background import BackgroundLoop
 from tests.support.contract import run_contract
+from tests.support.stack import running_stack
 
 MIN_CASES = 200
 EXAMPLES_PER_OPERATION = 30
 
 
 def test_generated_requests_get_documented_responses(tmp_path: Path) -> None:
-    with ThreadedStack(tmp_path) as stack:
-        auth = {"Authorization": f"Bearer {stack.token}"}
+    # On a loop in another thread: schemathesis calls with `requests` from this one.
+    servers = BackgroundLoop()
+    try:
+        services = servers.enter(running_stack(tmp_path))
+        gateway = servers.run(services.gateway())
+        minted = servers.run(services.mint("schemathesis", name="contract"))
+        auth = {"Authorization": f"Bearer {minted.token}"}
         run = run_contract(
-            stack.url,
+            gateway.url,
             auth,
             include=lambda path: not path.startswith("/v1/"),
             examples_per_operation=EXAMPLES_PER_OPERATION,
@@ -28,3 +34,5 @@ def test_generated_requests_get_documented_responses(tmp_path: Path) -> None:
         # Every REST v2 and ops operation (schemathesis leaves out the document itself).
         assert run.operations >= 19
         assert run.cases >= MIN_CASES
+    finally:
+        servers.close()

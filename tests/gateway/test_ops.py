@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.gateway.conftest import Stack, StackFactory, unused_address
+from tests.support.stack import Stack, StackFactory, unused_address
 
 
 async def test_healthz(stack: Stack) -> None:

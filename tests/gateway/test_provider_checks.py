@@ -15,7 +15,7 @@ import pytest
 from aicreds.router.v1 import router_pb2, router_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from tests.gateway.conftest import Minted, Stack, StackFactory, unused_address
+from tests.support.stack import Minted, Stack, StackFactory, unused_address
 
 TEST_URL = "/api/v2/users/me/ai-providers/{}/test"
 CHECKED_AT = datetime(2026, 11, 27, 12, 0, 0, 500_000, tzinfo=UTC)

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.conftest import (
+from tests.support.loopback_backend import LoopbackOnlyBackend
+from tests.support.stack import (
     Minted,
     Stack,
     StackFactory,
     running_router,
     unused_address,
 )
-from tests.router.loopback_backend import LoopbackOnlyBackend
 from tests.support.vault import VaultHandle
 
 PROVIDERS = "/api/v2/users/me/ai-providers"

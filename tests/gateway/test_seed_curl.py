@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from tests.gateway.conftest import Stack
+from tests.support.stack import Stack
 
 SEED_COMMANDS = [
     (

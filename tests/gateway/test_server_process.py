@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from services.common.callers import write_private_file
-from tests.gateway.conftest import Stack
+from tests.support.stack import Stack
 
 
 def _free_port() -> int:

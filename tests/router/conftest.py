@@ -1,12 +1,15 @@
-"""Fixtures: a router on 127.0.0.1:0 in front of a vault and a recording upstream."""
+"""Fixtures: routers on 127.0.0.1:0 (`tests/support/stack.py`'s `running_router`) in front of a
+vault (the fake one here, or a real one) and the recording `FakeUpstream`."""
 
 from __future__ import annotations
 
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -14,32 +17,18 @@ import pytest
 from aicreds.router.v1 import router_pb2, router_pb2_grpc
 from aicreds.vault.v1 import providers_pb2
 
-from services.common.callers import write_callers_file, write_private_file
 from services.common.grpc_server import open_channel
-from services.router.config import RouterSettings
-from services.router.server import RunningRouter, start_router
+from services.router.server import RunningRouter
 from tests.router.fake_vault import FakeVault
-from tests.router.loopback_backend import LoopbackOnlyBackend
-from tests.router.upstream_server import UpstreamServer, running_upstream
+from tests.support.fake_upstream import FakeUpstream, UpstreamFactory
+from tests.support.loopback_backend import LoopbackOnlyBackend
+from tests.support.stack import running_router
 
 ROUTER_CALLERS: Mapping[str, Sequence[str]] = {
     "gateway": ["invoke"],
     "agent": ["invoke"],
     "manager": ["manage"],
 }
-
-HOSTS = {
-    "api.internal.test": ["10.20.30.40"],
-    "loopback.test": ["127.0.0.1"],
-    "public.test": ["93.184.216.34"],  # public, so allowed: the backend refuses to connect
-}
-
-
-async def stub_resolver(host: str, port: int) -> Sequence[str]:
-    """DNS for tests: a fixed table; nothing is ever looked up for real."""
-    if host not in HOSTS:
-        raise OSError(f"stub resolver: unknown host {host}")
-    return HOSTS[host]
 
 
 @dataclass
@@ -65,8 +54,8 @@ class RouterEnv:
     """A started router, its callers' tokens and the upstream it may reach."""
 
     router: RunningRouter
-    upstream: UpstreamServer
-    tokens: dict[str, str] = field(repr=False)
+    upstream: FakeUpstream
+    tokens: Mapping[str, str] = field(repr=False)
     backend: LoopbackOnlyBackend = field(default_factory=LoopbackOnlyBackend)
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
 
@@ -135,46 +124,35 @@ def provider(
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[UpstreamServer]:
-    async with running_upstream() as server:
-        yield server
+async def upstream(upstream_factory: UpstreamFactory) -> FakeUpstream:
+    """The upstream every router of the test may reach: `echo_handler` until a test swaps it."""
+    return await upstream_factory()
 
 
 @pytest.fixture
-async def router_factory(tmp_path: Path, upstream: UpstreamServer) -> AsyncIterator[RouterFactory]:
-    """Start routers: `await router_factory(vault_address, vault_token, **settings)`."""
+async def router_factory(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[RouterFactory]:
+    """Start routers: `await router_factory(vault_address, vault_token, **settings)`, egress to
+    127.0.0.1 allowed, callers `ROUTER_CALLERS`."""
     envs: list[RouterEnv] = []
+    async with AsyncExitStack() as exits:
 
-    async def make(vault_address: str, vault_token: str, **overrides: object) -> RouterEnv:
-        directory = tmp_path / f"router-{len(envs)}"
-        tokens = {name: "svc-test-" + secrets.token_urlsafe(24) for name in ROUTER_CALLERS}
-        callers_file = directory / "router-callers.json"
-        write_callers_file(
-            callers_file, {n: (tokens[n], list(r)) for n, r in ROUTER_CALLERS.items()}
-        )
-        token_file = directory / "router-vault.token"
-        write_private_file(token_file, vault_token + "\n")
-        settings = RouterSettings(
-            listen="127.0.0.1:0",
-            vault_addr=vault_address,
-            vault_token_file=token_file,
-            callers_file=callers_file,
-            egress_allow="127.0.0.1",
-            connect_timeout=2.0,
-            upstream_timeout=30.0,
-            vault_timeout=2.0,
-        )
-        settings = replace(settings, **overrides)  # type: ignore[arg-type]
-        backend = LoopbackOnlyBackend()
-        router = await start_router(settings, resolver=stub_resolver, network_backend=backend)
-        env = RouterEnv(router, upstream, tokens, backend)
-        envs.append(env)
-        return env
+        async def make(vault_address: str, vault_token: str, **overrides: Any) -> RouterEnv:
+            handle = await exits.enter_async_context(
+                running_router(
+                    tmp_path / f"router-{len(envs)}",
+                    vault_address=vault_address,
+                    vault_token=vault_token,
+                    callers=ROUTER_CALLERS,
+                    **{"egress_allow": "127.0.0.1", **overrides},
+                )
+            )
+            env = RouterEnv(handle.router, upstream, handle.tokens, handle.network)
+            envs.append(env)
+            return env
 
-    yield make
-    for env in envs:
-        await env.close()
-        await env.router.stop(0)
+        yield make
+        for env in envs:
+            await env.close()
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import pytest
 from services.router.egress import AllowRule, EgressPolicy, parse_ip
 from services.router.errors import EgressRefused, UpstreamUnavailable
 from services.router.transport import UpstreamClient, UpstreamRequest
-from tests.router.loopback_backend import LoopbackOnlyBackend
-from tests.router.upstream_server import UpstreamServer, running_upstream
+from tests.support.fake_upstream import FakeUpstream, running_upstream
+from tests.support.loopback_backend import LoopbackOnlyBackend
 
 
 class StubResolver:
@@ -36,7 +36,7 @@ class StubResolver:
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[UpstreamServer]:
+async def upstream() -> AsyncIterator[FakeUpstream]:
     async with running_upstream() as server:
         yield server
 
@@ -61,7 +61,7 @@ def _client(allow: str, resolver: StubResolver | None = None) -> tuple[UpstreamC
     return client, backend
 
 
-async def test_loopback_is_refused_without_the_allowlist(upstream: UpstreamServer) -> None:
+async def test_loopback_is_refused_without_the_allowlist(upstream: FakeUpstream) -> None:
     client, backend = _client("")
     with pytest.raises(EgressRefused, match="loopback"):
         await _get(client, upstream.base_url + "/v1/models")
@@ -71,7 +71,7 @@ async def test_loopback_is_refused_without_the_allowlist(upstream: UpstreamServe
 
 
 @pytest.mark.parametrize("allow", ["127.0.0.1", "127.0.0.0/8", "127.0.0.1:{port}"])
-async def test_loopback_is_allowed_with_the_allowlist(upstream: UpstreamServer, allow: str) -> None:
+async def test_loopback_is_allowed_with_the_allowlist(upstream: FakeUpstream, allow: str) -> None:
     client, backend = _client(allow.format(port=upstream.port))
     assert await _get(client, upstream.base_url + "/v1/models") == 200
     await client.aclose()
@@ -79,7 +79,7 @@ async def test_loopback_is_allowed_with_the_allowlist(upstream: UpstreamServer, 
     assert [r.target for r in upstream.requests] == ["/v1/models"]
 
 
-async def test_allowlisted_port_does_not_open_other_ports(upstream: UpstreamServer) -> None:
+async def test_allowlisted_port_does_not_open_other_ports(upstream: FakeUpstream) -> None:
     client, backend = _client(f"127.0.0.1:{upstream.port + 1}")
     with pytest.raises(EgressRefused):
         await _get(client, upstream.base_url + "/")
@@ -113,7 +113,7 @@ async def test_forbidden_addresses_are_refused_before_anything_is_sent(url: str)
     assert "ROUTER_EGRESS_ALLOW" in caught.value.message
 
 
-async def test_a_host_name_allowlisted_may_resolve_to_loopback(upstream: UpstreamServer) -> None:
+async def test_a_host_name_allowlisted_may_resolve_to_loopback(upstream: FakeUpstream) -> None:
     resolver = StubResolver({"llm.internal": [["127.0.0.1"]]})
     client, backend = _client("llm.internal", resolver)
     url = f"http://llm.internal:{upstream.port}/v1/chat"

@@ -28,7 +28,7 @@ from services.common.grpc_server import open_channel
 from services.vault.config import VaultSettings
 from services.vault.server import RunningVault, start_vault
 from tests.router.conftest import RouterEnv, RouterFactory, provider, warnings_of
-from tests.router.upstream_server import RecordedRequest, Reply, UpstreamServer, sse_event
+from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply, sse_event
 from tests.support.vault import VaultFiles, prepare_vault_files
 
 USER = "user-e2e"
@@ -51,7 +51,7 @@ class Stack:
     files: VaultFiles
     vault: RunningVault
     env: RouterEnv
-    upstream: UpstreamServer
+    upstream: FakeUpstream
     manage: grpc.aio.Channel
 
     @property
@@ -101,7 +101,7 @@ def _request(provider_name: str | None, **fields: object) -> router_pb2.InvokeRe
 
 @pytest.fixture
 async def stack(
-    tmp_path: Path, router_factory: RouterFactory, upstream: UpstreamServer
+    tmp_path: Path, router_factory: RouterFactory, upstream: FakeUpstream
 ) -> AsyncIterator[Stack]:
     files = prepare_vault_files(tmp_path / "vault", CALLERS)
     vault = await start_vault(VaultSettings.from_env(files.env("127.0.0.1:0")))

@@ -20,7 +20,7 @@ from services.router.errors import HeaderTooLarge
 from services.router.placeholders import substitute_headers
 from tests.router.conftest import RouterEnv, provider
 from tests.router.fake_vault import FakeVault
-from tests.router.upstream_server import UpstreamServer
+from tests.support.fake_upstream import FakeUpstream
 
 USER = "user-1"
 BIG = "sk-amplify-" + "x" * (16 * 1024 - 11)  # a 16 KiB credential, the largest allowed
@@ -114,7 +114,7 @@ def _request(name: str) -> router_pb2.InvokeRequest:
 
 
 async def test_an_amplified_call_fails_cleanly_and_the_router_keeps_serving(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     # What the issue tried: 910 copies in one header made a 14.9 MB header block upstream.
     # The fake vault stores what it is given (the real one refuses this at save time; the
@@ -146,7 +146,7 @@ async def test_an_amplified_call_fails_cleanly_and_the_router_keeps_serving(
 
 
 async def test_the_callers_forwarded_headers_count_towards_the_total(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     fake_vault.providers[USER] = [
         provider("p", upstream.base_url, {f"X-Part-{i}": ["{{credential:big}}"] for i in range(3)})

@@ -25,7 +25,7 @@ from services.router.provider_check import CheckOutcome, ProviderChecker
 from services.router.transport import UpstreamClient
 from tests.router.conftest import RouterEnv, provider, warnings_of
 from tests.router.fake_vault import FakeVault
-from tests.router.upstream_server import RecordedRequest, Reply, UpstreamServer
+from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply
 
 SECRET = "sk-live-0123456789abcdef-CHECKSECRET"
 USER = "user-1"
@@ -88,7 +88,7 @@ def _closed_port() -> int:
 
 
 async def test_accepted_with_the_right_key(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     upstream.handler = _models_handler()
     _setup(fake_vault, upstream.base_url + "/v1")
@@ -110,7 +110,7 @@ async def test_accepted_with_the_right_key(
 
 @pytest.mark.parametrize("status", [401, 403])
 async def test_a_wrong_key_is_rejected(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer, status: int
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream, status: int
 ) -> None:
     upstream.handler = _models_handler(status_if_wrong=status)
     _setup(fake_vault, upstream.base_url + "/v1", credentials={"api_key": "sk-wrong-key-000"})
@@ -123,7 +123,7 @@ async def test_a_wrong_key_is_rejected(
 
 @pytest.mark.parametrize("status", [404, 429, 500])
 async def test_another_status_is_an_upstream_error(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer, status: int
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream, status: int
 ) -> None:
     upstream.handler = _models_handler(status=status)
     _setup(fake_vault, upstream.base_url + "/v1")
@@ -157,7 +157,7 @@ async def test_a_name_that_does_not_resolve_is_unreachable(
     ["http://10.0.0.1/v1", "http://127.0.0.2:8080/v1", "http://api.internal.test/v1"],
 )
 async def test_an_address_the_policy_refuses_gets_nothing_sent(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer, base_url: str
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream, base_url: str
 ) -> None:
     # fake_env allows 127.0.0.1 only; these are private or other loopback addresses.
     _setup(fake_vault, base_url)
@@ -171,7 +171,7 @@ async def test_an_address_the_policy_refuses_gets_nothing_sent(
 
 
 async def test_a_missing_credential_with_on_missing_error_sends_nothing(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     upstream.handler = _models_handler()
     _setup(fake_vault, upstream.base_url + "/v1", credentials={}, on_missing="error")
@@ -185,7 +185,7 @@ async def test_a_missing_credential_with_on_missing_error_sends_nothing(
 
 
 async def test_a_missing_credential_with_on_missing_warn_is_sent_and_warned(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     upstream.handler = _models_handler()
     _setup(fake_vault, upstream.base_url + "/v1", credentials={})
@@ -197,7 +197,7 @@ async def test_a_missing_credential_with_on_missing_warn_is_sent_and_warned(
 
 
 async def test_anthropic_lists_models_under_v1_with_a_version(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     upstream.handler = _models_handler(status=200)
     _setup(
@@ -215,7 +215,7 @@ async def test_anthropic_lists_models_under_v1_with_a_version(
 
 
 async def test_a_provider_anthropic_version_wins(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     upstream.handler = _models_handler(status=200)
     _setup(
@@ -229,7 +229,7 @@ async def test_a_provider_anthropic_version_wins(
 
 
 async def test_custom_lists_models_under_its_base_url(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     upstream.handler = _models_handler()
     _setup(fake_vault, upstream.base_url + "/api", kind=providers_pb2.PROVIDER_KIND_CUSTOM)
@@ -239,7 +239,7 @@ async def test_custom_lists_models_under_its_base_url(
 
 
 async def test_a_long_body_is_dropped_and_the_check_still_answers(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     async def huge(request: RecordedRequest, reply: Reply) -> None:
         await reply.head(200, [("content-length", str(4 * 1024 * 1024))])
@@ -257,7 +257,7 @@ async def test_a_long_body_is_dropped_and_the_check_still_answers(
 async def test_neither_the_body_nor_the_secret_is_returned_or_logged(
     fake_vault: FakeVault,
     fake_env: RouterEnv,
-    upstream: UpstreamServer,
+    upstream: FakeUpstream,
     all_logs: Callable[[], str],
 ) -> None:
     for status in (200, 401, 500):
@@ -297,7 +297,7 @@ async def test_a_missing_provider_name_is_invalid(fake_env: RouterEnv) -> None:
 async def test_callers_need_the_invoke_right(
     fake_vault: FakeVault,
     fake_env: RouterEnv,
-    upstream: UpstreamServer,
+    upstream: FakeUpstream,
     caller: str | None,
     code: grpc.StatusCode,
 ) -> None:
@@ -313,7 +313,7 @@ async def test_callers_need_the_invoke_right(
 
 
 async def test_an_internal_caller_checks_the_same_way(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     upstream.handler = _models_handler()
     _setup(fake_vault, upstream.base_url + "/v1")
@@ -334,7 +334,7 @@ class _OneProvider:
 
 
 async def test_an_upstream_that_does_not_answer_in_time_is_unreachable(
-    upstream: UpstreamServer,
+    upstream: FakeUpstream,
 ) -> None:
     never = asyncio.Event()
 

@@ -30,8 +30,8 @@ from services.router.egress import EgressPolicy
 from services.router.errors import UpstreamUnavailable
 from services.router.server import start_router
 from services.router.transport import UpstreamClient, UpstreamRequest
-from tests.router.loopback_backend import LoopbackOnlyBackend
-from tests.router.upstream_server import running_upstream
+from tests.support.fake_upstream import running_upstream
+from tests.support.loopback_backend import LoopbackOnlyBackend
 
 
 def _name(common_name: str) -> x509.Name:

@@ -12,17 +12,17 @@ import pytest
 from services.router.egress import EgressPolicy
 from services.router.errors import UpstreamTimeout, UpstreamUnavailable
 from services.router.transport import UpstreamClient, UpstreamRequest
-from tests.router.upstream_server import (
+from tests.support.fake_upstream import (
+    FakeUpstream,
     RecordedRequest,
     Reply,
-    UpstreamServer,
     running_upstream,
     sse_event,
 )
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[UpstreamServer]:
+async def upstream() -> AsyncIterator[FakeUpstream]:
     async with running_upstream() as server:
         yield server
 
@@ -38,7 +38,7 @@ def _deadline(seconds: float) -> float:
     return asyncio.get_running_loop().time() + seconds
 
 
-async def test_request_arrives_exactly(upstream: UpstreamServer, client: UpstreamClient) -> None:
+async def test_request_arrives_exactly(upstream: FakeUpstream, client: UpstreamClient) -> None:
     body = b'{"model":"gpt-4o","messages":[]}'
     request = UpstreamRequest(
         "POST",
@@ -60,7 +60,7 @@ async def test_request_arrives_exactly(upstream: UpstreamServer, client: Upstrea
 
 
 async def test_error_status_and_headers_pass_through(
-    upstream: UpstreamServer, client: UpstreamClient
+    upstream: FakeUpstream, client: UpstreamClient
 ) -> None:
     async def rate_limited(request: RecordedRequest, reply: Reply) -> None:
         await reply.head(
@@ -86,7 +86,7 @@ async def test_error_status_and_headers_pass_through(
 
 
 async def test_compressed_bodies_pass_raw_with_their_encoding(
-    upstream: UpstreamServer, client: UpstreamClient
+    upstream: FakeUpstream, client: UpstreamClient
 ) -> None:
     compressed = gzip.compress(b"hello " * 100)
 
@@ -109,7 +109,7 @@ async def test_compressed_bodies_pass_raw_with_their_encoding(
 
 
 async def test_chunks_are_forwarded_as_they_arrive(
-    upstream: UpstreamServer, client: UpstreamClient
+    upstream: FakeUpstream, client: UpstreamClient
 ) -> None:
     gate = asyncio.Event()
 
@@ -135,7 +135,7 @@ async def test_chunks_are_forwarded_as_they_arrive(
 
 
 async def test_leaving_mid_stream_closes_the_upstream_connection(
-    upstream: UpstreamServer, client: UpstreamClient
+    upstream: FakeUpstream, client: UpstreamClient
 ) -> None:
     async def endless(request: RecordedRequest, reply: Reply) -> None:
         await reply.head(200, [("content-type", "text/event-stream")])
@@ -162,7 +162,7 @@ async def test_leaving_mid_stream_closes_the_upstream_connection(
 
 
 async def test_slow_upstream_runs_out_of_time(
-    upstream: UpstreamServer, client: UpstreamClient
+    upstream: FakeUpstream, client: UpstreamClient
 ) -> None:
     async def slow(request: RecordedRequest, reply: Reply) -> None:
         await asyncio.sleep(10)
@@ -177,7 +177,7 @@ async def test_slow_upstream_runs_out_of_time(
 
 
 async def test_deadline_also_bounds_a_slow_body(
-    upstream: UpstreamServer, client: UpstreamClient
+    upstream: FakeUpstream, client: UpstreamClient
 ) -> None:
     async def stalls(request: RecordedRequest, reply: Reply) -> None:
         await reply.head(200, [])
@@ -206,7 +206,7 @@ async def test_refused_connection_is_unavailable(client: UpstreamClient) -> None
             pass
 
 
-async def test_connections_are_reused(upstream: UpstreamServer, client: UpstreamClient) -> None:
+async def test_connections_are_reused(upstream: FakeUpstream, client: UpstreamClient) -> None:
     for _ in range(3):
         async with client.stream(
             UpstreamRequest("GET", upstream.base_url + "/", []), deadline=_deadline(5)
@@ -218,7 +218,7 @@ async def test_connections_are_reused(upstream: UpstreamServer, client: Upstream
 
 
 async def test_no_cookie_from_one_call_reaches_the_next(
-    upstream: UpstreamServer, client: UpstreamClient
+    upstream: FakeUpstream, client: UpstreamClient
 ) -> None:
     """The client is shared by every user: a Set-Cookie answered to one call (user A) must
     never be sent on a later call (user B) to the same host."""
@@ -243,7 +243,7 @@ async def test_no_cookie_from_one_call_reaches_the_next(
 
 
 async def test_a_connection_the_upstream_closed_while_idle_is_not_reused(
-    upstream: UpstreamServer, client: UpstreamClient
+    upstream: FakeUpstream, client: UpstreamClient
 ) -> None:
     async def answers_then_closes(request: RecordedRequest, reply: Reply) -> None:
         await reply.head(200, [("content-length", "2")])  # no `Connection: close`
@@ -265,7 +265,7 @@ async def test_a_connection_the_upstream_closed_while_idle_is_not_reused(
     assert len(upstream.requests) == 2
 
 
-async def test_a_full_pool_makes_calls_wait_for_a_connection(upstream: UpstreamServer) -> None:
+async def test_a_full_pool_makes_calls_wait_for_a_connection(upstream: FakeUpstream) -> None:
     gate = asyncio.Event()
 
     async def held(request: RecordedRequest, reply: Reply) -> None:

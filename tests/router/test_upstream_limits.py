@@ -19,7 +19,7 @@ from services.router.resolver import ThreadedResolver
 from services.router.transport import UpstreamClient, UpstreamRequest
 from tests.router.conftest import RouterFactory, provider
 from tests.router.fake_vault import FakeVault
-from tests.router.upstream_server import RecordedRequest, Reply, UpstreamServer, running_upstream
+from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply, running_upstream
 
 LONG_DEADLINE = 60.0  # the caller's deadline: far beyond every bound under test
 
@@ -34,13 +34,13 @@ async def _get(client: UpstreamClient, url: str, seconds: float = LONG_DEADLINE)
 
 
 @pytest.fixture
-async def healthy() -> AsyncIterator[UpstreamServer]:
+async def healthy() -> AsyncIterator[FakeUpstream]:
     async with running_upstream() as server:
         yield server
 
 
 @pytest.fixture
-async def stuck() -> AsyncIterator[UpstreamServer]:
+async def stuck() -> AsyncIterator[FakeUpstream]:
     """An upstream whose handler is replaced by each test to stall in some way."""
     async with running_upstream() as server:
         yield server
@@ -55,7 +55,7 @@ def _client(**options: object) -> UpstreamClient:
 
 
 async def _healthy_calls_while(
-    client: UpstreamClient, healthy: UpstreamServer, stalled: asyncio.Future[object]
+    client: UpstreamClient, healthy: FakeUpstream, stalled: asyncio.Future[object]
 ) -> int:
     """Calls to the healthy upstream, one after another, until `stalled` is over."""
     done = 0
@@ -66,7 +66,7 @@ async def _healthy_calls_while(
 
 
 async def test_a_silent_upstream_times_out_at_the_first_byte_bound(
-    stuck: UpstreamServer, healthy: UpstreamServer
+    stuck: FakeUpstream, healthy: FakeUpstream
 ) -> None:
     async def silent(request: RecordedRequest, reply: Reply) -> None:
         await asyncio.sleep(LONG_DEADLINE)  # accepted the request, never answers
@@ -88,7 +88,7 @@ async def test_a_silent_upstream_times_out_at_the_first_byte_bound(
 
 
 async def test_an_upstream_that_stalls_mid_body_times_out_at_the_idle_bound(
-    stuck: UpstreamServer, healthy: UpstreamServer
+    stuck: FakeUpstream, healthy: FakeUpstream
 ) -> None:
     async def stalls(request: RecordedRequest, reply: Reply) -> None:
         await reply.head(200, [("content-type", "text/event-stream")])
@@ -119,7 +119,7 @@ async def test_an_upstream_that_stalls_mid_body_times_out_at_the_idle_bound(
 
 
 async def test_a_slow_but_steady_stream_is_not_cut_by_the_idle_bound(
-    stuck: UpstreamServer,
+    stuck: FakeUpstream,
 ) -> None:
     """The idle bound is per wait for more bytes, not for the whole body."""
 
@@ -164,7 +164,7 @@ def hung_lookup() -> Iterator[HungLookup]:
 
 
 async def test_a_hung_resolver_for_one_host_does_not_block_another(
-    healthy: UpstreamServer, hung_lookup: HungLookup
+    healthy: FakeUpstream, hung_lookup: HungLookup
 ) -> None:
     resolver = ThreadedResolver(hung_lookup, max_threads=2)
     client = _client(resolver=resolver, resolve_timeout=0.5)
@@ -192,7 +192,7 @@ async def test_a_hung_resolver_for_one_host_does_not_block_another(
 
 
 async def test_a_saturated_slow_origin_does_not_delay_another_origin(
-    stuck: UpstreamServer, healthy: UpstreamServer
+    stuck: FakeUpstream, healthy: FakeUpstream
 ) -> None:
     gate = asyncio.Event()
 
@@ -223,7 +223,7 @@ async def test_a_saturated_slow_origin_does_not_delay_another_origin(
 
 
 async def test_waiting_for_a_busy_origin_gives_up_at_the_first_byte_bound(
-    stuck: UpstreamServer,
+    stuck: FakeUpstream,
 ) -> None:
     gate = asyncio.Event()
 
@@ -271,7 +271,7 @@ def test_the_bounds_are_settings() -> None:
 
 
 async def test_a_silent_upstream_answers_deadline_exceeded_through_the_router(
-    fake_vault: FakeVault, router_factory: RouterFactory, upstream: UpstreamServer
+    fake_vault: FakeVault, router_factory: RouterFactory, upstream: FakeUpstream
 ) -> None:
     env = await router_factory(fake_vault.address, fake_vault.token, first_byte_timeout=0.5)
     fake_vault.providers["user-1"] = [provider("p", upstream.base_url, {})]

@@ -11,12 +11,23 @@ from typing import Any
 import uvicorn
 
 
-@contextlib.asynccontextmanager
-async def serve_asgi(app: Any) -> AsyncIterator[str]:
-    """Serve `app` with uvicorn on 127.0.0.1:0 in this event loop; yield its URL."""
+def bind_loopback() -> socket.socket:
+    """A TCP socket bound to 127.0.0.1:0, for `serve_asgi` (its address known before the app)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def socket_url(sock: socket.socket) -> str:
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@contextlib.asynccontextmanager
+async def serve_asgi(app: Any, sock: socket.socket | None = None) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn in this event loop on `sock` (default: a fresh 127.0.0.1:0);
+    yield its URL. The socket is closed on exit."""
+    sock = sock or bind_loopback()
     config = uvicorn.Config(
         app,
         lifespan="auto",
@@ -34,7 +45,7 @@ async def serve_asgi(app: Any) -> AsyncIterator[str]:
                 task.result()
                 raise RuntimeError("uvicorn stopped before it started")
             await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield socket_url(sock)
     finally:
         server.should_exit = True
         await task

@@ -22,9 +22,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.gateway.support.background import BackgroundLoop
-from tests.gateway.support.fake_upstream import FakeUpstream
-from tests.ui.stack import UiStack, ui_stack
+from tests.support.background import BackgroundLoop
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.stack import UiStack, ui_stack
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 VIEWPORT = {"width": 1280, "height": 800}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from tests.gateway.support.fake_upstream import FakeUpstream
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.stack import UiStack
 from tests.ui.conftest import Browsing, api
-from tests.ui.stack import UiStack
 
 CREDS = "/api/v2/users/me/ai-credentials"
 OPENAI_KEY = "sk-ui-seed-" + "K" * 28

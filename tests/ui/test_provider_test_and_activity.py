@@ -17,10 +17,10 @@ import pytest
 from aicreds.vault.v1 import providers_pb2, providers_pb2_grpc
 from playwright.sync_api import expect
 
-from tests.gateway.support.background import BackgroundLoop
-from tests.gateway.support.fake_upstream import FakeUpstream
+from tests.support.background import BackgroundLoop
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.stack import UiStack
 from tests.ui.conftest import Browsing, api
-from tests.ui.stack import UiStack
 
 PROVIDERS = "/api/v2/users/me/ai-providers"
 CREDS = "/api/v2/users/me/ai-credentials"

@@ -9,8 +9,8 @@ import httpx
 from playwright.sync_api import Browser, Route, expect
 
 from services.gateway.web_ui import CONTENT_SECURITY_POLICY
+from tests.support.stack import UiStack
 from tests.ui.conftest import Browsing, api
-from tests.ui.stack import UiStack
 
 CREDS = "/api/v2/users/me/ai-credentials"
 SESSION_COOKIE_NAME = "aicreds_session"

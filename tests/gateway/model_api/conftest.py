@@ -26,9 +26,9 @@ from services.gateway.middleware import GatewayApplication
 from services.gateway.model_api.endpoints import model_endpoints
 from services.gateway.model_api.model_call import LlmBackend, LlmPrincipal
 from services.gateway.observability import Metrics
-from tests.gateway.support.background import BackgroundLoop
 from tests.gateway.support.stub_backends import StubProviders, StubRouter, start_stub_server
 from tests.support.asgi import serve_asgi
+from tests.support.background import BackgroundLoop
 
 GOOD = "sk-aic-good-token-for-tests"
 NO_SCOPE = "sk-aic-token-without-llm-scope"

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.gateway.support.background import BackgroundLoop
-from tests.gateway.support.fake_upstream import FakeUpstream
-from tests.gateway.support.model_stack import LlmStack, llm_stack
+from tests.support.background import BackgroundLoop
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.stack import LlmStack, llm_stack
 
 REST_LIMIT = 2048
 LLM_LIMIT = 8192

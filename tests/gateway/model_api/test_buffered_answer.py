@@ -9,8 +9,8 @@ import time
 import httpx
 
 from tests.gateway.model_api.conftest import GOOD, JSON, SSE, Gateway
-from tests.gateway.support.fake_upstream import openai_events
 from tests.gateway.support.stub_backends import RouterScript
+from tests.support.fake_upstream import openai_events
 
 # -- non-streamed calls: one InvokeBuffered ---------------------------------------------------
 

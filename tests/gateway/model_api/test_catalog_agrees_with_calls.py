@@ -20,9 +20,9 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.gateway.support.background import BackgroundLoop
-from tests.gateway.support.fake_upstream import FakeUpstream
-from tests.gateway.support.model_stack import LlmStack, llm_stack
+from tests.support.background import BackgroundLoop
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.stack import LlmStack, llm_stack
 
 PROVIDERS = "/api/v2/users/me/ai-providers"
 SEEDED = ("openai", "anthropic", "strict", "warned")

@@ -16,7 +16,8 @@ from tests.gateway.model_api.conftest import (
     anthropic_client,
     openai_client,
 )
-from tests.gateway.support.fake_upstream import (
+from tests.gateway.support.stub_backends import RouterScript
+from tests.support.fake_upstream import (
     ANSWER_TEXT,
     STREAM_PIECES,
     anthropic_events,
@@ -24,7 +25,6 @@ from tests.gateway.support.fake_upstream import (
     chat_completion,
     openai_events,
 )
-from tests.gateway.support.stub_backends import RouterScript
 
 # -- what reaches the router ----------------------------------------------------------------
 

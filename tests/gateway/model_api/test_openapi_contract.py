@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 
-from tests.gateway.support.background import BackgroundLoop
-from tests.gateway.support.fake_upstream import FakeUpstream
-from tests.gateway.support.model_stack import LlmStack, llm_stack
+from tests.support.background import BackgroundLoop
 from tests.support.contract import CHECKS, run_contract
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.stack import LlmStack, llm_stack
 
 EXAMPLES_PER_OPERATION = 25
 # A path each pass-through is called with, with a served model, besides the generated ones.

@@ -19,9 +19,9 @@ import openai
 import pytest
 from langchain_openai import ChatOpenAI
 
-from tests.gateway.support.background import BackgroundLoop
-from tests.gateway.support.fake_upstream import ANSWER_TEXT, EMBEDDING, STREAM_PIECES, FakeUpstream
-from tests.gateway.support.model_stack import ANTHROPIC_KEY, OPENAI_KEY, LlmStack, llm_stack
+from tests.support.background import BackgroundLoop
+from tests.support.fake_upstream import ANSWER_TEXT, EMBEDDING, STREAM_PIECES, FakeUpstream
+from tests.support.stack import ANTHROPIC_KEY, OPENAI_KEY, LlmStack, llm_stack
 
 CLIENT_SDK_LOGGERS = ("openai", "anthropic", "langchain", "httpx2")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from tests.gateway.model_api.conftest import SSE, Gateway, openai_client
-from tests.gateway.support.fake_upstream import openai_events
 from tests.gateway.support.stub_backends import RouterScript
+from tests.support.fake_upstream import openai_events
 
 # -- disconnects ---------------------------------------------------------------------------
 

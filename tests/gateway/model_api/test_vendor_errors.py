@@ -25,9 +25,9 @@ from tests.gateway.model_api.conftest import (
     openai_client,
     stub_app,
 )
-from tests.gateway.support.fake_upstream import anthropic_events, openai_events
 from tests.gateway.support.stub_backends import RouterScript
 from tests.support.asgi import serve_asgi
+from tests.support.fake_upstream import anthropic_events, openai_events
 
 # -- errors in each vendor's shape ------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.gateway.support.fake_upstream import ANSWER_TEXT, EMBEDDING, STREAM_PIECES, FakeUpstream
+from tests.support.fake_upstream import ANSWER_TEXT, EMBEDDING, STREAM_PIECES, FakeUpstream
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,46 @@
+"""The call every RouterService test makes: user-1's `openai` provider on the fake upstream,
+behind the fake vault, and an Invoke request for it."""
+
+from __future__ import annotations
+
+from aicreds.router.v1 import router_pb2
+
+from tests.router.conftest import provider
+from tests.router.fake_vault import FakeVault
+from tests.support.fake_upstream import FakeUpstream
+
+SECRET = "sk-live-0123456789abcdef-SECRET"
+USER = "user-1"
+
+
+def setup_openai(
+    vault: FakeVault,
+    upstream: FakeUpstream,
+    headers: dict[str, list[str]],
+    *,
+    on_missing: str = "warn",
+    base_url: str | None = None,
+    models: tuple[str, ...] = ("gpt-4o",),
+) -> None:
+    vault.providers[USER] = [
+        provider(
+            "openai",
+            base_url or upstream.base_url + "/v1",
+            headers,
+            models=models,
+            on_missing=on_missing,
+        )
+    ]
+    vault.credentials[USER] = {"openai_api_key": SECRET, "org": "org-42"}
+
+
+def invoke_request(**fields: object) -> router_pb2.InvokeRequest:
+    defaults: dict[str, object] = {
+        "user_id": USER,
+        "provider_name": "openai",
+        "method": "POST",
+        "path": "/chat/completions",
+        "body": b'{"model":"gpt-4o"}',
+    }
+    defaults.update(fields)
+    return router_pb2.InvokeRequest(**defaults)  # type: ignore[arg-type]
