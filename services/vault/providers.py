@@ -10,9 +10,9 @@ decrypting every provider. Responses of ProviderService show headers masked (the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from services.common.credential_rules import describe
 from services.common.header_masking import literal_secret_warnings, mask_headers
@@ -29,10 +29,13 @@ from services.common.provider_rules import (
     validate_provider_name,
 )
 from services.vault.audit import audit_failures, audit_record
+from services.vault.bulk_reads import BulkReads
 from services.vault.envelope import Envelope, Opener
 from services.vault.errors import DecryptionFailed, ModelNotFound, ProviderExists, ProviderNotFound
 from services.vault.store import AuditSink, ProviderRecord, ProviderStore
 from services.vault.validation import validate_user_id
+
+T = TypeVar("T")
 
 
 class AuditedProviderStore(ProviderStore, AuditSink, Protocol):
@@ -94,9 +97,12 @@ def _view(config: ProviderConfig) -> ProviderView:
 class ProviderBook:
     """The domain operations behind ProviderService (Resolve selects with the functions below)."""
 
-    def __init__(self, store: AuditedProviderStore, envelope: Envelope) -> None:
+    def __init__(
+        self, store: AuditedProviderStore, envelope: Envelope, bulk: BulkReads | None = None
+    ) -> None:
         self._store = store
         self._envelope = envelope
+        self._bulk = bulk or BulkReads()
 
     def __repr__(self) -> str:
         return "ProviderBook()"
@@ -157,11 +163,20 @@ class ProviderBook:
         """One provider, masked."""
         return _view(await self.unmasked(user_id, name))
 
-    async def get_all(self, user_id: str) -> list[ProviderView]:
-        """All of the user's providers, masked, sorted by name."""
+    async def get_all(self, user_id: str, present: Callable[[list[ProviderConfig]], T]) -> T:
+        """All of the user's providers, masked, sorted by name, as `present` makes them (e.g. a
+        response message). Opening, masking and presenting grow with what the user stores, so
+        for a large list they run on a worker thread (`BulkReads`)."""
         validate_user_id(user_id)
         records = await self._store.list_providers(user_id)
-        return [_view(await self._config(record)) for record in records]
+        opener = await self._envelope.opener_for(user_id) if records else None
+
+        def masked() -> T:
+            configs = [open_provider(r, opener).masked() for r in records] if opener else []
+            return present(configs)
+
+        size = sum(len(record.headers_blob) for record in records)
+        return await self._bulk.run(user_id, size, masked)
 
     async def unmasked(self, user_id: str, name: str) -> ProviderConfig:
         """One provider with its headers as configured."""
