@@ -5,15 +5,15 @@ Every change and every failed change is audited, with key names only. A map's si
 (`user_limits`; checked by the store in the write transaction), its number of keys is not.
 
 Decrypting is CPU work on the event loop's thread unless moved: a few values are opened right
-there, a larger batch (a whole map) on a worker thread, so that one user's large map does not
+there, a larger batch (a whole map) on a worker thread, one at a time per user, together with
+building the response that holds them (`BulkReads`), so that one user's large map does not
 hold up every other request meanwhile.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable, Mapping
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol, TypeVar
 
 from services.common.credential_rules import (
     KEY_PATTERN,
@@ -23,13 +23,13 @@ from services.common.credential_rules import (
     validate_value,
 )
 from services.vault.audit import audit_failures, audit_record
+from services.vault.bulk_reads import BulkReads
 from services.vault.envelope import Envelope, Opener
 from services.vault.errors import CredentialNotFound
 from services.vault.store import AuditSink, CredentialStore
 from services.vault.validation import validate_user_id
 
-# Sealed bytes decrypted on the event loop at most; a larger batch goes to a worker thread.
-INLINE_DECRYPT_BYTES = 64 * 1024
+T = TypeVar("T")
 
 
 def _open_blobs(opener: Opener, blobs: Mapping[str, bytes]) -> dict[str, str]:
@@ -43,25 +43,33 @@ class AuditedCredentialStore(CredentialStore, AuditSink, Protocol):
 class CredentialMaps:
     """The domain operations behind CredentialService."""
 
-    def __init__(self, store: AuditedCredentialStore, envelope: Envelope) -> None:
+    def __init__(
+        self, store: AuditedCredentialStore, envelope: Envelope, bulk: BulkReads | None = None
+    ) -> None:
         self._store = store
         self._envelope = envelope
+        self._bulk = bulk or BulkReads()
 
     def __repr__(self) -> str:
         return f"CredentialMaps(envelope={self._envelope!r})"
 
-    async def _open_all(self, user_id: str, blobs: Mapping[str, bytes]) -> dict[str, str]:
-        if not blobs:
-            return {}
-        opener = await self._envelope.opener_for(user_id)
-        if sum(len(blob) for blob in blobs.values()) <= INLINE_DECRYPT_BYTES:
-            return _open_blobs(opener, blobs)
-        return await asyncio.to_thread(_open_blobs, opener, blobs)
+    async def _open_all(
+        self,
+        user_id: str,
+        blobs: Mapping[str, bytes],
+        present: Callable[[dict[str, str]], T],
+    ) -> T:
+        opener = await self._envelope.opener_for(user_id) if blobs else None
+        size = sum(len(blob) for blob in blobs.values())
+        return await self._bulk.run(
+            user_id, size, lambda: present(_open_blobs(opener, blobs) if opener else {})
+        )
 
-    async def get_all(self, user_id: str) -> dict[str, str]:
-        """The user's whole map, decrypted (empty for an unknown user)."""
+    async def get_all(self, user_id: str, present: Callable[[dict[str, str]], T]) -> T:
+        """The user's whole map, decrypted (empty for an unknown user), as `present` makes it
+        (e.g. a response message): a large map is decrypted and presented on a worker thread."""
         validate_user_id(user_id)
-        return await self._open_all(user_id, await self._store.get_credentials(user_id))
+        return await self._open_all(user_id, await self._store.get_credentials(user_id), present)
 
     async def get(self, user_id: str, key: str) -> str:
         validate_user_id(user_id)
@@ -77,7 +85,7 @@ class CredentialMaps:
         for key in wanted:
             validate_key(key)
         blobs = await self._store.get_credentials_named(user_id, wanted)
-        values = await self._open_all(user_id, blobs)
+        values = await self._open_all(user_id, blobs, dict)
         return values, sorted(k for k in wanted if k not in values)
 
     async def replace_all(

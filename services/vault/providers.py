@@ -15,9 +15,9 @@ values, would pass the size bounds the router enforces on every call (SPEC 3.5, 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from services.common import header_bounds
 from services.common.credential_rules import describe
@@ -37,10 +37,13 @@ from services.common.provider_rules import (
     validate_provider_name,
 )
 from services.vault.audit import audit_failures, audit_record
+from services.vault.bulk_reads import BulkReads
 from services.vault.envelope import Envelope, Opener
 from services.vault.errors import DecryptionFailed, ModelNotFound, ProviderExists, ProviderNotFound
 from services.vault.store import AuditSink, CredentialStore, ProviderRecord, ProviderStore
 from services.vault.validation import validate_user_id
+
+T = TypeVar("T")
 
 
 class AuditedProviderStore(ProviderStore, CredentialStore, AuditSink, Protocol):
@@ -107,10 +110,12 @@ class ProviderBook:
         store: AuditedProviderStore,
         envelope: Envelope,
         header_bounds: HeaderBounds | None = None,
+        bulk: BulkReads | None = None,
     ) -> None:
         self._store = store
         self._envelope = envelope
         self._header_bounds = header_bounds or HeaderBounds()
+        self._bulk = bulk or BulkReads()
 
     def __repr__(self) -> str:
         return "ProviderBook()"
@@ -182,11 +187,20 @@ class ProviderBook:
         """One provider, masked."""
         return _view(await self.unmasked(user_id, name))
 
-    async def get_all(self, user_id: str) -> list[ProviderView]:
-        """All of the user's providers, masked, sorted by name."""
+    async def get_all(self, user_id: str, present: Callable[[list[ProviderConfig]], T]) -> T:
+        """All of the user's providers, masked, sorted by name, as `present` makes them (e.g. a
+        response message). Opening, masking and presenting grow with what the user stores, so
+        for a large list they run on a worker thread (`BulkReads`)."""
         validate_user_id(user_id)
         records = await self._store.list_providers(user_id)
-        return [_view(await self._config(record)) for record in records]
+        opener = await self._envelope.opener_for(user_id) if records else None
+
+        def masked() -> T:
+            configs = [open_provider(r, opener).masked() for r in records] if opener else []
+            return present(configs)
+
+        size = sum(len(record.headers_blob) for record in records)
+        return await self._bulk.run(user_id, size, masked)
 
     async def unmasked(self, user_id: str, name: str) -> ProviderConfig:
         """One provider with its headers as configured."""

@@ -13,6 +13,10 @@ from services.vault.servicers import caller_name
 from services.vault.servicers.providers import provider_to_proto
 
 
+def _credentials_response(credentials: dict[str, str]) -> pb.GetCredentialsResponse:
+    return pb.GetCredentialsResponse(credentials=credentials)
+
+
 class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
     def __init__(self, credentials: CredentialMaps, resolver: Resolver) -> None:
         self._credentials = credentials
@@ -21,8 +25,8 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
     async def GetCredentials(
         self, request: pb.GetCredentialsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCredentialsResponse:
-        credentials = await self._credentials.get_all(request.user_id)
-        return pb.GetCredentialsResponse(credentials=credentials)
+        # Built where the map is decrypted: off the event loop for a large map.
+        return await self._credentials.get_all(request.user_id, _credentials_response)
 
     async def ReplaceCredentials(
         self, request: pb.ReplaceCredentialsRequest, context: grpc.aio.ServicerContext

@@ -43,6 +43,10 @@ def _response(view: ProviderView) -> pb.ProviderResponse:
     return pb.ProviderResponse(provider=provider_to_proto(view.provider), warnings=view.warnings)
 
 
+def _list_response(masked: list[ProviderConfig]) -> pb.ListProvidersResponse:
+    return pb.ListProvidersResponse(providers=[provider_to_proto(p) for p in masked])
+
+
 class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
     def __init__(self, providers: ProviderBook) -> None:
         self._providers = providers
@@ -61,8 +65,8 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
     async def ListProviders(
         self, request: pb.ListProvidersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListProvidersResponse:
-        views = await self._providers.get_all(request.user_id)
-        return pb.ListProvidersResponse(providers=[provider_to_proto(v.provider) for v in views])
+        # Built where the providers are opened: off the event loop for a long list.
+        return await self._providers.get_all(request.user_id, _list_response)
 
     async def UpdateProvider(
         self, request: pb.UpdateProviderRequest, context: grpc.aio.ServicerContext
