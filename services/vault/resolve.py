@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from services.common.credential_rules import KEY_PATTERN
-from services.common.provider_rules import validate_model, validate_provider_name
+from services.common.credential_rules import KEY_PATTERN, describe
+from services.common.errors import InvalidArgument
+from services.common.provider_rules import is_valid_model, validate_provider_name
 from services.vault.audit import audit_failures, audit_record
 from services.vault.credentials import CredentialMaps
+from services.vault.errors import ModelNotFound
 from services.vault.providers import (
     ProviderBook,
     ProviderConfig,
@@ -84,7 +86,14 @@ class Resolver:
         validate_user_id(user_id)
         record = audit_record(caller, user_id, ACTION)
         async with audit_failures(self._store, record):
-            validate_model(model)
+            if not model:
+                raise InvalidArgument("name a model")
+            if not is_valid_model(model):
+                # No provider can list a string that is no model name (SPEC 2.6: 404), the
+                # answer `GET /v1/models/{id}` gives for it too (common.model_selection).
+                raise ModelNotFound(
+                    f"model {describe(model)} is not served by any of the user's providers"
+                )
             prefix, slash, rest = model.partition("/")
             rows = await self._store.get_model_resolve_rows(
                 user_id, model, prefix if slash and rest else None

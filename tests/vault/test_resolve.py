@@ -138,6 +138,13 @@ async def test_resolve_by_model_selects_as_spec_2_6(
         ),
         (cpb.ResolveRequest(user_id="alice", model="openai/"), "NOT_FOUND", "model_not_found"),
         (cpb.ResolveRequest(user_id="alice", model=""), "INVALID_ARGUMENT", "invalid_argument"),
+        # No model name at all: served by no provider, the catalog's answer too (SPEC 2.6).
+        (
+            cpb.ResolveRequest(user_id="alice", model="openai/gpt-4o "),
+            "NOT_FOUND",
+            "model_not_found",
+        ),
+        (cpb.ResolveRequest(user_id="alice", model="m" * 257), "NOT_FOUND", "model_not_found"),
         (
             cpb.ResolveRequest(user_id="alice", provider_name="absent"),
             "NOT_FOUND",
