@@ -387,7 +387,8 @@ class Router:
         lines: list[tuple[str, Sequence[str]]] = []
         for name, values in resolution.provider.headers:
             lines.append((name, [mask_header_value(name, v) for v in values]))
-        values, refused = resolution.values, ()
+        usable: Mapping[str, str] = resolution.values
+        refused: tuple[str, ...] = ()
         if resolution.value_hosts:
             # The same origin check as a call's (`prepared_call`): what Preview shows is what
             # a call would send.
@@ -399,8 +400,8 @@ class Router:
                 host=host,
                 port=port,
             )
-            values, refused = allowed.values, allowed.refused_keys
+            usable, refused = allowed.values, allowed.refused_keys
         substituted = substitute_headers(
-            lines, values, lambda _key, value: mask_credential_value(value), refused=refused
+            lines, usable, lambda _key, value: mask_credential_value(value), refused=refused
         )
         return PreviewResult(substituted.headers, substituted.warnings)

@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.common.credential_rules import KEY_PATTERN, describe, validate_key
+from services.common.errors import Unavailable
 from services.common.host_patterns import canonical_patterns, patterns_json
 from services.vault.audit import audit_failures, audit_record
 from services.vault.credentials import WRITE_ATTEMPTS, open_credential, stored_hosts
 from services.vault.envelope import Envelope
 from services.vault.errors import CredentialNotFound
-from services.common.errors import Unavailable
 from services.vault.store import UNBOUND_HOSTS, StoredCredential, hosts_binding
 from services.vault.store.credential_hosts import CredentialHostStore
 from services.vault.validation import validate_user_id

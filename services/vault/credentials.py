@@ -29,9 +29,9 @@ from services.common.credential_rules import (
     validate_key,
     validate_value,
 )
-from services.vault.audit import audit_failures, audit_record
 from services.common.errors import Unavailable
 from services.common.host_patterns import patterns_from_json
+from services.vault.audit import audit_failures, audit_record
 from services.vault.envelope import Envelope, Opener
 from services.vault.errors import CredentialNotFound, DecryptionFailed
 from services.vault.store import (

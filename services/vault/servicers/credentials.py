@@ -90,7 +90,10 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
     async def GetCredentialHosts(
         self, request: pb.GetCredentialHostsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCredentialHostsResponse:
-        bound = await self._hosts.get_all(request.user_id)
+        if request.key:
+            bound = {request.key: await self._hosts.get(request.user_id, request.key)}
+        else:
+            bound = await self._hosts.get_all(request.user_id)
         return pb.GetCredentialHostsResponse(
             hosts={key: pb.HostList(hosts=hosts) for key, hosts in bound.items()}
         )

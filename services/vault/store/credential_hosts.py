@@ -58,7 +58,7 @@ class SqliteCredentialHostStore:
                 " WHERE user_id = ? AND key = ? AND blob = ?",
                 (new.blob, new.hosts, utc_text(), user_id, key, old_blob),
             )
-            changed = cursor.rowcount > 0
+            changed: bool = cursor.rowcount > 0
             await cursor.close()
             if changed:
                 await insert_audit(conn, audit)

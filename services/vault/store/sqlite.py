@@ -10,8 +10,8 @@ from typing import Any
 import aiosqlite
 
 from services.vault.store import (
-    AuditRecord,
     UNBOUND_HOSTS,
+    AuditRecord,
     ProviderRecord,
     ResolveRows,
     StoredCredential,
@@ -123,8 +123,7 @@ class SqliteVaultStore:
             chunk = list(keys[start : start + 500])
             marks = ", ".join("?" for _ in chunk)
             rows = await fetch(
-                f"SELECT key, blob, hosts FROM credentials WHERE user_id = ?"
-                f" AND key IN ({marks})",
+                f"SELECT key, blob, hosts FROM credentials WHERE user_id = ? AND key IN ({marks})",
                 (user_id, *chunk),
             )
             found.update({str(row[0]): _stored(row) for row in rows})

@@ -167,10 +167,12 @@ class HostList(_message.Message):
     def __init__(self, hosts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetCredentialHostsRequest(_message.Message):
-    __slots__ = ("user_id",)
+    __slots__ = ("user_id", "key")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
     user_id: str
-    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+    key: str
+    def __init__(self, user_id: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
 
 class GetCredentialHostsResponse(_message.Message):
     __slots__ = ("hosts",)

@@ -142,7 +142,8 @@ class CredentialServiceServicer:
 
     def GetCredentialHosts(self, request, context):
         """GetCredentialHosts returns the bound hosts of each of the user's credentials that is bound
-        to hosts (SPEC 2.9); unbound credentials (any host) are absent.
+        to hosts (SPEC 2.9); unbound credentials (any host) are absent. With `key`, only that one
+        (NOT_FOUND when it is not in the map). A binding changed outside the vault: INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
