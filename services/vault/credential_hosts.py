@@ -50,7 +50,7 @@ class CredentialHosts:
         opener = await self._envelope.opener_for(user_id)
         for key, stored in bound.items():
             open_credential(opener, key, stored)
-        return {key: stored_hosts(stored) for key, stored in bound.items()}
+        return {key: stored_hosts(stored) for key, stored in bound.items() if stored.binding}
 
     async def get(self, user_id: str, key: str) -> tuple[str, ...]:
         """One credential's bound hosts (empty: any host); CredentialNotFound if absent."""
@@ -59,7 +59,7 @@ class CredentialHosts:
         stored = await self._store.get_credential(user_id, key)
         if stored is None:
             raise CredentialNotFound(f"credential {describe(key)} not found")
-        if stored.binding:
+        if stored.binding or stored.sealed_bound:
             open_credential(await self._envelope.opener_for(user_id), key, stored)
         return stored_hosts(stored)
 

@@ -137,12 +137,12 @@ class CredentialMaps:
         """The stored hosts of those of `keys` that are bound, each checked by opening its
         value: a binding changed outside the vault is refused, never carried over."""
         stored = await self._store.get_credentials_named(user_id, keys) if keys else {}
-        bound = {key: row for key, row in stored.items() if row.binding}
+        bound = {key: row for key, row in stored.items() if row.binding or row.sealed_bound}
         if bound:
             opener = await self._envelope.opener_for(user_id)
             for key, row in bound.items():
                 open_credential(opener, key, row)
-        return {key: row.hosts for key, row in bound.items()}
+        return {key: row.hosts for key, row in bound.items() if row.binding}
 
     async def replace_all(
         self, caller: str, user_id: str, credentials: Mapping[str, str]

@@ -68,6 +68,12 @@ class StoredCredential:
     hosts: str = UNBOUND_HOSTS
 
     @property
+    def sealed_bound(self) -> bool:
+        """Whether the value was sealed bound to hosts (sealed-blob format 2, `crypto`): then
+        its stored hosts must be checked by opening it, even if they now read `[]`."""
+        return self.blob[:1] == b"\x02"
+
+    @property
     def binding(self) -> str:
         """What the value's seal is bound to besides its key: empty when unbound (format 1)."""
         return hosts_binding(self.hosts)

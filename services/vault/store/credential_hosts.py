@@ -17,7 +17,8 @@ class CredentialHostStore(AuditSink, Protocol):
         """One stored credential, if the user has it."""
 
     async def get_bound_credentials(self, user_id: str) -> dict[str, StoredCredential]:
-        """The user's credentials that are bound to hosts, by key."""
+        """The user's credentials that are bound to hosts, or whose values were sealed bound
+        (`StoredCredential.sealed_bound`), by key."""
 
     async def set_credential_hosts(
         self, user_id: str, key: str, old_blob: bytes, new: StoredCredential, *, audit: AuditRecord
@@ -43,8 +44,8 @@ class SqliteCredentialHostStore:
 
     async def get_bound_credentials(self, user_id: str) -> dict[str, StoredCredential]:
         rows = await self.db.fetch_all(
-            "SELECT key, blob, hosts FROM credentials WHERE user_id = ? AND hosts != ?"
-            " ORDER BY key",
+            "SELECT key, blob, hosts FROM credentials WHERE user_id = ?"
+            " AND (hosts != ? OR substr(blob, 1, 1) = x'02') ORDER BY key",
             (user_id, UNBOUND_HOSTS),
         )
         return {str(row[0]): StoredCredential(bytes(row[1]), str(row[2])) for row in rows}
