@@ -195,4 +195,6 @@ async def test_small_reads_fall_back_to_a_reader_thread_while_sqlite_answers_bus
             raise err
 
     monkeypatch.setattr(db, "_inline", Busy())
-    assert await store.get_credentials_named("alice", ["k", "absent"]) == {"k": StoredCredential(b"blob")}
+    assert await store.get_credentials_named("alice", ["k", "absent"]) == {
+        "k": StoredCredential(b"blob")
+    }
