@@ -39,6 +39,7 @@ from services.gateway.ops_api import endpoints as ops_endpoints
 from services.gateway.rate_limit import InMemoryRateLimiter, RateLimiter
 from services.gateway.rest_api import (
     activity,
+    credential_hosts,
     credentials,
     provider_checks,
     providers,
@@ -65,6 +66,7 @@ def rest_endpoints(
     """The REST v2 tables, each with the collaborators its handlers use."""
     return [
         *credentials.endpoints(vault),
+        *credential_hosts.endpoints(vault),
         *providers.endpoints(vault, router),
         *provider_checks.endpoints(router),
         *activity.endpoints(vault),

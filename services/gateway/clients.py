@@ -11,7 +11,7 @@ provider's base URL.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -138,6 +138,21 @@ class VaultClient(Backend):
     async def delete_credential(self, user_id: str, key: str) -> None:
         request = credentials_pb2.DeleteCredentialRequest(user_id=user_id, key=key)
         await self.call(self._credentials.DeleteCredential, request)
+
+    # Credential host binding (SPEC 2.9)
+
+    async def get_credential_hosts(self, user_id: str, key: str = "") -> dict[str, list[str]]:
+        """Bound key -> hosts; with `key`, only that key (NOT_FOUND if it is not in the map)."""
+        request = credentials_pb2.GetCredentialHostsRequest(user_id=user_id, key=key)
+        reply = await self.call(self._credentials.GetCredentialHosts, request)
+        return {name: list(reply.hosts[name].hosts) for name in sorted(reply.hosts)}
+
+    async def set_credential_hosts(self, user_id: str, key: str, hosts: Sequence[str]) -> list[str]:
+        request = credentials_pb2.SetCredentialHostsRequest(
+            user_id=user_id, key=key, hosts=list(hosts)
+        )
+        reply = await self.call(self._credentials.SetCredentialHosts, request)
+        return list(reply.hosts)
 
     # Providers (SPEC 2.3)
 

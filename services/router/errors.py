@@ -8,6 +8,9 @@
     ├── FailedPrecondition
     │   ├── CredentialMissing       credential_not_found a referenced key is missing and the
     │   │                                                provider says on_missing_credential=error
+    │   ├── CredentialNotAllowed    credential_not_allowed a referenced credential is bound to
+    │   │                                                other hosts (SPEC 2.9) and the provider
+    │   │                                                says on_missing_credential=error
     │   └── HeaderTooLarge          header_too_large     substituted headers would pass a bound
     │                                                    (ROUTER_MAX_HEADER*_BYTES)
     ├── Unavailable
@@ -55,6 +58,15 @@ class CredentialMissing(FailedPrecondition):
     def __init__(self, keys: Sequence[str]) -> None:
         names = ", ".join(keys)
         super().__init__(f"Credential not found: {names}")
+        self.keys = tuple(keys)
+
+
+class CredentialNotAllowed(FailedPrecondition):
+    reason = "credential_not_allowed"
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        names = ", ".join(keys)
+        super().__init__(f"Credential not allowed for host: {names}")
         self.keys = tuple(keys)
 
 

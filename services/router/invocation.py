@@ -3,9 +3,12 @@
 1. `Router.prepare` asks the vault, in one `Resolve` (`Router.resolve`), for the provider and the
    values of exactly the keys its headers reference; then `prepared_call` substitutes them and
    builds the upstream URL, headers and body.
+   A value bound to hosts (SPEC 2.9) is substituted only if the call's origin matches them
+   (`host_binding`); otherwise it is left out like a missing one, with its own warning.
    The result carries the warnings, so the caller can report them even if the call then fails.
-2. `PreparedCall.check_missing` fails the call (`CredentialMissing`) when the provider says
-   `on_missing_credential: error` and a key is missing - before anything is sent upstream.
+2. `PreparedCall.check_missing` fails the call (`CredentialMissing`, `CredentialNotAllowed`)
+   when the provider says `on_missing_credential: error` and a key is missing or not allowed
+   for the host - before anything is sent upstream.
 3. `Router.stream` sends it and yields the upstream's response as it arrives; `Router.fetch`
    sends it through `stream` and returns the whole answer at once, up to a body limit.
 
@@ -35,11 +38,13 @@ from services.router.body_model import rewrite_model
 from services.router.errors import (
     BadInvokeRequest,
     CredentialMissing,
+    CredentialNotAllowed,
     EgressRefused,
     UpstreamUnavailable,
     UpstreamUnresolved,
 )
 from services.router.headers import check_headers_size, upstream_request_headers
+from services.router.host_binding import values_for_origin
 from services.router.placeholders import substitute_headers
 from services.router.transport import (
     UpstreamClient,
@@ -83,6 +88,8 @@ class Resolution:
     values: Mapping[str, str] = field(repr=False)
     missing_keys: tuple[str, ...] = ()
     upstream_model: str = ""
+    # Key -> bound hosts, for the values that are bound (SPEC 2.9); others go to any host.
+    value_hosts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class ResolveSource(Protocol):
@@ -117,11 +124,15 @@ class PreparedCall:
     warnings: tuple[str, ...]
     missing_keys: tuple[str, ...]
     refuse_missing: bool
+    refused_keys: tuple[str, ...] = ()
 
     def check_missing(self) -> None:
-        """Raise CredentialMissing if a key is missing and the provider says `error`."""
+        """Raise CredentialMissing if a key is missing, CredentialNotAllowed if a key is bound
+        to other hosts, and the provider says `error`."""
         if self.refuse_missing and self.missing_keys:
             raise CredentialMissing(self.missing_keys)
+        if self.refuse_missing and self.refused_keys:
+            raise CredentialNotAllowed(self.refused_keys)
 
 
 @dataclass(frozen=True)
@@ -201,15 +212,25 @@ def prepared_call(call: InvokeCall, resolution: Resolution, bounds: HeaderBounds
     the URL built (the second half of `Router.prepare`)."""
     method = _checked_method(call)
     provider = resolution.provider
+    target = upstream_target(provider.base_url, call.path, call.query)
+    # Bound values only for the origin this call connects to (SPEC 2.9).
+    allowed = values_for_origin(
+        resolution.values,
+        resolution.value_hosts,
+        scheme=target.scheme,
+        host=target.origin.host.decode("ascii"),
+        port=target.port,
+    )
     # Bounded while substituting (SPEC 3.5): raises HeaderTooLarge before a value passes its
     # bound, then again for the whole request with the caller's forwarded headers.
-    substituted = substitute_headers(provider.headers, resolution.values, bounds=bounds)
+    substituted = substitute_headers(
+        provider.headers, allowed.values, bounds=bounds, refused=allowed.refused_keys
+    )
     headers = upstream_request_headers(substituted.headers, call.headers)
     check_headers_size(headers, bounds)
     body = call.body
     if call.model and resolution.upstream_model and resolution.upstream_model != call.model:
         body = rewrite_model(body, resolution.upstream_model)
-    target = upstream_target(provider.base_url, call.path, call.query)
     return PreparedCall(
         provider_name=provider.name,
         request=UpstreamRequest(method, target.url, headers, body, target),
@@ -217,6 +238,7 @@ def prepared_call(call: InvokeCall, resolution: Resolution, bounds: HeaderBounds
         warnings=substituted.warnings,
         missing_keys=substituted.missing_keys,
         refuse_missing=provider.on_missing_error,
+        refused_keys=substituted.refused_keys,
     )
 
 
@@ -365,7 +387,21 @@ class Router:
         lines: list[tuple[str, Sequence[str]]] = []
         for name, values in resolution.provider.headers:
             lines.append((name, [mask_header_value(name, v) for v in values]))
+        usable: Mapping[str, str] = resolution.values
+        refused: tuple[str, ...] = ()
+        if resolution.value_hosts:
+            # The same origin check as a call's (`prepared_call`): what Preview shows is what
+            # a call would send.
+            host, port = _upstream_host_port(resolution.provider.base_url)
+            allowed = values_for_origin(
+                resolution.values,
+                resolution.value_hosts,
+                scheme=urlsplit(resolution.provider.base_url).scheme,
+                host=host,
+                port=port,
+            )
+            usable, refused = allowed.values, allowed.refused_keys
         substituted = substitute_headers(
-            lines, resolution.values, lambda _key, value: mask_credential_value(value)
+            lines, usable, lambda _key, value: mask_credential_value(value), refused=refused
         )
         return PreviewResult(substituted.headers, substituted.warnings)

@@ -18,12 +18,13 @@ credential never becomes a 16 MiB string.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from services.common.header_bounds import HeaderBounds, HeaderBudget
 from services.common.placeholders import PLACEHOLDER, referenced_keys
 from services.router.errors import HeaderTooLarge
+from services.router.host_binding import not_allowed_warning
 
 __all__ = [
     "MALFORMED_WARNING",
@@ -136,6 +137,7 @@ class SubstitutedHeaders:
     headers: tuple[tuple[str, str], ...] = field(repr=False)
     warnings: tuple[str, ...]
     missing_keys: tuple[str, ...]
+    refused_keys: tuple[str, ...] = ()
 
 
 def substitute_headers(
@@ -144,10 +146,13 @@ def substitute_headers(
     render: Callable[[str, str], str] = render_value,
     *,
     bounds: HeaderBounds | None = None,
+    refused: Collection[str] = (),
 ) -> SubstitutedHeaders:
     """Substitute placeholders in every value of every header (names are never touched).
 
-    Warnings are de-duplicated and keep the order in which they first occurred.
+    Warnings are de-duplicated and keep the order in which they first occurred. Keys in
+    `refused` (bound credentials this call's host may not receive: `host_binding`) are left
+    unreplaced like missing ones but reported as `Credential not allowed for host: KEY`.
 
     Raises:
         HeaderTooLarge: with `bounds`, a value or all lines together would pass a bound; the
@@ -156,6 +161,7 @@ def substitute_headers(
     lines: list[tuple[str, str]] = []
     warnings: dict[str, None] = {}
     missing: dict[str, None] = {}
+    not_allowed: dict[str, None] = {}
     budget = HeaderBudget(bounds) if bounds is not None else None
     for name, header_values in headers:
         for value in header_values:
@@ -170,8 +176,12 @@ def substitute_headers(
                 budget.take(name, len(result.text))
             lines.append((name, result.text))
             for key in result.missing_keys:
-                missing.setdefault(key, None)
-                warnings.setdefault(missing_warning(key), None)
+                if key in refused:
+                    not_allowed.setdefault(key, None)
+                    warnings.setdefault(not_allowed_warning(key), None)
+                else:
+                    missing.setdefault(key, None)
+                    warnings.setdefault(missing_warning(key), None)
             if result.malformed:
                 warnings.setdefault(MALFORMED_WARNING, None)
-    return SubstitutedHeaders(tuple(lines), tuple(warnings), tuple(missing))
+    return SubstitutedHeaders(tuple(lines), tuple(warnings), tuple(missing), tuple(not_allowed))

@@ -118,4 +118,5 @@ class ResolveClient:
             values=dict(reply.values),
             missing_keys=tuple(reply.missing_keys),
             upstream_model=reply.upstream_model,
+            value_hosts={key: tuple(reply.value_hosts[key].hosts) for key in reply.value_hosts},
         )

@@ -14,6 +14,7 @@ write beside a running vault, which reloads the keyring file when it changes.
     aicreds-admin keys rewrap [--batch-size N] [--max-batches N] [--pause SECONDS]
     aicreds-admin keys retire ID
     aicreds-admin audit --user USER [--limit N] [--json]
+    aicreds-admin bind-credential --user USER --key KEY (--host PATTERN ... | --clear)
 
 `create-token` prints only the token on stdout (details go to stderr). Exit status: 0 done,
 1 refused or failed (the reason on stderr), 2 bad usage.
@@ -36,6 +37,7 @@ from services.common.errors import AicredsError
 from services.common.logging import configure_logging
 from services.vault.auth import AuthDomain
 from services.vault.config import VaultSettings
+from services.vault.credential_hosts import CredentialHosts
 from services.vault.envelope import Envelope
 from services.vault.errors import StartupRefused
 from services.vault.keyring import KeyringSource, load_or_generate
@@ -46,6 +48,7 @@ from services.vault.rotation import (
     retire_master_key,
     rewrap_data_keys,
 )
+from services.vault.store.credential_hosts import SqliteCredentialHostStore
 from services.vault.store.rotation import SqliteRotationStore
 from services.vault.store.sqlite import SqliteVaultStore
 from services.vault.store.sqlite_db import SqliteDatabase
@@ -67,6 +70,7 @@ class Vault:
     keyring: KeyringSource
     auth: AuthDomain
     rotation: SqliteRotationStore
+    credential_hosts: CredentialHosts
 
 
 @asynccontextmanager
@@ -80,13 +84,15 @@ async def open_vault(settings: VaultSettings) -> AsyncIterator[Vault]:
     try:
         # The vault's own start-up check: refuses a keyring that lacks a key in use or holds a
         # wrong one, and records a check blob for a newly added key.
-        await Envelope(SqliteVaultStore(db), keyring).verify_master_keys()
+        envelope = Envelope(SqliteVaultStore(db), keyring)
+        await envelope.verify_master_keys()
         yield Vault(
             settings,
             db,
             keyring,
             AuthDomain.on(db, keyring.current.pepper),
             SqliteRotationStore(db),
+            CredentialHosts(SqliteCredentialHostStore(db), envelope),
         )
     finally:
         await db.close()
@@ -262,6 +268,16 @@ async def audit(vault: Vault, args: argparse.Namespace) -> None:
 # -- command line -----------------------------------------------------------------------------
 
 
+async def bind_credential(vault: Vault, args: argparse.Namespace) -> None:
+    if bool(args.host) == bool(args.clear):
+        raise CommandFailed("give one or more --host patterns, or --clear to unbind")
+    hosts = await vault.credential_hosts.set(CALLER, args.user, args.key, args.host or [])
+    if hosts:
+        _err(f"credential {args.key!r} of user {args.user!r} is bound to: {', '.join(hosts)}")
+    else:
+        _err(f"credential {args.key!r} of user {args.user!r} is unbound (any host)")
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -334,6 +350,21 @@ def build_parser() -> argparse.ArgumentParser:
     audit_log.add_argument("--limit", type=_positive, default=100, help="at most N (max 1000)")
     audit_log.add_argument("--json", action="store_true", help="JSON instead of a table")
     audit_log.set_defaults(run=audit)
+
+    bind = commands.add_parser(
+        "bind-credential",
+        help="bind a credential to upstream hosts (SPEC 2.9), or --clear the binding",
+    )
+    bind.add_argument("--user", required=True)
+    bind.add_argument("--key", required=True, help="the credential key (it must exist)")
+    bind.add_argument(
+        "--host",
+        action="append",
+        metavar="PATTERN",
+        help="api.openai.com, '*.openai.azure.com', 127.0.0.1:8080, '[::1]:8443' (repeatable)",
+    )
+    bind.add_argument("--clear", action="store_true", help="unbind: any host may receive it")
+    bind.set_defaults(run=bind_credential)
     return parser
 
 

@@ -4,6 +4,12 @@ Values are sealed with the user's data key and bound to their credential key by 
 Every change and every failed change is audited, with key names only. A map's size is bounded
 (`user_limits`; checked by the store in the write transaction), its number of keys is not.
 
+A credential may be bound to hosts (SPEC 2.9, `credential_hosts`): its value is then sealed
+for them too, so a hosts column changed without the keyring fails to open. Such a value is
+refused with a logged integrity error and never used. Replacing a value keeps its binding (the
+stored binding is checked by opening the old value first); replace-all keeps the bindings of the
+keys that stay; deleting a key drops its binding.
+
 Decrypting is CPU work on the event loop's thread unless moved: a few values are opened right
 there, a larger batch (a whole map) on a worker thread, one at a time per user, together with
 building the response that holds them (`BulkReads`), so that one user's large map does not
@@ -12,6 +18,7 @@ hold up every other request meanwhile.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol, TypeVar
 
@@ -22,18 +29,55 @@ from services.common.credential_rules import (
     validate_key,
     validate_value,
 )
+from services.common.errors import Unavailable
+from services.common.host_patterns import patterns_from_json
 from services.vault.audit import audit_failures, audit_record
 from services.vault.bulk_reads import BulkReads
 from services.vault.envelope import Envelope, Opener
-from services.vault.errors import CredentialNotFound
-from services.vault.store import AuditSink, CredentialStore
+from services.vault.errors import CredentialNotFound, DecryptionFailed
+from services.vault.store import (
+    UNBOUND_HOSTS,
+    AuditSink,
+    CredentialStore,
+    StoredCredential,
+    hosts_binding,
+)
 from services.vault.validation import validate_user_id
 
 T = TypeVar("T")
 
+_log = logging.getLogger("aicreds.vault")
 
-def _open_blobs(opener: Opener, blobs: Mapping[str, bytes]) -> dict[str, str]:
-    return {key: opener.open(key, blob) for key, blob in blobs.items()}
+# Writes retried when a key's binding changes between the read and the write.
+WRITE_ATTEMPTS = 5
+
+
+def open_credential(opener: Opener, key: str, stored: StoredCredential) -> str:
+    """Open one stored value with its binding; refuse (logged, never used) if it fails."""
+    try:
+        return opener.open(key, stored.blob, stored.binding)
+    except DecryptionFailed:
+        _log.error(
+            "credential failed its integrity check; refused",
+            extra={"fields": {"user": opener.user_id, "key": key}},
+        )
+        raise DecryptionFailed(
+            f"credential {describe(key)} failed its integrity check (its value or bound hosts "
+            "were changed outside the vault) and is not used"
+        ) from None
+
+
+def stored_hosts(stored: StoredCredential) -> tuple[str, ...]:
+    """The bound hosts of a stored credential (after its value opened: then they are sound)."""
+    return patterns_from_json(stored.hosts) if stored.hosts != UNBOUND_HOSTS else ()
+
+
+def _open_blobs(opener: Opener, blobs: Mapping[str, StoredCredential]) -> dict[str, str]:
+    return {key: open_credential(opener, key, stored) for key, stored in blobs.items()}
+
+
+def _changed_meanwhile(what: str) -> Unavailable:
+    return Unavailable(f"{what} kept changing meanwhile; try again")
 
 
 class AuditedCredentialStore(CredentialStore, AuditSink, Protocol):
@@ -56,11 +100,11 @@ class CredentialMaps:
     async def _open_all(
         self,
         user_id: str,
-        blobs: Mapping[str, bytes],
+        blobs: Mapping[str, StoredCredential],
         present: Callable[[dict[str, str]], T],
     ) -> T:
         opener = await self._envelope.opener_for(user_id) if blobs else None
-        size = sum(len(blob) for blob in blobs.values())
+        size = sum(len(stored.blob) for stored in blobs.values())
         return await self._bulk.run(
             user_id, size, lambda: present(_open_blobs(opener, blobs) if opener else {})
         )
@@ -77,16 +121,35 @@ class CredentialMaps:
         blobs = await self._store.get_credentials_named(user_id, [key])
         if key not in blobs:
             raise CredentialNotFound(f"credential {describe(key)} not found")
-        return await self._envelope.open(user_id, key, blobs[key])
+        return open_credential(await self._envelope.opener_for(user_id), key, blobs[key])
 
     async def values(self, user_id: str, keys: Iterable[str]) -> tuple[dict[str, str], list[str]]:
         """Decrypted values of those `keys` that exist, and the sorted names of the others."""
+        values, _, missing = await self.values_with_hosts(user_id, keys)
+        return values, missing
+
+    async def values_with_hosts(
+        self, user_id: str, keys: Iterable[str]
+    ) -> tuple[dict[str, str], dict[str, tuple[str, ...]], list[str]]:
+        """`values`, and the bound hosts of those returned values that are bound."""
         wanted = list(dict.fromkeys(keys))
         for key in wanted:
             validate_key(key)
         blobs = await self._store.get_credentials_named(user_id, wanted)
         values = await self._open_all(user_id, blobs, dict)
-        return values, sorted(k for k in wanted if k not in values)
+        hosts = {key: stored_hosts(stored) for key, stored in blobs.items() if stored.binding}
+        return values, hosts, sorted(k for k in wanted if k not in values)
+
+    async def _verified_bindings(self, user_id: str, keys: list[str]) -> dict[str, str]:
+        """The stored hosts of those of `keys` that are bound, each checked by opening its
+        value: a binding changed outside the vault is refused, never carried over."""
+        stored = await self._store.get_credentials_named(user_id, keys) if keys else {}
+        bound = {key: row for key, row in stored.items() if row.binding or row.sealed_bound}
+        if bound:
+            opener = await self._envelope.opener_for(user_id)
+            for key, row in bound.items():
+                open_credential(opener, key, row)
+        return {key: row.hosts for key, row in bound.items() if row.binding}
 
     async def replace_all(
         self, caller: str, user_id: str, credentials: Mapping[str, str]
@@ -97,11 +160,17 @@ class CredentialMaps:
         record = audit_record(caller, user_id, "credentials.replace", valid_names)
         async with audit_failures(self._store, record):
             validate_credentials(credentials)
-            blobs = {
-                key: await self._envelope.seal(user_id, key, value)
-                for key, value in sorted(credentials.items())
-            }
-            await self._store.replace_credentials(user_id, blobs, audit=record)
+            for _ in range(WRITE_ATTEMPTS):
+                # Keys that stay keep their binding: their new values are sealed for it.
+                kept = await self._verified_bindings(user_id, sorted(credentials))
+                blobs = {
+                    key: await self._envelope.seal(user_id, key, value, _binding(kept, key))
+                    for key, value in sorted(credentials.items())
+                }
+                if await self._store.replace_credentials(user_id, blobs, audit=record, hosts=kept):
+                    break
+            else:
+                raise _changed_meanwhile("the credential map")
         return dict(sorted(credentials.items()))
 
     async def put(self, caller: str, user_id: str, key: str, value: str) -> None:
@@ -112,8 +181,15 @@ class CredentialMaps:
         async with audit_failures(self._store, record):
             validate_key(key)
             validate_value(key, value)
-            blob = await self._envelope.seal(user_id, key, value)
-            await self._store.put_credential(user_id, key, blob, audit=record)
+            for _ in range(WRITE_ATTEMPTS):
+                # A replaced value keeps the key's binding.
+                kept = await self._verified_bindings(user_id, [key])
+                blob = await self._envelope.seal(user_id, key, value, _binding(kept, key))
+                hosts = kept.get(key, UNBOUND_HOSTS)
+                if await self._store.put_credential(user_id, key, blob, audit=record, hosts=hosts):
+                    break
+            else:
+                raise _changed_meanwhile(f"credential {describe(key)}")
 
     async def delete(self, caller: str, user_id: str, key: str) -> None:
         """Delete one pair; CredentialNotFound if absent."""
@@ -130,3 +206,7 @@ class CredentialMaps:
         validate_user_id(user_id)
         record = audit_record(caller, user_id, "credentials.delete_all")
         return await self._store.delete_credentials(user_id, audit=record)
+
+
+def _binding(kept: Mapping[str, str], key: str) -> str:
+    return hosts_binding(kept.get(key, UNBOUND_HOSTS))

@@ -15,6 +15,12 @@ another credential key or to another purpose fails to open. It is the concatenat
 format version, the user id, the purpose (a credential key, `provider:<name>:headers`,
 `dek:<data key id>`, ...) and the key id, each prefixed by its length (4 bytes, big-endian).
 
+Format version 2 has the same layout and binds one more field, the `binding` (a credential's
+bound hosts, canonical JSON: SPEC 2.9, 4.7), appended to the associated data the same way. It is
+used only when there is a binding, so that every unbound value keeps format 1 and existing
+data needs no rewrite; opening a format-1 blob with a binding, or a format-2 blob with another
+binding, fails.
+
 This module is pure: no I/O, no grpc.
 """
 
@@ -30,6 +36,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from services.vault.errors import DecryptionFailed
 
 FORMAT_VERSION = 1
+BOUND_FORMAT_VERSION = 2
+_VERSIONS = (FORMAT_VERSION, BOUND_FORMAT_VERSION)
 KEY_SIZE = 32
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -55,7 +63,7 @@ class SealedBlob:
         if len(data) < 2:
             raise DecryptionFailed("stored blob is truncated")
         version = data[0]
-        if version != FORMAT_VERSION:
+        if version not in _VERSIONS:
             raise DecryptionFailed(f"stored blob has unknown format version {version}")
         id_len = data[1]
         end_of_id = 2 + id_len
@@ -73,9 +81,14 @@ class SealedBlob:
         )
 
 
-def associated_data(version: int, user_id: str, purpose: str, key_id: str) -> bytes:
-    """Length-prefixed (version, user id, purpose, key id): where a ciphertext belongs."""
-    parts = (str(version), user_id, purpose, key_id)
+def associated_data(
+    version: int, user_id: str, purpose: str, key_id: str, binding: str = ""
+) -> bytes:
+    """Length-prefixed (version, user id, purpose, key id[, binding]): where a ciphertext
+    belongs; the binding is part of it from format version 2 on."""
+    parts: tuple[str, ...] = (str(version), user_id, purpose, key_id)
+    if version >= BOUND_FORMAT_VERSION:
+        parts += (binding,)
     out = bytearray()
     for part in parts:
         encoded = part.encode("utf-8")
@@ -84,21 +97,30 @@ def associated_data(version: int, user_id: str, purpose: str, key_id: str) -> by
     return bytes(out)
 
 
-def seal(key: bytes, key_id: str, plaintext: bytes, *, user_id: str, purpose: str) -> bytes:
-    """Encrypt `plaintext` under `key` (named `key_id`) for `user_id` and `purpose`."""
+def seal(
+    key: bytes, key_id: str, plaintext: bytes, *, user_id: str, purpose: str, binding: str = ""
+) -> bytes:
+    """Encrypt `plaintext` under `key` (named `key_id`) for `user_id` and `purpose`, bound to
+    `binding` if it is not empty (format version 2)."""
     if len(key) != KEY_SIZE:
         raise ValueError("AES-256-GCM needs a 32-byte key")
     if not key_id or len(key_id.encode("ascii")) > _MAX_KEY_ID:
         raise ValueError("key id must be 1-255 ASCII characters")
     nonce = os.urandom(NONCE_SIZE)
-    aad = associated_data(FORMAT_VERSION, user_id, purpose, key_id)
+    version = BOUND_FORMAT_VERSION if binding else FORMAT_VERSION
+    aad = associated_data(version, user_id, purpose, key_id, binding)
     ciphertext = AESGCM(key).encrypt(nonce, plaintext, aad)
-    return SealedBlob(FORMAT_VERSION, key_id, nonce, ciphertext).to_bytes()
+    return SealedBlob(version, key_id, nonce, ciphertext).to_bytes()
 
 
-def open_sealed(key: bytes, blob: SealedBlob, *, user_id: str, purpose: str) -> bytes:
-    """Decrypt a parsed blob; DecryptionFailed if it was altered or belongs elsewhere."""
-    aad = associated_data(blob.version, user_id, purpose, blob.key_id)
+def open_sealed(
+    key: bytes, blob: SealedBlob, *, user_id: str, purpose: str, binding: str = ""
+) -> bytes:
+    """Decrypt a parsed blob; DecryptionFailed if it was altered, belongs elsewhere, or was
+    sealed with another `binding` (an unbound blob opens only with no binding)."""
+    if blob.version == FORMAT_VERSION and binding:
+        raise DecryptionFailed("stored blob was sealed without the binding stored beside it")
+    aad = associated_data(blob.version, user_id, purpose, blob.key_id, binding)
     try:
         return AESGCM(key).decrypt(blob.nonce, blob.ciphertext, aad)
     except InvalidTag:

@@ -109,16 +109,23 @@ class Envelope:
             return self._remember(fresh)
         return self._remember(unwrap_data_key(self._keyring, stored))
 
-    async def seal(self, user_id: str, purpose: str, plaintext: str) -> bytes:
-        """Encrypt `plaintext` for the user, bound to `purpose` (a credential key, ...)."""
+    async def seal(self, user_id: str, purpose: str, plaintext: str, binding: str = "") -> bytes:
+        """Encrypt `plaintext` for the user, bound to `purpose` (a credential key, ...) and,
+        if not empty, to `binding` (a credential's bound hosts)."""
         dek = await self._key_for_write(user_id)
         return crypto.seal(
-            dek.key, dek.dek_id, plaintext.encode("utf-8"), user_id=user_id, purpose=purpose
+            dek.key,
+            dek.dek_id,
+            plaintext.encode("utf-8"),
+            user_id=user_id,
+            purpose=purpose,
+            binding=binding,
         )
 
-    async def open(self, user_id: str, purpose: str, blob: bytes) -> str:
-        """Decrypt a blob stored for the user under `purpose`; DecryptionFailed otherwise."""
-        return _open_blob(await self._existing_key(user_id), user_id, purpose, blob)
+    async def open(self, user_id: str, purpose: str, blob: bytes, binding: str = "") -> str:
+        """Decrypt a blob stored for the user under `purpose` (and `binding`);
+        DecryptionFailed otherwise."""
+        return _open_blob(await self._existing_key(user_id), user_id, purpose, blob, binding)
 
     async def opener_for(self, user_id: str) -> Opener:
         """Opens the user's blobs with their data key (read if not cached); the opener needs no
@@ -185,16 +192,25 @@ class Opener:
     def __repr__(self) -> str:
         return f"Opener(user_id={self._user_id!r})"
 
-    def open(self, purpose: str, blob: bytes) -> str:
-        """Decrypt a blob stored for the user under `purpose`; DecryptionFailed otherwise."""
-        return _open_blob(self._dek, self._user_id, purpose, blob)
+    @property
+    def user_id(self) -> str:
+        return self._user_id
+
+    def open(self, purpose: str, blob: bytes, binding: str = "") -> str:
+        """Decrypt a blob stored for the user under `purpose` (and `binding`);
+        DecryptionFailed otherwise."""
+        return _open_blob(self._dek, self._user_id, purpose, blob, binding)
 
 
-def _open_blob(dek: DataKey | None, user_id: str, purpose: str, blob: bytes) -> str:
+def _open_blob(
+    dek: DataKey | None, user_id: str, purpose: str, blob: bytes, binding: str = ""
+) -> str:
     sealed = crypto.SealedBlob.parse(blob)
     if dek is None or dek.dek_id != sealed.key_id:
         raise DecryptionFailed("stored blob was not sealed with this user's data key")
-    plaintext = crypto.open_sealed(dek.key, sealed, user_id=user_id, purpose=purpose)
+    plaintext = crypto.open_sealed(
+        dek.key, sealed, user_id=user_id, purpose=purpose, binding=binding
+    )
     try:
         return plaintext.decode("utf-8")
     except UnicodeDecodeError:

@@ -142,7 +142,10 @@ class ProviderBook:
         """Refuse headers that the user's current values would take over the bounds."""
         keys = config.referenced_keys
         blobs = await self._store.get_credentials_named(user_id, keys) if keys else {}
-        values = {key: await self._envelope.open(user_id, key, blob) for key, blob in blobs.items()}
+        values = {
+            key: await self._envelope.open(user_id, key, stored.blob, stored.binding)
+            for key, stored in blobs.items()
+        }
         problem = header_bounds.headers_problem(config.headers.items(), values, self._header_bounds)
         if problem:
             raise InvalidArgument(problem, reason=header_bounds.REASON)

@@ -39,6 +39,8 @@ class Resolution:
     missing_keys: list[str]
     provider: ProviderConfig | None = None
     upstream_model: str = ""
+    # The bound hosts of those returned values that are bound (SPEC 2.9; the router enforces).
+    value_hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class ResolveSource(ResolveStore, AuditSink, Protocol):
@@ -67,9 +69,9 @@ class Resolver:
         names = [k for k in dict.fromkeys(keys) if KEY_PATTERN.fullmatch(k)]
         record = audit_record(caller, user_id, ACTION, names)
         async with audit_failures(self._store, record):
-            values, missing = await self._credentials.values(user_id, keys)
+            values, hosts, missing = await self._credentials.values_with_hosts(user_id, keys)
             await self._store.append_audit(record)
-        return Resolution(values, missing)
+        return Resolution(values, missing, value_hosts=hosts)
 
     async def resolve_provider(self, caller: str, user_id: str, name: str) -> Resolution:
         """The provider `name` and the values its headers reference."""
@@ -108,6 +110,6 @@ class Resolver:
         # The opener also caches the data key read along, so `values` needs no read for it.
         provider = open_provider(chosen, self._envelope.opener(record.user_id, rows.data_key))
         keys = provider.referenced_keys
-        values, missing = await self._credentials.values(record.user_id, keys)
+        values, hosts, missing = await self._credentials.values_with_hosts(record.user_id, keys)
         await self._store.append_audit(replace(record, keys=tuple(sorted(keys))))
-        return Resolution(values, missing, provider, upstream_model)
+        return Resolution(values, missing, provider, upstream_model, hosts)

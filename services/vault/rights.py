@@ -30,6 +30,8 @@ REQUIRED_RIGHTS: Mapping[str, Right] = {
         "PutCredential",
         "DeleteCredential",
         "DeleteCredentials",
+        "GetCredentialHosts",
+        "SetCredentialHosts",
     ),
     **_methods(CREDENTIAL_SERVICE, Right.RESOLVE, "Resolve"),
     **_methods(

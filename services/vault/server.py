@@ -23,6 +23,7 @@ from services.common.logging import configure_logging
 from services.vault.auth import AuthDomain
 from services.vault.bulk_reads import BulkReads
 from services.vault.config import VaultSettings
+from services.vault.credential_hosts import CredentialHosts
 from services.vault.credentials import CredentialMaps
 from services.vault.envelope import Envelope
 from services.vault.errors import StartupRefused
@@ -40,6 +41,7 @@ from services.vault.servicers.audit import AuditServicer
 from services.vault.servicers.auth import AuthServicer
 from services.vault.servicers.credentials import CredentialServicer
 from services.vault.servicers.providers import ProviderServicer
+from services.vault.store.credential_hosts import SqliteCredentialHostStore
 from services.vault.store.sqlite import SqliteVaultStore
 
 _log = logging.getLogger("aicreds.vault")
@@ -84,9 +86,10 @@ def register_services(
     providers: ProviderBook,
     resolver: Resolver,
     auth: AuthDomain,
+    credential_hosts: CredentialHosts,
 ) -> None:
     credentials_pb2_grpc.add_CredentialServiceServicer_to_server(
-        CredentialServicer(credentials, resolver), server
+        CredentialServicer(credentials, resolver, credential_hosts), server
     )
     providers_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(providers), server)
     auth_pb2_grpc.add_AuthServiceServicer_to_server(
@@ -111,9 +114,12 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
         providers = ProviderBook(store, envelope, bulk=bulk)
         resolver = Resolver(credentials, providers, store)
         auth = AuthDomain.on(store.db, keyring.current.pepper)
+        credential_hosts = CredentialHosts(SqliteCredentialHostStore(store.db), envelope)
         server = await start_server(
             listen=settings.listen,
-            register=lambda s: register_services(s, credentials, providers, resolver, auth),
+            register=lambda s: register_services(
+                s, credentials, providers, resolver, auth, credential_hosts
+            ),
             service_names=[CREDENTIAL_SERVICE, PROVIDER_SERVICE, AUTH_SERVICE, AUDIT_SERVICE],
             interceptors=build_interceptors(
                 service="vault", callers=callers, required_rights=REQUIRED_RIGHTS

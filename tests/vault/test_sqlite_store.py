@@ -12,7 +12,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from services.vault.store import AuditRecord, WrappedDataKey
+from services.vault.store import AuditRecord, StoredCredential, WrappedDataKey
 from services.vault.store.rotation import RewrapConflict, SqliteRotationStore
 from services.vault.store.sqlite import SqliteVaultStore
 from services.vault.store.sqlite_db import SqliteDatabase
@@ -72,7 +72,10 @@ async def test_a_replace_all_failing_midway_leaves_the_old_map(db: SqliteDatabas
             {"c": b"new-c", "d": None},  # type: ignore[dict-item]
             audit=_audit("r2"),
         )
-    assert await store.get_credentials("alice") == {"a": b"old-a", "b": b"old-b"}
+    assert await store.get_credentials("alice") == {
+        "a": StoredCredential(b"old-a"),
+        "b": StoredCredential(b"old-b"),
+    }
     actions = [row[0] for row in await db.fetch_all("SELECT action FROM audit_events")]
     assert actions == ["r1"]
 
@@ -192,4 +195,6 @@ async def test_small_reads_fall_back_to_a_reader_thread_while_sqlite_answers_bus
             raise err
 
     monkeypatch.setattr(db, "_inline", Busy())
-    assert await store.get_credentials_named("alice", ["k", "absent"]) == {"k": b"blob"}
+    assert await store.get_credentials_named("alice", ["k", "absent"]) == {
+        "k": StoredCredential(b"blob")
+    }

@@ -112,7 +112,8 @@ _ERRORS: dict[int, str] = {
     403: "forbidden: the token lacks llm:invoke; or the upstream's address is refused",
     404: "model_not_found: no provider serves the model",
     413: "payload_too_large: the body is over GATEWAY_LLM_MAX_BODY (32 MiB by default)",
-    424: "credential_not_found: a referenced credential is missing (on_missing_credential=error)",
+    424: "credential_not_found or credential_not_allowed: a referenced credential is missing or"
+    " bound to other hosts (on_missing_credential=error)",
     429: "rate_limited: see Retry-After",
     500: "internal: an unexpected failure",
     502: "upstream_unavailable: the provider could not be reached",

@@ -7,6 +7,7 @@ from aicreds.vault.v1 import credentials_pb2 as pb
 from aicreds.vault.v1 import credentials_pb2_grpc
 
 from services.common.errors import InvalidArgument
+from services.vault.credential_hosts import CredentialHosts
 from services.vault.credentials import CredentialMaps
 from services.vault.resolve import Resolver
 from services.vault.servicers import caller_name
@@ -18,9 +19,12 @@ def _credentials_response(credentials: dict[str, str]) -> pb.GetCredentialsRespo
 
 
 class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
-    def __init__(self, credentials: CredentialMaps, resolver: Resolver) -> None:
+    def __init__(
+        self, credentials: CredentialMaps, resolver: Resolver, hosts: CredentialHosts
+    ) -> None:
         self._credentials = credentials
         self._resolver = resolver
+        self._hosts = hosts
 
     async def GetCredentials(
         self, request: pb.GetCredentialsRequest, context: grpc.aio.ServicerContext
@@ -82,4 +86,26 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
             values=resolution.values,
             missing_keys=resolution.missing_keys,
             upstream_model=resolution.upstream_model,
+            value_hosts={
+                key: pb.HostList(hosts=hosts) for key, hosts in resolution.value_hosts.items()
+            },
         )
+
+    async def GetCredentialHosts(
+        self, request: pb.GetCredentialHostsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetCredentialHostsResponse:
+        if request.key:
+            bound = {request.key: await self._hosts.get(request.user_id, request.key)}
+        else:
+            bound = await self._hosts.get_all(request.user_id)
+        return pb.GetCredentialHostsResponse(
+            hosts={key: pb.HostList(hosts=hosts) for key, hosts in bound.items()}
+        )
+
+    async def SetCredentialHosts(
+        self, request: pb.SetCredentialHostsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetCredentialHostsResponse:
+        hosts = await self._hosts.set(
+            caller_name(), request.user_id, request.key, list(request.hosts)
+        )
+        return pb.SetCredentialHostsResponse(key=request.key, hosts=hosts)

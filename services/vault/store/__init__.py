@@ -49,6 +49,36 @@ class ProviderRecord:
     headers_blob: bytes = field(repr=False)
 
 
+UNBOUND_HOSTS = "[]"
+"""The stored `hosts` of a credential bound to no host (any host may receive it)."""
+
+
+def hosts_binding(hosts: str) -> str:
+    """What a value's seal is bound to besides its key, for stored `hosts`: empty when unbound
+    (the value keeps sealed format 1), else the hosts text exactly as stored."""
+    return "" if hosts == UNBOUND_HOSTS else "hosts:" + hosts
+
+
+@dataclass(frozen=True)
+class StoredCredential:
+    """A stored credential: its sealed value and its bound hosts as stored (canonical JSON,
+    `UNBOUND_HOSTS` when unbound), which the value's seal covers (SPEC 2.9, 4.7)."""
+
+    blob: bytes = field(repr=False)
+    hosts: str = UNBOUND_HOSTS
+
+    @property
+    def sealed_bound(self) -> bool:
+        """Whether the value was sealed bound to hosts (sealed-blob format 2, `crypto`): then
+        its stored hosts must be checked by opening it, even if they now read `[]`."""
+        return self.blob[:1] == b"\x02"
+
+    @property
+    def binding(self) -> str:
+        """What the value's seal is bound to besides its key: empty when unbound (format 1)."""
+        return hosts_binding(self.hosts)
+
+
 @dataclass(frozen=True)
 class AuditRecord:
     """One audited action: names only, never values (SPEC 4.5)."""
@@ -79,25 +109,42 @@ class DataKeyStore(Protocol):
 
 
 class CredentialStore(Protocol):
-    async def get_credentials(self, user_id: str) -> dict[str, bytes]:
-        """The user's whole map: key -> sealed value."""
+    async def get_credentials(self, user_id: str) -> dict[str, StoredCredential]:
+        """The user's whole map: key -> sealed value and bound hosts."""
 
-    async def get_credentials_named(self, user_id: str, keys: Sequence[str]) -> dict[str, bytes]:
-        """Sealed values of those of `keys` the user has."""
+    async def get_credentials_named(
+        self, user_id: str, keys: Sequence[str]
+    ) -> dict[str, StoredCredential]:
+        """Sealed values (and bound hosts) of those of `keys` the user has."""
 
     async def put_credential(
-        self, user_id: str, key: str, blob: bytes, *, audit: AuditRecord
-    ) -> None:
-        """Create or update one pair.
+        self,
+        user_id: str,
+        key: str,
+        blob: bytes,
+        *,
+        audit: AuditRecord,
+        hosts: str = UNBOUND_HOSTS,
+    ) -> bool:
+        """Create or update one pair whose value was sealed for `hosts`, the key's bound hosts
+        as the caller read them. False (nothing written) if the key exists with other hosts
+        now: its binding changed meanwhile, so the caller seals again.
 
         Raises:
             LimitExceeded: the map would exceed the user's limit (nothing written).
         """
 
     async def replace_credentials(
-        self, user_id: str, blobs: Mapping[str, bytes], *, audit: AuditRecord
-    ) -> None:
-        """Make the map exactly `blobs`, in one transaction.
+        self,
+        user_id: str,
+        blobs: Mapping[str, bytes],
+        *,
+        audit: AuditRecord,
+        hosts: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Make the map exactly `blobs`, in one transaction; the keys in `hosts` keep those
+        bound hosts (their values were sealed for them), the others are unbound. False
+        (nothing written) if a kept key's hosts are not `hosts` any more (changed meanwhile).
 
         Raises:
             LimitExceeded: the map would exceed the user's limit (nothing written).

@@ -132,4 +132,10 @@ MIGRATIONS: tuple[Migration, ...] = (
             " WHERE parent_session_id IS NOT NULL",
         ),
     ),
+    # 6 is taken by a concurrent change; the runner applies versions in order, gaps allowed.
+    Migration(
+        7,
+        "credential host binding: each value's bound hosts (canonical JSON, sealed in its AAD)",
+        ("ALTER TABLE credentials ADD COLUMN hosts TEXT NOT NULL DEFAULT '[]'",),
+    ),
 )

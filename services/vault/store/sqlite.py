@@ -10,9 +10,11 @@ from typing import Any
 import aiosqlite
 
 from services.vault.store import (
+    UNBOUND_HOSTS,
     AuditRecord,
     ProviderRecord,
     ResolveRows,
+    StoredCredential,
     VaultStore,
     WrappedDataKey,
 )
@@ -101,16 +103,18 @@ class SqliteVaultStore:
 
     # -- credentials --------------------------------------------------------------------------
 
-    async def get_credentials(self, user_id: str) -> dict[str, bytes]:
+    async def get_credentials(self, user_id: str) -> dict[str, StoredCredential]:
         rows = await self.db.fetch_all(
-            "SELECT key, blob FROM credentials WHERE user_id = ? ORDER BY key", (user_id,)
+            "SELECT key, blob, hosts FROM credentials WHERE user_id = ? ORDER BY key", (user_id,)
         )
-        return {str(row[0]): bytes(row[1]) for row in rows}
+        return {str(row[0]): _stored(row) for row in rows}
 
-    async def get_credentials_named(self, user_id: str, keys: Sequence[str]) -> dict[str, bytes]:
+    async def get_credentials_named(
+        self, user_id: str, keys: Sequence[str]
+    ) -> dict[str, StoredCredential]:
         if not keys:
             return {}
-        found: dict[str, bytes] = {}
+        found: dict[str, StoredCredential] = {}
         # A few values (each at most 16 KiB) are read right on the event loop; more, on a
         # reader's thread, so that no request holds up the others for long.
         fetch = self.db.fetch_small if len(keys) <= _INLINE_CREDENTIALS else self.db.fetch_all
@@ -119,37 +123,69 @@ class SqliteVaultStore:
             chunk = list(keys[start : start + 500])
             marks = ", ".join("?" for _ in chunk)
             rows = await fetch(
-                f"SELECT key, blob FROM credentials WHERE user_id = ? AND key IN ({marks})",
+                f"SELECT key, blob, hosts FROM credentials WHERE user_id = ? AND key IN ({marks})",
                 (user_id, *chunk),
             )
-            found.update({str(row[0]): bytes(row[1]) for row in rows})
+            found.update({str(row[0]): _stored(row) for row in rows})
         return found
 
     async def put_credential(
-        self, user_id: str, key: str, blob: bytes, *, audit: AuditRecord
-    ) -> None:
+        self,
+        user_id: str,
+        key: str,
+        blob: bytes,
+        *,
+        audit: AuditRecord,
+        hosts: str = UNBOUND_HOSTS,
+    ) -> bool:
         async with self.db.writing() as conn:
-            await conn.execute(
-                "INSERT INTO credentials (user_id, key, blob, updated_at) VALUES (?, ?, ?, ?)"
+            # An existing row is updated only if its binding is the one the value was sealed
+            # for; a new row takes that binding.
+            cursor = await conn.execute(
+                "INSERT INTO credentials (user_id, key, blob, hosts, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (user_id, key) DO UPDATE SET blob = excluded.blob,"
-                " updated_at = excluded.updated_at",
-                (user_id, key, blob, utc_text()),
+                " updated_at = excluded.updated_at WHERE credentials.hosts = excluded.hosts",
+                (user_id, key, blob, hosts, utc_text()),
             )
+            written = cursor.rowcount > 0
+            await cursor.close()
+            if not written:
+                return False
             await _check_credential_map(conn, self._limits, user_id)
             await insert_audit(conn, audit)
+        return True
 
     async def replace_credentials(
-        self, user_id: str, blobs: Mapping[str, bytes], *, audit: AuditRecord
-    ) -> None:
+        self,
+        user_id: str,
+        blobs: Mapping[str, bytes],
+        *,
+        audit: AuditRecord,
+        hosts: Mapping[str, str] | None = None,
+    ) -> bool:
+        kept = {key: text for key, text in (hosts or {}).items() if key in blobs}
         async with self.db.writing() as conn:
+            async with conn.execute(
+                "SELECT key, hosts FROM credentials WHERE user_id = ? AND hosts != ?",
+                (user_id, UNBOUND_HOSTS),
+            ) as cursor:
+                bound = {str(row[0]): str(row[1]) for row in await cursor.fetchall()}
+            if any(bound.get(key, UNBOUND_HOSTS) != kept.get(key, UNBOUND_HOSTS) for key in blobs):
+                return False
             now = utc_text()
             await conn.execute("DELETE FROM credentials WHERE user_id = ?", (user_id,))
             await conn.executemany(
-                "INSERT INTO credentials (user_id, key, blob, updated_at) VALUES (?, ?, ?, ?)",
-                [(user_id, key, blob, now) for key, blob in blobs.items()],
+                "INSERT INTO credentials (user_id, key, blob, hosts, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [
+                    (user_id, key, blob, kept.get(key, UNBOUND_HOSTS), now)
+                    for key, blob in blobs.items()
+                ],
             )
             await _check_credential_map(conn, self._limits, user_id)
             await insert_audit(conn, audit)
+        return True
 
     async def delete_credential(self, user_id: str, key: str, *, audit: AuditRecord) -> bool:
         return await self._change_one(
@@ -326,6 +362,10 @@ def _record_size(record: ProviderRecord) -> int:
     return provider_size(
         record.name, record.base_url, json.dumps(list(record.models)), record.headers_blob
     )
+
+
+def _stored(row: Sequence[Any]) -> StoredCredential:
+    return StoredCredential(bytes(row[1]), str(row[2]))
 
 
 def _provider(row: Sequence[Any]) -> ProviderRecord:

@@ -133,7 +133,7 @@ class ResolveRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., keys: _Optional[_Union[KeyNames, _Mapping]] = ..., provider_name: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class ResolveResponse(_message.Message):
-    __slots__ = ("provider", "values", "missing_keys", "upstream_model")
+    __slots__ = ("provider", "values", "missing_keys", "upstream_model", "value_hosts")
     class ValuesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -141,12 +141,66 @@ class ResolveResponse(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ValueHostsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: HostList
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[HostList, _Mapping]] = ...) -> None: ...
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     MISSING_KEYS_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_MODEL_FIELD_NUMBER: _ClassVar[int]
+    VALUE_HOSTS_FIELD_NUMBER: _ClassVar[int]
     provider: _providers_pb2.Provider
     values: _containers.ScalarMap[str, str]
     missing_keys: _containers.RepeatedScalarFieldContainer[str]
     upstream_model: str
-    def __init__(self, provider: _Optional[_Union[_providers_pb2.Provider, _Mapping]] = ..., values: _Optional[_Mapping[str, str]] = ..., missing_keys: _Optional[_Iterable[str]] = ..., upstream_model: _Optional[str] = ...) -> None: ...
+    value_hosts: _containers.MessageMap[str, HostList]
+    def __init__(self, provider: _Optional[_Union[_providers_pb2.Provider, _Mapping]] = ..., values: _Optional[_Mapping[str, str]] = ..., missing_keys: _Optional[_Iterable[str]] = ..., upstream_model: _Optional[str] = ..., value_hosts: _Optional[_Mapping[str, HostList]] = ...) -> None: ...
+
+class HostList(_message.Message):
+    __slots__ = ("hosts",)
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    hosts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, hosts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetCredentialHostsRequest(_message.Message):
+    __slots__ = ("user_id", "key")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    key: str
+    def __init__(self, user_id: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
+
+class GetCredentialHostsResponse(_message.Message):
+    __slots__ = ("hosts",)
+    class HostsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: HostList
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[HostList, _Mapping]] = ...) -> None: ...
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    hosts: _containers.MessageMap[str, HostList]
+    def __init__(self, hosts: _Optional[_Mapping[str, HostList]] = ...) -> None: ...
+
+class SetCredentialHostsRequest(_message.Message):
+    __slots__ = ("user_id", "key", "hosts")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    key: str
+    hosts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_id: _Optional[str] = ..., key: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetCredentialHostsResponse(_message.Message):
+    __slots__ = ("key", "hosts")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    hosts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, key: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -70,6 +70,16 @@ class CredentialServiceStub:
                 request_serializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.ResolveRequest.SerializeToString,
                 response_deserializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.ResolveResponse.FromString,
                 _registered_method=True)
+        self.GetCredentialHosts = channel.unary_unary(
+                '/aicreds.vault.v1.CredentialService/GetCredentialHosts',
+                request_serializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.GetCredentialHostsRequest.SerializeToString,
+                response_deserializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.GetCredentialHostsResponse.FromString,
+                _registered_method=True)
+        self.SetCredentialHosts = channel.unary_unary(
+                '/aicreds.vault.v1.CredentialService/SetCredentialHosts',
+                request_serializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.SetCredentialHostsRequest.SerializeToString,
+                response_deserializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.SetCredentialHostsResponse.FromString,
+                _registered_method=True)
 
 
 class CredentialServiceServicer:
@@ -130,6 +140,24 @@ class CredentialServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCredentialHosts(self, request, context):
+        """GetCredentialHosts returns the bound hosts of each of the user's credentials that is bound
+        to hosts (SPEC 2.9); unbound credentials (any host) are absent. With `key`, only that one
+        (NOT_FOUND when it is not in the map). A binding changed outside the vault: INTERNAL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetCredentialHosts(self, request, context):
+        """SetCredentialHosts binds one credential to hosts (an empty list unbinds it). Its value is
+        sealed again for the new hosts in the same write. NOT_FOUND when the key is not in the map;
+        INVALID_ARGUMENT naming a bad pattern. Audited as `credentials.hosts` (key name only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CredentialServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -167,6 +195,16 @@ def add_CredentialServiceServicer_to_server(servicer, server):
                     servicer.Resolve,
                     request_deserializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.ResolveRequest.FromString,
                     response_serializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.ResolveResponse.SerializeToString,
+            ),
+            'GetCredentialHosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCredentialHosts,
+                    request_deserializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.GetCredentialHostsRequest.FromString,
+                    response_serializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.GetCredentialHostsResponse.SerializeToString,
+            ),
+            'SetCredentialHosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCredentialHosts,
+                    request_deserializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.SetCredentialHostsRequest.FromString,
+                    response_serializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.SetCredentialHostsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -359,6 +397,60 @@ class CredentialService:
             '/aicreds.vault.v1.CredentialService/Resolve',
             aicreds_dot_vault_dot_v1_dot_credentials__pb2.ResolveRequest.SerializeToString,
             aicreds_dot_vault_dot_v1_dot_credentials__pb2.ResolveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCredentialHosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aicreds.vault.v1.CredentialService/GetCredentialHosts',
+            aicreds_dot_vault_dot_v1_dot_credentials__pb2.GetCredentialHostsRequest.SerializeToString,
+            aicreds_dot_vault_dot_v1_dot_credentials__pb2.GetCredentialHostsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCredentialHosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aicreds.vault.v1.CredentialService/SetCredentialHosts',
+            aicreds_dot_vault_dot_v1_dot_credentials__pb2.SetCredentialHostsRequest.SerializeToString,
+            aicreds_dot_vault_dot_v1_dot_credentials__pb2.SetCredentialHostsResponse.FromString,
             options,
             channel_credentials,
             insecure,
