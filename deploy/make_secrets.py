@@ -264,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.renew_tls:
+        if not (args.out / "master-keys.json").exists():
+            print(f"{args.out} holds no secrets to renew the certificates of", file=sys.stderr)
+            return 1
         renew_tls(args.out, args.namespace)
         print(f"wrote a new CA and certificates to {args.out}; restart the three services")
         return 0

@@ -9,6 +9,7 @@ REST call and a model call.
 from __future__ import annotations
 
 import ipaddress
+import os
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from services.healthcheck import grpc_serving
@@ -94,8 +96,6 @@ def test_certificates_chain_to_the_ca_and_name_every_address(secrets_dir: Path) 
         assert timedelta(days=365) < lifetime <= timedelta(days=826), lifetime
         assert cert.not_valid_after_utc <= ca.not_valid_after_utc
         # The key in <service>.key is the certificate's.
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
         key = load_pem_private_key((secrets_dir / f"{service}.key").read_bytes(), None)
         assert key.public_key() == cert.public_key()
 
@@ -189,8 +189,6 @@ def _wait_healthy(
 
 
 def _base_env() -> dict[str, str]:
-    import os
-
     prefixes = ("VAULT_", "ROUTER_", "GATEWAY_", "STATE_DIR")
     return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
 
