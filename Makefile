@@ -62,6 +62,18 @@ bench: $(STAMP) ## Run the benchmarks (not part of make test; BENCH_DURATION=2 f
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(PY) -m bench
 
+.PHONY: image
+image: ## Build the image (docker, else podman; PYTHON_IMAGE=<local base> to pick the base).
+	deploy/container/build-image.sh
+
+.PHONY: image-base
+image-base: ## Build a stand-in python:3.11-slim base from Debian packages (no Docker Hub).
+	deploy/container/build-base.sh
+
+.PHONY: container-test
+container-test: $(STAMP) ## Build the image and smoke-test vault, router, gateway run from it.
+	$(PY) -m tests.deploy.container_smoke
+
 .PHONY: clean
 clean: ## Remove the virtual environment and caches (keeps .state).
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

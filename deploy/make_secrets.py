@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Generate the secrets a containerised aicreds needs (docker-compose and Kubernetes).
 
-    python3 deploy/make_secrets.py deploy/secrets [--namespace aicreds]
+    .venv/bin/python deploy/make_secrets.py deploy/secrets [--namespace aicreds]
 
-writes, each mode 0600 (plain Python, no dependencies):
+writes, each mode 0600 (Python and the `cryptography` package, which aicreds depends on):
 
     master-keys.json     the vault's master keyring (one random key "k1" and a token pepper)
     vault-callers.json   SHA-256 digests of the vault's callers: gateway (manage), router (resolve)
@@ -11,7 +11,18 @@ writes, each mode 0600 (plain Python, no dependencies):
     router-vault.token   the router's caller token at the vault
     gateway-vault.token  the gateway's caller token at the vault
     gateway-router.token the gateway's caller token at the router
-    k8s-secrets.yaml     the same, as the three Secrets deploy/k8s expects (`kubectl apply -f`)
+    ca.crt               a private CA for the traffic between the services (its key is not kept)
+    vault.crt, .key      the vault's certificate: server, and client for its own health check
+    router.crt, .key     the router's: server, and client at the vault (mutual TLS)
+    gateway.crt, .key    the gateway's: client at the vault and the router (mutual TLS)
+    k8s-secrets.yaml     the same, as the Secrets deploy/k8s expects (`kubectl apply -f`):
+                         aicreds-{vault,router,gateway} and, in cert-manager's layout
+                         (tls.crt, tls.key, ca.crt), aicreds-{vault,router,gateway}-tls
+
+Certificates name the compose services (vault, router, gateway), the Kubernetes Services
+(aicreds-vault, ...svc, ...svc.cluster.local in --namespace) and localhost/127.0.0.1 (health
+checks inside a container, tests on one machine); they are valid for CERT_DAYS days.
+`--renew-tls` writes a new CA and new certificates and leaves the keyring and tokens alone.
 
 It refuses to overwrite an existing keyring: a new keyring cannot decrypt the old database.
 Keep these files out of version control (deploy/.gitignore ignores deploy/secrets/).
@@ -22,11 +33,25 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import ipaddress
 import json
 import os
 import secrets
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+except ImportError:
+    sys.exit(
+        "make_secrets.py needs the `cryptography` package for the TLS certificates: run it "
+        "with aicreds' virtual environment (make venv; .venv/bin/python deploy/make_secrets.py)"
+    )
 
 # caller token file -> (server callers file, caller name, rights)
 CALLERS = {
@@ -40,6 +65,10 @@ K8S_SECRETS = {
     "aicreds-router": ["router-callers.json", "router-vault.token"],
     "aicreds-gateway": ["gateway-vault.token", "gateway-router.token"],
 }
+# service -> may it serve TLS (serverAuth) besides being a client (clientAuth)
+TLS_SERVICES = {"vault": True, "router": True, "gateway": False}
+CERT_DAYS = 825  # the longest lifetime Apple's TLS policy accepts; renew with --renew-tls
+CA_DAYS = 3650
 
 
 def _b64_key() -> str:
@@ -58,6 +87,150 @@ def _write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
+def dns_names(service: str, namespace: str) -> list[str]:
+    """The names a service is reached by: compose, Kubernetes, and on the same host."""
+    k8s = f"aicreds-{service}"
+    return [
+        service,
+        k8s,
+        f"{k8s}.{namespace}",
+        f"{k8s}.{namespace}.svc",
+        f"{k8s}.{namespace}.svc.cluster.local",
+        "localhost",
+    ]
+
+
+def new_tls(namespace: str) -> dict[str, str]:
+    """A fresh CA (P-256, its key discarded) and one certificate and key per service (PEM)."""
+    now = datetime.now(UTC) - timedelta(minutes=5)  # tolerate a little clock skew
+
+    def name(common_name: str) -> Any:
+        return x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "aicreds"),
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            ]
+        )
+
+    def key_pem(key: Any) -> str:
+        return str(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ).decode("ascii")
+        )
+
+    def usage(*, ca: bool) -> Any:
+        return x509.KeyUsage(
+            digital_signature=not ca,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=ca,
+            crl_sign=ca,
+            encipher_only=False,
+            decipher_only=False,
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = name("aicreds internal CA")
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(usage(ca=True), critical=True)
+        .add_extension(ca_ski, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    files = {"ca.crt": ca_cert.public_bytes(pem).decode("ascii")}
+    for service, serves in TLS_SERVICES.items():
+        key = ec.generate_private_key(ec.SECP256R1())
+        purposes = [ExtendedKeyUsageOID.CLIENT_AUTH]
+        if serves:
+            purposes.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
+        san: list[Any] = [x509.DNSName(n) for n in dns_names(service, namespace)]
+        san.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name(service))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + timedelta(days=CERT_DAYS))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(usage(ca=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(purposes), critical=False)
+            .add_extension(x509.SubjectAlternativeName(san), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        files[f"{service}.crt"] = cert.public_bytes(pem).decode("ascii")
+        files[f"{service}.key"] = key_pem(key)
+    return files
+
+
+def _k8s_secret(name: str, namespace: str, data: dict[str, str], kind: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": kind,
+        "data": {k: base64.b64encode(v.encode("utf-8")).decode("ascii") for k, v in data.items()},
+    }
+
+
+def k8s_secrets(files: dict[str, str], namespace: str) -> str:
+    """The Secrets deploy/k8s mounts, as one multi-document YAML (JSON is YAML)."""
+    docs = [
+        _k8s_secret(secret, namespace, {n: files[n] for n in names}, "Opaque")
+        for secret, names in K8S_SECRETS.items()
+    ]
+    for service in TLS_SERVICES:
+        tls = {
+            "tls.crt": files[f"{service}.crt"],
+            "tls.key": files[f"{service}.key"],
+            "ca.crt": files["ca.crt"],
+        }
+        docs.append(_k8s_secret(f"aicreds-{service}-tls", namespace, tls, "kubernetes.io/tls"))
+    return "".join("---\n" + json.dumps(d, indent=2) + "\n" for d in docs)
+
+
+def _write_all(out: Path, files: dict[str, str]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    os.chmod(out, 0o700)
+    for name, text in files.items():
+        _write_private(out / name, text)
+
+
+def renew_tls(out: Path, namespace: str) -> dict[str, str]:
+    """Replace the CA and certificates in `out`, keeping the keyring and caller tokens."""
+    files = {n: (out / n).read_text(encoding="utf-8") for n in _secret_file_names()}
+    files.update(new_tls(namespace))
+    files["k8s-secrets.yaml"] = k8s_secrets(files, namespace)
+    _write_all(out, files)
+    return files
+
+
+def _secret_file_names() -> list[str]:
+    names = ["master-keys.json"]
+    for token_file, (callers_file, _, _) in CALLERS.items():
+        names += [token_file, callers_file]
+    return sorted(set(names))
+
+
 def generate(out: Path, namespace: str) -> dict[str, str]:
     """Write every file into `out`; returns file name -> content."""
     files: dict[str, str] = {
@@ -73,24 +246,9 @@ def generate(out: Path, namespace: str) -> dict[str, str]:
         )
     for callers_file, entries in callers.items():
         files[callers_file] = json.dumps({"callers": entries}, indent=2) + "\n"
-    docs = []
-    for secret, names in K8S_SECRETS.items():
-        data = {n: base64.b64encode(files[n].encode("utf-8")).decode("ascii") for n in names}
-        docs.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": secret, "namespace": namespace},
-                "type": "Opaque",
-                "data": data,
-            }
-        )
-    # JSON is YAML: no PyYAML needed.
-    files["k8s-secrets.yaml"] = "".join("---\n" + json.dumps(d, indent=2) + "\n" for d in docs)
-    out.mkdir(parents=True, exist_ok=True)
-    os.chmod(out, 0o700)
-    for name, text in files.items():
-        _write_private(out / name, text)
+    files.update(new_tls(namespace))
+    files["k8s-secrets.yaml"] = k8s_secrets(files, namespace)
+    _write_all(out, files)
     return files
 
 
@@ -99,7 +257,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="directory to write (e.g. deploy/secrets)")
     parser.add_argument("--namespace", default="aicreds", help="Kubernetes namespace")
     parser.add_argument("--force", action="store_true", help="overwrite an existing keyring")
+    parser.add_argument(
+        "--renew-tls",
+        action="store_true",
+        help="replace only the CA and certificates of an existing directory",
+    )
     args = parser.parse_args(argv)
+    if args.renew_tls:
+        if not (args.out / "master-keys.json").exists():
+            print(f"{args.out} holds no secrets to renew the certificates of", file=sys.stderr)
+            return 1
+        renew_tls(args.out, args.namespace)
+        print(f"wrote a new CA and certificates to {args.out}; restart the three services")
+        return 0
     if (args.out / "master-keys.json").exists() and not args.force:
         print(
             f"{args.out / 'master-keys.json'} exists; a new keyring cannot read the old "

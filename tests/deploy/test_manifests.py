@@ -65,6 +65,9 @@ def test_secret_templates_are_valid_and_hold_only_placeholders() -> None:
         "aicreds-vault",
         "aicreds-router",
         "aicreds-gateway",
+        "aicreds-vault-tls",
+        "aicreds-router-tls",
+        "aicreds-gateway-tls",
     }
     for secret in secrets:
         kubernetes_validate.validate(secret, K8S_VERSION, strict=True)
@@ -107,7 +110,7 @@ def test_workloads_are_hardened_and_sized(objects: list[dict[str, Any]]) -> None
             assert container["image"] == "aicreds:0.1.0"
 
 
-def test_probes_are_native_grpc_for_vault_and_router_and_http_for_gateway(
+def test_probes_speak_mutual_tls_to_vault_and_router_and_http_to_gateway(
     objects: list[dict[str, Any]],
 ) -> None:
     for workload in (o for o in objects if o["kind"] in {"Deployment", "StatefulSet"}):
@@ -118,8 +121,16 @@ def test_probes_are_native_grpc_for_vault_and_router_and_http_for_gateway(
         for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
             if component == "gateway":
                 assert main[probe]["httpGet"]["path"] in {"/healthz", "/readyz"}
+            elif probe == "livenessProbe":
+                assert main[probe]["tcpSocket"] == {"port": PORTS[component]}
             else:
-                assert main[probe]["grpc"] == {"port": PORTS[component]}
+                # kubelet's native gRPC probe speaks plaintext only, which the port refuses.
+                assert "grpc" not in main[probe]
+                command = main[probe]["exec"]["command"]
+                assert command[:4] == ["python", "-m", "services.healthcheck"] + [
+                    f"127.0.0.1:{PORTS[component]}"
+                ]
+                assert {"--tls-ca", "--tls-cert", "--tls-key"} <= set(command)
         if component == "gateway":
             assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
         listen = {e["name"]: e["value"] for e in main["env"]}[f"{component.upper()}_LISTEN"]
@@ -178,8 +189,12 @@ def test_secrets_are_mounted_from_the_secrets_make_secrets_creates(
     }
     for workload in (o for o in objects if o["kind"] in {"Deployment", "StatefulSet"}):
         pod = pod_spec(workload)
-        (secret_volume,) = [v for v in pod["volumes"] if "secret" in v]
+        (secret_volume,) = [v for v in pod["volumes"] if v["name"] == "secret"]
         secret = generated[secret_volume["secret"]["secretName"]]
+        (tls_volume,) = [v for v in pod["volumes"] if v["name"] == "tls"]
+        tls = generated[tls_volume["secret"]["secretName"]]
+        assert tls["type"] == "kubernetes.io/tls"
+        assert set(tls["data"]) == {"tls.crt", "tls.key", "ca.crt"}
         # The init container copies every key of the Secret to an owner-only file.
         (init,) = pod["initContainers"]
         copied = {Path(a).name for a in init["command"] if a.startswith("/etc/aicreds/secret/")}
@@ -189,6 +204,8 @@ def test_secrets_are_mounted_from_the_secrets_make_secrets_creates(
         for name, value in env.items():
             if name.endswith(("_FILE",)):
                 assert value.startswith("/run/aicreds/") and Path(value).name in copied, name
+            if "_TLS_" in name:
+                assert value.startswith("/etc/aicreds/tls/") and Path(value).name in tls["data"]
 
 
 def _policies(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
