@@ -4,7 +4,9 @@ The one home of the rule for the vault (which enforces it before anything is wri
 gateway (which checks REST bodies before calling the vault, and documents the rule in its
 OpenAPI schemas).
 
-- **Keys**: 1-128 characters of `A-Z a-z 0-9 _ . -`, case-sensitive.
+- **Keys**: 1-128 characters of `A-Z a-z 0-9 _ . -`, case-sensitive, not made only of dots:
+  `.` and `..` cannot be addressed as `/ai-credentials/{key}` (HTTP clients and proxies
+  normalise dot segments away).
 - **Values**: non-empty, at most 16 KiB, and a legal HTTP header value: printable ASCII, space and
   tab only. A legal value is ASCII, so its length in characters is its size in bytes; the
   character check comes first, so nothing is ever encoded (a lone surrogate from JSON cannot
@@ -25,8 +27,9 @@ from services.common.errors import InvalidArgument
 
 MAX_KEY_LENGTH = 128
 KEY_CHARACTERS = r"A-Za-z0-9_.\-"
-KEY_PATTERN = re.compile(f"[{KEY_CHARACTERS}]{{1,{MAX_KEY_LENGTH}}}")
-"""A whole credential key (use `fullmatch`)."""
+KEY_PATTERN = re.compile(rf"(?!\.+(?![{KEY_CHARACTERS}]))[{KEY_CHARACTERS}]{{1,{MAX_KEY_LENGTH}}}")
+"""A whole credential key (use `fullmatch`). The lookahead refuses a run of dots that is the
+whole key, also inside a placeholder (`{{credential:..}}`), which reuses this pattern."""
 KEY_JSON_PATTERN = f"^{KEY_PATTERN.pattern}$"
 """`KEY_PATTERN` as a JSON-schema `pattern` (anchored)."""
 
@@ -60,6 +63,9 @@ def key_problem(key: str) -> str | None:
     """Why `key` is not a credential key, or None."""
     if is_valid_key(key):
         return None
+    if key and not key.strip("."):
+        return f"credential key {describe(key)} is invalid: a key is not made only of dots"
+    # The web UI repeats this wording for the keys it checks itself (credentials.js).
     return f"credential key {describe(key)} is invalid: use 1-128 characters of A-Z a-z 0-9 _ . -"
 
 

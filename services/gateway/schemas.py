@@ -45,7 +45,7 @@ CREDENTIAL_KEY: JsonSchema = {
     "pattern": KEY_JSON_PATTERN,
     "minLength": 1,
     "maxLength": MAX_KEY_LENGTH,
-    "description": "1-128 characters of A-Z a-z 0-9 _ . - (case-sensitive)",
+    "description": "1-128 characters of A-Z a-z 0-9 _ . - (case-sensitive), not only dots",
 }
 CREDENTIAL_VALUE: JsonSchema = {
     "type": "string",

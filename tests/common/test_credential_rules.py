@@ -27,7 +27,7 @@ SECRET = "sk-live-0123456789abcdef"
 
 @pytest.mark.parametrize(
     "key",
-    ["a", "openai_api_key", "A.b-c_9", "x" * 128, "OPENAI_API_KEY", "-", ".", "0"],
+    ["a", "openai_api_key", "A.b-c_9", "x" * 128, "OPENAI_API_KEY", "-", ".a", "0"],
 )
 def test_valid_keys(key: str) -> None:
     assert is_valid_key(key) and key_problem(key) is None
