@@ -8,9 +8,11 @@ OpenAPI schemas).
   `.` and `..` cannot be addressed as `/ai-credentials/{key}` (HTTP clients and proxies
   normalise dot segments away).
 - **Values**: non-empty, at most 16 KiB, and a legal HTTP header value: printable ASCII, space and
-  tab only. A legal value is ASCII, so its length in characters is its size in bytes; the
-  character check comes first, so nothing is ever encoded (a lone surrogate from JSON cannot
-  fail an encode) and every value the rule refuses is refused the same way.
+  tab only, and no space or tab first or last (HTTP strips or refuses such whitespace around a
+  field value, so the value would never reach an upstream as stored). A legal value is ASCII,
+  so its length in characters is its size in bytes; the character check comes first, so nothing
+  is ever encoded (a lone surrogate from JSON cannot fail an encode) and every value the rule
+  refuses is refused the same way.
 
 Each check comes as `*_problem(...)`, the public message or None (for callers with their own
 error type, such as the gateway's `ApiError`), and as `validate_*(...)`, which raises
@@ -36,8 +38,11 @@ KEY_JSON_PATTERN = f"^{KEY_PATTERN.pattern}$"
 MAX_VALUE_BYTES = 16 * 1024
 HEADER_VALUE_PATTERN = re.compile(r"[\t\x20-\x7e]*")
 """A legal HTTP header value, possibly empty (use `fullmatch`)."""
-VALUE_JSON_PATTERN = r"^[\t\x20-\x7e]+$"
-"""A credential value (non-empty header value) as a JSON-schema `pattern`."""
+VALUE_PATTERN = re.compile(r"[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?")
+"""A credential value: a non-empty header value with no space or tab first or last (use
+`fullmatch`)."""
+VALUE_JSON_PATTERN = f"^{VALUE_PATTERN.pattern}$"
+"""A credential value as a JSON-schema `pattern`."""
 
 DESCRIBE_LIMIT = 64
 
@@ -82,6 +87,11 @@ def value_problem(key: str, value: object) -> str | None:
         )
     if len(value) > MAX_VALUE_BYTES:
         return f"value of credential {describe(key)} is longer than 16 KiB"
+    if not VALUE_PATTERN.fullmatch(value):
+        return (
+            f"value of credential {describe(key)} starts or ends with a space or tab; HTTP "
+            "would not send it as stored"
+        )
     return None
 
 

@@ -56,10 +56,20 @@ class JsonFormatter(logging.Formatter):
         return _encode(line)
 
 
+#: Libraries whose DEBUG traces repr() requests and exceptions: h11's errors quote the header
+#: value they refuse (a substituted credential), httpx's request lines carry the query. Held at
+#: WARNING whatever the service's level; the router logs its own line per upstream call.
+QUIET_LIBRARIES = ("httpcore", "httpx", "h11")
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
-    """Send every log record to stderr as JSON lines at `level`."""
+    """Send every log record to stderr as JSON lines at `level` (`QUIET_LIBRARIES` at
+    WARNING at most)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in QUIET_LIBRARIES:
+        library = logging.getLogger(name)
+        library.setLevel(max(logging.WARNING, root.level))

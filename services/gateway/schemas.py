@@ -52,7 +52,9 @@ CREDENTIAL_VALUE: JsonSchema = {
     "minLength": 1,
     "maxLength": MAX_VALUE_BYTES,
     "pattern": VALUE_JSON_PATTERN,
-    "description": "a legal HTTP header value: printable ASCII, space and tab",
+    "description": (
+        "a legal HTTP header value: printable ASCII, space and tab, no space or tab first or last"
+    ),
 }
 PROVIDER_NAME: JsonSchema = {"type": "string", "pattern": PROVIDER_NAME_JSON_PATTERN}
 PROVIDER_KIND: JsonSchema = {"type": "string", "enum": list(PROVIDER_KINDS)}

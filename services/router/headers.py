@@ -21,16 +21,21 @@ from services.router.errors import BadInvokeRequest, HeaderTooLarge
 # Written by the transport from the URL and the body; a configured value would contradict them.
 _COMPUTED = frozenset({"host", "content-length"})
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_EDGE_WHITESPACE = (" ", "\t")
 
 
 def check_header(name: str, value: str) -> None:
     """Refuse a header that cannot be sent as is (the message names the header, not the value)."""
-    if not _TOKEN.match(name):
+    if not _TOKEN.fullmatch(name):
         raise BadInvokeRequest(f"header name {name!r} is not a valid HTTP token")
     if _BAD_VALUE.search(value):
         raise BadInvokeRequest(f"header {name!r} has a control character in its value")
+    if value[:1] in _EDGE_WHITESPACE or value[-1:] in _EDGE_WHITESPACE:
+        # HTTP cannot carry it as is: refused here, with a message of ours, before the HTTP
+        # library refuses it with one that quotes the value (a credential, once substituted).
+        raise BadInvokeRequest(f"header {name!r} has a space or tab first or last in its value")
 
 
 def _connection_named(headers: Iterable[tuple[str, str]]) -> set[str]:

@@ -52,7 +52,7 @@ from services.router.transport import (
 )
 
 _log = logging.getLogger("aicreds.router")
-_METHOD = re.compile(r"^[A-Z]{1,16}$")
+_METHOD = re.compile(r"[A-Z]{1,16}")
 _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f#]")
 
 #: The most body bytes `Router.fetch` collects: half the 64 MiB gRPC message limit, so that a
@@ -191,7 +191,7 @@ def _upstream_host_port(base_url: str) -> tuple[str, int]:
 
 def _checked_method(call: InvokeCall) -> str:
     method = call.method.upper()
-    if not _METHOD.match(method):
+    if not _METHOD.fullmatch(method):
         raise BadInvokeRequest("method must be an HTTP method such as POST")
     return method
 
