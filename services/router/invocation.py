@@ -172,7 +172,8 @@ def upstream_target(base_url: str, path: str, query: str) -> UpstreamTarget:
         raise BadInvokeRequest("path may not hold '.' or '..' segments")
     scheme, netloc, base_path, base_query, _ = urlsplit(base_url)
     joined_path = base_path.rstrip("/") + "/" + path.lstrip("/")
-    # A base URL may carry a query of its own (e.g. `?api-version=...`): both are kept.
+    # The vault refuses a base URL with a query (provider_rules.base_url_problem); one stored
+    # before that rule is still honoured, both queries kept. Neither is logged or in an error.
     joined_query = "&".join(q for q in (base_query, query) if q)
     url = urlunsplit((scheme, netloc, joined_path, joined_query, ""))
     with base_url_errors():
