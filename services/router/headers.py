@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from services.common.forwarded_headers import FORWARDED_CLIENT_HEADERS
 from services.common.header_bounds import HeaderBounds, HeaderBudget
-from services.common.http_headers import HOP_BY_HOP
+from services.common.http_headers import GATEWAY_RESPONSE_HEADERS, HOP_BY_HOP
 from services.router.errors import BadInvokeRequest, HeaderTooLarge
 
 # Written by the transport from the URL and the body; a configured value would contradict them.
@@ -86,7 +86,8 @@ def check_headers_size(headers: Iterable[tuple[str, str]], bounds: HeaderBounds)
 
 
 def downstream_response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The upstream's response headers without hop-by-hop ones."""
+    """The upstream's response headers without hop-by-hop ones and without those the gateway
+    sets itself (`GATEWAY_RESPONSE_HEADERS`)."""
     lines = list(headers)
-    drop = HOP_BY_HOP | _connection_named(lines)
+    drop = HOP_BY_HOP | GATEWAY_RESPONSE_HEADERS | _connection_named(lines)
     return [(name, value) for name, value in lines if name.lower() not in drop]
