@@ -4,11 +4,15 @@ The one home of the rule for the vault (which enforces it before anything is wri
 gateway (which checks REST bodies before calling the vault, and documents the rule in its
 OpenAPI schemas).
 
-- **Keys**: 1-128 characters of `A-Z a-z 0-9 _ . -`, case-sensitive.
+- **Keys**: 1-128 characters of `A-Z a-z 0-9 _ . -`, case-sensitive, not made only of dots:
+  `.` and `..` cannot be addressed as `/ai-credentials/{key}` (HTTP clients and proxies
+  normalise dot segments away).
 - **Values**: non-empty, at most 16 KiB, and a legal HTTP header value: printable ASCII, space and
-  tab only. A legal value is ASCII, so its length in characters is its size in bytes; the
-  character check comes first, so nothing is ever encoded (a lone surrogate from JSON cannot
-  fail an encode) and every value the rule refuses is refused the same way.
+  tab only, and no space or tab first or last (HTTP strips or refuses such whitespace around a
+  field value, so the value would never reach an upstream as stored). A legal value is ASCII,
+  so its length in characters is its size in bytes; the character check comes first, so nothing
+  is ever encoded (a lone surrogate from JSON cannot fail an encode) and every value the rule
+  refuses is refused the same way.
 
 Each check comes as `*_problem(...)`, the public message or None (for callers with their own
 error type, such as the gateway's `ApiError`), and as `validate_*(...)`, which raises
@@ -25,16 +29,20 @@ from services.common.errors import InvalidArgument
 
 MAX_KEY_LENGTH = 128
 KEY_CHARACTERS = r"A-Za-z0-9_.\-"
-KEY_PATTERN = re.compile(f"[{KEY_CHARACTERS}]{{1,{MAX_KEY_LENGTH}}}")
-"""A whole credential key (use `fullmatch`)."""
+KEY_PATTERN = re.compile(rf"(?!\.+(?![{KEY_CHARACTERS}]))[{KEY_CHARACTERS}]{{1,{MAX_KEY_LENGTH}}}")
+"""A whole credential key (use `fullmatch`). The lookahead refuses a run of dots that is the
+whole key, also inside a placeholder (`{{credential:..}}`), which reuses this pattern."""
 KEY_JSON_PATTERN = f"^{KEY_PATTERN.pattern}$"
 """`KEY_PATTERN` as a JSON-schema `pattern` (anchored)."""
 
 MAX_VALUE_BYTES = 16 * 1024
 HEADER_VALUE_PATTERN = re.compile(r"[\t\x20-\x7e]*")
 """A legal HTTP header value, possibly empty (use `fullmatch`)."""
-VALUE_JSON_PATTERN = r"^[\t\x20-\x7e]+$"
-"""A credential value (non-empty header value) as a JSON-schema `pattern`."""
+VALUE_PATTERN = re.compile(r"[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?")
+"""A credential value: a non-empty header value with no space or tab first or last (use
+`fullmatch`)."""
+VALUE_JSON_PATTERN = f"^{VALUE_PATTERN.pattern}$"
+"""A credential value as a JSON-schema `pattern`."""
 
 DESCRIBE_LIMIT = 64
 
@@ -60,6 +68,9 @@ def key_problem(key: str) -> str | None:
     """Why `key` is not a credential key, or None."""
     if is_valid_key(key):
         return None
+    if key and not key.strip("."):
+        return f"credential key {describe(key)} is invalid: a key is not made only of dots"
+    # The web UI repeats this wording for the keys it checks itself (credentials.js).
     return f"credential key {describe(key)} is invalid: use 1-128 characters of A-Z a-z 0-9 _ . -"
 
 
@@ -76,6 +87,11 @@ def value_problem(key: str, value: object) -> str | None:
         )
     if len(value) > MAX_VALUE_BYTES:
         return f"value of credential {describe(key)} is longer than 16 KiB"
+    if not VALUE_PATTERN.fullmatch(value):
+        return (
+            f"value of credential {describe(key)} starts or ends with a space or tab; HTTP "
+            "would not send it as stored"
+        )
     return None
 
 

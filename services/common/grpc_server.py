@@ -63,6 +63,11 @@ _CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
     ("grpc.keepalive_permit_without_calls", 1),
 )
 
+_NO_PROXY: Sequence[tuple[str, Any]] = (("grpc.enable_http_proxy", 0),)
+"""Internal channels never go through a proxy: grpc would otherwise follow `grpc_proxy`,
+`https_proxy` and `http_proxy` from the environment (set for the upstream HTTP egress of a
+container, say) and send caller tokens and credential values through it. Not overridable."""
+
 
 async def start_server(
     *,
@@ -224,9 +229,10 @@ def open_channel(
         token: the caller token, sent as `authorization: Bearer ...` on every call.
         tls: trust and client certificate; None for plaintext.
         options: gRPC channel arguments that replace the defaults of the same name (message
-            sizes, keepalive) or add to them (e.g. a reconnect backoff).
+            sizes, keepalive) or add to them (e.g. a reconnect backoff). Proxies stay off
+            (`grpc.enable_http_proxy` 0) whatever `options` say.
     """
-    merged = list({**dict(_CHANNEL_OPTIONS), **dict(options)}.items())
+    merged = list({**dict(_CHANNEL_OPTIONS), **dict(options), **dict(_NO_PROXY)}.items())
     if tls is None:
         return CallerChannel(grpc.aio.insecure_channel(target, options=merged), token, target)
     credentials = grpc.ssl_channel_credentials(

@@ -5,26 +5,30 @@ Pure (no I/O, no grpc); the vault's ProviderService, the router's Preview and th
 
 **Sensitive header names** (case-insensitive): `Authorization`, `Proxy-Authorization`,
 `X-API-Key`, `Api-Key`, `Cookie`, `Set-Cookie`, and every name containing `key`, `token`,
-`secret`, `auth`, `password` or `cookie`.
+`secret`, `auth`, `passw` (`password`, `X-Passwd`), `cookie`, `credential`, `jwt`,
+`signature` or `session`.
 
-**The rule.** The value of a sensitive header is shown as is only when its only secret parts
-are placeholders, decided precisely as follows: remove the well-formed placeholders
-`{{credential:KEY}}` and split the rest into words on whitespace and the separators `, ; = :`.
-These words are not secret:
+**The rule.** The value of a sensitive header is shown as is only when it is made of nothing
+but placeholders `{{credential:KEY}}` in one of these shapes (RFC 9110 11.4 credentials, and
+cookie or parameter lists), whitespace around it aside:
 
-- the authorization scheme words `Bearer`, `Basic`, `Token`, `Digest`, `ApiKey`, `Api-Key`,
-  `Key`, `Bot` and `OAuth` (any case);
-- a name joined by `=` to a placeholder (a cookie or parameter name: `session` in
-  `session={{credential:s}}`);
-- punctuation with no letter or digit (the `-` in `{{credential:a}}-{{credential:b}}`).
+- empty, or a bare scheme word;
+- `SCHEME PLACEHOLDERS` for a token68 scheme, `Bearer`, `Basic`, `Bot`, `ApiKey`, `Api-Key`
+  or `Key` (any case, followed by a space): `Bearer {{credential:k}}`,
+  `Basic {{credential:user}}:{{credential:password}}`;
+- `[SCHEME ]LIST` for a parameter scheme, `Token`, `Digest` or `OAuth`, or no scheme: items
+  separated by whitespace, `,` or `;`, each either PLACEHOLDERS or `name=PLACEHOLDERS`
+  (optionally in double quotes) whose name is 1-64 of `A-Z a-z 0-9 _ -`:
+  `session={{credential:s}}; csrf={{credential:c}}`, `Token token={{credential:t}}`;
 
-The value is shown when no other word is left (`Bearer {{credential:k}}`, `""`, `Bearer`).
-Anything else is `MASKED`, however short: a literal value (`Bearer sk-123`, `Cookie: a=b`), a
-literal beside a placeholder (`Bearer {{credential:k}} sk-123`,
-`Basic {{credential:user}}:hunter2`), or a malformed placeholder (`{{credential: k}}` leaves the
-word `{{credential`). A value that is not secret but looks literal is masked too: hiding
-configuration costs a look at the stored provider, showing a password cannot be undone. Values
-of other headers are always shown.
+where PLACEHOLDERS is one or more placeholders, each joined to the next by nothing or by one
+`:`, `-` or `.`. Anything else is `MASKED`, however short: a literal value (`Bearer sk-123`,
+`Cookie: a=b`), a literal beside a placeholder (`Bearer {{credential:k}} sk-123`,
+`Basic {{credential:user}}:hunter2`, `Basic {{credential:u}}:!@#$`), a literal written as a
+parameter name where the scheme takes none (`Bearer sk-live-abc={{credential:x}}`), or a
+malformed placeholder (`{{credential: k}}`). A value that is not secret but does not fit is
+masked too: hiding configuration costs a look at the stored provider, showing a password
+cannot be undone. Values of other headers are always shown.
 
 A sensitive header with any value that would be masked gets the warning
 `header NAME holds a literal secret; use {{credential:...}}`.
@@ -35,7 +39,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from services.common.placeholders import PLACEHOLDER
+from services.common.credential_rules import KEY_PATTERN
 
 MASKED = "MASKED"
 LITERAL_SECRET_WARNING = "header {name} holds a literal secret; use {{{{credential:...}}}}"
@@ -43,14 +47,40 @@ LITERAL_SECRET_WARNING = "header {name} holds a literal secret; use {{{{credenti
 SENSITIVE_NAMES = frozenset(
     {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}
 )
-SENSITIVE_PARTS = ("key", "token", "secret", "auth", "password", "cookie")
-SCHEME_WORDS = frozenset(
-    {"bearer", "basic", "token", "digest", "apikey", "api-key", "key", "bot", "oauth"}
+SENSITIVE_PARTS = (
+    "key",
+    "token",
+    "secret",
+    "auth",
+    "passw",
+    "cookie",
+    "credential",
+    "jwt",
+    "signature",
+    "session",
 )
-_WORD_SEPARATORS = re.compile(r"[\s,;=:]+")
-# A cookie or parameter name whose value is a placeholder (`session=` in `session={{...}}`).
-_PARAMETER_NAME = re.compile(r"[^\s,;=:]+(?==" + PLACEHOLDER.pattern + ")")
-_LETTER_OR_DIGIT = re.compile(r"[A-Za-z0-9]")
+TOKEN68_SCHEMES = ("bearer", "basic", "bot", "apikey", "api-key", "key")
+PARAMETER_SCHEMES = ("token", "digest", "oauth")
+SCHEME_WORDS = frozenset(TOKEN68_SCHEMES + PARAMETER_SCHEMES)
+
+_P = r"\{\{credential:" + KEY_PATTERN.pattern + r"\}\}"
+_PLACEHOLDERS = rf"{_P}(?:[:.\-]?{_P})*"
+_ITEM = rf'(?:{_PLACEHOLDERS}|[A-Za-z0-9_\-]{{1,64}}=(?:{_PLACEHOLDERS}|"{_PLACEHOLDERS}"))'
+_LIST = rf"{_ITEM}(?:[\s,;]+{_ITEM})*[\s,;]*"
+
+
+def _alternation(words: Iterable[str]) -> str:
+    return "|".join(re.escape(word) for word in sorted(words, key=len, reverse=True))
+
+
+_SHOWN = re.compile(
+    rf"(?i:{_alternation(SCHEME_WORDS)})"  # a bare scheme word
+    rf"|(?i:{_alternation(TOKEN68_SCHEMES)})\s+{_PLACEHOLDERS}"
+    rf"|(?:(?i:{_alternation(PARAMETER_SCHEMES)})\s+)?{_LIST}"
+)
+"""A sensitive header value, stripped, that is shown as is (use `fullmatch`; see the module's
+rule). Every repetition is delimited (placeholders by braces, items by separators), so a
+16 KiB value is matched in linear time."""
 
 
 def is_sensitive_header(name: str) -> bool:
@@ -60,12 +90,9 @@ def is_sensitive_header(name: str) -> bool:
 
 
 def only_placeholders_are_secret(value: str) -> bool:
-    """True when every secret-looking part of `value` is a well-formed placeholder."""
-    rest = PLACEHOLDER.sub(" ", _PARAMETER_NAME.sub(" ", value))
-    return not any(
-        word.lower() not in SCHEME_WORDS and _LETTER_OR_DIGIT.search(word)
-        for word in _WORD_SEPARATORS.split(rest)
-    )
+    """True when `value` is nothing but placeholders in a shape the module's rule shows."""
+    stripped = value.strip()
+    return not stripped or _SHOWN.fullmatch(stripped) is not None
 
 
 def mask_header_value(name: str, value: str) -> str:

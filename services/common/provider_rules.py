@@ -73,7 +73,14 @@ def on_missing_problem(mode: str) -> str | None:
 
 
 def base_url_problem(base_url: str) -> str | None:
-    """An absolute http(s) URL with a host, no credentials in it and no fragment."""
+    """An absolute http(s) URL with a host, no credentials in it, no query and no fragment.
+
+    No query at all, rather than no credential-like parameter: a base URL is shown in clear in
+    every provider response and screen, while a query's secrets hide under any name
+    (`?key=`, `?sig=`, `?code=`, `?x=`), so no list of names makes one safe to show. A query a
+    provider needs on every call (Azure's `api-version`) is sent by the caller, whose query
+    the router appends to the base URL; a secret one belongs in a header placeholder.
+    """
     problem = _base_url_problem(base_url)
     return f"base_url is invalid: {problem}" if problem else None
 
@@ -98,6 +105,12 @@ def _base_url_problem(base_url: str) -> str | None:
         return "it must not hold user:password@; put credentials in headers"
     if parts.fragment or base_url.endswith("#"):
         return "it must not have a #fragment"
+    if parts.query or "?" in base_url:
+        return (
+            "it must not have a ?query (a query may hold a secret and a base URL is shown in "
+            "clear); put secrets in headers as {{credential:...}}, send other parameters with "
+            "each call"
+        )
     return None
 
 

@@ -30,13 +30,13 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from services.gateway.auth import (
-    SESSION_COOKIE,
     Authenticator,
     AuthFailure,
     AuthMethod,
     PresentedCredential,
     Principal,
     extract_credential,
+    session_cookie_name,
 )
 from services.gateway.client_address import address_key
 from services.gateway.debug_auth import HEADER as DEBUG_HEADER
@@ -91,6 +91,7 @@ class Admission:
     ) -> None:
         self.authenticator = authenticator
         self._cookie_secure = cookie_secure
+        self._session_cookie = session_cookie_name(cookie_secure)
         self._token_limiter = token_limiter
         self._address_limiter = address_limiter
         self._user_limiter = user_limiter
@@ -107,7 +108,9 @@ class Admission:
         """
         debug = wants_debug(request.headers.get(DEBUG_HEADER))
         address = address_key(request.client.host if request.client else "unknown")
-        presented = extract_credential(request.headers, request.cookies)
+        presented = extract_credential(
+            request.headers, request.cookies, session_cookie=self._session_cookie
+        )
         if isinstance(presented, AuthFailure):
             if presented is not AuthFailure.NO_CREDENTIALS:
                 await self._count_failure(address, None, debug)
@@ -226,8 +229,9 @@ def admitted_headers(scope: Scope) -> Mapping[str, str]:
 
 def session_cookie(value: str, *, max_age: int, secure: bool) -> str:
     """The `Set-Cookie` value for a new session (SPEC 2.5)."""
+    # `__Host-` (when Secure) needs exactly this: Secure, Path=/ and no Domain.
     parts = [
-        f"{SESSION_COOKIE}={value}",
+        f"{session_cookie_name(secure)}={value}",
         "Path=/",
         f"Max-Age={max(0, max_age)}",
         "HttpOnly",
@@ -239,7 +243,13 @@ def session_cookie(value: str, *, max_age: int, secure: bool) -> str:
 
 
 def expired_session_cookie(secure: bool = False) -> str:
-    parts = [f"{SESSION_COOKIE}=", "Path=/", "Max-Age=0", "HttpOnly", "SameSite=Strict"]
+    parts = [
+        f"{session_cookie_name(secure)}=",
+        "Path=/",
+        "Max-Age=0",
+        "HttpOnly",
+        "SameSite=Strict",
+    ]
     if secure:
         parts.append("Secure")
     return "; ".join(parts)

@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute
 
 from services.common.scopes import Scope
 from services.gateway.admission import Admission
-from services.gateway.auth import Authenticator
+from services.gateway.auth import Authenticator, session_cookie_name
 from services.gateway.call_slots import CallSlots, held_for_the_answer
 from services.gateway.clients import RouterClient, VaultClient
 from services.gateway.endpoint_table import Endpoint, PlainEndpoint, rest_route
@@ -151,7 +151,14 @@ def create_app(
             model_endpoints(model_backend(settings, admission, vault, router, call_slots))
         ),
     ]
-    openapi_document.update(build_openapi(rest, plain, version=_version()))
+    openapi_document.update(
+        build_openapi(
+            rest,
+            plain,
+            version=_version(),
+            session_cookie=session_cookie_name(settings.cookie_secure),
+        )
+    )
     # Routes of three kinds (REST, plain, UI).
     routes: list[BaseRoute] = [rest_route(e, admission, settings.max_body) for e in rest]
     routes += [endpoint.route() for endpoint in plain]

@@ -28,6 +28,19 @@ from typing import Protocol
 from aicreds.vault.v1 import auth_pb2
 
 SESSION_COOKIE = "aicreds_session"
+"""The session cookie's name without `Secure` (local http only, GATEWAY_COOKIE_SECURE=false)."""
+SECURE_SESSION_COOKIE = "__Host-" + SESSION_COOKIE
+"""The session cookie's name with `Secure` (the default): a browser accepts a `__Host-` cookie
+only from a secure origin, with `Path=/` and no `Domain`, so neither a sibling subdomain nor a
+plain-http page can set or shadow it (cookie tossing). Browsers refuse the prefix on http."""
+
+
+def session_cookie_name(secure: bool) -> str:
+    """The one session cookie name in force: `SECURE_SESSION_COOKIE` when the cookie is
+    `Secure`, `SESSION_COOKIE` otherwise. The other name is never read."""
+    return SECURE_SESSION_COOKIE if secure else SESSION_COOKIE
+
+
 _MAX_SECRET_LEN = 512
 _PLAUSIBLE_SECRET = re.compile(f"[!-~]{{1,{_MAX_SECRET_LEN}}}")
 
@@ -115,9 +128,13 @@ def _as_presented(result: AuthResult, presented: PresentedCredential) -> AuthRes
 
 
 def extract_credential(
-    headers: Mapping[str, str], cookies: Mapping[str, str]
+    headers: Mapping[str, str],
+    cookies: Mapping[str, str],
+    *,
+    session_cookie: str = SESSION_COOKIE,
 ) -> PresentedCredential | AuthFailure:
-    """The credential a request presents, or why it presents none usable."""
+    """The credential a request presents, or why it presents none usable; the session is read
+    from the cookie named `session_cookie` only (`session_cookie_name`)."""
     authorization = headers.get("authorization")
     if authorization is not None:
         scheme, _, token = authorization.strip().partition(" ")
@@ -131,7 +148,7 @@ def extract_credential(
         if not _plausible(api_key):
             return AuthFailure.MALFORMED_HEADER
         return PresentedCredential(AuthMethod.X_API_KEY, api_key)
-    session = cookies.get(SESSION_COOKIE)
+    session = cookies.get(session_cookie)
     if session:
         if not _plausible(session):
             return AuthFailure.MALFORMED_HEADER

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from services.gateway.auth import SESSION_COOKIE
+from services.gateway.auth import SECURE_SESSION_COOKIE
 from services.gateway.endpoint_table import Endpoint, PlainEndpoint
 from services.gateway.schemas import COMPONENTS, ref
 
-SECURITY_SCHEMES: dict[str, Any] = {
+SECURITY_SCHEMES: dict[str, Any] = {  # the session cookie's name as `build_openapi` says
     "bearer": {"type": "http", "scheme": "bearer", "description": "an API token, sk-aic-..."},
     "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
-    "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
+    "session": {"type": "apiKey", "in": "cookie", "name": SECURE_SESSION_COOKIE},
 }
 _ERROR_CONTENT = {"application/json": {"schema": ref("Error")}}
 _RATE_HEADERS = {
@@ -121,9 +121,18 @@ def _operation_id(method: str, path: str) -> str:
 
 
 def build_openapi(
-    rest: Sequence[Endpoint], plain: Sequence[PlainEndpoint], *, version: str
+    rest: Sequence[Endpoint],
+    plain: Sequence[PlainEndpoint],
+    *,
+    version: str,
+    session_cookie: str = SECURE_SESSION_COOKIE,
 ) -> dict[str, Any]:
-    """The document describing every operation given."""
+    """The document describing every operation given; `session_cookie` is the session
+    cookie's name in force."""
+    schemes = {
+        **SECURITY_SCHEMES,
+        "session": {**SECURITY_SCHEMES["session"], "name": session_cookie},
+    }
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in rest:
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _rest_operation(endpoint)
@@ -143,5 +152,5 @@ def build_openapi(
             ),
         },
         "paths": paths,
-        "components": {"schemas": COMPONENTS, "securitySchemes": SECURITY_SCHEMES},
+        "components": {"schemas": COMPONENTS, "securitySchemes": schemes},
     }

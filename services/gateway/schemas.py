@@ -45,14 +45,16 @@ CREDENTIAL_KEY: JsonSchema = {
     "pattern": KEY_JSON_PATTERN,
     "minLength": 1,
     "maxLength": MAX_KEY_LENGTH,
-    "description": "1-128 characters of A-Z a-z 0-9 _ . - (case-sensitive)",
+    "description": "1-128 characters of A-Z a-z 0-9 _ . - (case-sensitive), not only dots",
 }
 CREDENTIAL_VALUE: JsonSchema = {
     "type": "string",
     "minLength": 1,
     "maxLength": MAX_VALUE_BYTES,
     "pattern": VALUE_JSON_PATTERN,
-    "description": "a legal HTTP header value: printable ASCII, space and tab",
+    "description": (
+        "a legal HTTP header value: printable ASCII, space and tab, no space or tab first or last"
+    ),
 }
 PROVIDER_NAME: JsonSchema = {"type": "string", "pattern": PROVIDER_NAME_JSON_PATTERN}
 PROVIDER_KIND: JsonSchema = {"type": "string", "enum": list(PROVIDER_KINDS)}

@@ -13,17 +13,25 @@ with `EgressPolicy.check` and then connects to a checked address. A DNS
 answer that changes between a pre-flight check and the connection (DNS rebinding) therefore
 cannot get around it, while TLS still verifies the original host name (sent as SNI). Nothing is
 sent before the check passes. No grpc, httpcore or httpx here: the policy is pure.
+
+A refusal tells the caller the host and the category of the address (`resolves to a private
+address`), never the address a name resolved to: otherwise saving providers would let any user
+read the internal DNS (which internal name is at which private address). The router's log line
+(`egress refused`) names the address, for operators.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from services.router.errors import EgressRefused
+
+_log = logging.getLogger("aicreds.router.egress")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -58,6 +66,10 @@ def refused_category(ip: IPAddress) -> str | None:
             return f"{inner} (IPv4 inside IPv6)" if inner else None
     if ip.is_unspecified:
         return "unspecified"
+    # fec0::/10, deprecated (RFC 3879) but still routed inside some networks; Python's
+    # `is_global` calls it global.
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
+        return "site-local"
     if ip.is_loopback:
         return "loopback"
     if ip.is_link_local:
@@ -156,9 +168,13 @@ class EgressPolicy:
                 raise EgressRefused(f"upstream {host}: resolver returned a non-IP answer")
             why = self.refusal(host, ip, port)
             if why is not None:
-                shown = host if host == str(ip) else f"{host} ({ip})"
+                _log.warning(
+                    "egress refused",
+                    extra={"fields": {"host": host, "port": port, "address": str(ip), "why": why}},
+                )
+                verb = "is" if host == str(ip) else "resolves to"
                 raise EgressRefused(
-                    f"upstream {shown} port {port} is a {why}; refused by the router's egress "
+                    f"upstream {host} port {port} {verb} a {why}; refused by the router's egress "
                     "policy (an operator can allow it with ROUTER_EGRESS_ALLOW)"
                 )
             checked.append(str(ip))

@@ -15,22 +15,27 @@ from collections.abc import Iterable, Sequence
 
 from services.common.forwarded_headers import FORWARDED_CLIENT_HEADERS
 from services.common.header_bounds import HeaderBounds, HeaderBudget
-from services.common.http_headers import HOP_BY_HOP
+from services.common.http_headers import GATEWAY_RESPONSE_HEADERS, HOP_BY_HOP
 from services.router.errors import BadInvokeRequest, HeaderTooLarge
 
 # Written by the transport from the URL and the body; a configured value would contradict them.
 _COMPUTED = frozenset({"host", "content-length"})
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_EDGE_WHITESPACE = (" ", "\t")
 
 
 def check_header(name: str, value: str) -> None:
     """Refuse a header that cannot be sent as is (the message names the header, not the value)."""
-    if not _TOKEN.match(name):
+    if not _TOKEN.fullmatch(name):
         raise BadInvokeRequest(f"header name {name!r} is not a valid HTTP token")
     if _BAD_VALUE.search(value):
         raise BadInvokeRequest(f"header {name!r} has a control character in its value")
+    if value[:1] in _EDGE_WHITESPACE or value[-1:] in _EDGE_WHITESPACE:
+        # HTTP cannot carry it as is: refused here, with a message of ours, before the HTTP
+        # library refuses it with one that quotes the value (a credential, once substituted).
+        raise BadInvokeRequest(f"header {name!r} has a space or tab first or last in its value")
 
 
 def _connection_named(headers: Iterable[tuple[str, str]]) -> set[str]:
@@ -81,7 +86,8 @@ def check_headers_size(headers: Iterable[tuple[str, str]], bounds: HeaderBounds)
 
 
 def downstream_response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The upstream's response headers without hop-by-hop ones."""
+    """The upstream's response headers without hop-by-hop ones and without those the gateway
+    sets itself (`GATEWAY_RESPONSE_HEADERS`)."""
     lines = list(headers)
-    drop = HOP_BY_HOP | _connection_named(lines)
+    drop = HOP_BY_HOP | GATEWAY_RESPONSE_HEADERS | _connection_named(lines)
     return [(name, value) for name, value in lines if name.lower() not in drop]

@@ -57,7 +57,7 @@ from services.router.transport import (
 )
 
 _log = logging.getLogger("aicreds.router")
-_METHOD = re.compile(r"^[A-Z]{1,16}$")
+_METHOD = re.compile(r"[A-Z]{1,16}")
 _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f#]")
 
 #: The most body bytes `Router.fetch` collects: half the 64 MiB gRPC message limit, so that a
@@ -183,7 +183,8 @@ def upstream_target(base_url: str, path: str, query: str) -> UpstreamTarget:
         raise BadInvokeRequest("path may not hold '.' or '..' segments")
     scheme, netloc, base_path, base_query, _ = urlsplit(base_url)
     joined_path = base_path.rstrip("/") + "/" + path.lstrip("/")
-    # A base URL may carry a query of its own (e.g. `?api-version=...`): both are kept.
+    # The vault refuses a base URL with a query (provider_rules.base_url_problem); one stored
+    # before that rule is still honoured, both queries kept. Neither is logged or in an error.
     joined_query = "&".join(q for q in (base_query, query) if q)
     url = urlunsplit((scheme, netloc, joined_path, joined_query, ""))
     with base_url_errors():
@@ -202,7 +203,7 @@ def _upstream_host_port(base_url: str) -> tuple[str, int]:
 
 def _checked_method(call: InvokeCall) -> str:
     method = call.method.upper()
-    if not _METHOD.match(method):
+    if not _METHOD.fullmatch(method):
         raise BadInvokeRequest("method must be an HTTP method such as POST")
     return method
 

@@ -179,7 +179,7 @@ async def _saved(stack: Stack, alice: Minted) -> list[dict[str, object]]:
         ("http://169.254.169.254/latest/meta-data/", "169.254.169.254", "link-local"),
         ("http://10.0.0.1/v1", "10.0.0.1", "private"),
         ("http://[::1]:8080/v1", "::1", "loopback"),
-        ("https://llm.internal.test/v1", "llm.internal.test (10.1.2.3)", "private"),
+        ("https://llm.internal.test/v1", "llm.internal.test", "private"),
     ],
 )
 async def test_a_forbidden_base_url_is_refused_and_nothing_written(

@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from http.cookies import SimpleCookie
 
-from services.gateway.auth import SESSION_COOKIE
+from services.gateway.auth import SECURE_SESSION_COOKIE as SESSION_COOKIE
 from tests.gateway.conftest import TEST_ORIGIN, Minted, Stack, StackFactory
 
 SESSIONS = "/api/v2/sessions"
@@ -22,7 +22,8 @@ async def _login(stack: Stack, minted: Minted) -> tuple[str, str]:
     set_cookie = response.headers["set-cookie"]
     cookie = SimpleCookie()
     cookie.load(set_cookie)
-    secret = cookie[SESSION_COOKIE].value
+    (morsel,) = cookie.values()  # __Host-aicreds_session, or aicreds_session on local http
+    secret = morsel.value
     assert secret and secret not in response.text
     body = response.json()["response"]
     assert body["session_id"] and body["expires_at"].endswith("Z")

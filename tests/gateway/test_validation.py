@@ -19,7 +19,7 @@ from services.gateway.validation import (
 
 
 def test_credential_map_is_parsed_and_checked() -> None:
-    assert parse_credential_map({"credentials": {"a.b-c_D": "v v\t"}}) == {"a.b-c_D": "v v\t"}
+    assert parse_credential_map({"credentials": {"a.b-c_D": "v v\tv"}}) == {"a.b-c_D": "v v\tv"}
     assert parse_credential_map({"credentials": {}}) == {}
 
 

@@ -26,7 +26,7 @@ import grpc.aio
 from aicreds.router.v1 import router_pb2
 from starlette.responses import Response
 
-from services.common.http_headers import HOP_BY_HOP
+from services.common.http_headers import GATEWAY_RESPONSE_HEADERS, HOP_BY_HOP
 from services.gateway.errors import ApiError, from_rpc_error
 
 Scope = MutableMapping[str, Any]
@@ -43,9 +43,12 @@ BUFFER_LIMIT = 8 * 1024 * 1024
 EVENT_STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 
 #: Response headers not relayed: hop-by-hop ones (RFC 9110 7.6.1), plus those the gateway sets
-#: itself: the length (we re-frame the body), the date and server of our hop, and the upstream's
-#: cookies, which belong to the upstream's site, not ours.
-DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {"content-length", "date", "server", "set-cookie"}
+#: itself: the length (we re-frame the body), the date and server of our hop, the upstream's
+#: cookies, which belong to the upstream's site, not ours, and `GATEWAY_RESPONSE_HEADERS`
+#: (debug, warnings, rate limits; the router drops them too, this holds for any router).
+DROPPED_RESPONSE_HEADERS = (
+    HOP_BY_HOP | GATEWAY_RESPONSE_HEADERS | {"content-length", "date", "server", "set-cookie"}
+)
 
 _log = logging.getLogger("aicreds.gateway.llm")
 

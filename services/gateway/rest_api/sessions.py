@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from services.gateway.admission import expired_session_cookie, session_cookie
-from services.gateway.auth import SESSION_COOKIE, Authenticator
+from services.gateway.auth import Authenticator, session_cookie_name
 from services.gateway.clients import VaultClient
 from services.gateway.endpoint_table import ApiCall, Endpoint, Reply
 from services.gateway.rest_api.tokens import timestamp_json
@@ -27,6 +27,8 @@ def endpoints(
     """The session operations: stored by `vault`; an ended session leaves `authenticator`'s
     cache. `session_ttl` (seconds) and `cookie_secure` are the settings of the same names.
     """
+
+    cookie_name = session_cookie_name(cookie_secure)
 
     async def create_session(call: ApiCall) -> Reply:
         created = await vault.create_session(call.user_id, call.principal.token_id, session_ttl)
@@ -44,7 +46,7 @@ def endpoints(
 
     async def end_session(call: ApiCall) -> Reply:
         revoked = False
-        session = call.request.cookies.get(SESSION_COOKIE)
+        session = call.request.cookies.get(cookie_name)
         if session:
             revoked = await vault.revoke_session(call.user_id, session)
             authenticator.forget_session(session)
@@ -67,7 +69,7 @@ def endpoints(
             ),
             success_status=201,
             token_only=True,
-            response_headers={"Set-Cookie": f"{SESSION_COOKIE}=...; HttpOnly; SameSite=Strict"},
+            response_headers={"Set-Cookie": f"{cookie_name}=...; HttpOnly; SameSite=Strict"},
         ),
         Endpoint(
             "DELETE",
