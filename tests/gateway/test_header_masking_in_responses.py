@@ -7,8 +7,8 @@ from __future__ import annotations
 from aicreds.router.v1 import router_pb2, router_pb2_grpc
 
 from services.common.grpc_server import open_channel
-from services.router.server import RunningRouter
 from tests.gateway.conftest import Stack
+from tests.support.stack import ServiceStack
 
 PROVIDERS = "/api/v2/users/me/ai-providers"
 HEADERS = {
@@ -46,7 +46,9 @@ def _masked(shown: dict[str, list[str]]) -> None:
             assert shown[name] == ["MASKED"], name
 
 
-async def test_provider_responses_mask_every_bypass(stack: Stack, router: RunningRouter) -> None:
+async def test_provider_responses_mask_every_bypass(stack: Stack, services: ServiceStack) -> None:
+    router = services.router
+    assert router is not None
     alice = await stack.mint("alice")
     created = await stack.client.post(PROVIDERS, headers=alice.bearer(), json=PROVIDER)
     assert created.status_code == 201, created.text

@@ -14,8 +14,9 @@ import pytest
 
 from services.router.headers import downstream_response_headers
 from services.router.server import RunningRouter
-from tests.gateway.conftest import StackFactory, running_router
-from tests.router.upstream_server import RecordedRequest, Reply, UpstreamServer, running_upstream
+from tests.gateway.conftest import StackFactory
+from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply, running_upstream
+from tests.support.stack import running_router
 from tests.support.vault import VaultHandle
 
 FORGED = [
@@ -41,7 +42,7 @@ async def _answer(request: RecordedRequest, reply: Reply) -> None:
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[UpstreamServer]:
+async def upstream() -> AsyncIterator[FakeUpstream]:
     async with running_upstream(_answer) as server:
         yield server
 
@@ -60,7 +61,7 @@ def _all(response: httpx.Response, name: str) -> list[str]:
 async def test_upstream_cannot_set_the_gateways_headers(
     gateway_stack: StackFactory,
     loopback_router: RunningRouter,
-    upstream: UpstreamServer,
+    upstream: FakeUpstream,
     stream: bool,
 ) -> None:
     stack = await gateway_stack(router_addr=loopback_router.address)

@@ -18,7 +18,7 @@ from services.router.headers import check_header, upstream_request_headers
 from services.router.transport.errors import exchange_errors
 from tests.router.conftest import RouterEnv, provider
 from tests.router.fake_vault import FakeVault
-from tests.router.upstream_server import UpstreamServer
+from tests.support.fake_upstream import FakeUpstream
 
 USER = "user-1"
 SECRET = "sk-live-EDGEWHITESPACE-0123456789"
@@ -32,7 +32,7 @@ def test_header_names_with_line_endings_are_refused(name: str) -> None:
         upstream_request_headers([(name, "v")], [])
 
 
-def _setup(vault: FakeVault, upstream: UpstreamServer, value: str) -> None:
+def _setup(vault: FakeVault, upstream: FakeUpstream, value: str) -> None:
     vault.providers[USER] = [
         provider(
             "p",
@@ -45,7 +45,7 @@ def _setup(vault: FakeVault, upstream: UpstreamServer, value: str) -> None:
 
 @pytest.mark.parametrize("method", ["POST\n", "GET\n", "POST\r\n"])
 async def test_a_method_with_a_trailing_newline_is_refused(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: UpstreamServer, method: str
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream, method: str
 ) -> None:
     _setup(fake_vault, upstream, SECRET)
     request = router_pb2.InvokeRequest(
@@ -62,7 +62,7 @@ async def test_a_method_with_a_trailing_newline_is_refused(
 async def test_a_value_the_transport_refuses_leaves_no_trace_of_itself(
     fake_vault: FakeVault,
     fake_env: RouterEnv,
-    upstream: UpstreamServer,
+    upstream: FakeUpstream,
     all_logs: Callable[[], str],
     value: str,
 ) -> None:

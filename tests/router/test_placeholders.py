@@ -14,7 +14,7 @@ from services.router.placeholders import (
 )
 
 KEY_CHARS = "ABCXYZabcxyz0189_.-"
-keys = st.text(alphabet=KEY_CHARS, min_size=1, max_size=20)
+keys = st.text(alphabet=KEY_CHARS, min_size=1, max_size=20).filter(lambda k: k.strip(".") != "")
 # Text that cannot open a placeholder: no "{{" anywhere.
 plain = st.text(max_size=40).filter(lambda t: "{{" not in t and not t.endswith("{"))
 values = st.text(max_size=40)

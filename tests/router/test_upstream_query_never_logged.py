@@ -11,7 +11,7 @@ from aicreds.router.v1 import router_pb2
 
 from tests.router.conftest import RouterEnv, provider
 from tests.router.fake_vault import FakeVault
-from tests.router.upstream_server import UpstreamServer
+from tests.support.fake_upstream import FakeUpstream
 
 BASE_SECRET = "sk-live-BASEQUERY-0123456789"
 CALL_SECRET = "sk-live-CALLQUERY-0123456789"
@@ -20,7 +20,7 @@ CALL_SECRET = "sk-live-CALLQUERY-0123456789"
 async def test_no_query_in_logs_or_errors(
     fake_vault: FakeVault,
     fake_env: RouterEnv,
-    upstream: UpstreamServer,
+    upstream: FakeUpstream,
     all_logs: Callable[[], str],
 ) -> None:
     fake_vault.providers["u"] = [
