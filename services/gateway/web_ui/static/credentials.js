@@ -4,11 +4,18 @@
 // its row is revealed, shown in that row alone, and dropped when hidden or re-rendered. A masked
 // value is never sent back: editing a row means typing a new value. Nothing is kept in browser
 // storage, the URL or the console.
+//
+// Each row also shows the credential's host binding (`GET /users/me/ai-credential-hosts`) and
+// edits it (`PUT /ai-credentials/{key}/hosts`), offering the hosts of the providers whose
+// headers reference the key. The binding editor never fetches or shows a value.
 
 import { ApiError, ME, del, get, put, seg } from "./api.js";
-import { el, field, replaceChildren } from "./dom.js";
+import { el, field, replaceChildren, uid } from "./dom.js";
+import { hostAllowed, originOf } from "./hosts.js";
+import { referencedKeys } from "./providers.js";
 
 const BASE = `${ME}/ai-credentials`;
+const HOSTS = `${ME}/ai-credential-hosts`;
 const KEY_RE = /^[A-Za-z0-9_.-]{1,128}$/;
 
 /**
@@ -27,10 +34,20 @@ function keyError(key) {
   );
 }
 
-/** The user's credential names (never values), shared by the tabs. */
+/** The user's credential names (never values) and host bindings, shared by the tabs. */
 export class CredentialNames {
   constructor() {
     this.masked = null;
+    this.bound = null;
+  }
+
+  /** key -> host patterns, for the bound keys only (a key not listed: any host). */
+  async hosts(force = false) {
+    if (force || this.bound === null) {
+      const reply = await get(HOSTS);
+      this.bound = reply.hosts || {};
+    }
+    return this.bound;
   }
 
   /** The masked map, fetched once until something changes it. */
@@ -48,6 +65,7 @@ export class CredentialNames {
 
   forget() {
     this.masked = null;
+    this.bound = null;
   }
 }
 
@@ -119,13 +137,21 @@ export async function renderCredentials(panel, ui) {
   );
 
   async function refresh() {
+    let masked;
     try {
-      const masked = await ui.credentialNames.load(true);
-      drawList(masked);
+      masked = await ui.credentialNames.load(true);
     } catch (error) {
       replaceChildren(list, el("p", { class: "empty", text: "Credentials could not be loaded." }));
       ui.showError(error, "Loading credentials");
+      return;
     }
+    let bound = null; // unknown: the rows say so rather than "Any host"
+    try {
+      bound = await ui.credentialNames.hosts(true);
+    } catch (error) {
+      ui.showError(error, "Loading host bindings");
+    }
+    drawList(masked, bound);
   }
 
   addForm.addEventListener("submit", async (event) => {
@@ -149,28 +175,30 @@ export async function renderCredentials(panel, ui) {
     }
   });
 
-  function drawList(masked) {
+  function drawList(masked, bound) {
     const keys = Object.keys(masked).sort();
     if (keys.length === 0) {
       replaceChildren(list, el("p", { class: "empty", text: "No credentials yet." }));
       return;
     }
     const body = el("tbody");
-    for (const key of keys) body.append(row(key, masked[key]));
+    for (const key of keys) {
+      body.append(row(key, masked[key], bound === null ? null : bound[key] || []));
+    }
     replaceChildren(
       list,
       el(
         "table",
         { class: "grid" },
         el("caption", { text: `${keys.length} credential${keys.length === 1 ? "" : "s"}` }),
-        el("thead", {}, el("tr", {}, ...["Key", "Value", "Actions"].map(
+        el("thead", {}, el("tr", {}, ...["Key", "Value", "Hosts", "Actions"].map(
           (name) => el("th", { scope: "col", text: name })))),
         body,
       ),
     );
   }
 
-  function row(key, maskedValue) {
+  function row(key, maskedValue, hosts) {
     const valueCell = el("td", { class: "value" });
     const showMasked = () =>
       replaceChildren(valueCell, el("span", { class: "masked", text: maskedValue }));
@@ -229,13 +257,164 @@ export async function renderCredentials(panel, ui) {
         ui.showError(error, `Deleting ${key}`);
       }
     });
-    return el(
+    let editHosts = null;
+    if (hosts !== null) {
+      editHosts = el("button", { type: "button", text: "Edit hosts", "aria-expanded": "false",
+        "aria-label": `Edit hosts for ${key}` });
+      editHosts.addEventListener("click", () => {
+        const open = tr.nextElementSibling?.classList.contains("hosts-editor-row");
+        if (open) tr.nextElementSibling.remove();
+        editHosts.setAttribute("aria-expanded", String(!open));
+        if (!open) openHostsEditor(tr, key, hosts, editHosts);
+      });
+    }
+    const tr = el(
       "tr",
       { "data-key": key },
       el("th", { scope: "row" }, el("code", { text: key })),
       valueCell,
-      el("td", { class: "actions" }, reveal, edit, remove),
+      el("td", { class: "hosts" }, bindingView(hosts)),
+      el("td", { class: "actions" }, reveal, edit, editHosts, remove),
     );
+    return tr;
+  }
+
+  /** A row's binding: the hosts, "Any host" with a nudge, or unknown. */
+  function bindingView(hosts) {
+    if (hosts === null) return el("span", { class: "empty", text: "unknown" });
+    if (hosts.length === 0) {
+      return el("span", { class: "any-host" }, "Any host",
+        el("span", { class: "nudge", text: " — bind to hosts" }));
+    }
+    return el("ul", { class: "host-list" },
+      ...hosts.map((host) => el("li", {}, el("code", { text: host }))));
+  }
+
+  /**
+   * The inline binding editor, in a row of its own under the credential's row: the patterns
+   * as removable items, an input to add one, the hosts of the providers that reference the key,
+   * Save (PUT, the API validates) and Cancel. Nothing is stored until Save.
+   */
+  async function openHostsEditor(tr, key, saved, toggle) {
+    ui.clearErrors();
+    const draft = [...saved];
+    const chips = el("ul", { class: "chips", "aria-label": `Host patterns for ${key}` });
+    const message = el("p", { class: "error", role: "status" });
+    const suggestions = el("div", { class: "suggestions" });
+    const reach = el("ul", { class: "warnings" });
+    let providers = [];
+
+    const close = () => {
+      editorRow.remove();
+      toggle.setAttribute("aria-expanded", "false");
+      toggle.focus();
+    };
+    const draw = () => {
+      replaceChildren(chips, ...(draft.length ? draft.map((host) => {
+        const removeHost = el("button", { type: "button", class: "link", text: "×",
+          "aria-label": `Remove ${host}` });
+        removeHost.addEventListener("click", () => {
+          draft.splice(draft.indexOf(host), 1);
+          draw();
+          input.focus();
+        });
+        return el("li", { class: "chip" }, el("code", { text: host }), removeHost);
+      }) : [el("li", { class: "empty", text: "No patterns: any host." })]));
+      const offered = [];
+      for (const provider of providers) {
+        const origin = originOf(provider.base_url);
+        if (!origin) continue;
+        let entry = offered.find((item) => item.host === origin.text);
+        if (!entry) offered.push(entry = { host: origin.text, names: [] });
+        entry.names.push(provider.name);
+      }
+      const buttons = offered.filter((item) => !draft.includes(item.host)).map((item) =>
+        el("button", { type: "button", class: "suggestion",
+          "aria-label": `Add ${item.host} (used by ${item.names.join(", ")})`,
+          onclick: () => { addPattern(item.host); } },
+        `+ ${item.host}`, el("span", { class: "by", text: ` ${item.names.join(", ")}` })));
+      replaceChildren(suggestions, buttons.length
+        ? el("p", { class: "hint", text: "Hosts of your providers that use this key:" })
+        : el("p", { class: "hint", text: providers.length
+          ? "The hosts of the providers that use this key are all listed."
+          : "No provider uses this key in a header ({{credential:" + key + "}})." }),
+      ...buttons);
+      // What the draft would mean for those providers (the router decides; see hosts.js).
+      replaceChildren(reach, ...providers.filter((p) => !hostAllowed(draft, p.base_url)).map(
+        (p) => el("li", { class: "warning", text: `Provider ${p.name} ` +
+          `(${originOf(p.base_url)?.text || p.base_url}) would not get this credential` })));
+    };
+    const addPattern = (text) => {
+      const pattern = text.trim();
+      if (pattern && !draft.includes(pattern)) draft.push(pattern);
+      draw();
+      input.focus();
+    };
+
+    const input = el("input", { type: "text", autocomplete: "off", spellcheck: "false",
+      maxlength: "253", placeholder: "api.openai.com, *.openai.azure.com, 127.0.0.1:8080" });
+    const adding = field("Add a host pattern", input,
+      "An exact host or *.suffix, with :port unless it is the scheme's default (443/80).");
+    const addButton = el("button", { type: "button", text: "Add" });
+    const line = el("div", { class: "add-line" });
+    input.replaceWith(line);
+    line.append(input, addButton);
+    addButton.addEventListener("click", () => {
+      addPattern(input.value);
+      input.value = "";
+    });
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        addButton.click();
+      }
+    });
+    const save = el("button", { type: "button", text: "Save hosts" });
+    const cancel = el("button", { type: "button", text: "Cancel", onclick: close });
+    save.addEventListener("click", async () => {
+      ui.clearErrors();
+      message.textContent = "";
+      const pending = input.value.trim(); // typed but not yet added: saved too
+      const hosts = pending && !draft.includes(pending) ? [...draft, pending] : [...draft];
+      try {
+        const reply = await put(`${BASE}/${seg(key)}/hosts`, { hosts });
+        ui.notify(reply.hosts.length ? `Bound ${key} to ${reply.hosts.join(", ")}.`
+          : `${key} may be sent to any host.`);
+        await refresh();
+        list.querySelector(`tr[data-key="${CSS.escape(key)}"] button[aria-label^="Edit hosts"]`)
+          ?.focus();
+      } catch (error) {
+        message.textContent = error instanceof ApiError ? error.message : String(error);
+        ui.showError(error, `Hosts of ${key} not saved`);
+        input.focus();
+      }
+    });
+    const headingId = uid("hosts");
+    const editor = el("div", { class: "hosts-editor", role: "group", "aria-labelledby": headingId },
+      el("h4", { id: headingId, text: `Hosts for ${key}` }),
+      el("p", { class: "hint", text: "The router substitutes this credential only into calls " +
+        "to these hosts. No pattern: any host." }),
+      chips,
+      el("div", { class: "add-host" }, adding.wrap),
+      suggestions,
+      reach,
+      message,
+      el("div", { class: "buttons" }, save, cancel));
+    editor.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") close();
+    });
+    const editorRow = el("tr", { class: "hosts-editor-row" },
+      el("td", { colspan: "4" }, editor));
+    tr.after(editorRow);
+    draw();
+    input.focus();
+    try {
+      const all = (await get(`${ME}/ai-providers`)).providers;
+      providers = all.filter((provider) => referencedKeys(provider.headers).includes(key));
+      draw();
+    } catch (error) {
+      ui.showError(error, "Loading providers for suggestions");
+    }
   }
 
   // --- replace the whole map, with a preview ------------------------------------------------

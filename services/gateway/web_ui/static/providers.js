@@ -5,6 +5,7 @@
 
 import { ApiError, ME, del, get, post, put, seg } from "./api.js";
 import { el, field, localTime, replaceChildren, uid } from "./dom.js";
+import { hostAllowed, originOf } from "./hosts.js";
 
 const BASE = `${ME}/ai-providers`;
 const PLACEHOLDER_RE = /\{\{credential:([A-Za-z0-9_.-]{1,128})\}\}/g;
@@ -54,6 +55,7 @@ export async function renderProviders(panel, ui) {
   const addButton = el("button", { type: "button", text: "Add provider" });
   addButton.addEventListener("click", () => openForm(null));
   let names = [];
+  let bound = {}; // key -> host patterns of the bound keys; null when unknown
 
   async function refresh() {
     let providers;
@@ -70,6 +72,12 @@ export async function renderProviders(panel, ui) {
       names = null; // unknown: no "not found" warnings rather than false ones
       ui.showError(error, "Loading credential names");
     }
+    try {
+      bound = await ui.credentialNames.hosts(true);
+    } catch (error) {
+      bound = null; // unknown: no "not allowed" warnings rather than false ones
+      ui.showError(error, "Loading host bindings");
+    }
     if (providers.length === 0) {
       replaceChildren(list, el("p", { class: "empty", text: "No providers yet. Add one to " +
         "call a model through this gateway." }));
@@ -84,6 +92,12 @@ export async function renderProviders(panel, ui) {
     if (names !== null) {
       for (const key of keys) if (!names.includes(key)) warnings.push(`Credential not found: ${key}`);
     }
+    // A key bound to hosts the base_url's host is not among: the router will not substitute it
+    // (the router decides per call; this is the same rule, see hosts.js).
+    const refused = bound === null ? [] : keys.filter((key) =>
+      (names === null || names.includes(key)) && !hostAllowed(bound[key] || [], provider.base_url));
+    for (const key of refused) warnings.push(`Credential not allowed for host: ${key}`);
+    const origin = originOf(provider.base_url);
     for (const header of literalSecretHeaders(provider.headers)) {
       warnings.push(`Header ${header} holds a literal secret (shown as MASKED); ` +
         "use {{credential:...}}");
@@ -122,7 +136,10 @@ export async function renderProviders(panel, ui) {
         el("dt", { text: "Placeholders" }),
         el("dd", {}, keys.length
           ? el("ul", { class: "keys" }, ...keys.map((key) => el("li", {}, el("code", { text: key }),
-            names !== null && !names.includes(key) ? " (missing)" : "")))
+            names !== null && !names.includes(key) ? " (missing)" : "",
+            bound && bound[key] ? ` (bound to ${bound[key].join(", ")}` +
+              `${refused.includes(key) ? `; not ${origin ? origin.text : "this host"}` : ""})`
+              : "")))
           : "none")),
       headerRows.length
         ? el("table", { class: "grid headers" },
