@@ -158,6 +158,10 @@ def test_invalid_key_or_value_shows_the_apis_message_and_changes_nothing(
     key_message = api_error_message(stack, new_user, {"bad key!": "fine"})
     assert "'bad key!'" in key_message
     expect(alerts).to_contain_text(f"invalid_argument (HTTP 400): {key_message}")
+    adding.get_by_label("Key", exact=True).fill("..")
+    adding.get_by_role("button", name="Save credential").click()
+    dots_message = api_error_message(stack, new_user, {"..": "fine"})
+    expect(alerts).to_contain_text(f"invalid_argument (HTTP 400): {dots_message}")
 
     adding.get_by_label("Key", exact=True).fill("good_key")
     adding.get_by_label("Value", exact=True).fill("naïve")

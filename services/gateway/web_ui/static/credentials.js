@@ -25,8 +25,17 @@ const KEY_RE = /^[A-Za-z0-9_.-]{1,128}$/;
  * messages differ.
  */
 function keyError(key) {
-  if (KEY_RE.test(key)) return null;
+  const dotsOnly = /^\.+$/.test(key);
+  if (KEY_RE.test(key) && !dotsOnly) return null;
   const shown = key.length > 64 ? `${key.slice(0, 64)}...` : key;
+  if (dotsOnly) {
+    // `.` and `..` cannot be addressed in a URL: clients resolve them as path segments.
+    return new ApiError(
+      400,
+      "invalid_argument",
+      `credential key '${shown}' is invalid: a key is not made only of dots`,
+    );
+  }
   return new ApiError(
     400,
     "invalid_argument",
