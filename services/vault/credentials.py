@@ -1,7 +1,10 @@
 """Users' credential maps: validation, encryption and storage of `key -> value` pairs.
 
 Values are sealed with the user's data key and bound to their credential key by the AAD.
-Every change and every failed change is audited, with key names only. A map's size is bounded
+Every change, every read of values and every failed one is audited, with key names only: a
+replace-all records which keys it added, changed and removed (`audit.map_changes`), a delete-all
+which keys it deleted, a read which keys it handed out (before handing them out: a read that
+cannot be audited returns nothing). A map's size is bounded
 (`user_limits`; checked by the store in the write transaction), its number of keys is not.
 
 Decrypting is CPU work on the event loop's thread unless moved: a few values are opened right
@@ -12,7 +15,9 @@ hold up every other request meanwhile.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Protocol, TypeVar
 
 from services.common.credential_rules import (
@@ -25,7 +30,7 @@ from services.common.credential_rules import (
 from services.vault.audit import audit_failures, audit_record
 from services.vault.bulk_reads import BulkReads
 from services.vault.envelope import Envelope, Opener
-from services.vault.errors import CredentialNotFound
+from services.vault.errors import CredentialNotFound, DecryptionFailed
 from services.vault.store import AuditSink, CredentialStore
 from services.vault.validation import validate_user_id
 
@@ -34,6 +39,14 @@ T = TypeVar("T")
 
 def _open_blobs(opener: Opener, blobs: Mapping[str, bytes]) -> dict[str, str]:
     return {key: opener.open(key, blob) for key, blob in blobs.items()}
+
+
+def _holds(opener: Opener, key: str, blob: bytes, value: str) -> bool:
+    """Whether a stored blob holds `value` (False if it does not open)."""
+    try:
+        return hmac.compare_digest(opener.open(key, blob).encode(), value.encode())
+    except DecryptionFailed:
+        return False
 
 
 class AuditedCredentialStore(CredentialStore, AuditSink, Protocol):
@@ -65,19 +78,29 @@ class CredentialMaps:
             user_id, size, lambda: present(_open_blobs(opener, blobs) if opener else {})
         )
 
-    async def get_all(self, user_id: str, present: Callable[[dict[str, str]], T]) -> T:
+    async def get_all(self, caller: str, user_id: str, present: Callable[[dict[str, str]], T]) -> T:
         """The user's whole map, decrypted (empty for an unknown user), as `present` makes it
         (e.g. a response message): a large map is decrypted and presented on a worker thread."""
         validate_user_id(user_id)
-        return await self._open_all(user_id, await self._store.get_credentials(user_id), present)
+        record = audit_record(caller, user_id, "credentials.get_all")
+        async with audit_failures(self._store, record):
+            blobs = await self._store.get_credentials(user_id)
+            presented = await self._open_all(user_id, blobs, present)
+            await self._store.append_audit(replace(record, keys=tuple(sorted(blobs))))
+        return presented
 
-    async def get(self, user_id: str, key: str) -> str:
+    async def get(self, caller: str, user_id: str, key: str) -> str:
         validate_user_id(user_id)
-        validate_key(key)
-        blobs = await self._store.get_credentials_named(user_id, [key])
-        if key not in blobs:
-            raise CredentialNotFound(f"credential {describe(key)} not found")
-        return await self._envelope.open(user_id, key, blobs[key])
+        names = [key] if KEY_PATTERN.fullmatch(key) else []
+        record = audit_record(caller, user_id, "credentials.get", names)
+        async with audit_failures(self._store, record):
+            validate_key(key)
+            blobs = await self._store.get_credentials_named(user_id, [key])
+            if key not in blobs:
+                raise CredentialNotFound(f"credential {describe(key)} not found")
+            value = await self._envelope.open(user_id, key, blobs[key])
+            await self._store.append_audit(record)
+        return value
 
     async def values(self, user_id: str, keys: Iterable[str]) -> tuple[dict[str, str], list[str]]:
         """Decrypted values of those `keys` that exist, and the sorted names of the others."""
@@ -97,12 +120,23 @@ class CredentialMaps:
         record = audit_record(caller, user_id, "credentials.replace", valid_names)
         async with audit_failures(self._store, record):
             validate_credentials(credentials)
-            blobs = {
-                key: await self._envelope.seal(user_id, key, value)
-                for key, value in sorted(credentials.items())
-            }
+            blobs = await self._sealed_map(user_id, credentials)
             await self._store.replace_credentials(user_id, blobs, audit=record)
         return dict(sorted(credentials.items()))
+
+    async def _sealed_map(self, user_id: str, credentials: Mapping[str, str]) -> dict[str, bytes]:
+        """The new map sealed, keeping the stored blob of each value that does not change, so
+        that the store can tell changed keys from unchanged ones for the audit record."""
+        stored = await self._store.get_credentials(user_id)
+        opener = await self._envelope.opener_for(user_id) if stored else None
+        blobs = {}
+        for key, value in sorted(credentials.items()):
+            previous = stored.get(key)
+            if opener is not None and previous is not None and _holds(opener, key, previous, value):
+                blobs[key] = previous
+            else:
+                blobs[key] = await self._envelope.seal(user_id, key, value)
+        return blobs
 
     async def put(self, caller: str, user_id: str, key: str, value: str) -> None:
         """Create or update one pair."""

@@ -97,7 +97,8 @@ class CredentialStore(Protocol):
     async def replace_credentials(
         self, user_id: str, blobs: Mapping[str, bytes], *, audit: AuditRecord
     ) -> None:
-        """Make the map exactly `blobs`, in one transaction.
+        """Make the map exactly `blobs`, in one transaction; the audit record's keys are the
+        changes as `audit.map_changes` names them (a blob equal to the stored one: unchanged).
 
         Raises:
             LimitExceeded: the map would exceed the user's limit (nothing written).
@@ -107,7 +108,8 @@ class CredentialStore(Protocol):
         """Delete one pair; False (and no audit row) if absent."""
 
     async def delete_credentials(self, user_id: str, *, audit: AuditRecord) -> int:
-        """Delete the whole map; the number of pairs deleted."""
+        """Delete the whole map; the number of pairs deleted. The audit record's keys are the
+        names of the deleted pairs."""
 
 
 class ProviderStore(Protocol):

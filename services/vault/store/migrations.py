@@ -135,7 +135,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         6,
         "integrity: seals on token and session rows, provider configuration in the headers'"
-        " AAD (both completed at start with the keyring)",
+        " AAD (both completed at start with the keyring), append-only audit_events",
         (
             "ALTER TABLE api_tokens ADD COLUMN seal_kek TEXT",
             "ALTER TABLE api_tokens ADD COLUMN seal BLOB",
@@ -153,6 +153,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             " ('provider', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
             "CREATE INDEX api_tokens_by_seal_kek ON api_tokens (seal_kek)",
             "CREATE INDEX sessions_by_seal_kek ON sessions (seal_kek)",
+            # The audit log is append-only, whatever code runs against the database.
+            """CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+            BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END""",
+            """CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
+            BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END""",
         ),
     ),
 )

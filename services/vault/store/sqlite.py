@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from services.vault.audit import map_changes
 from services.vault.store import (
     AuditRecord,
     ProviderRecord,
@@ -143,13 +145,16 @@ class SqliteVaultStore:
     ) -> None:
         async with self.db.writing() as conn:
             now = utc_text()
-            await conn.execute("DELETE FROM credentials WHERE user_id = ?", (user_id,))
+            async with conn.execute(
+                "DELETE FROM credentials WHERE user_id = ? RETURNING key, blob", (user_id,)
+            ) as cursor:
+                before = {str(row[0]): bytes(row[1]) for row in await cursor.fetchall()}
             await conn.executemany(
                 "INSERT INTO credentials (user_id, key, blob, updated_at) VALUES (?, ?, ?, ?)",
                 [(user_id, key, blob, now) for key, blob in blobs.items()],
             )
             await _check_credential_map(conn, self._limits, user_id)
-            await insert_audit(conn, audit)
+            await insert_audit(conn, replace(audit, keys=map_changes(before, blobs)))
 
     async def delete_credential(self, user_id: str, key: str, *, audit: AuditRecord) -> bool:
         return await self._change_one(
@@ -158,11 +163,12 @@ class SqliteVaultStore:
 
     async def delete_credentials(self, user_id: str, *, audit: AuditRecord) -> int:
         async with self.db.writing() as conn:
-            cursor = await conn.execute("DELETE FROM credentials WHERE user_id = ?", (user_id,))
-            deleted: int = max(cursor.rowcount, 0)
-            await cursor.close()
-            await insert_audit(conn, audit)
-        return deleted
+            async with conn.execute(
+                "DELETE FROM credentials WHERE user_id = ? RETURNING key", (user_id,)
+            ) as cursor:
+                deleted = sorted(str(row[0]) for row in await cursor.fetchall())
+            await insert_audit(conn, replace(audit, keys=tuple(deleted)))
+        return len(deleted)
 
     # -- providers ----------------------------------------------------------------------------
 
