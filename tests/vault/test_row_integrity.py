@@ -23,6 +23,7 @@ from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
 from aicreds.vault.v1.providers_pb2_grpc import ProviderServiceStub
 
 from services.vault.envelope import Envelope
+from services.vault.errors import StartupRefused
 from services.vault.keyring import Keyring, KeyringSource
 from services.vault.providers import legacy_headers_purpose
 from services.vault.store.migrations import MIGRATIONS
@@ -281,7 +282,6 @@ async def _legacy_database(path: Path, keyring: Keyring, token: str, session: st
     try:
         store = SqliteVaultStore(db)
         envelope = Envelope(store, KeyringSource(path.with_name("none"), keyring))
-        await envelope.verify_master_keys()
         headers = json.dumps([["Authorization", ["Bearer {{credential:api_key}}"]]])
         blob = await envelope.seal("alice", legacy_headers_purpose("mine"), headers)
         key_blob = await envelope.seal("alice", "api_key", "sk-legacy-value-123456")
@@ -358,3 +358,16 @@ async def test_a_database_from_before_migration_6_is_sealed_in_place_and_keeps_w
         assert await _failure(
             router.Resolve(cpb.ResolveRequest(user_id="alice", provider_name="mine"))
         ) == (grpc.StatusCode.INTERNAL, "integrity_error")
+
+
+async def test_a_keyring_without_the_key_that_seals_tokens_is_refused_at_start(
+    tmp_path: Path,
+) -> None:
+    original = Keyring.generate()
+    async with running_vault(tmp_path, keyring=original) as vault:
+        await _token(AuthServiceStub(vault.channel("gateway")))
+        await run_admin(vault.files, "keys", "add")
+        await run_admin(vault.files, "keys", "rewrap")  # the seal moves to k2
+    with pytest.raises(StartupRefused, match="k2"):
+        async with running_vault(tmp_path, keyring=original):
+            pass

@@ -69,7 +69,7 @@ class DataKeyStore(Protocol):
         """Store a first data key for its user; if one exists already, keep and return that."""
 
     async def master_key_ids_in_use(self) -> set[str]:
-        """Ids of the master keys that wrap at least one data key."""
+        """Ids of the master keys that wrap at least one data key or seal a token or session."""
 
     async def get_master_key_checks(self) -> dict[str, bytes]:
         """Master key id -> a known blob sealed with it, to detect a wrong key at start."""

@@ -86,7 +86,13 @@ class SqliteVaultStore:
         return WrappedDataKey(key.user_id, row[0], row[1], bytes(row[2]))
 
     async def master_key_ids_in_use(self) -> set[str]:
-        rows = await self.db.fetch_all("SELECT DISTINCT kek_id FROM data_keys")
+        # Row seals (migration 6) name their master key too: a keyring without it would refuse
+        # every token and session sealed with it.
+        rows = await self.db.fetch_all(
+            "SELECT kek_id FROM data_keys UNION SELECT seal_kek FROM api_tokens"
+            " WHERE seal_kek IS NOT NULL UNION SELECT seal_kek FROM sessions"
+            " WHERE seal_kek IS NOT NULL"
+        )
         return {str(row[0]) for row in rows}
 
     async def get_master_key_checks(self) -> dict[str, bytes]:
