@@ -10,6 +10,7 @@ compared in constant time, so the time taken does not tell which caller nearly m
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -137,21 +138,63 @@ def write_callers_file(path: Path, callers: Mapping[str, tuple[str, Iterable[str
 
 
 def write_private_file(path: Path, text: str) -> None:
-    """Create or replace a file readable only by its owner (0600), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Create or replace a file readable only by its owner (0600), atomically and durably.
+
+    The text goes to a fresh file of unique name in the same directory (created with
+    O_EXCL | O_NOFOLLOW, so neither a file nor a symlink planted in advance is followed), which
+    is fsynced, renamed over `path`, and the directory fsynced, so that after a crash the file
+    is either the old one or the new one, and the new one survives once this returns. A missing
+    directory is created owner-only (0700).
+    """
+    directory = path.parent
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o600)
+            break
+        except FileExistsError:
+            continue
     try:
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+            data = memoryview(text.encode("utf-8"))
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(dir_fd)
     finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+        os.close(dir_fd)
+
+
+def refuse_shared_file(path: Path, what: str) -> None:
+    """Raise ValueError if group or others may read or write `path` (a secret, a database),
+    naming the file and its mode; nothing if it does not exist."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ValueError(
+            f"{what} {path} has mode {stat.S_IMODE(mode):04o}: group or others may read or "
+            f"write it; run: chmod 600 {path}"
+        )
 
 
 def read_secret_file(path: Path) -> str:
-    """A secret (e.g. a caller token) from a file, whitespace stripped; clear error if absent."""
+    """A secret (e.g. a caller token) from a file, whitespace stripped; clear error if absent or
+    if group or others may read it (as for the keyring and callers files)."""
+    refuse_shared_file(path, "secret file")
     try:
         value = path.read_text("utf-8").strip()
     except FileNotFoundError:

@@ -41,6 +41,7 @@ from services.vault.credential_hosts import CredentialHosts
 from services.vault.envelope import Envelope
 from services.vault.errors import StartupRefused
 from services.vault.keyring import KeyringSource, load_or_generate
+from services.vault.resealing import reseal_rows, seal_legacy_rows
 from services.vault.rotation import (
     DEFAULT_BATCH_SIZE,
     RewrapProgress,
@@ -86,11 +87,13 @@ async def open_vault(settings: VaultSettings) -> AsyncIterator[Vault]:
         # wrong one, and records a check blob for a newly added key.
         envelope = Envelope(SqliteVaultStore(db), keyring)
         await envelope.verify_master_keys()
+        auth = AuthDomain.on(db, keyring)
+        await seal_legacy_rows(auth.store, envelope)  # as the vault does at start
         yield Vault(
             settings,
             db,
             keyring,
-            AuthDomain.on(db, keyring.current.pepper),
+            auth,
             SqliteRotationStore(db),
             CredentialHosts(SqliteCredentialHostStore(db), envelope),
         )
@@ -218,6 +221,7 @@ async def keys_rewrap(vault: Vault, args: argparse.Namespace) -> None:
         pause=args.pause,
         on_batch=progress,
     )
+    resealed = await reseal_rows(vault.auth.store, result.primary_id) if result.finished else 0
     counts = await vault.rotation.data_key_counts()
     left = {kid: n for kid, n in counts.items() if kid != result.primary_id}
     state = "done" if result.finished else "stopped early; run it again to finish"
@@ -225,6 +229,7 @@ async def keys_rewrap(vault: Vault, args: argparse.Namespace) -> None:
         f"rewrap {state}: {result.rewrapped} data keys re-wrapped under {result.primary_id} "
         f"in {result.batches} batches; still under other keys: {left or 'none'}"
     )
+    print(f"{resealed} token and session seals moved to {result.primary_id}")
 
 
 async def keys_retire(vault: Vault, args: argparse.Namespace) -> None:

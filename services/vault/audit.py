@@ -8,7 +8,7 @@ requests and every `Resolve` are appended through `AuditSink.append_audit` in th
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -31,6 +31,16 @@ def audit_record(
         keys=tuple(keys),
         outcome=outcome,
     )
+
+
+def map_changes(before: Mapping[str, bytes], after: Mapping[str, bytes]) -> tuple[str, ...]:
+    """The audit keys of a replace-all: `added:<key>`, `changed:<key>` (its stored blob was
+    replaced: a value that stays the same keeps its blob) and `removed:<key>`, sorted by key.
+    Credential keys cannot hold a colon, so the prefix is unambiguous."""
+    entries = [f"added:{k}" for k in after if k not in before]
+    entries += [f"changed:{k}" for k in after if k in before and before[k] != after[k]]
+    entries += [f"removed:{k}" for k in before if k not in after]
+    return tuple(sorted(entries, key=lambda entry: (entry.partition(":")[2], entry)))
 
 
 def outcome_of(err: BaseException) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.vault.audit_log import AuditLog
+from services.vault.keyring import KeyringSource
+from services.vault.row_seals import RowSealer
 from services.vault.sessions import SessionService
 from services.vault.store.audit_log import SqliteAuditReader
 from services.vault.store.sqlite_db import SqliteDatabase
@@ -20,15 +22,18 @@ from services.vault.tokens import SecretHasher, TokenService
 class AuthDomain:
     """The domain objects behind AuthService and AuditService."""
 
+    store: SqliteAuthStore
     tokens: TokenService
     sessions: SessionService
     audit_log: AuditLog
 
     @classmethod
-    def on(cls, db: SqliteDatabase, pepper: bytes) -> AuthDomain:
-        store = SqliteAuthStore(db)
-        hasher = SecretHasher(pepper)
+    def on(cls, db: SqliteDatabase, keyring: KeyringSource) -> AuthDomain:
+        """On the database, with the keyring's pepper (digests) and master keys (row seals)."""
+        store = SqliteAuthStore(db, RowSealer(keyring))
+        hasher = SecretHasher(keyring.current.pepper)
         return cls(
+            store=store,
             tokens=TokenService(store, hasher),
             sessions=SessionService(store, store, hasher),
             audit_log=AuditLog(SqliteAuditReader(db)),

@@ -1,7 +1,10 @@
 """Users' credential maps: validation, encryption and storage of `key -> value` pairs.
 
 Values are sealed with the user's data key and bound to their credential key by the AAD.
-Every change and every failed change is audited, with key names only. A map's size is bounded
+Every change, every read of values and every failed one is audited, with key names only: a
+replace-all records which keys it added, changed and removed (`audit.map_changes`), a delete-all
+which keys it deleted, a read which keys it handed out (before handing them out: a read that
+cannot be audited returns nothing). A map's size is bounded
 (`user_limits`; checked by the store in the write transaction), its number of keys is not.
 
 A credential may be bound to hosts (SPEC 2.9, `credential_hosts`): its value is then sealed
@@ -18,8 +21,10 @@ hold up every other request meanwhile.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Protocol, TypeVar
 
 from services.common.credential_rules import (
@@ -80,6 +85,16 @@ def _changed_meanwhile(what: str) -> Unavailable:
     return Unavailable(f"{what} kept changing meanwhile; try again")
 
 
+def _holds(opener: Opener, key: str, stored: StoredCredential, value: str) -> bool:
+    """Whether a stored value is `value` (False if it does not open with its binding)."""
+    try:
+        return hmac.compare_digest(
+            opener.open(key, stored.blob, stored.binding).encode(), value.encode()
+        )
+    except DecryptionFailed:
+        return False
+
+
 class AuditedCredentialStore(CredentialStore, AuditSink, Protocol):
     pass
 
@@ -109,19 +124,29 @@ class CredentialMaps:
             user_id, size, lambda: present(_open_blobs(opener, blobs) if opener else {})
         )
 
-    async def get_all(self, user_id: str, present: Callable[[dict[str, str]], T]) -> T:
+    async def get_all(self, caller: str, user_id: str, present: Callable[[dict[str, str]], T]) -> T:
         """The user's whole map, decrypted (empty for an unknown user), as `present` makes it
         (e.g. a response message): a large map is decrypted and presented on a worker thread."""
         validate_user_id(user_id)
-        return await self._open_all(user_id, await self._store.get_credentials(user_id), present)
+        record = audit_record(caller, user_id, "credentials.get_all")
+        async with audit_failures(self._store, record):
+            blobs = await self._store.get_credentials(user_id)
+            presented = await self._open_all(user_id, blobs, present)
+            await self._store.append_audit(replace(record, keys=tuple(sorted(blobs))))
+        return presented
 
-    async def get(self, user_id: str, key: str) -> str:
+    async def get(self, caller: str, user_id: str, key: str) -> str:
         validate_user_id(user_id)
-        validate_key(key)
-        blobs = await self._store.get_credentials_named(user_id, [key])
-        if key not in blobs:
-            raise CredentialNotFound(f"credential {describe(key)} not found")
-        return open_credential(await self._envelope.opener_for(user_id), key, blobs[key])
+        names = [key] if KEY_PATTERN.fullmatch(key) else []
+        record = audit_record(caller, user_id, "credentials.get", names)
+        async with audit_failures(self._store, record):
+            validate_key(key)
+            blobs = await self._store.get_credentials_named(user_id, [key])
+            if key not in blobs:
+                raise CredentialNotFound(f"credential {describe(key)} not found")
+            value = open_credential(await self._envelope.opener_for(user_id), key, blobs[key])
+            await self._store.append_audit(record)
+        return value
 
     async def values(self, user_id: str, keys: Iterable[str]) -> tuple[dict[str, str], list[str]]:
         """Decrypted values of those `keys` that exist, and the sorted names of the others."""
@@ -163,15 +188,30 @@ class CredentialMaps:
             for _ in range(WRITE_ATTEMPTS):
                 # Keys that stay keep their binding: their new values are sealed for it.
                 kept = await self._verified_bindings(user_id, sorted(credentials))
-                blobs = {
-                    key: await self._envelope.seal(user_id, key, value, _binding(kept, key))
-                    for key, value in sorted(credentials.items())
-                }
+                blobs = await self._sealed_map(user_id, credentials, kept)
                 if await self._store.replace_credentials(user_id, blobs, audit=record, hosts=kept):
                     break
             else:
                 raise _changed_meanwhile("the credential map")
         return dict(sorted(credentials.items()))
+
+    async def _sealed_map(
+        self, user_id: str, credentials: Mapping[str, str], kept: Mapping[str, str]
+    ) -> dict[str, bytes]:
+        """The new map sealed (a kept key's value for its binding), keeping the stored blob of
+        each value that does not change, so that the store can tell changed keys from unchanged
+        ones for the audit record. A kept binding is the stored one (the store refuses the
+        write if it changed meanwhile), so a kept blob stays sealed for it."""
+        stored = await self._store.get_credentials(user_id)
+        opener = await self._envelope.opener_for(user_id) if stored else None
+        blobs = {}
+        for key, value in sorted(credentials.items()):
+            previous = stored.get(key)
+            if opener is not None and previous is not None and _holds(opener, key, previous, value):
+                blobs[key] = previous.blob
+            else:
+                blobs[key] = await self._envelope.seal(user_id, key, value, _binding(kept, key))
+        return blobs
 
     async def put(self, caller: str, user_id: str, key: str, value: str) -> None:
         """Create or update one pair."""

@@ -150,7 +150,8 @@ class Envelope:
         missing = sorted(await self._store.master_key_ids_in_use() - set(keyring.key_ids))
         if missing:
             raise StartupRefused(
-                f"the database has data keys wrapped by master key(s) {missing} that the keyring "
+                f"the database has data keys or row seals made with master key(s) {missing} that "
+                "the keyring "
                 "file does not hold; restore the keyring file that contains them"
             )
         checks = await self._store.get_master_key_checks()

@@ -12,6 +12,7 @@
     │   └── LimitExceeded                     RESOURCE_EXHAUSTED   limit_exceeded
     └── Internal
         ├── DecryptionFailed                  INTERNAL             decryption_failed
+        ├── ProviderIntegrityError            INTERNAL             integrity_error
         └── UnknownMasterKey                  INTERNAL             unknown_master_key
 
     StartupRefused (plain Exception)          the process exits with its message
@@ -53,6 +54,13 @@ class DecryptionFailed(Internal):
     """A stored blob is corrupt, truncated, of an unknown version, or not for this place."""
 
     reason = "decryption_failed"
+
+
+class ProviderIntegrityError(Internal):
+    """A provider's configuration does not match its sealed headers: the row was changed in the
+    database without the keyring (or is damaged). The provider is refused, never used."""
+
+    reason = "integrity_error"
 
 
 class UnknownMasterKey(Internal):

@@ -1,9 +1,16 @@
 """Users' AI providers (SPEC 2.3): validated, headers sealed at rest, masked in responses.
 
 A provider's header values may hold placeholders or literal secrets, so they are sealed with
-the user's data key under the AAD purpose `provider:<name>:headers`. Everything else (kind,
-base URL, models) is stored in clear so that `Resolve` can select a provider by model without
-decrypting every provider. Responses of ProviderService show headers masked (the one rule in
+the user's data key. Everything else (kind, base URL, models, missing-credential mode) is stored
+in clear so that `Resolve` can select a provider by model without decrypting every provider, and
+is bound to the sealed headers by their AAD (SPEC 4.7): the purpose is `provider-config:` and a
+canonical JSON array of the name, kind, base URL, models and mode (with the user id and data key
+id that every AAD holds). A row whose configuration was changed in the database without the
+keyring fails to open: it is reported as an integrity error and never used (Get and Resolve
+answer INTERNAL, reason `integrity_error`; List leaves it out). Rows sealed before (purpose
+`provider:<name>:headers`) are re-sealed in place at the first start (`resealing`).
+
+Responses of ProviderService show headers masked (the one rule in
 `services.common.header_masking`); only `Resolve` hands them out unmasked, to the router.
 
 Saving a provider also refuses headers that, substituted with the user's current credential
@@ -39,7 +46,14 @@ from services.common.provider_rules import (
 from services.vault.audit import audit_failures, audit_record
 from services.vault.bulk_reads import BulkReads
 from services.vault.envelope import Envelope, Opener
-from services.vault.errors import DecryptionFailed, ModelNotFound, ProviderExists, ProviderNotFound
+from services.vault.errors import (
+    DecryptionFailed,
+    ModelNotFound,
+    ProviderExists,
+    ProviderIntegrityError,
+    ProviderNotFound,
+)
+from services.vault.row_seals import PROVIDER_ROW, report_integrity_error
 from services.vault.store import AuditSink, CredentialStore, ProviderRecord, ProviderStore
 from services.vault.validation import validate_user_id
 
@@ -94,8 +108,23 @@ def validate_provider(config: ProviderConfig) -> ProviderConfig:
     return replace(config, headers=headers, models=models)
 
 
-def _headers_purpose(name: str) -> str:
+def legacy_headers_purpose(name: str) -> str:
+    """The AAD purpose of headers sealed before migration 6 (configuration left out)."""
     return f"provider:{name}:headers"
+
+
+def config_purpose(
+    name: str, kind: str, base_url: str, models: Sequence[str], on_missing_credential: str
+) -> str:
+    """The AAD purpose of a provider's headers: binds its whole configuration to them."""
+    fields = [2, name, kind, base_url, list(models), on_missing_credential]
+    return "provider-config:" + json.dumps(fields, separators=(",", ":"))
+
+
+def record_purpose(record: ProviderRecord) -> str:
+    return config_purpose(
+        record.name, record.kind, record.base_url, record.models, record.on_missing_credential
+    )
 
 
 def _view(config: ProviderConfig) -> ProviderView:
@@ -125,9 +154,14 @@ class ProviderBook:
         return self._envelope
 
     async def _record(self, user_id: str, config: ProviderConfig) -> ProviderRecord:
-        blob = await self._envelope.seal(
-            user_id, _headers_purpose(config.name), json.dumps(list(config.headers.items()))
+        purpose = config_purpose(
+            config.name,
+            config.kind,
+            config.base_url,
+            config.models,
+            config.on_missing_credential,
         )
+        blob = await self._envelope.seal(user_id, purpose, json.dumps(list(config.headers.items())))
         return ProviderRecord(
             user_id=user_id,
             name=config.name,
@@ -151,10 +185,7 @@ class ProviderBook:
             raise InvalidArgument(problem, reason=header_bounds.REASON)
 
     async def _config(self, record: ProviderRecord) -> ProviderConfig:
-        text = await self._envelope.open(
-            record.user_id, _headers_purpose(record.name), record.headers_blob
-        )
-        return _config_of(record, text)
+        return open_provider(record, await self._envelope.opener_for(record.user_id))
 
     async def create(self, caller: str, user_id: str, config: ProviderConfig) -> ProviderView:
         validate_user_id(user_id)
@@ -199,7 +230,9 @@ class ProviderBook:
         opener = await self._envelope.opener_for(user_id) if records else None
 
         def masked() -> T:
-            configs = [open_provider(r, opener).masked() for r in records] if opener else []
+            # A provider that fails its integrity check is left out (and reported), so that the
+            # others stay usable; it can still be deleted or overwritten by name.
+            configs = [c.masked() for c in _opened_intact(records, opener)] if opener else []
             return present(configs)
 
         size = sum(len(record.headers_blob) for record in records)
@@ -233,8 +266,30 @@ def provider_for_model(records: Sequence[ProviderRecord], model: str) -> tuple[P
 
 
 def open_provider(record: ProviderRecord, opener: Opener) -> ProviderConfig:
-    """A stored provider with its headers opened (no I/O: the data key is at hand)."""
-    return _config_of(record, opener.open(_headers_purpose(record.name), record.headers_blob))
+    """A stored provider with its headers opened (no I/O: the data key is at hand).
+
+    Raises:
+        ProviderIntegrityError: its headers do not open with its configuration as stored (the
+            row was changed without the keyring, or is damaged); reported, never used.
+    """
+    try:
+        return _config_of(record, opener.open(record_purpose(record), record.headers_blob))
+    except DecryptionFailed:
+        report_integrity_error(PROVIDER_ROW, record.name, record.user_id)
+        raise ProviderIntegrityError(
+            f"provider {describe(record.name)} failed its integrity check and cannot be used; "
+            "save it again or delete it"
+        ) from None
+
+
+def _opened_intact(records: Iterable[ProviderRecord], opener: Opener) -> list[ProviderConfig]:
+    configs = []
+    for record in records:
+        try:
+            configs.append(open_provider(record, opener))
+        except ProviderIntegrityError:
+            continue
+    return configs
 
 
 def _config_of(record: ProviderRecord, headers_text: str) -> ProviderConfig:

@@ -13,7 +13,8 @@ headers are sealed under DEKs and name the DEK in their blob. So rotating a KEK 
   its batch back, so a batch is all or nothing. Batches already committed stay committed: the
   command is idempotent and can be re-run after a crash or a kill.
 - `retire_master_key` removes a key from the file, refusing the primary and any key that still
-  wraps a DEK. Its id is never given to a new key.
+  wraps a DEK or seals a token or session row (`resealing.reseal_rows`, run by `keys rewrap`
+  after the DEKs, moves those seals to the primary). Its id is never given to a new key.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class RotationStore(Protocol):
 
     async def master_key_check_ids(self) -> set[str]:
         """Ids of every master key the database has seen (retired ones included): never reused."""
+
+    async def row_seal_counts(self) -> dict[str, int]:
+        """Master key id -> how many token and session rows are sealed under it."""
 
 
 class RewrapFailed(FailedPrecondition):
@@ -190,9 +194,11 @@ async def retire_master_key(path: Path, store: RotationStore, key_id: str) -> Ke
         if key_id == current.primary_id:
             raise KeyInUse(f"master key {key_id!r} is the primary; add a new key first (keys add)")
         in_use = (await store.data_key_counts()).get(key_id, 0)
+        in_use += (await store.row_seal_counts()).get(key_id, 0)
         if in_use:
             raise KeyInUse(
-                f"master key {key_id!r} still wraps {in_use} data key(s); run `keys rewrap` "
+                f"master key {key_id!r} still wraps {in_use} data key(s) or row seal(s); run "
+                "`keys rewrap` "
                 "until it reports none left, then retire it"
             )
         keys = _keys_of(current)

@@ -29,6 +29,7 @@ from services.vault.envelope import Envelope
 from services.vault.errors import StartupRefused
 from services.vault.keyring import KeyringSource, load_or_generate
 from services.vault.providers import ProviderBook
+from services.vault.resealing import seal_legacy_rows
 from services.vault.resolve import Resolver
 from services.vault.rights import (
     AUDIT_SERVICE,
@@ -113,7 +114,9 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
         credentials = CredentialMaps(store, envelope, bulk)
         providers = ProviderBook(store, envelope, bulk=bulk)
         resolver = Resolver(credentials, providers, store)
-        auth = AuthDomain.on(store.db, keyring.current.pepper)
+        auth = AuthDomain.on(store.db, keyring)
+        # Migration 6 needs the keyring to finish: done here, before anything is served.
+        await seal_legacy_rows(auth.store, envelope)
         credential_hosts = CredentialHosts(SqliteCredentialHostStore(store.db), envelope)
         server = await start_server(
             listen=settings.listen,

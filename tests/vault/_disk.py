@@ -8,7 +8,15 @@ import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
+from services.vault.keyring import Keyring, KeyringSource
+from services.vault.row_seals import SESSION_ROW, TOKEN_ROW, RowSealer
 from services.vault.store.sqlite_db import parse_utc_text, utc_text
+from services.vault.store.tokens import (
+    SESSION_COLUMNS,
+    TOKEN_COLUMNS,
+    session_row_fields,
+    token_row_fields,
+)
 
 
 def database_bytes(database: Path) -> bytes:
@@ -36,9 +44,17 @@ def forms_of(secret: str, prefix: str) -> list[bytes]:
     ]
 
 
-def age(database: Path, table: str, row_id: str, seconds: float) -> None:
+def age(
+    database: Path,
+    table: str,
+    row_id: str,
+    seconds: float,
+    keyring_file: Path | None = None,
+) -> None:
     """Move every time of one `api_tokens` or `sessions` row `seconds` into the past, as if
-    that much time had gone by for it (cheaper than sleeping through a lifetime)."""
+    that much time had gone by for it (cheaper than sleeping through a lifetime), and seal the
+    row again as the vault would, with the keyring (default: `master-keys.json` beside the
+    database), since a row changed without the keyring is refused."""
     assert table in ("api_tokens", "sessions")
     columns = (
         ("created_at", "expires_at", "last_used_at")
@@ -61,3 +77,20 @@ def age(database: Path, table: str, row_id: str, seconds: float) -> None:
             f"UPDATE {table} SET {', '.join(c + ' = ?' for c in columns)} WHERE id = ?",
             (*moved, row_id),
         )
+        reseal(conn, table, row_id, keyring_file or database.with_name("master-keys.json"))
+
+
+def reseal(conn: sqlite3.Connection, table: str, row_id: str, keyring_file: Path) -> None:
+    """Seal one token or session row as it now is, with the keys in `keyring_file`."""
+    sealer = RowSealer(KeyringSource(keyring_file, Keyring.load(keyring_file)))
+    if table == "api_tokens":
+        row = conn.execute(
+            f"SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = ?", (row_id,)
+        ).fetchone()
+        kek_id, seal = sealer.seal(TOKEN_ROW, token_row_fields(row))
+    else:
+        row = conn.execute(
+            f"SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?", (row_id,)
+        ).fetchone()
+        kek_id, seal = sealer.seal(SESSION_ROW, session_row_fields(row))
+    conn.execute(f"UPDATE {table} SET seal_kek = ?, seal = ? WHERE id = ?", (kek_id, seal, row_id))

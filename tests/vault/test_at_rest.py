@@ -168,13 +168,13 @@ async def test_changes_and_resolves_are_audited_with_key_names_only(vault: Vault
         ).fetchall()
     events = [(c, u, a, json.loads(k), o) for c, u, a, k, o in rows]
     assert events == [
-        ("gateway", "alice", "credentials.replace", sorted(VALUES), "ok"),
+        ("gateway", "alice", "credentials.replace", [f"added:{k}" for k in sorted(VALUES)], "ok"),
         ("gateway", "alice", "credentials.put", ["extra"], "ok"),
         ("gateway", "alice", "credentials.put", ["extra"], "invalid_argument"),
         ("gateway", "alice", "credentials.delete", ["absent"], "credential_not_found"),
         ("gateway", "alice", "credentials.delete", ["extra"], "ok"),
         ("router", "alice", "credentials.resolve", ["short", "missing"], "ok"),
-        ("gateway", "alice", "credentials.delete_all", [], "ok"),
+        ("gateway", "alice", "credentials.delete_all", sorted(VALUES), "ok"),
     ]
     dump = json.dumps(rows)
     for value in (*VALUES.values(), "sk-x-1", "sk-x-2"):

@@ -108,7 +108,9 @@ async def test_the_right_key_restarts_and_reads_everything(tmp_path: Path) -> No
     async with running_vault(tmp_path) as vault:
         await vault.running.credentials.put("test", "alice", "openai_api_key", "sk-restart-1")
     async with running_vault(tmp_path) as vault:
-        assert await vault.running.credentials.get("alice", "openai_api_key") == "sk-restart-1"
+        assert (
+            await vault.running.credentials.get("test", "alice", "openai_api_key") == "sk-restart-1"
+        )
 
 
 def test_an_unknown_key_id_reloads_the_file_once_then_fails(tmp_path: Path) -> None:

@@ -133,7 +133,8 @@ async def test_headers_copied_to_another_providers_row_fail_to_decrypt(
     code, details, reason = await _code(
         stub.GetProvider(pb.GetProviderRequest(user_id="alice", name="openai"))
     )
-    assert (code, reason) == (grpc.StatusCode.INTERNAL, "decryption_failed")
+    # Refused as any row that fails its integrity check (SPEC 4.7).
+    assert (code, reason) == (grpc.StatusCode.INTERNAL, "integrity_error")
     assert LITERAL not in details
     got = await stub.GetProvider(pb.GetProviderRequest(user_id="alice", name="literal"))
     assert _headers(got.provider) == {"Authorization": ["MASKED"]}

@@ -16,7 +16,8 @@ from aicreds.vault.v1 import auth_pb2 as pb
 from aicreds.vault.v1.auth_pb2_grpc import AuthServiceStub
 
 from services.common.scopes import ALL_SCOPES
-from services.vault.keyring import Keyring
+from services.vault.keyring import Keyring, KeyringSource
+from services.vault.row_seals import RowSealer
 from services.vault.store.sqlite_db import SqliteDatabase
 from services.vault.store.tokens import SqliteAuthStore
 from services.vault.tokens import (
@@ -275,7 +276,7 @@ async def test_last_used_is_written_at_most_once_a_minute(tmp_path: Path) -> Non
     now = [1_800_000_000.0]
     db = await SqliteDatabase.open(tmp_path / "vault.db")
     try:
-        store = SqliteAuthStore(db)
+        store = SqliteAuthStore(db, RowSealer(KeyringSource(tmp_path / "keys", Keyring.generate())))
         tokens = TokenService(store, SecretHasher(PEPPER), clock=lambda: now[0])
         created = await tokens.create("admin", "alice", name="n")
         writes: list[str] = []

@@ -30,7 +30,9 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
         self, request: pb.GetCredentialsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCredentialsResponse:
         # Built where the map is decrypted: off the event loop for a large map.
-        return await self._credentials.get_all(request.user_id, _credentials_response)
+        return await self._credentials.get_all(
+            caller_name(), request.user_id, _credentials_response
+        )
 
     async def ReplaceCredentials(
         self, request: pb.ReplaceCredentialsRequest, context: grpc.aio.ServicerContext
@@ -43,7 +45,7 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
     async def GetCredential(
         self, request: pb.GetCredentialRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCredentialResponse:
-        value = await self._credentials.get(request.user_id, request.key)
+        value = await self._credentials.get(caller_name(), request.user_id, request.key)
         return pb.GetCredentialResponse(key=request.key, value=value)
 
     async def PutCredential(

@@ -99,7 +99,7 @@ class DataKeyStore(Protocol):
         """Store a first data key for its user; if one exists already, keep and return that."""
 
     async def master_key_ids_in_use(self) -> set[str]:
-        """Ids of the master keys that wrap at least one data key."""
+        """Ids of the master keys that wrap at least one data key or seal a token or session."""
 
     async def get_master_key_checks(self) -> dict[str, bytes]:
         """Master key id -> a known blob sealed with it, to detect a wrong key at start."""
@@ -145,6 +145,8 @@ class CredentialStore(Protocol):
         """Make the map exactly `blobs`, in one transaction; the keys in `hosts` keep those
         bound hosts (their values were sealed for them), the others are unbound. False
         (nothing written) if a kept key's hosts are not `hosts` any more (changed meanwhile).
+        The audit record's keys are the changes as `audit.map_changes` names them (a blob
+        equal to the stored one: unchanged).
 
         Raises:
             LimitExceeded: the map would exceed the user's limit (nothing written).
@@ -154,7 +156,8 @@ class CredentialStore(Protocol):
         """Delete one pair; False (and no audit row) if absent."""
 
     async def delete_credentials(self, user_id: str, *, audit: AuditRecord) -> int:
-        """Delete the whole map; the number of pairs deleted."""
+        """Delete the whole map; the number of pairs deleted. The audit record's keys are the
+        names of the deleted pairs."""
 
 
 class ProviderStore(Protocol):

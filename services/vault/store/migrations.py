@@ -132,7 +132,34 @@ MIGRATIONS: tuple[Migration, ...] = (
             " WHERE parent_session_id IS NOT NULL",
         ),
     ),
-    # 6 is taken by a concurrent change; the runner applies versions in order, gaps allowed.
+    Migration(
+        6,
+        "integrity: seals on token and session rows, provider configuration in the headers'"
+        " AAD (both completed at start with the keyring), append-only audit_events",
+        (
+            "ALTER TABLE api_tokens ADD COLUMN seal_kek TEXT",
+            "ALTER TABLE api_tokens ADD COLUMN seal BLOB",
+            "ALTER TABLE sessions ADD COLUMN seal_kek TEXT",
+            "ALTER TABLE sessions ADD COLUMN seal BLOB",
+            # What the first start with the keyring must seal in place (services.vault.resealing):
+            # rows written before this migration. Outside it, an unsealed row is refused.
+            """CREATE TABLE row_seal_pending (
+                kind       TEXT PRIMARY KEY,
+                created_at TEXT NOT NULL
+            )""",
+            "INSERT INTO row_seal_pending (kind, created_at) VALUES"
+            " ('api_token', strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),"
+            " ('session', strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),"
+            " ('provider', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+            "CREATE INDEX api_tokens_by_seal_kek ON api_tokens (seal_kek)",
+            "CREATE INDEX sessions_by_seal_kek ON sessions (seal_kek)",
+            # The audit log is append-only, whatever code runs against the database.
+            """CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+            BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END""",
+            """CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
+            BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END""",
+        ),
+    ),
     Migration(
         7,
         "credential host binding: each value's bound hosts (canonical JSON, sealed in its AAD)",

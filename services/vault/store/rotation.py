@@ -53,6 +53,14 @@ class SqliteRotationStore:
         rows = await self.db.fetch_all("SELECT kek_id, COUNT(*) FROM data_keys GROUP BY kek_id")
         return {str(r[0]): int(r[1]) for r in rows}
 
+    async def row_seal_counts(self) -> dict[str, int]:
+        rows = await self.db.fetch_all(
+            "SELECT seal_kek, count(*) FROM (SELECT seal_kek FROM api_tokens"
+            " UNION ALL SELECT seal_kek FROM sessions) WHERE seal_kek IS NOT NULL"
+            " GROUP BY seal_kek"
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
     async def master_key_check_ids(self) -> set[str]:
         rows = await self.db.fetch_all("SELECT kek_id FROM master_key_checks")
         return {str(r[0]) for r in rows}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from services.vault.audit import map_changes
 from services.vault.store import (
     UNBOUND_HOSTS,
     AuditRecord,
@@ -86,7 +88,13 @@ class SqliteVaultStore:
         return WrappedDataKey(key.user_id, row[0], row[1], bytes(row[2]))
 
     async def master_key_ids_in_use(self) -> set[str]:
-        rows = await self.db.fetch_all("SELECT DISTINCT kek_id FROM data_keys")
+        # Row seals (migration 6) name their master key too: a keyring without it would refuse
+        # every token and session sealed with it.
+        rows = await self.db.fetch_all(
+            "SELECT kek_id FROM data_keys UNION SELECT seal_kek FROM api_tokens"
+            " WHERE seal_kek IS NOT NULL UNION SELECT seal_kek FROM sessions"
+            " WHERE seal_kek IS NOT NULL"
+        )
         return {str(row[0]) for row in rows}
 
     async def get_master_key_checks(self) -> dict[str, bytes]:
@@ -174,7 +182,10 @@ class SqliteVaultStore:
             if any(bound.get(key, UNBOUND_HOSTS) != kept.get(key, UNBOUND_HOSTS) for key in blobs):
                 return False
             now = utc_text()
-            await conn.execute("DELETE FROM credentials WHERE user_id = ?", (user_id,))
+            async with conn.execute(
+                "DELETE FROM credentials WHERE user_id = ? RETURNING key, blob", (user_id,)
+            ) as cursor:
+                before = {str(row[0]): bytes(row[1]) for row in await cursor.fetchall()}
             await conn.executemany(
                 "INSERT INTO credentials (user_id, key, blob, hosts, updated_at)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -184,7 +195,7 @@ class SqliteVaultStore:
                 ],
             )
             await _check_credential_map(conn, self._limits, user_id)
-            await insert_audit(conn, audit)
+            await insert_audit(conn, replace(audit, keys=map_changes(before, blobs)))
         return True
 
     async def delete_credential(self, user_id: str, key: str, *, audit: AuditRecord) -> bool:
@@ -194,11 +205,12 @@ class SqliteVaultStore:
 
     async def delete_credentials(self, user_id: str, *, audit: AuditRecord) -> int:
         async with self.db.writing() as conn:
-            cursor = await conn.execute("DELETE FROM credentials WHERE user_id = ?", (user_id,))
-            deleted: int = max(cursor.rowcount, 0)
-            await cursor.close()
-            await insert_audit(conn, audit)
-        return deleted
+            async with conn.execute(
+                "DELETE FROM credentials WHERE user_id = ? RETURNING key", (user_id,)
+            ) as cursor:
+                deleted = sorted(str(row[0]) for row in await cursor.fetchall())
+            await insert_audit(conn, replace(audit, keys=tuple(deleted)))
+        return len(deleted)
 
     # -- providers ----------------------------------------------------------------------------
 

@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from services.common.callers import refuse_shared_file
+from services.vault.errors import StartupRefused
 from services.vault.store import AuditRecord
 from services.vault.store.migrations import MIGRATIONS, Migration
 
@@ -106,8 +108,18 @@ class SqliteDatabase:
         readers: int = 3,
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> SqliteDatabase:
-        """Open (creating, mode 0600) and migrate the database at `path`."""
+        """Open (creating, mode 0600) and migrate the database at `path`.
+
+        Raises:
+            StartupRefused: the database (or its WAL or shared-memory file) may be read or
+                written by group or others: it holds every wrapped key and ciphertext.
+        """
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            try:
+                refuse_shared_file(candidate, "database file")
+            except ValueError as err:
+                raise StartupRefused(str(err)) from None
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         opened: list[aiosqlite.Connection] = []

@@ -2,6 +2,13 @@
 
 Times are stored like the rest of the database (`utc_text`: ISO 8601 UTC with microseconds,
 which sorts as it compares) and handed to the domain as Unix seconds.
+
+Every token and session row carries a seal (migration 6, `services.vault.row_seals`) over its
+id, digest, user, scopes, expiry, revocation and parents, in their stored form. Every read
+checks it: a row that fails is reported as an integrity error and treated as absent (so
+`authenticate` answers as for an unknown token), and every write that changes a sealed field
+(insert, revoke) writes a fresh seal in the same statement. A row that fails its check is never
+re-sealed: revoking it sets `revoked_at` and leaves it refused.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from typing import Any
 
 import aiosqlite
 
+from services.vault.row_seals import SESSION_ROW, TOKEN_ROW, RowSealer
 from services.vault.sessions import SessionInfo
 from services.vault.store import AuditRecord
 from services.vault.store.sqlite_db import (
@@ -26,9 +34,14 @@ from services.vault.tokens import SessionRef, TokenInfo
 
 # Sessions that ended this long ago are deleted when a new session is stored.
 SESSION_RETENTION = 7 * 86400
-_TOKEN_COLUMNS = (
+TOKEN_COLUMNS = (
     "t.id, t.user_id, t.name, t.prefix, t.scopes, t.created_at, t.last_used_at,"
-    " t.expires_at, t.revoked_at, t.parent_token_id, t.parent_session_id"
+    " t.expires_at, t.revoked_at, t.parent_token_id, t.parent_session_id,"
+    " t.digest, t.seal_kek, t.seal"
+)
+SESSION_COLUMNS = (
+    "s.id, s.user_id, s.token_id, s.created_at, s.expires_at, s.revoked_at,"
+    " s.digest, s.seal_kek, s.seal"
 )
 # The tokens minted from a token (`?1`), transitively, the token itself included. A child's
 # `parent_token_id` is the token that authenticated its minting, through a session or not.
@@ -41,9 +54,11 @@ _SESSION_DESCENDANTS = (
     "WITH RECURSIVE doomed(id) AS (SELECT id FROM api_tokens WHERE parent_session_id = ?1"
     " UNION SELECT c.id FROM api_tokens c JOIN doomed d ON c.parent_token_id = d.id) "
 )
-_REVOKE_DOOMED = (
-    "UPDATE api_tokens SET revoked_at = ?2 WHERE id IN doomed AND revoked_at IS NULL",
-    "UPDATE sessions SET revoked_at = ?2 WHERE token_id IN doomed AND revoked_at IS NULL",
+_DOOMED_TOKENS = (
+    f"SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id IN doomed AND t.revoked_at IS NULL"
+)
+_DOOMED_SESSIONS = (
+    f"SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.token_id IN doomed AND s.revoked_at IS NULL"
 )
 
 
@@ -79,12 +94,80 @@ def _token(row: Sequence[Any]) -> TokenInfo:
     )
 
 
-async def _fetch_token(conn: aiosqlite.Connection, token_id: str) -> TokenInfo | None:
-    async with conn.execute(
-        f"SELECT {_TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = ?", (token_id,)
-    ) as cursor:
-        row = await cursor.fetchone()
-    return _token(tuple(row)) if row is not None else None
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def token_seal_fields(
+    token_id: str,
+    digest: bytes,
+    user_id: str,
+    scopes: str,
+    expires_at: str | None,
+    revoked_at: str | None,
+    parent_token_id: str | None,
+    parent_session_id: str | None,
+) -> tuple[str | None, ...]:
+    """A token row's sealed fields, in their stored form."""
+    return (
+        token_id,
+        digest.hex(),
+        user_id,
+        scopes,
+        expires_at,
+        revoked_at,
+        parent_token_id,
+        parent_session_id,
+    )
+
+
+def token_row_fields(row: Sequence[Any], revoked_at: Any = ...) -> tuple[str | None, ...]:
+    """The sealed fields of a row read with `TOKEN_COLUMNS` (`revoked_at`: as it will be)."""
+    return token_seal_fields(
+        str(row[0]),
+        bytes(row[11]),
+        str(row[1]),
+        str(row[4]),
+        _text(row[7]),
+        _text(row[8] if revoked_at is ... else revoked_at),
+        _text(row[9]),
+        _text(row[10]),
+    )
+
+
+def session_seal_fields(
+    session_id: str,
+    digest: bytes,
+    user_id: str,
+    token_id: str,
+    expires_at: str,
+    revoked_at: str | None,
+) -> tuple[str | None, ...]:
+    """A session row's sealed fields, in their stored form."""
+    return (session_id, digest.hex(), user_id, token_id, expires_at, revoked_at)
+
+
+def session_row_fields(row: Sequence[Any], revoked_at: Any = ...) -> tuple[str | None, ...]:
+    """The sealed fields of a row read with `SESSION_COLUMNS`."""
+    return session_seal_fields(
+        str(row[0]),
+        bytes(row[6]),
+        str(row[1]),
+        str(row[2]),
+        str(row[4]),
+        _text(row[5] if revoked_at is ... else revoked_at),
+    )
+
+
+def _session(row: Sequence[Any]) -> SessionInfo:
+    return SessionInfo(
+        id=str(row[0]),
+        user_id=str(row[1]),
+        token_id=str(row[2]),
+        created_at=to_seconds(str(row[3])),
+        expires_at=to_seconds(str(row[4])),
+        revoked_at=_optional_seconds(row[5]),
+    )
 
 
 async def _is_live(conn: aiosqlite.Connection, table: str, row_id: str) -> bool:
@@ -99,15 +182,95 @@ async def _is_live(conn: aiosqlite.Connection, table: str, row_id: str) -> bool:
 class SqliteAuthStore:
     """`TokenStore`, `SessionStore` and `AuditSink` on the vault's SQLite database."""
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: SqliteDatabase, sealer: RowSealer) -> None:
         self.db = db
+        self._sealer = sealer
 
     def __repr__(self) -> str:
         return f"SqliteAuthStore({self.db!r})"
 
+    def _checked_token(self, row: Sequence[Any]) -> TokenInfo | None:
+        """The token of a row read with `TOKEN_COLUMNS`, or None if it fails its seal."""
+        if not self._sealer.verify(
+            TOKEN_ROW,
+            str(row[0]),
+            token_row_fields(row),
+            _text(row[12]),
+            None if row[13] is None else bytes(row[13]),
+            user_id=str(row[1]),
+        ):
+            return None
+        return _token(row)
+
+    def _checked_session(self, row: Sequence[Any]) -> SessionInfo | None:
+        """The session of a row read with `SESSION_COLUMNS`, or None if it fails its seal."""
+        if not self._sealer.verify(
+            SESSION_ROW,
+            str(row[0]),
+            session_row_fields(row),
+            _text(row[7]),
+            None if row[8] is None else bytes(row[8]),
+            user_id=str(row[1]),
+        ):
+            return None
+        return _session(row)
+
+    async def _fetch_token(self, conn: aiosqlite.Connection, token_id: str) -> TokenInfo | None:
+        async with conn.execute(
+            f"SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = ?", (token_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return self._checked_token(tuple(row)) if row is not None else None
+
+    async def _revoke_rows(
+        self, conn: aiosqlite.Connection, root: str, descendants: str, stamp: str
+    ) -> None:
+        """Revoke the live tokens `descendants` names (from `root`) and their live sessions,
+        re-sealing each row that passes its check (one that fails stays refused)."""
+        async with conn.execute(descendants + _DOOMED_TOKENS, (root,)) as cursor:
+            tokens = [tuple(row) for row in await cursor.fetchall()]
+        async with conn.execute(descendants + _DOOMED_SESSIONS, (root,)) as cursor:
+            sessions = [tuple(row) for row in await cursor.fetchall()]
+        for row in tokens:
+            kek_id, seal = None, None
+            if self._checked_token(row) is not None:
+                kek_id, seal = self._sealer.seal(TOKEN_ROW, token_row_fields(row, stamp))
+            await conn.execute(
+                "UPDATE api_tokens SET revoked_at = ?, seal_kek = ?, seal = ? WHERE id = ?",
+                (stamp, kek_id, seal, row[0]),
+            )
+        for row in sessions:
+            await self._revoke_session_row(conn, row, stamp)
+
+    async def _revoke_session_row(
+        self, conn: aiosqlite.Connection, row: Sequence[Any], stamp: str
+    ) -> None:
+        kek_id, seal = None, None
+        if self._checked_session(row) is not None:
+            kek_id, seal = self._sealer.seal(SESSION_ROW, session_row_fields(row, stamp))
+        await conn.execute(
+            "UPDATE sessions SET revoked_at = ?, seal_kek = ?, seal = ? WHERE id = ?",
+            (stamp, kek_id, seal, row[0]),
+        )
+
     # -- tokens -------------------------------------------------------------------------------
 
     async def insert_token(self, info: TokenInfo, digest: bytes, *, audit: AuditRecord) -> bool:
+        scopes = json.dumps(list(info.scopes))
+        expires_at = _optional_text(info.expires_at)
+        kek_id, seal = self._sealer.seal(
+            TOKEN_ROW,
+            token_seal_fields(
+                info.id,
+                digest,
+                info.user_id,
+                scopes,
+                expires_at,
+                None,
+                info.parent_token_id,
+                info.parent_session_id,
+            ),
+        )
         async with self.db.writing() as conn:
             # The parent is checked again in the transaction: a revocation that committed since
             # the caller looked must not leave a child behind.
@@ -121,19 +284,21 @@ class SqliteAuthStore:
                 return False
             await conn.execute(
                 "INSERT INTO api_tokens (id, user_id, name, prefix, digest, scopes, created_at,"
-                " expires_at, parent_token_id, parent_session_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " expires_at, parent_token_id, parent_session_id, seal_kek, seal)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     info.id,
                     info.user_id,
                     info.name,
                     info.prefix,
                     digest,
-                    json.dumps(list(info.scopes)),
+                    scopes,
                     to_text(info.created_at),
-                    _optional_text(info.expires_at),
+                    expires_at,
                     info.parent_token_id,
                     info.parent_session_id,
+                    kek_id,
+                    seal,
                 ),
             )
             await insert_audit(conn, audit)
@@ -141,36 +306,36 @@ class SqliteAuthStore:
 
     async def list_tokens(self, user_id: str) -> list[TokenInfo]:
         rows = await self.db.fetch_all(
-            f"SELECT {_TOKEN_COLUMNS} FROM api_tokens t WHERE t.user_id = ?"
+            f"SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.user_id = ?"
             " ORDER BY t.created_at DESC, t.id DESC",
             (user_id,),
         )
-        return [_token(row) for row in rows]
+        checked = (self._checked_token(row) for row in rows)
+        return [info for info in checked if info is not None]
 
     async def get_token(self, token_id: str) -> TokenInfo | None:
         row = await self.db.fetch_one(
-            f"SELECT {_TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = ?", (token_id,)
+            f"SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = ?", (token_id,)
         )
-        return _token(row) if row is not None else None
+        return self._checked_token(row) if row is not None else None
 
     async def find_token(self, digest: bytes) -> TokenInfo | None:
         row = await self.db.fetch_one(
-            f"SELECT {_TOKEN_COLUMNS} FROM api_tokens t WHERE t.digest = ?", (digest,)
+            f"SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.digest = ?", (digest,)
         )
-        return _token(row) if row is not None else None
+        return self._checked_token(row) if row is not None else None
 
     async def revoke_token(
         self, user_id: str, token_id: str, now: float, *, audit: AuditRecord
     ) -> TokenInfo | None:
         stamp = to_text(now)
         async with self.db.writing() as conn:
-            found = await _fetch_token(conn, token_id)
+            found = await self._fetch_token(conn, token_id)
             if found is None or found.user_id != user_id:
                 return None
-            for statement in _REVOKE_DOOMED:
-                await conn.execute(_TOKEN_AND_DESCENDANTS + statement, (token_id, stamp))
+            await self._revoke_rows(conn, token_id, _TOKEN_AND_DESCENDANTS, stamp)
             await insert_audit(conn, audit)
-            return await _fetch_token(conn, token_id)
+            return await self._fetch_token(conn, token_id)
 
     async def touch_token(self, token_id: str, now: float, older_than: float) -> None:
         async with self.db.writing() as conn:
@@ -183,80 +348,81 @@ class SqliteAuthStore:
     # -- sessions -----------------------------------------------------------------------------
 
     async def insert_session(self, info: SessionInfo, digest: bytes, *, audit: AuditRecord) -> None:
+        expires_at = to_text(info.expires_at)
+        kek_id, seal = self._sealer.seal(
+            SESSION_ROW,
+            session_seal_fields(info.id, digest, info.user_id, info.token_id, expires_at, None),
+        )
         async with self.db.writing() as conn:
             await conn.execute(
                 "DELETE FROM sessions WHERE expires_at < ?",
                 (to_text(info.created_at - SESSION_RETENTION),),
             )
             await conn.execute(
-                "INSERT INTO sessions (id, user_id, token_id, digest, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO sessions (id, user_id, token_id, digest, created_at, expires_at,"
+                " seal_kek, seal) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     info.id,
                     info.user_id,
                     info.token_id,
                     digest,
                     to_text(info.created_at),
-                    to_text(info.expires_at),
+                    expires_at,
+                    kek_id,
+                    seal,
                 ),
             )
             await insert_audit(conn, audit)
 
-    async def find_session(self, digest: bytes) -> tuple[SessionInfo, TokenInfo] | None:
+    async def _session_and_token(
+        self, where: str, param: object
+    ) -> tuple[SessionInfo, TokenInfo] | None:
         row = await self.db.fetch_one(
-            "SELECT s.id, s.user_id, s.token_id, s.created_at, s.expires_at, s.revoked_at,"
-            f" {_TOKEN_COLUMNS} FROM sessions s JOIN api_tokens t ON t.id = s.token_id"
-            " WHERE s.digest = ?",
-            (digest,),
+            f"SELECT {SESSION_COLUMNS}, {TOKEN_COLUMNS}"
+            f" FROM sessions s JOIN api_tokens t ON t.id = s.token_id WHERE {where}",
+            (param,),
         )
         if row is None:
             return None
-        session = SessionInfo(
-            id=str(row[0]),
-            user_id=str(row[1]),
-            token_id=str(row[2]),
-            created_at=to_seconds(str(row[3])),
-            expires_at=to_seconds(str(row[4])),
-            revoked_at=_optional_seconds(row[5]),
-        )
-        return session, _token(row[6:])
+        session = self._checked_session(row[:9])
+        token = self._checked_token(row[9:])
+        if session is None or token is None or session.user_id != token.user_id:
+            return None
+        return session, token
+
+    async def find_session(self, digest: bytes) -> tuple[SessionInfo, TokenInfo] | None:
+        return await self._session_and_token("s.digest = ?", digest)
 
     async def get_session(self, session_id: str) -> tuple[SessionRef, TokenInfo] | None:
-        row = await self.db.fetch_one(
-            "SELECT s.id, s.user_id, s.token_id, s.expires_at, s.revoked_at,"
-            f" {_TOKEN_COLUMNS} FROM sessions s JOIN api_tokens t ON t.id = s.token_id"
-            " WHERE s.id = ?",
-            (session_id,),
-        )
-        if row is None:
+        found = await self._session_and_token("s.id = ?", session_id)
+        if found is None:
             return None
-        session = SessionRef(
-            id=str(row[0]),
-            user_id=str(row[1]),
-            token_id=str(row[2]),
-            expires_at=to_seconds(str(row[3])),
-            revoked_at=_optional_seconds(row[4]),
+        session, token = found
+        ref = SessionRef(
+            id=session.id,
+            user_id=session.user_id,
+            token_id=session.token_id,
+            expires_at=session.expires_at,
+            revoked_at=session.revoked_at,
         )
-        return session, _token(row[5:])
+        return ref, token
 
     async def revoke_session(
         self, user_id: str, digest: bytes, now: float, *, audit: AuditRecord
     ) -> str | None:
+        stamp = to_text(now)
         async with self.db.writing() as conn:
             async with conn.execute(
-                "SELECT id FROM sessions WHERE digest = ? AND user_id = ? AND revoked_at IS NULL"
-                " AND expires_at > ?",
-                (digest, user_id, to_text(now)),
+                f"SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.digest = ? AND s.user_id = ?"
+                " AND s.revoked_at IS NULL AND s.expires_at > ?",
+                (digest, user_id, stamp),
             ) as cursor:
                 row = await cursor.fetchone()
-            if row is None:
+            if row is None or self._checked_session(tuple(row)) is None:
                 return None
             session_id = str(row[0])
-            await conn.execute(
-                "UPDATE sessions SET revoked_at = ? WHERE id = ?", (to_text(now), session_id)
-            )
-            for statement in _REVOKE_DOOMED:
-                await conn.execute(_SESSION_DESCENDANTS + statement, (session_id, to_text(now)))
+            await self._revoke_session_row(conn, tuple(row), stamp)
+            await self._revoke_rows(conn, session_id, _SESSION_DESCENDANTS, stamp)
             await insert_audit(conn, replace(audit, keys=(*audit.keys, session_id)))
             return session_id
 
@@ -265,3 +431,62 @@ class SqliteAuthStore:
     async def append_audit(self, record: AuditRecord) -> None:
         async with self.db.writing() as conn:
             await insert_audit(conn, record)
+
+    # -- sealing in place (migration 6) and re-sealing (key rotation) ---------------------------
+
+    async def seal_unsealed_rows(self, conn: aiosqlite.Connection) -> tuple[int, int]:
+        """Seal every token and session row that has no seal, inside the caller's transaction
+        (only while migration 6 is pending: see `services.vault.resealing`); how many of each."""
+        async with conn.execute(
+            f"SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.seal IS NULL"
+        ) as cursor:
+            tokens = [tuple(row) for row in await cursor.fetchall()]
+        async with conn.execute(
+            f"SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.seal IS NULL"
+        ) as cursor:
+            sessions = [tuple(row) for row in await cursor.fetchall()]
+        for row in tokens:
+            kek_id, seal = self._sealer.seal(TOKEN_ROW, token_row_fields(row))
+            await conn.execute(
+                "UPDATE api_tokens SET seal_kek = ?, seal = ? WHERE id = ?", (kek_id, seal, row[0])
+            )
+        for row in sessions:
+            kek_id, seal = self._sealer.seal(SESSION_ROW, session_row_fields(row))
+            await conn.execute(
+                "UPDATE sessions SET seal_kek = ?, seal = ? WHERE id = ?", (kek_id, seal, row[0])
+            )
+        return len(tokens), len(sessions)
+
+    async def reseal_rows_not_under(self, kek_id: str, limit: int) -> int:
+        """Re-seal up to `limit` token and session rows sealed under another master key than
+        `kek_id` (the primary), in one transaction; how many rows were handled. A row that fails
+        its check loses its seal instead (it stays refused, and no longer needs the old key)."""
+        handled = 0
+        async with self.db.writing() as conn:
+            for table, columns, kind in (
+                ("api_tokens t", TOKEN_COLUMNS, TOKEN_ROW),
+                ("sessions s", SESSION_COLUMNS, SESSION_ROW),
+            ):
+                alias = table[-1]
+                async with conn.execute(
+                    f"SELECT {columns} FROM {table} WHERE {alias}.seal_kek IS NOT NULL"
+                    f" AND {alias}.seal_kek != ? LIMIT ?",
+                    (kek_id, limit - handled),
+                ) as cursor:
+                    rows = [tuple(row) for row in await cursor.fetchall()]
+                for row in rows:
+                    if kind == TOKEN_ROW:
+                        intact = self._checked_token(row) is not None
+                        fields = token_row_fields(row)
+                    else:
+                        intact = self._checked_session(row) is not None
+                        fields = session_row_fields(row)
+                    new_kek, seal = self._sealer.seal(kind, fields) if intact else (None, None)
+                    await conn.execute(
+                        f"UPDATE {table.split()[0]} SET seal_kek = ?, seal = ? WHERE id = ?",
+                        (new_kek, seal, row[0]),
+                    )
+                handled += len(rows)
+                if handled >= limit:
+                    break
+        return handled
