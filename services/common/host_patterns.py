@@ -12,9 +12,11 @@ A pattern is one of:
 - `*.suffix`: any subdomain of `suffix`, at any depth (`*.openai.azure.com` matches
   `x.openai.azure.com` and `a.b.openai.azure.com`), never the bare `suffix` itself;
 
-optionally followed by `:port` (1-65535). Without a port a pattern matches only the default
-port of the call's scheme (443 for https, 80 for http): "any port" would be too loose for a
-credential. An empty list of patterns means "any host".
+optionally followed by `:port` (1-65535). Without a port a pattern matches only `https` on
+port 443: "any port" would be too loose for a credential, and a port-less binding must never
+let the value travel in clear over plain `http` (the router passes no default port for http).
+A pattern with an explicit port matches that port on either scheme (`127.0.0.1:8080` for a
+local upstream). An empty list of patterns means "any host".
 """
 
 from __future__ import annotations
@@ -183,8 +185,8 @@ def host_allowed(patterns: Sequence[str], host: str, port: int, default_port: in
         patterns: canonical patterns; empty means any host.
         host: the host the call connects to (as in its URL; IDNA or Unicode, any case).
         port: the port it connects to.
-        default_port: the default port of the call's scheme (443 https, 80 http), which a
-            pattern without a port stands for.
+        default_port: the port a pattern without a port stands for: 443 for https; the
+            router passes -1 (no port) for plain http, so that only an explicit port matches.
     """
     if not patterns:
         return True

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 from services.common.host_patterns import host_allowed
 
-_DEFAULT_PORTS = {"https": 443, "http": 80}
+# The port a port-less pattern stands for, by scheme. Plain http has none: a binding without a
+# port never sends a value in clear (port -1 matches no connection).
+_DEFAULT_PORTS = {"https": 443}
 
 
 def not_allowed_warning(key: str) -> str:
@@ -39,7 +41,7 @@ def values_for_origin(
     port: int,
 ) -> OriginValues:
     """The values whose binding allows `scheme://host:port` (an unbound value always does)."""
-    default_port = _DEFAULT_PORTS.get(scheme.lower(), 443)
+    default_port = _DEFAULT_PORTS.get(scheme.lower(), -1)
     allowed: dict[str, str] = {}
     refused: list[str] = []
     for key, value in values.items():

@@ -51,7 +51,8 @@ def _header(headers: tuple[tuple[str, str], ...], name: str) -> str:
         ("https://api.openai.com/v1", ("api.openai.com",), True),
         ("https://API.OPENAI.COM:443/v1", ("api.openai.com",), True),
         ("https://api.openai.com:8443/v1", ("api.openai.com",), False),
-        ("http://api.openai.com/v1", ("api.openai.com",), True),  # http default port 80
+        # A port-less binding never lets the value travel in clear over plain http.
+        ("http://api.openai.com/v1", ("api.openai.com",), False),
         ("http://api.openai.com:443/v1", ("api.openai.com",), False),
         ("http://api.openai.com/v1", ("api.openai.com:80",), True),
         ("https://evil.example/v1", ("api.openai.com",), False),

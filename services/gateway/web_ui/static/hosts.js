@@ -6,13 +6,15 @@
 // call, on the origin it actually connects to. This is a small copy of its matching rule for
 // display only (a warning on a provider card), never a security decision: an exact host or
 // `*.suffix` (any deeper subdomain, never the suffix itself), optionally `:port`; without a
-// port a pattern stands for the default port of the call's scheme (443 https, 80 http).
+// port a pattern stands for https on 443 only (never plain http, where the value would travel
+// in clear).
 
 /**
  * The origin a base_url connects to: the browser's URL parser gives the host lower-case and
  * IDNA-encoded (IPv6 in brackets, compressed), as the patterns are stored.
  * @returns {{host: string, port: number, defaultPort: number, text: string} | null} `text` is
- *   the pattern that names this origin: host[:port], the port omitted when it is the default.
+ *   the pattern that names this origin: host[:port], the port omitted only for https on 443
+ *   (a port-less pattern never matches plain http).
  */
 export function originOf(baseUrl) {
   let url;
@@ -25,8 +27,8 @@ export function originOf(baseUrl) {
   const defaultPort = url.protocol === "https:" ? 443 : 80;
   const host = url.hostname.replace(/\.$/, "");
   const port = url.port ? Number(url.port) : defaultPort;
-  const text = port === defaultPort ? host : `${host}:${port}`;
-  return { host, port, defaultPort, text };
+  const text = url.protocol === "https:" && port === 443 ? host : `${host}:${port}`;
+  return { host, port, defaultPort, text, https: url.protocol === "https:" };
 }
 
 /** A canonical pattern's parts: {host, wildcard, port|null}. */
@@ -55,7 +57,8 @@ export function hostAllowed(patterns, baseUrl) {
   if (!origin) return false;
   return patterns.some((text) => {
     const pattern = parsePattern(text);
-    if ((pattern.port ?? origin.defaultPort) !== origin.port) return false;
+    const portless = origin.https ? 443 : -1;
+    if ((pattern.port ?? portless) !== origin.port) return false;
     return pattern.wildcard ? origin.host.endsWith(`.${pattern.host}`)
       : origin.host === pattern.host;
   });
