@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -11,11 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.gateway.errors import ApiError
-from services.gateway.model_api.body_fields import MAX_DEPTH, NotJson, scan_top_level
+from services.gateway.model_api import call_options
+from services.gateway.model_api.body_fields import MAX_DEPTH, NotJson, TooComplex, scan_top_level
 from services.gateway.model_api.call_options import (
     PARSE_WHOLE_BELOW,
     CallOptions,
     read_call_options,
+    scan_budget_seconds,
 )
 
 NAMES = ("model", "stream")
@@ -216,3 +220,60 @@ def test_containers_are_not_built() -> None:
     top = scan_top_level(b'{"model":{"a":[1,2]},"stream":[true]}', NAMES)
     assert top.members == {"model": ..., "stream": ...}
     assert read_call_options(b'{"model":"m","stream":[true]}').stream is False
+
+
+def test_a_scan_out_of_time_is_refused_and_an_ordinary_big_body_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Very many tiny nested containers: the scan's cost, not the body's size, is what grows.
+    nested = b'{"model":"m","x":[' + b",".join([b"[[[[[0]]]]]"] * 10_000) + b"]}"
+    assert scan_top_level(nested, NAMES, budget_seconds=60).members == {"model": "m"}
+    with pytest.raises(TooComplex):
+        scan_top_level(nested, NAMES, budget_seconds=0.0)
+    many_members = (
+        b"{" + b",".join(b'"k%d":[[[[[0]]]]]' % n for n in range(5000)) + b',"model":"m"}'
+    )
+    with pytest.raises(TooComplex):
+        scan_top_level(many_members, NAMES, budget_seconds=0.0)
+    # Out of budget is a 413 naming the cause (the budget itself is set to nothing here).
+    monkeypatch.setattr(call_options, "scan_budget_seconds", lambda size: 0.0)
+    with pytest.raises(ApiError) as caught:
+        read_call_options(nested, parse_whole_below=0)
+    assert caught.value.status == 413
+    assert "nested values" in caught.value.message
+    monkeypatch.undo()
+    chat = json.dumps(
+        {"model": "m", "messages": [{"role": "user", "content": "hello " * 200}] * 2000}
+    ).encode()
+    assert len(chat) > PARSE_WHOLE_BELOW
+    assert read_call_options(chat).model == "m"
+    assert scan_budget_seconds(32 << 20) == pytest.approx(4.2)
+
+
+async def test_one_user_holds_at_most_two_large_bodies_in_the_scan_lane() -> None:
+    release = threading.Event()
+    real = call_options.read_call_options
+
+    def blocked(body: bytes, **kwargs: Any) -> CallOptions:
+        release.wait(10)
+        return real(body, **kwargs)
+
+    big = b'{"model":"m","pad":"' + b"x" * PARSE_WHOLE_BELOW + b'"}'
+    call_options.read_call_options = blocked  # type: ignore[assignment]
+    try:
+        first = asyncio.ensure_future(call_options.read_call_options_off_loop(big, "mallory"))
+        second = asyncio.ensure_future(call_options.read_call_options_off_loop(big, "mallory"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(ApiError) as caught:
+            await call_options.read_call_options_off_loop(big, "mallory")
+        assert caught.value.status == 429
+        assert caught.value.headers["Retry-After"] == "1"
+        # Another user is not refused (it waits its turn in the lane).
+        other = asyncio.ensure_future(call_options.read_call_options_off_loop(big, "alice"))
+        release.set()
+        assert [o.model for o in await asyncio.gather(first, second, other)] == ["m"] * 3
+    finally:
+        call_options.read_call_options = real  # type: ignore[assignment]
+    # Every slot was given back.
+    assert (await call_options.read_call_options_off_loop(big, "mallory")).model == "m"
+    assert call_options._scans_by_user == {}

@@ -24,6 +24,7 @@ import codecs
 import json
 import re
 import sys
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -37,6 +38,28 @@ _UTF8_CHUNK = 1024 * 1024
 
 class NotJson(ValueError):
     """The body is not JSON (as this module reads it)."""
+
+
+class TooComplex(ValueError):
+    """The scan ran out of its time budget: a body of very many small nested containers."""
+
+
+class _Budget:
+    """A scan's time budget, looked at once every `_CHECK_EVERY` steps (cheap)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self._deadline = None if seconds is None else time.monotonic() + seconds
+        self._steps = 0
+
+    def step(self) -> None:
+        if self._deadline is None:
+            return
+        self._steps += 1
+        if self._steps % _CHECK_EVERY == 0 and time.monotonic() > self._deadline:
+            raise TooComplex("the request body has too many nested values to read in time")
+
+
+_CHECK_EVERY = 1024
 
 
 @dataclass(frozen=True)
@@ -97,16 +120,21 @@ _object_run = re.compile(
 )
 
 
-def scan_top_level(body: bytes, names: Collection[str]) -> TopLevel:
+def scan_top_level(
+    body: bytes, names: Collection[str], *, budget_seconds: float | None = None
+) -> TopLevel:
     """Validate `body` as JSON and read the top-level members called `names`.
 
     Raises:
         NotJson: the body is not JSON (see the module docstring for what that means here).
+        TooComplex: `budget_seconds` ran out first (ordinary bodies take a small fraction of
+            it: the scan's cost grows with the number of nested containers, not bytes).
     """
+    budget = _Budget(budget_seconds)
     _check_utf8(body)
     start = _ws.match(body, 0).end()  # type: ignore[union-attr]
     if body[start : start + 1] != b"{":
-        end = _skip_value(body, start)
+        end = _skip_value(body, start, budget)
         if _ws.match(body, end).end() != len(body):  # type: ignore[union-attr]
             raise NotJson("extra data after the JSON value")
         return TopLevel(False, {})
@@ -121,8 +149,9 @@ def scan_top_level(body: bytes, names: Collection[str]) -> TopLevel:
     if body[i : i + 1] == b"}":
         i += 1
     else:
-        i = _read_member(body, i, wanted, members)
+        i = _read_member(body, i, wanted, members, budget)
         while True:
+            budget.step()
             i = other_run.match(body, i).end()  # type: ignore[union-attr]
             i = _ws.match(body, i).end()  # type: ignore[union-attr]
             separator = body[i : i + 1]
@@ -131,13 +160,15 @@ def scan_top_level(body: bytes, names: Collection[str]) -> TopLevel:
                 break
             if separator != b",":
                 raise NotJson("expected ',' or '}' after an object member")
-            i = _read_member(body, _ws.match(body, i + 1).end(), wanted, members)  # type: ignore[union-attr]
+            i = _read_member(body, _ws.match(body, i + 1).end(), wanted, members, budget)  # type: ignore[union-attr]
     if _ws.match(body, i).end() != len(body):  # type: ignore[union-attr]
         raise NotJson("extra data after the JSON value")
     return TopLevel(True, members)
 
 
-def _read_member(body: bytes, i: int, wanted: re.Pattern[bytes], members: dict[str, object]) -> int:
+def _read_member(
+    body: bytes, i: int, wanted: re.Pattern[bytes], members: dict[str, object], budget: _Budget
+) -> int:
     """Read one `"key": value` of the top-level object at `i`; return where it ends."""
     key = _string.match(body, i)
     if key is None:
@@ -146,7 +177,7 @@ def _read_member(body: bytes, i: int, wanted: re.Pattern[bytes], members: dict[s
     if body[colon : colon + 1] != b":":
         raise NotJson("expected ':' after a key")
     value_start = _ws.match(body, colon + 1).end()  # type: ignore[union-attr]
-    end = _skip_value(body, value_start)
+    end = _skip_value(body, value_start, budget)
     if wanted.fullmatch(body, key.start(), key.end()):
         name = json.loads(body[key.start() : key.end()].decode())
         raw = body[value_start:end]
@@ -154,7 +185,7 @@ def _read_member(body: bytes, i: int, wanted: re.Pattern[bytes], members: dict[s
     return end
 
 
-def _skip_value(body: bytes, i: int) -> int:
+def _skip_value(body: bytes, i: int, budget: _Budget) -> int:
     """Validate the JSON value at `i` without building it; return where it ends."""
     flat = _flat.match(body, i)
     if flat is not None:
@@ -168,6 +199,7 @@ def _skip_value(body: bytes, i: int) -> int:
     # Just after an opening bracket: an item or the closing bracket may follow.
     after_opening = True
     while stack:
+        budget.step()
         i = _ws.match(body, i).end()  # type: ignore[union-attr]
         is_object = stack[-1] == ord("{")
         closing = b"}" if is_object else b"]"

@@ -5,8 +5,11 @@ below `PARSE_WHOLE_BELOW` is parsed by `json.loads` (C, microseconds; its peak m
 times the body, is small at that size), a larger one is read by `body_fields.scan_top_level`,
 which validates it and decodes only the top-level `model` and `stream`, in one worker thread
 shared by every call (Python-speed scanning of a big body costs CPU; one lane bounds it to one
-core however many arrive, and the event loop keeps serving everything else). The original bytes
-are forwarded. Choosing the provider from `model` (SPEC 2.6: `provider/model`
+core however many arrive, and the event loop keeps serving everything else). So that no user
+can hold that lane, a scan has a time budget that grows with the body's size (an ordinary body
+uses a small fraction of it; one of millions of tiny nested containers is refused with 413), and
+each user has at most `SCANS_PER_USER` bodies in the lane at once (429 beyond). The original
+bytes are forwarded. Choosing the provider from `model` (SPEC 2.6: `provider/model`
 picks that provider, otherwise the provider listing the model) is the vault's `Resolve`, reached
 through the router; the router rewrites `model` when it strips a prefix.
 """
@@ -19,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from services.gateway.errors import ApiError
-from services.gateway.model_api.body_fields import NotJson, TopLevel, scan_top_level
+from services.gateway.model_api.body_fields import NotJson, TooComplex, TopLevel, scan_top_level
 
 _FIELDS = ("model", "stream")
 
@@ -29,6 +32,15 @@ PARSE_WHOLE_BELOW = 256 * 1024
 
 #: The one lane large bodies are scanned in (see the module docstring).
 _SCAN_LANE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aicreds-body-scan")
+#: Large bodies one user may have in the lane (scanning or waiting) at once.
+SCANS_PER_USER = 2
+_scans_by_user: dict[str, int] = {}
+
+
+def scan_budget_seconds(size: int) -> float:
+    """A scan's time budget: 1 s plus 0.1 s per MiB. A 32 MiB body of chat messages scans in
+    about 0.4 s on a busy shared core; 32 MiB of `[[[[[0]]]]]` would take 25 s unbounded."""
+    return 1.0 + 0.1 * size / (1 << 20)
 
 
 @dataclass(frozen=True)
@@ -63,7 +75,9 @@ def read_call_options(body: bytes, *, parse_whole_below: int = PARSE_WHOLE_BELOW
         elif len(body) < parse_whole_below:
             top = _parsed_top_level(body)
         else:
-            top = scan_top_level(body, _FIELDS)
+            top = scan_top_level(body, _FIELDS, budget_seconds=scan_budget_seconds(len(body)))
+    except TooComplex as err:
+        raise ApiError(413, "payload_too_large", f"{err}; send fewer nested values") from None
     except NotJson:
         raise ApiError(400, "invalid_argument", "the request body is not valid JSON") from None
     if top is None or not top.is_object:
@@ -76,8 +90,28 @@ def read_call_options(body: bytes, *, parse_whole_below: int = PARSE_WHOLE_BELOW
     return CallOptions(model=model, stream=top.members.get("stream") is True)
 
 
-async def read_call_options_off_loop(body: bytes) -> CallOptions:
-    """`read_call_options`; a large body is scanned in the one scanning lane."""
+async def read_call_options_off_loop(body: bytes, user_id: str) -> CallOptions:
+    """`read_call_options`; a large body is scanned in the one scanning lane.
+
+    Raises:
+        ApiError: 429 when the user already has `SCANS_PER_USER` large bodies in the lane.
+    """
     if len(body) < PARSE_WHOLE_BELOW:
         return read_call_options(body)
-    return await asyncio.get_running_loop().run_in_executor(_SCAN_LANE, read_call_options, body)
+    if _scans_by_user.get(user_id, 0) >= SCANS_PER_USER:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"at most {SCANS_PER_USER} large request bodies are read at once per user",
+            headers={"Retry-After": "1"},
+        )
+    _scans_by_user[user_id] = _scans_by_user.get(user_id, 0) + 1
+    try:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_SCAN_LANE, read_call_options, body)
+    finally:
+        left = _scans_by_user[user_id] - 1
+        if left:
+            _scans_by_user[user_id] = left
+        else:
+            del _scans_by_user[user_id]

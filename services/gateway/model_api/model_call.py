@@ -167,7 +167,7 @@ async def invoke(request: Request, backend: LlmBackend, vendor: Vendor) -> Respo
     principal = await backend.authenticate(request)
     headers = principal.response_headers
     body = await read_body(request, backend.max_body)
-    options = await read_call_options_off_loop(body)
+    options = await read_call_options_off_loop(body, principal.user_id)
     render_error = vendor.render_error
     call: dict[str, Any] = {
         "user_id": principal.user_id,
