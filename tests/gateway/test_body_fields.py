@@ -276,4 +276,4 @@ async def test_one_user_holds_at_most_two_large_bodies_in_the_scan_lane() -> Non
         call_options.read_call_options = real  # type: ignore[assignment]
     # Every slot was given back.
     assert (await call_options.read_call_options_off_loop(big, "mallory")).model == "m"
-    assert call_options._scans_by_user == {}
+    assert call_options._SCAN_SLOTS.in_flight("mallory") == 0

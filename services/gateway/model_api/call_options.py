@@ -21,6 +21,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from services.gateway.call_slots import CallSlots
 from services.gateway.errors import ApiError
 from services.gateway.model_api.body_fields import NotJson, TooComplex, TopLevel, scan_top_level
 
@@ -34,7 +35,7 @@ PARSE_WHOLE_BELOW = 256 * 1024
 _SCAN_LANE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aicreds-body-scan")
 #: Large bodies one user may have in the lane (scanning or waiting) at once.
 SCANS_PER_USER = 2
-_scans_by_user: dict[str, int] = {}
+_SCAN_SLOTS = CallSlots(SCANS_PER_USER)
 
 
 def scan_budget_seconds(size: int) -> float:
@@ -98,20 +99,16 @@ async def read_call_options_off_loop(body: bytes, user_id: str) -> CallOptions:
     """
     if len(body) < PARSE_WHOLE_BELOW:
         return read_call_options(body)
-    if _scans_by_user.get(user_id, 0) >= SCANS_PER_USER:
+    slot = _SCAN_SLOTS.acquire(user_id)
+    if slot is None:
         raise ApiError(
             429,
             "rate_limited",
             f"at most {SCANS_PER_USER} large request bodies are read at once per user",
             headers={"Retry-After": "1"},
         )
-    _scans_by_user[user_id] = _scans_by_user.get(user_id, 0) + 1
     try:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(_SCAN_LANE, read_call_options, body)
     finally:
-        left = _scans_by_user[user_id] - 1
-        if left:
-            _scans_by_user[user_id] = left
-        else:
-            del _scans_by_user[user_id]
+        slot.release()
