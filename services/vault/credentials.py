@@ -22,7 +22,6 @@ hold up every other request meanwhile.
 from __future__ import annotations
 
 import hmac
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Protocol, TypeVar
@@ -40,6 +39,7 @@ from services.vault.audit import audit_failures, audit_record
 from services.vault.bulk_reads import BulkReads
 from services.vault.envelope import Envelope, Opener
 from services.vault.errors import CredentialNotFound, DecryptionFailed
+from services.vault.row_seals import CREDENTIAL_ROW, report_integrity_error
 from services.vault.store import (
     UNBOUND_HOSTS,
     AuditSink,
@@ -51,8 +51,6 @@ from services.vault.validation import validate_user_id
 
 T = TypeVar("T")
 
-_log = logging.getLogger("aicreds.vault")
-
 # Writes retried when a key's binding changes between the read and the write.
 WRITE_ATTEMPTS = 5
 
@@ -62,10 +60,7 @@ def open_credential(opener: Opener, key: str, stored: StoredCredential) -> str:
     try:
         return opener.open(key, stored.blob, stored.binding)
     except DecryptionFailed:
-        _log.error(
-            "credential failed its integrity check; refused",
-            extra={"fields": {"user": opener.user_id, "key": key}},
-        )
+        report_integrity_error(CREDENTIAL_ROW, key, opener.user_id)
         raise DecryptionFailed(
             f"credential {describe(key)} failed its integrity check (its value or bound hosts "
             "were changed outside the vault) and is not used"

@@ -15,7 +15,8 @@ Encoding: the row kind, then each field, each as one marker byte (0: NULL, 1: a 
 a value, its UTF-8 length (4 bytes, big-endian) and bytes. Nothing here does I/O.
 
 A row that fails its check is logged as `integrity error` with its kind and id (never a digest
-or a seal) and counted (`integrity_error_count`).
+or a seal), with how many of its kind this process has refused (`report_integrity_error`, also
+used for credential values that fail to open).
 """
 
 from __future__ import annotations
@@ -37,14 +38,10 @@ ROW_SEAL_LABEL = b"aicreds row-seal v1"
 TOKEN_ROW = "api_token"
 SESSION_ROW = "session"
 PROVIDER_ROW = "provider"
+CREDENTIAL_ROW = "credential"
 
 _log = logging.getLogger("aicreds.vault.integrity")
 _errors: Counter[str] = Counter()
-
-
-def integrity_error_count(kind: str | None = None) -> int:
-    """How many rows (of `kind`, or of any kind) this process has refused as tampered."""
-    return _errors[kind] if kind is not None else sum(_errors.values())
 
 
 def report_integrity_error(kind: str, row_id: str, user_id: str = "") -> None:

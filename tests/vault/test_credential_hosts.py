@@ -182,7 +182,7 @@ async def test_a_binding_changed_in_the_database_is_refused(
     assert "integrity" in (caught.value.details() or "")
     integrity = [r for r in caplog.records if "integrity" in r.getMessage()]
     assert integrity
-    assert getattr(integrity[0], "fields", {}).get("key") == "openai"
+    assert getattr(integrity[0], "fields", {}).get("row_id") == "openai"
     assert all(SECRET not in r.getMessage() for r in caplog.records)
 
     # Never used or shown: not by a value read, not carried over by a write, not listed.

@@ -11,6 +11,7 @@ from typing import Any
 import aiosqlite
 
 from services.vault.audit import map_changes
+from services.vault.bulk_reads import INLINE_BATCH_BYTES
 from services.vault.store import (
     UNBOUND_HOSTS,
     AuditRecord,
@@ -30,8 +31,8 @@ from services.vault.user_limits import (
 )
 
 # Resolve reads its rows on the event loop (`fetch_small`) while they are bounded by the
-# provider limit; a vault configured for larger providers reads them on a reader's thread.
-_INLINE_PROVIDER_BYTES = 1024 * 1024
+# provider limit (the same 1 MiB as the bulk reads' inline bound); a vault configured for
+# larger providers reads them on a reader's thread.
 # Credential values read on the event loop at most (each at most 16 KiB); more go to a thread.
 _INLINE_CREDENTIALS = 32
 
@@ -285,7 +286,7 @@ class SqliteVaultStore:
     async def _resolve_rows(self, sql: str, params: Sequence[object], user_id: str) -> ResolveRows:
         # One statement: one snapshot of both tables, at most two providers found by key. The
         # first column says which table a row comes from.
-        if self._limits.max_provider_bytes <= _INLINE_PROVIDER_BYTES:
+        if self._limits.max_provider_bytes <= INLINE_BATCH_BYTES:
             rows = await self.db.fetch_small(sql, params)
         else:
             rows = await self.db.fetch_all(sql, params)
