@@ -109,7 +109,8 @@ class InvokeCall:
     model: str | None
     method: str
     path: str
-    query: str = ""
+    # The caller's query may carry a key (`?key=...`): never in a repr.
+    query: str = field(default="", repr=False)
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     body: bytes = field(default=b"", repr=False)
 
@@ -214,19 +215,21 @@ def prepared_call(call: InvokeCall, resolution: Resolution, bounds: HeaderBounds
     method = _checked_method(call)
     provider = resolution.provider
     target = upstream_target(provider.base_url, call.path, call.query)
-    # Bound values only for the origin this call connects to (SPEC 2.9).
-    allowed = values_for_origin(
-        resolution.values,
-        resolution.value_hosts,
-        scheme=target.scheme,
-        host=target.origin.host.decode("ascii"),
-        port=target.port,
-    )
+    values: Mapping[str, str] = resolution.values
+    refused: tuple[str, ...] = ()
+    if resolution.value_hosts:
+        # Bound values only for the origin this call connects to (SPEC 2.9).
+        allowed = values_for_origin(
+            values,
+            resolution.value_hosts,
+            scheme=target.scheme,
+            host=target.origin.host.decode("ascii"),
+            port=target.port,
+        )
+        values, refused = allowed.values, allowed.refused_keys
     # Bounded while substituting (SPEC 3.5): raises HeaderTooLarge before a value passes its
     # bound, then again for the whole request with the caller's forwarded headers.
-    substituted = substitute_headers(
-        provider.headers, allowed.values, bounds=bounds, refused=allowed.refused_keys
-    )
+    substituted = substitute_headers(provider.headers, values, bounds=bounds, refused=refused)
     headers = upstream_request_headers(substituted.headers, call.headers)
     check_headers_size(headers, bounds)
     body = call.body
@@ -308,6 +311,7 @@ class Router:
 
     async def prepare(self, call: InvokeCall, *, deadline: float) -> PreparedCall:
         """Resolve and substitute; raises for a request that cannot be sent."""
+        _checked_method(call)  # before the vault decrypts anything for a request refused anyway
         resolution = await self.resolve(
             call.user_id, call.provider_name, call.model, deadline=deadline
         )

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from services.common.errors import InvalidArgument
 from services.router.errors import (
     CredentialMissing,
+    CredentialNotAllowed,
     EgressRefused,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -143,7 +144,8 @@ class ProviderChecker:
         host = target.host if target.default_port else f"{target.host}:{target.port}"
         try:
             prepared.check_missing()
-        except CredentialMissing as err:
+        except (CredentialMissing, CredentialNotAllowed) as err:
+            # A credential bound to other hosts is treated like a missing one (SPEC 2.9).
             return CheckOutcome.CREDENTIAL_MISSING, 0, f"{err.message}; nothing was sent"
         status = 0
         try:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import pytest
 
 from services.common.header_bounds import HeaderBounds
-from services.router.errors import CredentialMissing, CredentialNotAllowed
+from services.router.errors import BadInvokeRequest, CredentialMissing, CredentialNotAllowed
 from services.router.host_binding import values_for_origin
 from services.router.invocation import (
     InvokeCall,
@@ -20,6 +20,7 @@ from services.router.invocation import (
     prepared_call,
 )
 from services.router.placeholders import substitute_headers
+from services.router.provider_check import CheckOutcome, ProviderChecker
 
 SECRET = "sk-bound-secret-0123456789abcdef"
 FREE = "free-value-0123456789abcdef"
@@ -133,3 +134,32 @@ async def test_preview_shows_what_a_call_would_send() -> None:
     assert _header(preview.headers, "authorization") == "Bearer {{credential:bound}}"
     assert "Credential not allowed for host: bound" in preview.warnings
     assert SECRET not in str(preview)
+
+
+async def test_a_provider_check_reports_a_credential_bound_elsewhere_as_an_outcome() -> None:
+    provider = ProviderConfig("p", "https://evil.example/v1", HEADERS[:2], on_missing_error=True)
+    resolution = Resolution(provider, {"bound": SECRET, "free": FREE}, (), "", {"bound": ("a.b",)})
+    router = Router(_Vault(resolution), upstream=None, vault_timeout=5)  # type: ignore[arg-type]
+    deadline = asyncio.get_running_loop().time() + 5
+    check = await ProviderChecker(router).check("alice", "p", deadline=deadline)
+    assert check.outcome is CheckOutcome.CREDENTIAL_MISSING
+    assert check.status == 0
+    assert "Credential not allowed for host: bound" in check.message
+    assert "nothing was sent" in check.message
+    assert SECRET not in check.message
+
+
+async def test_a_bad_method_is_refused_before_the_vault_is_asked() -> None:
+    class Counting(_Vault):
+        calls = 0
+
+        async def resolve(self, user_id: str, **_: object) -> Resolution:
+            Counting.calls += 1
+            return self.resolution
+
+    vault = Counting(_resolution("https://api.openai.com/v1", {}))
+    router = Router(vault, upstream=None, vault_timeout=5)  # type: ignore[arg-type]
+    call = InvokeCall("alice", "p", None, "PO ST", "/chat/completions")
+    with pytest.raises(BadInvokeRequest):
+        await router.prepare(call, deadline=asyncio.get_running_loop().time() + 5)
+    assert Counting.calls == 0

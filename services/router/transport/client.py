@@ -90,7 +90,8 @@ class UpstreamRequest:
     """
 
     method: str
-    url: str
+    # The caller's query may carry a key (`?key=...`): never in a repr.
+    url: str = field(repr=False)
     headers: Sequence[tuple[str, str]] = field(repr=False)
     body: bytes = field(default=b"", repr=False)
     target: UpstreamTarget | None = field(default=None, repr=False, compare=False)
