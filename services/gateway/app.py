@@ -93,7 +93,7 @@ def model_backend(
 
     async def authenticate(request: Request) -> LlmPrincipal:
         admitted = await admission.admit(request, scope=Scope.LLM_INVOKE, allow_session=False)
-        call_slots.hold(request, admitted.principal.user_id, admitted.headers)
+        call_slots.hold(request, admitted.principal.user_id)
         return LlmPrincipal(admitted.principal.user_id, admitted.headers)
 
     return LlmBackend(

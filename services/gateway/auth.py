@@ -82,7 +82,7 @@ class PresentedCredential:
 
     @cached_property
     def cache_key(self) -> str:
-        """A SHA-256 of the secret (computed once: the cache is looked up twice per request)."""
+        """A SHA-256 of the secret (computed once per request, on first use)."""
         kind = "session" if self.method is AuthMethod.SESSION else "token"
         return hashlib.sha256(f"{kind}\0{self.secret}".encode()).hexdigest()
 
@@ -192,15 +192,6 @@ class Authenticator:
 
     def __repr__(self) -> str:
         return f"Authenticator(cache_ttl={self._ttl}, entries={len(self._cache)})"
-
-    def known_good(self, presented: PresentedCredential) -> bool:
-        """Whether this credential authenticated recently (so it is not a guess)."""
-        entry = self._cache.get(presented.cache_key)
-        return (
-            entry is not None
-            and entry.result.principal is not None
-            and entry.valid_until > self._clock()
-        )
 
     async def authenticate(self, presented: PresentedCredential) -> AuthResult:
         """The vault's verdict on `presented`; raises `ApiError` if the vault cannot answer."""

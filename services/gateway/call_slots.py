@@ -14,7 +14,7 @@ cancelled (the client went away mid-stream).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -61,8 +61,9 @@ class CallSlots:
         self._in_flight[user_id] = count + 1
         return CallSlot(self, user_id)
 
-    def hold(self, request: Request, user_id: str, headers: Mapping[str, str]) -> None:
-        """Take a slot for this request, or raise 429 with the rate-limit headers."""
+    def hold(self, request: Request, user_id: str) -> None:
+        """Take a slot for this request, or raise 429 with the rate-limit headers (the
+        middleware adds the admission's own headers to every error it renders)."""
         slot = self.acquire(user_id)
         if slot is None:
             raise ApiError(
@@ -71,7 +72,6 @@ class CallSlots:
                 f"too many model calls in flight for this user (at most {self.limit}); "
                 "retry when one has ended",
                 headers={
-                    **headers,
                     "X-RateLimit-Limit": str(self.limit),
                     "X-RateLimit-Remaining": "0",
                     "X-RateLimit-Reset": "1",

@@ -90,7 +90,7 @@ def _slot_app(slots: CallSlots, release_stream: asyncio.Event) -> Starlette:
     """A model-call-like endpoint: the user from a header, a stream held until released."""
 
     async def handler(request: Request) -> Response:
-        slots.hold(request, request.headers["x-user"], {})
+        slots.hold(request, request.headers["x-user"])
         if request.query_params.get("fail"):
             raise ApiError(400, "invalid_argument", "bad body")
 
