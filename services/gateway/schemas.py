@@ -6,6 +6,7 @@ The patterns, limits and enums are the rules' own (`services.common.credential_r
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from services.common.credential_rules import (
@@ -60,6 +61,22 @@ PROVIDER_NAME: JsonSchema = {"type": "string", "pattern": PROVIDER_NAME_JSON_PAT
 PROVIDER_KIND: JsonSchema = {"type": "string", "enum": list(PROVIDER_KINDS)}
 ON_MISSING: JsonSchema = {"type": "string", "enum": list(ON_MISSING_CREDENTIAL)}
 TIMESTAMP: JsonSchema = {"type": ["string", "null"], "format": "date-time"}
+
+
+def timestamp_json(message: Any, field: str) -> str | None:
+    """A set protobuf Timestamp field as RFC 3339 UTC with whole seconds
+    (`2026-11-27T12:00:00Z`), None when unset: how every REST body shows a time."""
+    if not message.HasField(field):
+        return None
+    stamp = getattr(message, field)
+    moment = datetime.fromtimestamp(stamp.seconds + stamp.nanos / 1e9, tz=UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def now_json() -> str:
+    """The current time as `timestamp_json` shows a time."""
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
 
 COMPONENTS: dict[str, JsonSchema] = {
     "Error": obj(

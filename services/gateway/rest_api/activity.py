@@ -12,14 +12,14 @@ from typing import Any
 
 from aicreds.vault.v1 import audit_pb2
 
+from services.common.scopes import Scope
 from services.gateway.clients import VaultClient
 from services.gateway.endpoint_table import ApiCall, Endpoint, QueryParam, Reply
 from services.gateway.errors import invalid_argument
-from services.gateway.rest_api.provider_checks import iso_utc
-from services.gateway.schemas import envelope, obj
+from services.gateway.schemas import envelope, now_json, obj, timestamp_json
 
 PATH = "/api/v2/users/me/activity"
-SCOPE = "credentials:read"
+SCOPE = Scope.CREDENTIALS_READ
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 #: The vault's event ids are int64.
@@ -57,7 +57,7 @@ def _int_param(call: ApiCall, name: str, *, default: int, minimum: int, maximum:
 def event_json(event: audit_pb2.AuditEvent) -> dict[str, Any]:
     return {
         "id": int(event.id),
-        "time": iso_utc(event.time),
+        "time": timestamp_json(event, "time") or now_json(),
         "action": event.action,
         "keys": list(event.keys),
         "outcome": event.outcome,

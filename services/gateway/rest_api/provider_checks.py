@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from aicreds.router.v1 import router_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common.scopes import Scope
 from services.gateway.clients import RouterClient
 from services.gateway.endpoint_table import ApiCall, Endpoint, Reply, read_body
 from services.gateway.errors import ApiError, invalid_argument
-from services.gateway.schemas import PROVIDER_NAME, envelope, obj
+from services.gateway.schemas import PROVIDER_NAME, envelope, now_json, obj, timestamp_json
 
 PATH = "/api/v2/users/me/ai-providers/{name}/test"
-SCOPE = "providers:read"
+SCOPE = Scope.PROVIDERS_READ
 
 OUTCOME_NAMES: Mapping[int, str] = {
     router_pb2.CHECK_OUTCOME_ACCEPTED: "accepted",
@@ -67,16 +66,6 @@ RESULT_SCHEMA = obj(
 )
 
 
-def iso_utc(stamp: Timestamp | None) -> str:
-    """A protobuf timestamp as `2026-11-27T12:00:00Z` (UTC, whole seconds); now if unset."""
-    when = (
-        datetime.fromtimestamp(stamp.seconds, UTC)
-        if stamp is not None and (stamp.seconds or stamp.nanos)
-        else datetime.now(UTC)
-    )
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def check_result(name: str, reply: router_pb2.CheckProviderResponse) -> dict[str, Any]:
     """The REST JSON of a check.
 
@@ -92,7 +81,7 @@ def check_result(name: str, reply: router_pb2.CheckProviderResponse) -> dict[str
         "status": int(reply.status),
         "message": reply.message,
         "warnings": list(reply.warnings),
-        "checked_at": iso_utc(reply.checked_at if reply.HasField("checked_at") else None),
+        "checked_at": timestamp_json(reply, "checked_at") or now_json(),
     }
 
 

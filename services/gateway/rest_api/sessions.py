@@ -15,8 +15,7 @@ from services.gateway.admission import expired_session_cookie, session_cookie
 from services.gateway.auth import Authenticator, session_cookie_name
 from services.gateway.clients import VaultClient
 from services.gateway.endpoint_table import ApiCall, Endpoint, Reply
-from services.gateway.rest_api.tokens import timestamp_json
-from services.gateway.schemas import TIMESTAMP, envelope, obj
+from services.gateway.schemas import TIMESTAMP, envelope, obj, timestamp_json
 
 BASE = "/api/v2/sessions"
 

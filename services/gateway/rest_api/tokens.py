@@ -11,11 +11,9 @@ user's tokens at once (the revoked token's descendants included); other replicas
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from aicreds.vault.v1 import auth_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.scopes import ALL_SCOPES, Scope
 from services.common.token_rules import (
@@ -28,7 +26,7 @@ from services.gateway.auth import Authenticator, AuthMethod
 from services.gateway.clients import VaultClient
 from services.gateway.endpoint_table import ApiCall, Endpoint, Reply
 from services.gateway.errors import invalid_argument
-from services.gateway.schemas import envelope, obj, ref
+from services.gateway.schemas import envelope, obj, ref, timestamp_json
 from services.gateway.validation import (
     optional_positive_int,
     parse_scopes,
@@ -37,15 +35,6 @@ from services.gateway.validation import (
 )
 
 BASE = "/api/v2/users/me/api-tokens"
-
-
-def timestamp_json(message: Any, field: str) -> str | None:
-    """An RFC 3339 UTC time for a set Timestamp field, None when unset."""
-    if not message.HasField(field):
-        return None
-    stamp: Timestamp = getattr(message, field)
-    moment = datetime.fromtimestamp(stamp.seconds + stamp.nanos / 1e9, tz=UTC)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def token_json(info: auth_pb2.TokenInfo) -> dict[str, Any]:
