@@ -64,26 +64,24 @@ from services.common.settings import (
 from services.router.egress import EgressPolicy
 
 
-def _positive(name: str, value: float) -> float:
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    """A positive number of seconds from `name`, else `default`."""
+    value = env_float(environ, name, default)
     if value <= 0:
         raise ValueError(f"{name} must be a positive number of seconds")
     return value
 
 
-def _at_least_one(name: str, value: int) -> int:
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1")
+def _count(environ: Mapping[str, str], name: str, default: int, smallest: int = 1) -> int:
+    """An integer of at least `smallest` from `name`, else `default`."""
+    value = env_int(environ, name, default)
+    if value < smallest:
+        raise ValueError(f"{name} must be at least {smallest}")
     return value
 
 
 #: Below this a provider could not carry one API key (an operator's typo, such as a value in KiB).
 _SMALLEST_HEADER_BOUND = 1024
-
-
-def _at_least(name: str, value: int, smallest: int) -> int:
-    if value < smallest:
-        raise ValueError(f"{name} must be at least {smallest}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -159,49 +157,26 @@ class RouterSettings:
             vault_tls=env_client_tls(environ, "ROUTER_VAULT_TLS"),
             upstream_ca_file=env_optional_path(environ, "ROUTER_UPSTREAM_CA_FILE"),
             egress_allow=egress_allow,
-            connect_timeout=_positive(
-                "ROUTER_CONNECT_TIMEOUT",
-                env_float(environ, "ROUTER_CONNECT_TIMEOUT", cls.connect_timeout),
+            connect_timeout=_seconds(environ, "ROUTER_CONNECT_TIMEOUT", cls.connect_timeout),
+            resolve_timeout=_seconds(environ, "ROUTER_RESOLVE_TIMEOUT", cls.resolve_timeout),
+            first_byte_timeout=_seconds(
+                environ, "ROUTER_UPSTREAM_FIRST_BYTE_TIMEOUT", cls.first_byte_timeout
             ),
-            resolve_timeout=_positive(
-                "ROUTER_RESOLVE_TIMEOUT",
-                env_float(environ, "ROUTER_RESOLVE_TIMEOUT", cls.resolve_timeout),
+            idle_timeout=_seconds(environ, "ROUTER_UPSTREAM_IDLE_TIMEOUT", cls.idle_timeout),
+            upstream_timeout=_seconds(environ, "ROUTER_UPSTREAM_TIMEOUT", cls.upstream_timeout),
+            vault_timeout=_seconds(environ, "ROUTER_VAULT_TIMEOUT", cls.vault_timeout),
+            max_connections=_count(environ, "ROUTER_MAX_CONNECTIONS", cls.max_connections),
+            max_connections_per_origin=_count(
+                environ, "ROUTER_MAX_CONNECTIONS_PER_ORIGIN", cls.max_connections_per_origin
             ),
-            first_byte_timeout=_positive(
-                "ROUTER_UPSTREAM_FIRST_BYTE_TIMEOUT",
-                env_float(environ, "ROUTER_UPSTREAM_FIRST_BYTE_TIMEOUT", cls.first_byte_timeout),
-            ),
-            idle_timeout=_positive(
-                "ROUTER_UPSTREAM_IDLE_TIMEOUT",
-                env_float(environ, "ROUTER_UPSTREAM_IDLE_TIMEOUT", cls.idle_timeout),
-            ),
-            upstream_timeout=_positive(
-                "ROUTER_UPSTREAM_TIMEOUT",
-                env_float(environ, "ROUTER_UPSTREAM_TIMEOUT", cls.upstream_timeout),
-            ),
-            vault_timeout=_positive(
-                "ROUTER_VAULT_TIMEOUT",
-                env_float(environ, "ROUTER_VAULT_TIMEOUT", cls.vault_timeout),
-            ),
-            max_connections=_at_least_one(
-                "ROUTER_MAX_CONNECTIONS",
-                env_int(environ, "ROUTER_MAX_CONNECTIONS", cls.max_connections),
-            ),
-            max_connections_per_origin=_at_least_one(
-                "ROUTER_MAX_CONNECTIONS_PER_ORIGIN",
-                env_int(
-                    environ, "ROUTER_MAX_CONNECTIONS_PER_ORIGIN", cls.max_connections_per_origin
-                ),
-            ),
-            max_header_value_bytes=_at_least(
+            max_header_value_bytes=_count(
+                environ,
                 "ROUTER_MAX_HEADER_VALUE_BYTES",
-                env_int(environ, "ROUTER_MAX_HEADER_VALUE_BYTES", cls.max_header_value_bytes),
+                cls.max_header_value_bytes,
                 _SMALLEST_HEADER_BOUND,
             ),
-            max_headers_bytes=_at_least(
-                "ROUTER_MAX_HEADERS_BYTES",
-                env_int(environ, "ROUTER_MAX_HEADERS_BYTES", cls.max_headers_bytes),
-                _SMALLEST_HEADER_BOUND,
+            max_headers_bytes=_count(
+                environ, "ROUTER_MAX_HEADERS_BYTES", cls.max_headers_bytes, _SMALLEST_HEADER_BOUND
             ),
             shutdown_grace=env_float(environ, "ROUTER_SHUTDOWN_GRACE", cls.shutdown_grace),
             log_level=env_str(environ, "ROUTER_LOG_LEVEL", cls.log_level).upper(),
