@@ -143,15 +143,11 @@ class CredentialMaps:
             await self._store.append_audit(record)
         return value
 
-    async def values(self, user_id: str, keys: Iterable[str]) -> tuple[dict[str, str], list[str]]:
-        """Decrypted values of those `keys` that exist, and the sorted names of the others."""
-        values, _, missing = await self.values_with_hosts(user_id, keys)
-        return values, missing
-
     async def values_with_hosts(
         self, user_id: str, keys: Iterable[str]
     ) -> tuple[dict[str, str], dict[str, tuple[str, ...]], list[str]]:
-        """`values`, and the bound hosts of those returned values that are bound."""
+        """Decrypted values of those `keys` that exist, the bound hosts of those of them that are
+        bound, and the sorted names of the keys that do not exist."""
         wanted = list(dict.fromkeys(keys))
         for key in wanted:
             validate_key(key)

@@ -45,6 +45,7 @@ from services.common.provider_rules import (
 )
 from services.vault.audit import audit_failures, audit_record
 from services.vault.bulk_reads import BulkReads
+from services.vault.credentials import open_credential
 from services.vault.envelope import Envelope, Opener
 from services.vault.errors import (
     DecryptionFailed,
@@ -176,10 +177,11 @@ class ProviderBook:
         """Refuse headers that the user's current values would take over the bounds."""
         keys = config.referenced_keys
         blobs = await self._store.get_credentials_named(user_id, keys) if keys else {}
-        values = {
-            key: await self._envelope.open(user_id, key, stored.blob, stored.binding)
-            for key, stored in blobs.items()
-        }
+        values: dict[str, str] = {}
+        if blobs:
+            # Opened as every credential read opens one: a tampered value is reported, not used.
+            opener = await self._envelope.opener_for(user_id)
+            values = {key: open_credential(opener, key, stored) for key, stored in blobs.items()}
         problem = header_bounds.headers_problem(config.headers.items(), values, self._header_bounds)
         if problem:
             raise InvalidArgument(problem, reason=header_bounds.REASON)
