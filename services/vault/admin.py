@@ -49,10 +49,11 @@ from services.vault.rotation import (
     retire_master_key,
     rewrap_data_keys,
 )
-from services.vault.store.credential_hosts import SqliteCredentialHostStore
-from services.vault.store.rotation import SqliteRotationStore
-from services.vault.store.sqlite import SqliteVaultStore
-from services.vault.store.sqlite_db import SqliteDatabase
+from services.vault.store.credential_hosts import SqlCredentialHostStore
+from services.vault.store.rotation import SqlRotationStore
+from services.vault.store.vault_tables import SqlVaultStore
+from services.vault.store.database import Database
+from services.vault.store.opening import open_configured
 from services.vault.tokens import TokenInfo, parse_lifetime
 
 CALLER = "admin"
@@ -67,10 +68,10 @@ class Vault:
     """The vault's state, opened directly."""
 
     settings: VaultSettings
-    db: SqliteDatabase
+    db: Database
     keyring: KeyringSource
     auth: AuthDomain
-    rotation: SqliteRotationStore
+    rotation: SqlRotationStore
     credential_hosts: CredentialHosts
 
 
@@ -81,11 +82,11 @@ async def open_vault(settings: VaultSettings) -> AsyncIterator[Vault]:
         settings.keyring_file,
         load_or_generate(settings.keyring_file, generate_dev_key=settings.generate_dev_key),
     )
-    db = await SqliteDatabase.open(settings.database, readers=1)
+    db = await open_configured(settings, readers=1)
     try:
         # The vault's own start-up check: refuses a keyring that lacks a key in use or holds a
         # wrong one, and records a check blob for a newly added key.
-        envelope = Envelope(SqliteVaultStore(db), keyring)
+        envelope = Envelope(SqlVaultStore(db), keyring)
         await envelope.verify_master_keys()
         auth = AuthDomain.on(db, keyring)
         await seal_legacy_rows(auth.store, envelope)  # as the vault does at start
@@ -94,8 +95,8 @@ async def open_vault(settings: VaultSettings) -> AsyncIterator[Vault]:
             db,
             keyring,
             auth,
-            SqliteRotationStore(db),
-            CredentialHosts(SqliteCredentialHostStore(db), envelope),
+            SqlRotationStore(db),
+            CredentialHosts(SqlCredentialHostStore(db), envelope),
         )
     finally:
         await db.close()
@@ -201,7 +202,7 @@ async def keys_add(vault: Vault, args: argparse.Namespace) -> None:
     used = await vault.rotation.master_key_check_ids()
     updated = add_master_key(vault.settings.keyring_file, never_reuse=used)
     vault.keyring.reload()
-    await Envelope(SqliteVaultStore(vault.db), vault.keyring).verify_master_keys()
+    await Envelope(SqlVaultStore(vault.db), vault.keyring).verify_master_keys()
     _err(
         f"added master key {updated.primary_id}, now primary (keys: {updated.key_ids}). Back up "
         f"{vault.settings.keyring_file} to your secret store now, then run: keys rewrap"

@@ -12,9 +12,9 @@ from services.vault.audit_log import AuditLog
 from services.vault.keyring import KeyringSource
 from services.vault.row_seals import RowSealer
 from services.vault.sessions import SessionService
-from services.vault.store.audit_log import SqliteAuditReader
-from services.vault.store.sqlite_db import SqliteDatabase
-from services.vault.store.tokens import SqliteAuthStore
+from services.vault.store.audit_log import SqlAuditReader
+from services.vault.store.database import Database
+from services.vault.store.tokens import SqlAuthStore
 from services.vault.tokens import SecretHasher, TokenService
 
 
@@ -22,19 +22,19 @@ from services.vault.tokens import SecretHasher, TokenService
 class AuthDomain:
     """The domain objects behind AuthService and AuditService."""
 
-    store: SqliteAuthStore
+    store: SqlAuthStore
     tokens: TokenService
     sessions: SessionService
     audit_log: AuditLog
 
     @classmethod
-    def on(cls, db: SqliteDatabase, keyring: KeyringSource) -> AuthDomain:
+    def on(cls, db: Database, keyring: KeyringSource) -> AuthDomain:
         """On the database, with the keyring's pepper (digests) and master keys (row seals)."""
-        store = SqliteAuthStore(db, RowSealer(keyring))
+        store = SqlAuthStore(db, RowSealer(keyring))
         hasher = SecretHasher(keyring.current.pepper)
         return cls(
             store=store,
             tokens=TokenService(store, hasher),
             sessions=SessionService(store, store, hasher),
-            audit_log=AuditLog(SqliteAuditReader(db)),
+            audit_log=AuditLog(SqlAuditReader(db)),
         )

@@ -15,6 +15,7 @@ from services.common.settings import (
     env_str,
     state_dir,
 )
+from services.vault.store.location import DatabaseLocation, parse_location
 from services.vault.user_limits import (
     DEFAULT_MAX_CREDENTIAL_BYTES,
     DEFAULT_MAX_PROVIDER_BYTES,
@@ -32,7 +33,7 @@ class VaultSettings:
 
     listen: str
     state_dir: Path
-    database: Path
+    database: DatabaseLocation
     keyring_file: Path
     generate_dev_key: bool
     callers_file: Path
@@ -41,6 +42,8 @@ class VaultSettings:
     tls_client_ca: Path | None
     log_level: str
     limits: UserLimits = UserLimits()
+    database_pool_size: int = 10
+    database_statement_timeout_ms: int = 5000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> VaultSettings:
@@ -49,7 +52,7 @@ class VaultSettings:
         settings = cls(
             listen=env_str(environ, "VAULT_LISTEN", "127.0.0.1:50051"),
             state_dir=state,
-            database=env_path(environ, "VAULT_DATABASE", state / "vault.db"),
+            database=parse_location(env_str(environ, "VAULT_DATABASE", str(state / "vault.db"))),
             keyring_file=env_path(environ, "VAULT_KEYRING_FILE", state / "master-keys.json"),
             generate_dev_key=env_bool(environ, "VAULT_GENERATE_DEV_KEY", False),
             callers_file=env_path(environ, "VAULT_CALLERS_FILE", state / "vault-callers.json"),
@@ -66,6 +69,10 @@ class VaultSettings:
                     environ, "VAULT_MAX_CREDENTIAL_BYTES", DEFAULT_MAX_CREDENTIAL_BYTES
                 ),
             ),
+            database_pool_size=env_int(environ, "VAULT_DATABASE_POOL_SIZE", 10),
+            database_statement_timeout_ms=env_int(
+                environ, "VAULT_DATABASE_STATEMENT_TIMEOUT_MS", 5000
+            ),
         )
         if (settings.tls_cert is None) != (settings.tls_key is None):
             raise ValueError("VAULT_TLS_CERT and VAULT_TLS_KEY must be set together")
@@ -75,6 +82,8 @@ class VaultSettings:
             ("VAULT_MAX_PROVIDERS", settings.limits.max_providers),
             ("VAULT_MAX_PROVIDER_BYTES", settings.limits.max_provider_bytes),
             ("VAULT_MAX_CREDENTIAL_BYTES", settings.limits.max_credential_bytes),
+            ("VAULT_DATABASE_POOL_SIZE", settings.database_pool_size),
+            ("VAULT_DATABASE_STATEMENT_TIMEOUT_MS", settings.database_statement_timeout_ms),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be a positive integer")

@@ -29,7 +29,7 @@ from services.vault.errors import DecryptionFailed
 from services.vault.providers import legacy_headers_purpose, record_purpose
 from services.vault.row_seals import PROVIDER_ROW, report_integrity_error
 from services.vault.store import ProviderRecord
-from services.vault.store.tokens import SqliteAuthStore
+from services.vault.store.tokens import RESEAL_LOCK, SqlAuthStore
 
 _log = logging.getLogger("aicreds.vault.resealing")
 _RESEAL_BATCH = 500
@@ -45,24 +45,22 @@ class LegacySealing:
     refused_providers: int = 0
 
 
-async def seal_legacy_rows(auth: SqliteAuthStore, envelope: Envelope) -> LegacySealing | None:
+async def seal_legacy_rows(auth: SqlAuthStore, envelope: Envelope) -> LegacySealing | None:
     """Seal the rows migration 6 left pending, in one transaction; None when none were pending
     (every start after the first: one small read)."""
     db = auth.db
     if not await db.fetch_all("SELECT kind FROM row_seal_pending"):
         return None
-    async with db.writing() as conn:
-        async with conn.execute("SELECT kind FROM row_seal_pending") as cursor:
-            pending = {str(row[0]) for row in await cursor.fetchall()}
+    async with db.writing(lock=RESEAL_LOCK) as conn:
+        pending = {str(row[0]) for row in await conn.fetch_all("SELECT kind FROM row_seal_pending")}
         tokens = sessions = providers = refused = 0
         if pending & {"api_token", "session"}:
             tokens, sessions = await auth.seal_unsealed_rows(conn)
         if "provider" in pending:
-            async with conn.execute(
+            rows = await conn.fetch_all(
                 "SELECT user_id, name, kind, base_url, models, on_missing_credential, headers"
                 " FROM providers ORDER BY user_id, name"
-            ) as cursor:
-                rows = [tuple(row) for row in await cursor.fetchall()]
+            )
             for row in rows:
                 record = ProviderRecord(
                     user_id=str(row[0]),
@@ -119,7 +117,7 @@ async def _resealed_headers(envelope: Envelope, record: ProviderRecord) -> bytes
     return await envelope.seal(record.user_id, record_purpose(record), text)
 
 
-async def reseal_rows(auth: SqliteAuthStore, primary_id: str) -> int:
+async def reseal_rows(auth: SqlAuthStore, primary_id: str) -> int:
     """Re-seal every token and session row under the primary master key `primary_id`, one
     transaction per batch; how many rows were re-sealed."""
     total = 0

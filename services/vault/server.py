@@ -42,8 +42,9 @@ from services.vault.servicers.audit import AuditServicer
 from services.vault.servicers.auth import AuthServicer
 from services.vault.servicers.credentials import CredentialServicer
 from services.vault.servicers.providers import ProviderServicer
-from services.vault.store.credential_hosts import SqliteCredentialHostStore
-from services.vault.store.sqlite import SqliteVaultStore
+from services.vault.store.credential_hosts import SqlCredentialHostStore
+from services.vault.store.opening import open_configured
+from services.vault.store.vault_tables import SqlVaultStore
 
 _log = logging.getLogger("aicreds.vault")
 _SWITCH_INTERVAL_S = 0.0005
@@ -55,7 +56,7 @@ class RunningVault:
 
     settings: VaultSettings
     server: RunningServer
-    store: SqliteVaultStore
+    store: SqlVaultStore
     envelope: Envelope
     credentials: CredentialMaps
     providers: ProviderBook
@@ -106,7 +107,7 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
         settings.keyring_file,
         load_or_generate(settings.keyring_file, generate_dev_key=settings.generate_dev_key),
     )
-    store = await SqliteVaultStore.open(settings.database, settings.limits)
+    store = SqlVaultStore(await open_configured(settings), settings.limits)
     try:
         envelope = Envelope(store, keyring)
         await envelope.verify_master_keys()
@@ -117,7 +118,7 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
         auth = AuthDomain.on(store.db, keyring)
         # Migration 6 needs the keyring to finish: done here, before anything is served.
         await seal_legacy_rows(auth.store, envelope)
-        credential_hosts = CredentialHosts(SqliteCredentialHostStore(store.db), envelope)
+        credential_hosts = CredentialHosts(SqlCredentialHostStore(store.db), envelope)
         server = await start_server(
             listen=settings.listen,
             register=lambda s: register_services(

@@ -8,6 +8,10 @@
 For a vault in another process, `prepare_vault_files(directory, callers)` writes the keyring
 and callers files and returns `VaultFiles` with the tokens and the environment to run
 `python -m services.vault.server` with (set `VAULT_LISTEN` yourself).
+
+The database is SQLite in the state directory, unless the test runs on PostgreSQL
+(`use_backend("postgresql")`, which the `vault_backend` fixture of tests/vault does): then each
+state directory gets a fresh database of its own on the test server, dropped after the test.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from services.common.grpc_server import open_channel
 from services.vault.config import VaultSettings
 from services.vault.keyring import Keyring
 from services.vault.server import RunningVault, start_vault
+from services.vault.store.location import DatabaseLocation, PostgresUrl
+from tests.support.postgres import create_database, drop_database
 
 DEFAULT_CALLERS: Mapping[str, Iterable[str]] = {
     "gateway": ["manage"],
@@ -39,7 +45,7 @@ class VaultFiles:
     state_dir: Path
     keyring_file: Path
     callers_file: Path
-    database: Path
+    database: DatabaseLocation
     tokens: Mapping[str, str] = field(repr=False)
 
     def token(self, caller: str) -> str:
@@ -51,7 +57,7 @@ class VaultFiles:
         return {
             "STATE_DIR": str(self.state_dir),
             "VAULT_LISTEN": listen,
-            "VAULT_DATABASE": str(self.database),
+            "VAULT_DATABASE": database_setting(self.database),
             "VAULT_KEYRING_FILE": str(self.keyring_file),
             "VAULT_CALLERS_FILE": str(self.callers_file),
             "VAULT_LOG_LEVEL": "DEBUG",
@@ -75,7 +81,45 @@ def prepare_vault_files(
     write_callers_file(
         callers_file, {name: (tokens[name], list(rights)) for name, rights in callers.items()}
     )
-    return VaultFiles(state, keyring_file, callers_file, state / "vault.db", tokens)
+    return VaultFiles(state, keyring_file, callers_file, database_for(state), tokens)
+
+
+_backend = "sqlite"
+_databases: dict[Path, PostgresUrl] = {}
+
+
+def use_backend(backend: str) -> None:
+    """The backend of the vaults started from now on: "sqlite" or "postgresql"."""
+    if backend not in {"sqlite", "postgresql"}:
+        raise ValueError(backend)
+    global _backend
+    _backend = backend
+
+
+def current_backend() -> str:
+    return _backend
+
+
+def database_for(state: Path) -> DatabaseLocation:
+    """The database of the vault whose state directory is `state`, on the current backend (a
+    PostgreSQL database is created on first use and kept for the directory: a restart)."""
+    if _backend == "sqlite":
+        return state / "vault.db"
+    if state not in _databases:
+        _databases[state] = create_database(state.parent.name)
+    return _databases[state]
+
+
+def drop_test_databases() -> None:
+    """Drop the PostgreSQL databases made for this test's vaults."""
+    while _databases:
+        _, url = _databases.popitem()
+        drop_database(url)
+
+
+def database_setting(location: DatabaseLocation) -> str:
+    """`VAULT_DATABASE` for a location (a PostgreSQL URL in full: test URLs hold no password)."""
+    return location.url if isinstance(location, PostgresUrl) else str(location)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from services.vault.keyring import Keyring, KeyringSource
 from services.vault.row_seals import SESSION_ROW, TOKEN_ROW, RowSealer
-from services.vault.store.sqlite_db import parse_utc_text, utc_text
+from services.vault.store.database import parse_utc_text, utc_text
 from services.vault.store.tokens import (
     SESSION_COLUMNS,
     TOKEN_COLUMNS,

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from services.common.model_selection import select_provider
 from services.vault.store import AuditRecord, ProviderRecord
-from services.vault.store.sqlite import SqliteVaultStore
+from services.vault.store.vault_tables import SqlVaultStore
+from tests.support.databases import open_test_database
 from services.vault.user_limits import UserLimits
 
 NAMES = ["a", "b", "c", "openai", "zeta"]
@@ -33,7 +34,7 @@ def _queries() -> list[str]:
 async def test_the_index_picks_what_select_provider_picks_over_all_providers(
     tmp_path: Path,
 ) -> None:
-    store = await SqliteVaultStore.open(tmp_path / "v.db", UserLimits(max_providers=1000))
+    store = SqlVaultStore(await open_test_database(tmp_path), UserLimits(max_providers=1000))
     rng = random.Random(14)
     try:
         for _ in range(40):

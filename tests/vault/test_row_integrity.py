@@ -27,8 +27,9 @@ from services.vault.errors import StartupRefused
 from services.vault.keyring import Keyring, KeyringSource
 from services.vault.providers import legacy_headers_purpose
 from services.vault.store.migrations import MIGRATIONS
-from services.vault.store.sqlite import SqliteVaultStore
-from services.vault.store.sqlite_db import SqliteDatabase, utc_text
+from services.vault.store.vault_tables import SqlVaultStore
+from services.vault.store.database import utc_text
+from services.vault.store.sqlite_db import SqliteDatabase
 from services.vault.tokens import SecretHasher, new_token
 from tests.support.vault import VaultHandle, running_vault
 from tests.vault._admin import run_admin
@@ -280,7 +281,7 @@ async def _legacy_database(path: Path, keyring: Keyring, token: str, session: st
     path.parent.mkdir(parents=True, exist_ok=True)
     db = await SqliteDatabase.open(path, migrations=MIGRATIONS[:5])
     try:
-        store = SqliteVaultStore(db)
+        store = SqlVaultStore(db)
         envelope = Envelope(store, KeyringSource(path.with_name("none"), keyring))
         headers = json.dumps([["Authorization", ["Bearer {{credential:api_key}}"]]])
         blob = await envelope.seal("alice", legacy_headers_purpose("mine"), headers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,8 +13,8 @@ import aiosqlite
 import pytest
 
 from services.vault.store import AuditRecord, StoredCredential, WrappedDataKey
-from services.vault.store.rotation import RewrapConflict, SqliteRotationStore
-from services.vault.store.sqlite import SqliteVaultStore
+from services.vault.store.rotation import RewrapConflict, SqlRotationStore
+from services.vault.store.vault_tables import SqlVaultStore
 from services.vault.store.sqlite_db import SqliteDatabase
 
 READERS = 3
@@ -45,7 +45,7 @@ async def _pragmas(conn: aiosqlite.Connection) -> tuple[str, int, int]:
 async def test_every_connection_is_wal_with_synchronous_full(db: SqliteDatabase) -> None:
     # synchronous=FULL (2) is what makes an acknowledged commit survive a power loss; a SIGKILL
     # test cannot tell it from NORMAL, so it is checked here, on the writer and every reader.
-    async with db.writing() as writer:
+    async with db.writing(lock=None) as writer:
         assert await _pragmas(writer) == ("wal", 2, 10_000)
     async with AsyncExitStack() as stack:
         readers = [await stack.enter_async_context(db.reading()) for _ in range(READERS)]
@@ -63,7 +63,7 @@ async def test_every_connection_is_wal_with_synchronous_full(db: SqliteDatabase)
 
 
 async def test_a_replace_all_failing_midway_leaves_the_old_map(db: SqliteDatabase) -> None:
-    store = SqliteVaultStore(db)
+    store = SqlVaultStore(db)
     await store.replace_credentials("alice", {"a": b"old-a", "b": b"old-b"}, audit=_audit("r1"))
     # The second row breaks NOT NULL after the delete and the first insert have run.
     with pytest.raises(sqlite3.IntegrityError):
@@ -83,13 +83,13 @@ async def test_a_replace_all_failing_midway_leaves_the_old_map(db: SqliteDatabas
 async def test_a_rewrap_batch_with_a_row_changed_meanwhile_changes_nothing(
     db: SqliteDatabase,
 ) -> None:
-    store = SqliteVaultStore(db)
+    store = SqlVaultStore(db)
     for user in ("alice", "bob"):
         await store.add_data_key(WrappedDataKey(user, f"d-{user}", "k1", f"k1-{user}".encode()))
-    alice, bob = (await SqliteRotationStore(db).data_keys_not_under("k2", 10))[:2]
+    alice, bob = (await SqlRotationStore(db).data_keys_not_under("k2", 10))[:2]
     stale_bob = WrappedDataKey("bob", "d-bob", "k1", b"what it was before")
     with pytest.raises(RewrapConflict, match="'bob'"):
-        await SqliteRotationStore(db).replace_wrapped_data_keys(
+        await SqlRotationStore(db).replace_wrapped_data_keys(
             [
                 (alice, WrappedDataKey("alice", "d-alice", "k2", b"k2-alice")),
                 (stale_bob, WrappedDataKey("bob", "d-bob", "k2", b"k2-bob")),
@@ -105,7 +105,7 @@ async def test_a_write_cancelled_while_another_process_holds_the_lock_leaves_no_
     # An RPC whose client gives up while `aicreds-admin` holds the database lock: its BEGIN
     # still completes on aiosqlite's thread once the lock is free. That transaction must be
     # ended, or every later write fails and the vault holds the database lock for good.
-    store = SqliteVaultStore(db)
+    store = SqlVaultStore(db)
     other = sqlite3.connect(db.path, isolation_level=None, timeout=5)
     try:
         other.execute("BEGIN IMMEDIATE")
@@ -142,13 +142,13 @@ async def test_concurrent_audit_appends_are_committed_together_and_each_awaits_i
     db: SqliteDatabase,
 ) -> None:
     commits: list[int] = []
-    insert_rows = db._insert_audit_rows
+    write_batch = db._audits._write
 
-    async def counting(rows: list[tuple[object, ...]]) -> None:
-        commits.append(len(rows))
-        await insert_rows(rows)
+    async def counting(sql: str, params: Sequence[object]) -> None:
+        commits.append(len(params) // 6)
+        await write_batch(sql, params)
 
-    db._insert_audit_rows = counting  # type: ignore[method-assign]
+    db._audits._write = counting
     await asyncio.gather(*(db.append_audit(_audit_of("alice", f"a{i}")) for i in range(50)))
     assert commits == [50]  # one transaction, one durable commit
     with sqlite3.connect(db.path) as conn:  # another process sees every row once they returned
@@ -185,7 +185,7 @@ async def test_an_audit_append_whose_caller_gave_up_is_still_written(db: SqliteD
 async def test_small_reads_fall_back_to_a_reader_thread_while_sqlite_answers_busy(
     db: SqliteDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = SqliteVaultStore(db)
+    store = SqlVaultStore(db)
     await store.put_credential("alice", "k", b"blob", audit=_audit("put"))
 
     class Busy:

@@ -18,8 +18,8 @@ from aicreds.vault.v1.auth_pb2_grpc import AuthServiceStub
 from services.common.scopes import ALL_SCOPES
 from services.vault.keyring import Keyring, KeyringSource
 from services.vault.row_seals import RowSealer
-from services.vault.store.sqlite_db import SqliteDatabase
-from services.vault.store.tokens import SqliteAuthStore
+from tests.support.databases import open_test_database
+from services.vault.store.tokens import SqlAuthStore
 from services.vault.tokens import (
     SecretHasher,
     TokenService,
@@ -274,9 +274,9 @@ async def test_last_used_is_recorded_and_shown(auth: AuthServiceStub) -> None:
 
 async def test_last_used_is_written_at_most_once_a_minute(tmp_path: Path) -> None:
     now = [1_800_000_000.0]
-    db = await SqliteDatabase.open(tmp_path / "vault.db")
+    db = await open_test_database(tmp_path)
     try:
-        store = SqliteAuthStore(db, RowSealer(KeyringSource(tmp_path / "keys", Keyring.generate())))
+        store = SqlAuthStore(db, RowSealer(KeyringSource(tmp_path / "keys", Keyring.generate())))
         tokens = TokenService(store, SecretHasher(PEPPER), clock=lambda: now[0])
         created = await tokens.create("admin", "alice", name="n")
         writes: list[str] = []

@@ -1,21 +1,21 @@
-"""SQLite reading of the `audit_events` table (written by `sqlite_db.insert_audit`)."""
+"""Reading the `audit_events` table (written by `database.insert_audit`)."""
 
 from __future__ import annotations
 
 import json
 
 from services.vault.audit_log import AuditEvent
-from services.vault.store.sqlite_db import SqliteDatabase, parse_utc_text
+from services.vault.store.database import Database, parse_utc_text
 
 
-class SqliteAuditReader:
-    """`AuditReader` on the vault's SQLite database."""
+class SqlAuditReader:
+    """`AuditReader` on the vault's database."""
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     def __repr__(self) -> str:
-        return f"SqliteAuditReader({self.db!r})"
+        return f"SqlAuditReader({self.db!r})"
 
     async def list_audit_events(
         self, user_id: str, *, limit: int, before_id: int | None

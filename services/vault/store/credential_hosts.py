@@ -1,4 +1,4 @@
-"""SQLite storage of credentials' bound hosts (migration 7, column `credentials.hosts`).
+"""Storage of credentials' bound hosts (migration 7, column `credentials.hosts`).
 
 The hosts are stored beside the value as canonical JSON (`[]` when unbound) and the value is
 sealed for them, so they change only together with a value sealed anew (`set_credential_hosts`).
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from services.vault.store import UNBOUND_HOSTS, AuditRecord, AuditSink, StoredCredential
-from services.vault.store.sqlite_db import SqliteDatabase, insert_audit, utc_text
+from services.vault.store.database import Database, insert_audit, utc_text
 
 
 class CredentialHostStore(AuditSink, Protocol):
@@ -27,14 +27,14 @@ class CredentialHostStore(AuditSink, Protocol):
         (nothing written, no audit row) if it is gone or was changed meanwhile."""
 
 
-class SqliteCredentialHostStore:
-    """`CredentialHostStore` on the vault's SQLite database."""
+class SqlCredentialHostStore:
+    """`CredentialHostStore` on the vault's database."""
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     def __repr__(self) -> str:
-        return f"SqliteCredentialHostStore({self.db!r})"
+        return f"SqlCredentialHostStore({self.db!r})"
 
     async def get_credential(self, user_id: str, key: str) -> StoredCredential | None:
         row = await self.db.fetch_small(
@@ -45,7 +45,7 @@ class SqliteCredentialHostStore:
     async def get_bound_credentials(self, user_id: str) -> dict[str, StoredCredential]:
         rows = await self.db.fetch_all(
             "SELECT key, blob, hosts FROM credentials WHERE user_id = ?"
-            " AND (hosts != ? OR substr(blob, 1, 1) = x'02') ORDER BY key",
+            f" AND (hosts != ? OR {self.db.dialect.byte_at_0.format('blob')} = 2) ORDER BY key",
             (user_id, UNBOUND_HOSTS),
         )
         return {str(row[0]): StoredCredential(bytes(row[1]), str(row[2])) for row in rows}
@@ -53,14 +53,12 @@ class SqliteCredentialHostStore:
     async def set_credential_hosts(
         self, user_id: str, key: str, old_blob: bytes, new: StoredCredential, *, audit: AuditRecord
     ) -> bool:
-        async with self.db.writing() as conn:
-            cursor = await conn.execute(
+        async with self.db.writing(lock=user_id) as conn:
+            changed = 0 < await conn.execute(
                 "UPDATE credentials SET blob = ?, hosts = ?, updated_at = ?"
                 " WHERE user_id = ? AND key = ? AND blob = ?",
                 (new.blob, new.hosts, utc_text(), user_id, key, old_blob),
             )
-            changed: bool = cursor.rowcount > 0
-            await cursor.close()
             if changed:
                 await insert_audit(conn, audit)
         return changed
@@ -69,6 +67,6 @@ class SqliteCredentialHostStore:
         await self.db.append_audit(record)
 
 
-def _implements(store: SqliteCredentialHostStore) -> CredentialHostStore:
+def _implements(store: SqlCredentialHostStore) -> CredentialHostStore:
     """Lets mypy check that this backend implements the whole interface."""
     return store

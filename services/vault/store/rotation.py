@@ -1,11 +1,11 @@
-"""SQLite side of master-key rotation: finding, re-wrapping and counting wrapped data keys."""
+"""Storage side of master-key rotation: finding, re-wrapping and counting wrapped data keys."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from services.vault.store import WrappedDataKey
-from services.vault.store.sqlite_db import SqliteDatabase, utc_text
+from services.vault.store.database import Database, utc_text
 
 
 class RewrapConflict(Exception):
@@ -16,14 +16,14 @@ class RewrapConflict(Exception):
         self.user_id = user_id
 
 
-class SqliteRotationStore:
-    """`RotationStore` on the vault's SQLite database."""
+class SqlRotationStore:
+    """`RotationStore` on the vault's database."""
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     def __repr__(self) -> str:
-        return f"SqliteRotationStore({self.db!r})"
+        return f"SqlRotationStore({self.db!r})"
 
     async def data_keys_not_under(self, kek_id: str, limit: int) -> list[WrappedDataKey]:
         rows = await self.db.fetch_all(
@@ -36,16 +36,15 @@ class SqliteRotationStore:
     async def replace_wrapped_data_keys(
         self, pairs: Sequence[tuple[WrappedDataKey, WrappedDataKey]]
     ) -> None:
-        async with self.db.writing() as conn:
+        # Each row is compared and swapped: a data key that changed meanwhile fails the batch.
+        async with self.db.writing(lock=None) as conn:
             now = utc_text()
             for old, new in pairs:
-                cursor = await conn.execute(
+                changed = await conn.execute(
                     "UPDATE data_keys SET kek_id = ?, wrapped = ?, updated_at = ?"
                     " WHERE user_id = ? AND dek_id = ? AND kek_id = ? AND wrapped = ?",
                     (new.kek_id, new.blob, now, old.user_id, old.dek_id, old.kek_id, old.blob),
                 )
-                changed = cursor.rowcount
-                await cursor.close()
                 if changed != 1:
                     raise RewrapConflict(old.user_id)
 
@@ -56,7 +55,7 @@ class SqliteRotationStore:
     async def row_seal_counts(self) -> dict[str, int]:
         rows = await self.db.fetch_all(
             "SELECT seal_kek, count(*) FROM (SELECT seal_kek FROM api_tokens"
-            " UNION ALL SELECT seal_kek FROM sessions) WHERE seal_kek IS NOT NULL"
+            " UNION ALL SELECT seal_kek FROM sessions) AS seals WHERE seal_kek IS NOT NULL"
             " GROUP BY seal_kek"
         )
         return {str(r[0]): int(r[1]) for r in rows}

@@ -5,32 +5,30 @@ durable before it is acknowledged (SPEC 4.4). All writes go through one connecti
 asyncio lock, each in a `BEGIN IMMEDIATE` transaction, so concurrent requests never interleave
 and never lose an update. A `busy_timeout` lets an operator command in another process write too.
 
-Audit rows appended on their own (every `Resolve`, failed requests) are group-committed: the
-rows that arrive while a commit is under way are written together by the next one, as one
-multi-row INSERT (one statement, one transaction, one durable commit, one trip to the writer's
-thread). Each append returns only once the commit holding its row has succeeded, and raises if
-that commit failed, so an audit that was not written is never reported as written.
+Audit rows appended on their own are group-committed (`audit_batches`): one batch is one
+statement in autocommit mode, so one transaction, one durable commit and one trip to the
+writer's thread. `writing(lock=...)` ignores its lock: one write runs at a time here anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiosqlite
 
 from services.common.callers import refuse_shared_file
 from services.vault.errors import StartupRefused
 from services.vault.store import AuditRecord
+from services.vault.store.audit_batches import AuditBatches
+from services.vault.store.database import Dialect, Row, check_known_schema, utc_text
 from services.vault.store.migrations import MIGRATIONS, Migration
 
 _BUSY_TIMEOUT_MS = 10_000
@@ -39,19 +37,12 @@ _BUSY_TIMEOUT_MS = 10_000
 logging.getLogger("aiosqlite").setLevel(logging.WARNING)
 T = TypeVar("T")
 
-
-_UTC_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-def utc_text(moment: datetime | None = None) -> str:
-    """A UTC timestamp as stored: ISO 8601 with microseconds and `Z`."""
-    moment = moment or datetime.now(UTC)
-    return moment.astimezone(UTC).strftime(_UTC_FORMAT)
-
-
-def parse_utc_text(text: str) -> datetime:
-    """The inverse of `utc_text`: an aware UTC datetime."""
-    return datetime.strptime(text, _UTC_FORMAT).replace(tzinfo=UTC)
+SQLITE = Dialect(
+    name="sqlite",
+    octet_length="length(CAST({} AS BLOB))",
+    byte_at_1="unicode(CAST(substr({0}, 2, 1) AS TEXT))",
+    byte_at_0="unicode(CAST(substr({0}, 1, 1) AS TEXT))",
+)
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:
@@ -77,7 +68,9 @@ def _connect_inline(path: Path) -> sqlite3.Connection:
 
 
 class SqliteDatabase:
-    """An open SQLite database: use `writing()` for a write transaction, `reading()` to read."""
+    """An open SQLite database (`database.Database`)."""
+
+    dialect = SQLITE
 
     def __init__(
         self,
@@ -89,8 +82,7 @@ class SqliteDatabase:
         self.path = path
         self._writer = writer
         self._write_lock = asyncio.Lock()
-        self._audit_queue: list[tuple[tuple[object, ...], asyncio.Future[None]]] = []
-        self._audit_flush: asyncio.Task[None] | None = None
+        self._audits = AuditBatches(self._write_audit_batch)
         self._all_readers = tuple(readers)
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         for reader in readers:
@@ -137,14 +129,13 @@ class SqliteDatabase:
         return cls(path, writer, opened[1:], inline)
 
     async def close(self) -> None:
-        if self._audit_flush is not None:
-            await asyncio.wait([self._audit_flush])  # appends under way are written first
+        await self._audits.drain()  # appends under way are written first
         for conn in (*self._all_readers, self._writer):
             await conn.close()
         self._inline.close()
 
     @asynccontextmanager
-    async def writing(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def writing(self, *, lock: str | None) -> AsyncIterator[SqliteTransaction]:
         """A write transaction: committed (durably) on exit, rolled back on any error.
 
         The writer is never left inside a transaction when the lock is released: a statement
@@ -161,7 +152,7 @@ class SqliteDatabase:
                 await self._end_transaction()
                 raise
             try:
-                yield self._writer
+                yield SqliteTransaction(self._writer)
             except BaseException:
                 await self._end_transaction()
                 raise
@@ -173,50 +164,12 @@ class SqliteDatabase:
                 raise
 
     async def append_audit(self, record: AuditRecord) -> None:
-        """Append one audit row in its own transaction, committed durably before returning.
+        await self._audits.append(record)
 
-        Group commit: the row joins the rows of concurrent appends and one flush writes them
-        together (see the module docstring). A failed flush fails every append in it. An
-        append whose caller is cancelled meanwhile is still written (its row is queued; only
-        its future is cancelled, which the flush then leaves alone).
-        """
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._audit_queue.append((_audit_row(record), done))
-        if self._audit_flush is None:
-            self._audit_flush = asyncio.create_task(self._flush_audits())
-        await done
-
-    async def _flush_audits(self) -> None:
-        """Write the queued audit rows, batch after batch, until the queue is empty."""
-        try:
-            while self._audit_queue:
-                batch = self._audit_queue[:_AUDIT_BATCH_ROWS]
-                del self._audit_queue[:_AUDIT_BATCH_ROWS]
-                try:
-                    await self._insert_audit_rows([row for row, _ in batch])
-                except BaseException as err:
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(_batch_failure(err))
-                    if not isinstance(err, Exception):
-                        raise
-                else:
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_result(None)
-        finally:
-            self._audit_flush = None
-            for _, done in self._audit_queue:  # only if the flush itself was cancelled
-                if not done.done():
-                    done.set_exception(RuntimeError("the audit log was closed"))
-            self._audit_queue.clear()
-
-    async def _insert_audit_rows(self, rows: Sequence[tuple[object, ...]]) -> None:
+    async def _write_audit_batch(self, sql: str, params: Sequence[object]) -> None:
         # In autocommit mode one statement is one transaction (atomic, and durable with
         # `synchronous=FULL`), so the whole batch is one trip to the writer's thread instead of
         # three (BEGIN, INSERT, COMMIT). It holds the write lock like any write transaction.
-        sql = _INSERT_AUDIT + ", ".join([_AUDIT_VALUES] * len(rows))
-        params = [value for row in rows for value in row]
         async with self._write_lock:
             # execute_fetchall runs the statement and drops its cursor on the thread, in one trip.
             await _to_the_end(self._writer.execute_fetchall(sql, params))
@@ -236,13 +189,13 @@ class SqliteDatabase:
         finally:
             self._readers.put_nowait(conn)
 
-    async def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+    async def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         # One trip to the connection's thread (execute, fetch and close there), not three: each
         # trip is a thread hop and an event-loop wake-up, which dominated `Resolve`'s cost.
         async with self.reading() as conn:
             return [tuple(row) for row in await conn.execute_fetchall(sql, params)]
 
-    async def fetch_small(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+    async def fetch_small(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         """A small indexed read (a few rows, found by key), run right here on the event loop.
 
         A trip to a reader's thread costs far more CPU than such a read (a thread wake-up, a
@@ -259,7 +212,7 @@ class SqliteDatabase:
                 raise
         return await self.fetch_all(sql, params)
 
-    async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
+    async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
         async with self.reading() as conn, conn.execute(sql, params) as cursor:
             row = await cursor.fetchone()
             return tuple(row) if row is not None else None
@@ -283,37 +236,6 @@ async def _to_the_end(statement: Awaitable[T]) -> T:
     return task.result()
 
 
-_INSERT_AUDIT = "INSERT INTO audit_events (time, caller, user_id, action, keys, outcome) VALUES "
-_AUDIT_VALUES = "(?, ?, ?, ?, ?, ?)"
-# Rows per group commit: 6 parameters each, well under SQLite's parameter limit (32,766 since
-# 3.32, 999 before).
-_AUDIT_BATCH_ROWS = 160
-
-
-def _batch_failure(err: BaseException) -> BaseException:
-    """What each append of a failed batch raises: the error itself, or for a cancelled flush
-    (the vault closing) an error, so that no caller mistakes it for its own cancellation."""
-    if isinstance(err, Exception):
-        return err
-    return RuntimeError("the audit batch was not written")
-
-
-def _audit_row(record: AuditRecord) -> tuple[object, ...]:
-    return (
-        utc_text(record.time),
-        record.caller,
-        record.user_id,
-        record.action,
-        json.dumps(list(record.keys)),
-        record.outcome,
-    )
-
-
-async def insert_audit(conn: aiosqlite.Connection, record: AuditRecord) -> None:
-    """Append an audit row inside the caller's transaction."""
-    await conn.execute(_INSERT_AUDIT + _AUDIT_VALUES, _audit_row(record))
-
-
 async def _migrate(conn: aiosqlite.Connection, migrations: Sequence[Migration]) -> None:
     versions = [m.version for m in migrations]
     if versions != sorted(set(versions)):
@@ -322,6 +244,10 @@ async def _migrate(conn: aiosqlite.Connection, migrations: Sequence[Migration]) 
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
     )
+    applied = [
+        int(row[0]) for row in await conn.execute_fetchall("SELECT version FROM schema_migrations")
+    ]
+    check_known_schema(applied, versions, "SQLite")
     for migration in migrations:
         await conn.execute("BEGIN IMMEDIATE")
         try:
@@ -340,3 +266,27 @@ async def _migrate(conn: aiosqlite.Connection, migrations: Sequence[Migration]) 
             await conn.execute("ROLLBACK")
             raise
         await conn.execute("COMMIT")
+
+
+class SqliteTransaction:
+    """The open write transaction on the writer connection (`database.Transaction`)."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        cursor = await self._conn.execute(sql, params)
+        changed: int = cursor.rowcount
+        await cursor.close()
+        return max(changed, 0)
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        await self._conn.executemany(sql, rows)
+
+    async def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        return [tuple(row) for row in await self._conn.execute_fetchall(sql, params)]
+
+    async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        async with self._conn.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return tuple(row) if row is not None else None

@@ -1,4 +1,4 @@
-"""SQLite storage of API tokens and sessions (migration 2): HMAC digests, never secrets.
+"""Storage of API tokens and sessions (migration 2): HMAC digests, never secrets.
 
 Times are stored like the rest of the database (`utc_text`: ISO 8601 UTC with microseconds,
 which sorts as it compares) and handed to the domain as Unix seconds.
@@ -19,19 +19,20 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-import aiosqlite
-
 from services.vault.row_seals import SESSION_ROW, TOKEN_ROW, RowSealer
 from services.vault.sessions import SessionInfo
 from services.vault.store import AuditRecord
-from services.vault.store.sqlite_db import (
-    SqliteDatabase,
+from services.vault.store.database import (
+    Database,
+    Transaction,
     insert_audit,
     parse_utc_text,
     utc_text,
 )
 from services.vault.tokens import SessionRef, TokenInfo
 
+# What re-sealing token and session rows (key rotation, migration 6) keeps apart from itself.
+RESEAL_LOCK = "vault:reseal-rows"
 # Sessions that ended this long ago are deleted when a new session is stored.
 SESSION_RETENTION = 7 * 86400
 TOKEN_COLUMNS = (
@@ -46,7 +47,7 @@ SESSION_COLUMNS = (
 # The tokens minted from a token (`?1`), transitively, the token itself included. A child's
 # `parent_token_id` is the token that authenticated its minting, through a session or not.
 _TOKEN_AND_DESCENDANTS = (
-    "WITH RECURSIVE doomed(id) AS (SELECT ?1"
+    "WITH RECURSIVE doomed(id) AS (SELECT CAST(?1 AS TEXT)"
     " UNION SELECT c.id FROM api_tokens c JOIN doomed d ON c.parent_token_id = d.id) "
 )
 # The tokens minted through a session (`?1`), transitively.
@@ -54,12 +55,8 @@ _SESSION_DESCENDANTS = (
     "WITH RECURSIVE doomed(id) AS (SELECT id FROM api_tokens WHERE parent_session_id = ?1"
     " UNION SELECT c.id FROM api_tokens c JOIN doomed d ON c.parent_token_id = d.id) "
 )
-_DOOMED_TOKENS = (
-    f"SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id IN doomed AND t.revoked_at IS NULL"
-)
-_DOOMED_SESSIONS = (
-    f"SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.token_id IN doomed AND s.revoked_at IS NULL"
-)
+_DOOMED_TOKENS = f"SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id IN (SELECT id FROM doomed) AND t.revoked_at IS NULL"
+_DOOMED_SESSIONS = f"SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.token_id IN (SELECT id FROM doomed) AND s.revoked_at IS NULL"
 
 
 def to_text(seconds: float) -> str:
@@ -170,24 +167,24 @@ def _session(row: Sequence[Any]) -> SessionInfo:
     )
 
 
-async def _is_live(conn: aiosqlite.Connection, table: str, row_id: str) -> bool:
+async def _is_live(conn: Transaction, table: str, row_id: str) -> bool:
     """Whether the token or session `row_id` exists and is not revoked (expiry is the caller's
     check)."""
-    async with conn.execute(
+    found = await conn.fetch_one(
         f"SELECT 1 FROM {table} WHERE id = ? AND revoked_at IS NULL", (row_id,)
-    ) as cursor:
-        return await cursor.fetchone() is not None
+    )
+    return found is not None
 
 
-class SqliteAuthStore:
-    """`TokenStore`, `SessionStore` and `AuditSink` on the vault's SQLite database."""
+class SqlAuthStore:
+    """`TokenStore`, `SessionStore` and `AuditSink` on the vault's database."""
 
-    def __init__(self, db: SqliteDatabase, sealer: RowSealer) -> None:
+    def __init__(self, db: Database, sealer: RowSealer) -> None:
         self.db = db
         self._sealer = sealer
 
     def __repr__(self) -> str:
-        return f"SqliteAuthStore({self.db!r})"
+        return f"SqlAuthStore({self.db!r})"
 
     def _checked_token(self, row: Sequence[Any]) -> TokenInfo | None:
         """The token of a row read with `TOKEN_COLUMNS`, or None if it fails its seal."""
@@ -215,22 +212,19 @@ class SqliteAuthStore:
             return None
         return _session(row)
 
-    async def _fetch_token(self, conn: aiosqlite.Connection, token_id: str) -> TokenInfo | None:
-        async with conn.execute(
+    async def _fetch_token(self, conn: Transaction, token_id: str) -> TokenInfo | None:
+        row = await conn.fetch_one(
             f"SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = ?", (token_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return self._checked_token(tuple(row)) if row is not None else None
+        )
+        return self._checked_token(row) if row is not None else None
 
     async def _revoke_rows(
-        self, conn: aiosqlite.Connection, root: str, descendants: str, stamp: str
+        self, conn: Transaction, root: str, descendants: str, stamp: str
     ) -> None:
         """Revoke the live tokens `descendants` names (from `root`) and their live sessions,
         re-sealing each row that passes its check (one that fails stays refused)."""
-        async with conn.execute(descendants + _DOOMED_TOKENS, (root,)) as cursor:
-            tokens = [tuple(row) for row in await cursor.fetchall()]
-        async with conn.execute(descendants + _DOOMED_SESSIONS, (root,)) as cursor:
-            sessions = [tuple(row) for row in await cursor.fetchall()]
+        tokens = await conn.fetch_all(descendants + _DOOMED_TOKENS, (root,))
+        sessions = await conn.fetch_all(descendants + _DOOMED_SESSIONS, (root,))
         for row in tokens:
             kek_id, seal = None, None
             if self._checked_token(row) is not None:
@@ -242,9 +236,7 @@ class SqliteAuthStore:
         for row in sessions:
             await self._revoke_session_row(conn, row, stamp)
 
-    async def _revoke_session_row(
-        self, conn: aiosqlite.Connection, row: Sequence[Any], stamp: str
-    ) -> None:
+    async def _revoke_session_row(self, conn: Transaction, row: Sequence[Any], stamp: str) -> None:
         kek_id, seal = None, None
         if self._checked_session(row) is not None:
             kek_id, seal = self._sealer.seal(SESSION_ROW, session_row_fields(row, stamp))
@@ -271,7 +263,7 @@ class SqliteAuthStore:
                 info.parent_session_id,
             ),
         )
-        async with self.db.writing() as conn:
+        async with self.db.writing(lock=info.user_id) as conn:
             # The parent is checked again in the transaction: a revocation that committed since
             # the caller looked must not leave a child behind.
             if info.parent_token_id is not None and not await _is_live(
@@ -329,7 +321,7 @@ class SqliteAuthStore:
         self, user_id: str, token_id: str, now: float, *, audit: AuditRecord
     ) -> TokenInfo | None:
         stamp = to_text(now)
-        async with self.db.writing() as conn:
+        async with self.db.writing(lock=user_id) as conn:
             found = await self._fetch_token(conn, token_id)
             if found is None or found.user_id != user_id:
                 return None
@@ -338,7 +330,8 @@ class SqliteAuthStore:
             return await self._fetch_token(conn, token_id)
 
     async def touch_token(self, token_id: str, now: float, older_than: float) -> None:
-        async with self.db.writing() as conn:
+        # One idempotent statement: no other write need be kept apart from it.
+        async with self.db.writing(lock=None) as conn:
             await conn.execute(
                 "UPDATE api_tokens SET last_used_at = ? WHERE id = ?"
                 " AND (last_used_at IS NULL OR last_used_at < ?)",
@@ -353,7 +346,7 @@ class SqliteAuthStore:
             SESSION_ROW,
             session_seal_fields(info.id, digest, info.user_id, info.token_id, expires_at, None),
         )
-        async with self.db.writing() as conn:
+        async with self.db.writing(lock=info.user_id) as conn:
             await conn.execute(
                 "DELETE FROM sessions WHERE expires_at < ?",
                 (to_text(info.created_at - SESSION_RETENTION),),
@@ -411,17 +404,16 @@ class SqliteAuthStore:
         self, user_id: str, digest: bytes, now: float, *, audit: AuditRecord
     ) -> str | None:
         stamp = to_text(now)
-        async with self.db.writing() as conn:
-            async with conn.execute(
+        async with self.db.writing(lock=user_id) as conn:
+            row = await conn.fetch_one(
                 f"SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.digest = ? AND s.user_id = ?"
                 " AND s.revoked_at IS NULL AND s.expires_at > ?",
                 (digest, user_id, stamp),
-            ) as cursor:
-                row = await cursor.fetchone()
-            if row is None or self._checked_session(tuple(row)) is None:
+            )
+            if row is None or self._checked_session(row) is None:
                 return None
             session_id = str(row[0])
-            await self._revoke_session_row(conn, tuple(row), stamp)
+            await self._revoke_session_row(conn, row, stamp)
             await self._revoke_rows(conn, session_id, _SESSION_DESCENDANTS, stamp)
             await insert_audit(conn, replace(audit, keys=(*audit.keys, session_id)))
             return session_id
@@ -429,22 +421,20 @@ class SqliteAuthStore:
     # -- audit --------------------------------------------------------------------------------
 
     async def append_audit(self, record: AuditRecord) -> None:
-        async with self.db.writing() as conn:
+        async with self.db.writing(lock=None) as conn:
             await insert_audit(conn, record)
 
     # -- sealing in place (migration 6) and re-sealing (key rotation) ---------------------------
 
-    async def seal_unsealed_rows(self, conn: aiosqlite.Connection) -> tuple[int, int]:
+    async def seal_unsealed_rows(self, conn: Transaction) -> tuple[int, int]:
         """Seal every token and session row that has no seal, inside the caller's transaction
         (only while migration 6 is pending: see `services.vault.resealing`); how many of each."""
-        async with conn.execute(
+        tokens = await conn.fetch_all(
             f"SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.seal IS NULL"
-        ) as cursor:
-            tokens = [tuple(row) for row in await cursor.fetchall()]
-        async with conn.execute(
+        )
+        sessions = await conn.fetch_all(
             f"SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.seal IS NULL"
-        ) as cursor:
-            sessions = [tuple(row) for row in await cursor.fetchall()]
+        )
         for row in tokens:
             kek_id, seal = self._sealer.seal(TOKEN_ROW, token_row_fields(row))
             await conn.execute(
@@ -462,18 +452,17 @@ class SqliteAuthStore:
         `kek_id` (the primary), in one transaction; how many rows were handled. A row that fails
         its check loses its seal instead (it stays refused, and no longer needs the old key)."""
         handled = 0
-        async with self.db.writing() as conn:
+        async with self.db.writing(lock=RESEAL_LOCK) as conn:
             for table, columns, kind in (
                 ("api_tokens t", TOKEN_COLUMNS, TOKEN_ROW),
                 ("sessions s", SESSION_COLUMNS, SESSION_ROW),
             ):
                 alias = table[-1]
-                async with conn.execute(
+                rows = await conn.fetch_all(
                     f"SELECT {columns} FROM {table} WHERE {alias}.seal_kek IS NOT NULL"
                     f" AND {alias}.seal_kek != ? LIMIT ?",
                     (kek_id, limit - handled),
-                ) as cursor:
-                    rows = [tuple(row) for row in await cursor.fetchall()]
+                )
                 for row in rows:
                     if kind == TOKEN_ROW:
                         intact = self._checked_token(row) is not None

@@ -1,14 +1,12 @@
-"""The SQLite implementation of `VaultStore` (the embedded default backend)."""
+"""`VaultStore` on either backend's database (`database.Database`): data keys, credentials,
+providers, the rows `Resolve` reads, and audit appends."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
-
-import aiosqlite
 
 from services.vault.audit import map_changes
 from services.vault.bulk_reads import INLINE_BATCH_BYTES
@@ -21,7 +19,7 @@ from services.vault.store import (
     VaultStore,
     WrappedDataKey,
 )
-from services.vault.store.sqlite_db import SqliteDatabase, insert_audit, utc_text
+from services.vault.store.database import Database, Dialect, Transaction, insert_audit, utc_text
 from services.vault.user_limits import (
     ProviderUsage,
     UserLimits,
@@ -36,29 +34,36 @@ from services.vault.user_limits import (
 # Credential values read on the event loop at most (each at most 16 KiB); more go to a thread.
 _INLINE_CREDENTIALS = 32
 
-# The plaintext bytes of stored rows, in SQL, as `user_limits.plaintext_size` and
-# `provider_size` count them: the second byte of a sealed blob is the length of its key id.
-_BLOB_PLAINTEXT = "(length({0}) - 30 - unicode(CAST(substr({0}, 2, 1) AS TEXT)))"
-_CREDENTIAL_BYTES = f"length(CAST(key AS BLOB)) + {_BLOB_PLAINTEXT.format('blob')}"
-_PROVIDER_BYTES = (
-    "length(CAST(name AS BLOB)) + length(CAST(base_url AS BLOB))"
-    f" + length(CAST(models AS BLOB)) + {_BLOB_PLAINTEXT.format('headers')}"
-)
 
+@dataclass(frozen=True)
+class _SizeSql:
+    """The plaintext bytes of stored rows, in the backend's SQL, as `user_limits` counts them."""
 
-class SqliteVaultStore:
-    """Data keys, credentials, providers and audit appends in one SQLite database."""
-
-    def __init__(self, db: SqliteDatabase, limits: UserLimits | None = None) -> None:
-        self.db = db
-        self._limits = limits or UserLimits()
-
-    def __repr__(self) -> str:
-        return f"SqliteVaultStore({self.db!r})"
+    credential: str
+    provider: str
 
     @classmethod
-    async def open(cls, path: Path, limits: UserLimits | None = None) -> SqliteVaultStore:
-        return cls(await SqliteDatabase.open(path), limits)
+    def of(cls, dialect: Dialect) -> _SizeSql:
+        length = dialect.octet_length
+        return cls(
+            credential=f"{length.format('key')} + {dialect.blob_plaintext('blob')}",
+            provider=(
+                f"{length.format('name')} + {length.format('base_url')}"
+                f" + {length.format('models')} + {dialect.blob_plaintext('headers')}"
+            ),
+        )
+
+
+class SqlVaultStore:
+    """Data keys, credentials, providers and audit appends in the vault's database."""
+
+    def __init__(self, db: Database, limits: UserLimits | None = None) -> None:
+        self.db = db
+        self._limits = limits or UserLimits()
+        self._sizes = _SizeSql.of(db.dialect)
+
+    def __repr__(self) -> str:
+        return f"SqlVaultStore({self.db!r})"
 
     async def close(self) -> None:
         await self.db.close()
@@ -74,17 +79,18 @@ class SqliteVaultStore:
         return WrappedDataKey(user_id, str(row[0]), str(row[1]), bytes(row[2]))
 
     async def add_data_key(self, key: WrappedDataKey) -> WrappedDataKey:
-        async with self.db.writing() as conn:
+        # Two replicas adding a user's first key at once: the second INSERT waits for the first
+        # to commit, then does nothing, and both read the one that won.
+        async with self.db.writing(lock=None) as conn:
             now = utc_text()
             await conn.execute(
                 "INSERT INTO data_keys (user_id, dek_id, kek_id, wrapped, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING",
                 (key.user_id, key.dek_id, key.kek_id, key.blob, now, now),
             )
-            async with conn.execute(
+            row = await conn.fetch_one(
                 "SELECT dek_id, kek_id, wrapped FROM data_keys WHERE user_id = ?", (key.user_id,)
-            ) as cursor:
-                row = await cursor.fetchone()
+            )
         assert row is not None
         return WrappedDataKey(key.user_id, row[0], row[1], bytes(row[2]))
 
@@ -103,7 +109,7 @@ class SqliteVaultStore:
         return {str(row[0]): bytes(row[1]) for row in rows}
 
     async def add_master_key_check(self, kek_id: str, blob: bytes) -> None:
-        async with self.db.writing() as conn:
+        async with self.db.writing(lock=None) as conn:
             await conn.execute(
                 "INSERT INTO master_key_checks (kek_id, blob, created_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (kek_id) DO NOTHING",
@@ -147,21 +153,19 @@ class SqliteVaultStore:
         audit: AuditRecord,
         hosts: str = UNBOUND_HOSTS,
     ) -> bool:
-        async with self.db.writing() as conn:
+        async with self.db.writing(lock=user_id) as conn:
             # An existing row is updated only if its binding is the one the value was sealed
             # for; a new row takes that binding.
-            cursor = await conn.execute(
+            written = await conn.execute(
                 "INSERT INTO credentials (user_id, key, blob, hosts, updated_at)"
                 " VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (user_id, key) DO UPDATE SET blob = excluded.blob,"
                 " updated_at = excluded.updated_at WHERE credentials.hosts = excluded.hosts",
                 (user_id, key, blob, hosts, utc_text()),
             )
-            written = cursor.rowcount > 0
-            await cursor.close()
             if not written:
                 return False
-            await _check_credential_map(conn, self._limits, user_id)
+            await self._check_credential_map(conn, user_id)
             await insert_audit(conn, audit)
         return True
 
@@ -174,20 +178,20 @@ class SqliteVaultStore:
         hosts: Mapping[str, str] | None = None,
     ) -> bool:
         kept = {key: text for key, text in (hosts or {}).items() if key in blobs}
-        async with self.db.writing() as conn:
-            async with conn.execute(
+        async with self.db.writing(lock=user_id) as conn:
+            rows = await conn.fetch_all(
                 "SELECT key, hosts FROM credentials WHERE user_id = ? AND hosts != ?",
                 (user_id, UNBOUND_HOSTS),
-            ) as cursor:
-                bound = {str(row[0]): str(row[1]) for row in await cursor.fetchall()}
+            )
+            bound = {str(row[0]): str(row[1]) for row in rows}
             if any(bound.get(key, UNBOUND_HOSTS) != kept.get(key, UNBOUND_HOSTS) for key in blobs):
                 return False
             now = utc_text()
-            async with conn.execute(
+            rows = await conn.fetch_all(
                 "DELETE FROM credentials WHERE user_id = ? RETURNING key, blob", (user_id,)
-            ) as cursor:
-                before = {str(row[0]): bytes(row[1]) for row in await cursor.fetchall()}
-            await conn.executemany(
+            )
+            before = {str(row[0]): bytes(row[1]) for row in rows}
+            await conn.execute_many(
                 "INSERT INTO credentials (user_id, key, blob, hosts, updated_at)"
                 " VALUES (?, ?, ?, ?, ?)",
                 [
@@ -195,21 +199,21 @@ class SqliteVaultStore:
                     for key, blob in blobs.items()
                 ],
             )
-            await _check_credential_map(conn, self._limits, user_id)
+            await self._check_credential_map(conn, user_id)
             await insert_audit(conn, replace(audit, keys=map_changes(before, blobs)))
         return True
 
     async def delete_credential(self, user_id: str, key: str, *, audit: AuditRecord) -> bool:
         return await self._change_one(
-            "DELETE FROM credentials WHERE user_id = ? AND key = ?", (user_id, key), audit
+            "DELETE FROM credentials WHERE user_id = ? AND key = ?", (user_id, key), audit, user_id
         )
 
     async def delete_credentials(self, user_id: str, *, audit: AuditRecord) -> int:
-        async with self.db.writing() as conn:
-            async with conn.execute(
+        async with self.db.writing(lock=user_id) as conn:
+            rows = await conn.fetch_all(
                 "DELETE FROM credentials WHERE user_id = ? RETURNING key", (user_id,)
-            ) as cursor:
-                deleted = sorted(str(row[0]) for row in await cursor.fetchall())
+            )
+            deleted = sorted(str(row[0]) for row in rows)
             await insert_audit(conn, replace(audit, keys=tuple(deleted)))
         return len(deleted)
 
@@ -233,10 +237,10 @@ class SqliteVaultStore:
 
     async def create_provider(self, record: ProviderRecord, *, audit: AuditRecord) -> bool:
         now = utc_text()
-        async with self.db.writing() as conn:
+        async with self.db.writing(lock=record.user_id) as conn:
             if await _provider_exists(conn, record.user_id, record.name):
                 return False
-            others = await _provider_usage(conn, record.user_id, record.name)
+            others = await self._provider_usage(conn, record.user_id, record.name)
             check_provider_write(self._limits, others, _record_size(record), creating=True)
             await conn.execute(
                 f"INSERT INTO providers ({self._PROVIDER_COLUMNS}, created_at, updated_at)"
@@ -248,10 +252,10 @@ class SqliteVaultStore:
         return True
 
     async def update_provider(self, record: ProviderRecord, *, audit: AuditRecord) -> bool:
-        async with self.db.writing() as conn:
+        async with self.db.writing(lock=record.user_id) as conn:
             if not await _provider_exists(conn, record.user_id, record.name):
                 return False
-            others = await _provider_usage(conn, record.user_id, record.name)
+            others = await self._provider_usage(conn, record.user_id, record.name)
             check_provider_write(self._limits, others, _record_size(record), creating=False)
             await conn.execute(
                 "UPDATE providers SET kind = ?, base_url = ?, models = ?,"
@@ -270,7 +274,7 @@ class SqliteVaultStore:
     async def delete_provider(self, user_id: str, name: str, *, audit: AuditRecord) -> bool:
         # Its rows in provider_models go with it (ON DELETE CASCADE).
         return await self._change_one(
-            "DELETE FROM providers WHERE user_id = ? AND name = ?", (user_id, name), audit
+            "DELETE FROM providers WHERE user_id = ? AND name = ?", (user_id, name), audit, user_id
         )
 
     # -- resolve ------------------------------------------------------------------------------
@@ -305,15 +309,33 @@ class SqliteVaultStore:
     async def append_audit(self, record: AuditRecord) -> None:
         await self.db.append_audit(record)
 
-    async def _change_one(self, sql: str, params: Sequence[object], audit: AuditRecord) -> bool:
+    async def _change_one(
+        self, sql: str, params: Sequence[object], audit: AuditRecord, user_id: str
+    ) -> bool:
         """Run one write; append `audit` in the same transaction only if it changed a row."""
-        async with self.db.writing() as conn:
-            cursor = await conn.execute(sql, params)
-            changed: bool = cursor.rowcount > 0
-            await cursor.close()
+        async with self.db.writing(lock=user_id) as conn:
+            changed = await conn.execute(sql, params) > 0
             if changed:
                 await insert_audit(conn, audit)
         return changed
+
+    async def _check_credential_map(self, conn: Transaction, user_id: str) -> None:
+        """Measure the user's map as the transaction has made it; LimitExceeded rolls it back."""
+        row = await conn.fetch_one(
+            f"SELECT coalesce(sum({self._sizes.credential}), 0) FROM credentials WHERE user_id = ?",
+            (user_id,),
+        )
+        check_credential_map(self._limits, int(row[0]) if row is not None else 0)
+
+    async def _provider_usage(self, conn: Transaction, user_id: str, name: str) -> ProviderUsage:
+        """The user's providers other than `name`: how many, and their size by `provider_size`."""
+        row = await conn.fetch_one(
+            f"SELECT count(*), coalesce(sum({self._sizes.provider}), 0) FROM providers"
+            " WHERE user_id = ? AND name != ?",
+            (user_id, name),
+        )
+        assert row is not None
+        return ProviderUsage(count=int(row[0]), stored_bytes=int(row[1]))
 
 
 _DATA_KEY_ROW = (
@@ -321,52 +343,29 @@ _DATA_KEY_ROW = (
     " FROM data_keys WHERE user_id = ?1"
 )
 _RESOLVE_BY_NAME = (
-    f"SELECT 'p', {SqliteVaultStore._PROVIDER_COLUMNS} FROM providers"
+    f"SELECT 'p', {SqlVaultStore._PROVIDER_COLUMNS} FROM providers"
     " WHERE user_id = ?1 AND name = ?2" + _DATA_KEY_ROW
 )
 # The provider named by the prefix, and the first by name of those listing the model (through
 # the index: neither reads any other provider row).
 _RESOLVE_BY_MODEL = (
-    f"SELECT 'p', {SqliteVaultStore._PROVIDER_COLUMNS} FROM providers WHERE user_id = ?1"
+    f"SELECT 'p', {SqlVaultStore._PROVIDER_COLUMNS} FROM providers WHERE user_id = ?1"
     " AND (name = ?2 OR name = (SELECT min(provider) FROM provider_models"
     " WHERE user_id = ?1 AND model = ?3))" + _DATA_KEY_ROW
 )
 
 
-async def _check_credential_map(
-    conn: aiosqlite.Connection, limits: UserLimits, user_id: str
-) -> None:
-    """Measure the user's map as the transaction has made it; LimitExceeded rolls it back."""
-    async with conn.execute(
-        f"SELECT coalesce(sum({_CREDENTIAL_BYTES}), 0) FROM credentials WHERE user_id = ?",
-        (user_id,),
-    ) as cursor:
-        row = await cursor.fetchone()
-    check_credential_map(limits, int(row[0]) if row is not None else 0)
-
-
-async def _provider_exists(conn: aiosqlite.Connection, user_id: str, name: str) -> bool:
-    async with conn.execute(
+async def _provider_exists(conn: Transaction, user_id: str, name: str) -> bool:
+    found = await conn.fetch_one(
         "SELECT 1 FROM providers WHERE user_id = ? AND name = ?", (user_id, name)
-    ) as cursor:
-        return await cursor.fetchone() is not None
+    )
+    return found is not None
 
 
-async def _provider_usage(conn: aiosqlite.Connection, user_id: str, name: str) -> ProviderUsage:
-    """The user's providers other than `name`: how many, and their size by `provider_size`."""
-    async with conn.execute(
-        f"SELECT count(*), coalesce(sum({_PROVIDER_BYTES}), 0) FROM providers"
-        " WHERE user_id = ? AND name != ?",
-        (user_id, name),
-    ) as cursor:
-        row = await cursor.fetchone()
-    assert row is not None
-    return ProviderUsage(count=int(row[0]), stored_bytes=int(row[1]))
-
-
-async def _index_models(conn: aiosqlite.Connection, record: ProviderRecord) -> None:
-    await conn.executemany(
-        "INSERT OR IGNORE INTO provider_models (user_id, model, provider) VALUES (?, ?, ?)",
+async def _index_models(conn: Transaction, record: ProviderRecord) -> None:
+    await conn.execute_many(
+        "INSERT INTO provider_models (user_id, model, provider) VALUES (?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
         [(record.user_id, model, record.name) for model in record.models],
     )
 
@@ -405,6 +404,6 @@ def _provider_values(record: ProviderRecord) -> tuple[object, ...]:
     )
 
 
-def _implements_vault_store(store: SqliteVaultStore) -> VaultStore:
+def _implements_vault_store(store: SqlVaultStore) -> VaultStore:
     """Lets mypy check that this backend implements the whole interface."""
     return store

@@ -1,0 +1,48 @@
+"""Opening the vault's database at its configured location, on the backend the location names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from services.vault.store.database import Database
+from services.vault.store.location import DatabaseLocation
+from services.vault.store.postgres_db import (
+    DEFAULT_POOL_SIZE,
+    DEFAULT_STATEMENT_TIMEOUT_MS,
+    PostgresDatabase,
+)
+from services.vault.store.sqlite_db import SqliteDatabase
+
+if TYPE_CHECKING:
+    from services.vault.config import VaultSettings
+
+
+async def open_database(
+    location: DatabaseLocation,
+    *,
+    readers: int = 3,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS,
+) -> Database:
+    """Open and migrate the database: a SQLite file (`readers` reader connections) or a
+    PostgreSQL database (a pool of up to `pool_size` connections).
+
+    Raises:
+        StartupRefused: what to fix (file permissions, an unreachable server, a newer schema).
+    """
+    if isinstance(location, Path):
+        return await SqliteDatabase.open(location, readers=readers)
+    return await PostgresDatabase.open(
+        location, pool_size=pool_size, statement_timeout_ms=statement_timeout_ms
+    )
+
+
+async def open_configured(settings: VaultSettings, *, readers: int = 3) -> Database:
+    """The database `VAULT_DATABASE` names, with the pool size and statement timeout set."""
+    return await open_database(
+        settings.database,
+        readers=readers,
+        pool_size=settings.database_pool_size,
+        statement_timeout_ms=settings.database_statement_timeout_ms,
+    )

@@ -1,0 +1,216 @@
+"""PostgreSQL plumbing: a pool of connections, transactions, advisory locks and migrations.
+
+Several vault replicas share one database. Each write transaction runs at READ COMMITTED and,
+when it names a lock (`writing(lock=user_id)`), first takes a transaction-scoped advisory lock on
+that name, so read-modify-writes of one user's rows (limit checks, replace-all, revocation
+cascades) run one at a time across every replica, as they do in SQLite's single writer; writes
+of different users run side by side. Commits are durable before they are acknowledged
+(`synchronous_commit` stays `on`).
+
+asyncpg prepares every statement on first use and keeps it in each connection's statement cache,
+so the hot path (`Resolve`, `Authenticate`) runs prepared statements. Every statement has a
+server-side `statement_timeout`. TLS follows the URL's `sslmode`.
+
+Migrations run at start under a session advisory lock, so replicas that start together apply
+each migration once; a database migrated past what this vault knows is refused.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Union
+from urllib.parse import urlsplit
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from services.vault.errors import StartupRefused
+from services.vault.store import AuditRecord
+from services.vault.store.audit_batches import AuditBatches
+from services.vault.store.database import Dialect, Row, check_known_schema, utc_text
+from services.vault.store.location import PostgresUrl
+from services.vault.store.migrations import Migration
+from services.vault.store.postgres_schema import POSTGRES_MIGRATIONS
+
+# asyncpg logs nothing with parameters, but keep it as quiet as aiosqlite (sqlite_db).
+logging.getLogger("asyncpg").setLevel(logging.WARNING)
+
+POSTGRES = Dialect(
+    name="postgresql",
+    octet_length="octet_length({})",
+    byte_at_1="get_byte({0}, 1)",
+    byte_at_0="get_byte({0}, 0)",
+)
+
+DEFAULT_POOL_SIZE = 10
+DEFAULT_STATEMENT_TIMEOUT_MS = 5000
+# Advisory lock names live in one 64-bit space per database, shared with other applications:
+# ours all start with this.
+_LOCK_PREFIX = "aicreds:vault:"
+_MIGRATION_LOCK = _LOCK_PREFIX + "migrations"
+_TAKE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+_PLACEHOLDER = re.compile(r"\?(\d*)")
+_Connection = Union["asyncpg.Connection[asyncpg.Record]", "PoolConnectionProxy[asyncpg.Record]"]
+
+
+@functools.lru_cache(maxsize=512)
+def to_postgres(sql: str) -> str:
+    """The statement with SQLite's placeholders (`?`, `?N`) as PostgreSQL's (`$N`). Our SQL
+    holds no `?` inside a string literal."""
+    counter = 0
+
+    def number(match: re.Match[str]) -> str:
+        nonlocal counter
+        if match.group(1):
+            return "$" + match.group(1)
+        counter += 1
+        return f"${counter}"
+
+    return _PLACEHOLDER.sub(number, sql)
+
+
+def _changed_rows(status: str) -> int:
+    """Rows a statement changed, from its command tag ("UPDATE 3", "INSERT 0 1")."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+class PostgresTransaction:
+    """An open write transaction on one pooled connection (`database.Transaction`)."""
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        return _changed_rows(await self._conn.execute(to_postgres(sql), *params))
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        if rows:
+            await self._conn.executemany(to_postgres(sql), rows)
+
+    async def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        return [tuple(row) for row in await self._conn.fetch(to_postgres(sql), *params)]
+
+    async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        row = await self._conn.fetchrow(to_postgres(sql), *params)
+        return tuple(row) if row is not None else None
+
+
+class PostgresDatabase:
+    """An open PostgreSQL database (`database.Database`)."""
+
+    dialect = POSTGRES
+
+    def __init__(self, url: PostgresUrl, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+        self.url = url
+        self._pool = pool
+        self._audits = AuditBatches(self._write_audit_batch)
+
+    def __repr__(self) -> str:
+        return f"PostgresDatabase(url={self.url.redacted!r})"
+
+    @classmethod
+    async def open(
+        cls,
+        url: PostgresUrl,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS,
+        migrations: Sequence[Migration] = POSTGRES_MIGRATIONS,
+    ) -> PostgresDatabase:
+        """Connect a pool and migrate the database.
+
+        Raises:
+            StartupRefused: the server cannot be reached or refuses the login (the message
+                names the URL without its password), or its schema is newer than we know.
+        """
+        try:
+            pool = await asyncpg.create_pool(
+                url.url,
+                min_size=1,
+                max_size=pool_size,
+                server_settings={
+                    "application_name": "aicreds-vault",
+                    "statement_timeout": str(statement_timeout_ms),
+                },
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            raise StartupRefused(
+                f"cannot open the PostgreSQL database {url.redacted}: {type(err).__name__}:"
+                f" {_without(str(err), url)}"
+            ) from None
+        try:
+            async with pool.acquire() as conn:
+                await _migrate(conn, migrations)
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(url, pool)
+
+    async def close(self) -> None:
+        await self._audits.drain()  # appends under way are written first
+        await self._pool.close()
+
+    @asynccontextmanager
+    async def writing(self, *, lock: str | None) -> AsyncIterator[PostgresTransaction]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            if lock is not None:
+                await conn.execute(_TAKE_LOCK, _LOCK_PREFIX + lock)
+            yield PostgresTransaction(conn)
+
+    async def append_audit(self, record: AuditRecord) -> None:
+        await self._audits.append(record)
+
+    async def _write_audit_batch(self, sql: str, params: Sequence[object]) -> None:
+        # One statement outside a transaction block is one transaction: atomic and durable.
+        await self._pool.execute(to_postgres(sql), *params)
+
+    async def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        return [tuple(row) for row in await self._pool.fetch(to_postgres(sql), *params)]
+
+    async def fetch_small(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        return await self.fetch_all(sql, params)
+
+    async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        row = await self._pool.fetchrow(to_postgres(sql), *params)
+        return tuple(row) if row is not None else None
+
+
+def _without(message: str, url: PostgresUrl) -> str:
+    """An error message with the URL's password removed, should the driver have echoed it."""
+    password = urlsplit(url.url).password
+    return message.replace(password, "***") if password else message
+
+
+async def _migrate(conn: _Connection, migrations: Sequence[Migration]) -> None:
+    versions = [m.version for m in migrations]
+    if versions != sorted(set(versions)):
+        raise ValueError("migrations must have distinct, increasing versions")
+    # A session lock: held across the migrations' own transactions, released below (or when
+    # the connection closes, if this process dies meanwhile).
+    await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", _MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            ' version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT COLLATE "C" NOT NULL)'
+        )
+        applied = {int(row[0]) for row in await conn.fetch("SELECT version FROM schema_migrations")}
+        check_known_schema(sorted(applied), versions, "PostgreSQL")
+        for migration in migrations:
+            if migration.version in applied:
+                continue
+            async with conn.transaction():
+                for statement in migration.statements:
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    utc_text(),
+                )
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", _MIGRATION_LOCK)
