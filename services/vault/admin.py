@@ -50,10 +50,10 @@ from services.vault.rotation import (
     rewrap_data_keys,
 )
 from services.vault.store.credential_hosts import SqlCredentialHostStore
-from services.vault.store.rotation import SqlRotationStore
-from services.vault.store.vault_tables import SqlVaultStore
 from services.vault.store.database import Database
 from services.vault.store.opening import open_configured
+from services.vault.store.rotation import SqlRotationStore
+from services.vault.store.vault_tables import SqlVaultStore
 from services.vault.tokens import TokenInfo, parse_lifetime
 
 CALLER = "admin"

@@ -10,8 +10,8 @@ from pathlib import Path
 from services.common.model_selection import select_provider
 from services.vault.store import AuditRecord, ProviderRecord
 from services.vault.store.vault_tables import SqlVaultStore
-from tests.support.databases import open_test_database
 from services.vault.user_limits import UserLimits
+from tests.support.databases import open_test_database
 
 NAMES = ["a", "b", "c", "openai", "zeta"]
 MODELS = ["m1", "m2", "a/m1", "b/x", "openai/gpt", "zeta/", "c/m2/deep", "shared", "org/m"]

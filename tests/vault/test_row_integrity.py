@@ -26,10 +26,10 @@ from services.vault.envelope import Envelope
 from services.vault.errors import StartupRefused
 from services.vault.keyring import Keyring, KeyringSource
 from services.vault.providers import legacy_headers_purpose
-from services.vault.store.migrations import MIGRATIONS
-from services.vault.store.vault_tables import SqlVaultStore
 from services.vault.store.database import utc_text
+from services.vault.store.migrations import MIGRATIONS
 from services.vault.store.sqlite_db import SqliteDatabase
+from services.vault.store.vault_tables import SqlVaultStore
 from services.vault.tokens import SecretHasher, new_token
 from tests.support.vault import VaultHandle, running_vault
 from tests.vault._admin import run_admin

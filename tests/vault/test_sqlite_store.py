@@ -14,8 +14,8 @@ import pytest
 
 from services.vault.store import AuditRecord, StoredCredential, WrappedDataKey
 from services.vault.store.rotation import RewrapConflict, SqlRotationStore
-from services.vault.store.vault_tables import SqlVaultStore
 from services.vault.store.sqlite_db import SqliteDatabase
+from services.vault.store.vault_tables import SqlVaultStore
 
 READERS = 3
 

@@ -18,7 +18,6 @@ from aicreds.vault.v1.auth_pb2_grpc import AuthServiceStub
 from services.common.scopes import ALL_SCOPES
 from services.vault.keyring import Keyring, KeyringSource
 from services.vault.row_seals import RowSealer
-from tests.support.databases import open_test_database
 from services.vault.store.tokens import SqlAuthStore
 from services.vault.tokens import (
     SecretHasher,
@@ -28,6 +27,7 @@ from services.vault.tokens import (
     new_token,
     parse_lifetime,
 )
+from tests.support.databases import open_test_database
 from tests.support.vault import VaultHandle, running_vault
 from tests.vault._disk import age, database_bytes, forms_of
 

@@ -195,8 +195,8 @@ async def _migrate(conn: _Connection, migrations: Sequence[Migration]) -> None:
     await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", _MIGRATION_LOCK)
     try:
         await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            ' version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT COLLATE "C" NOT NULL)'
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+            ' name TEXT NOT NULL, applied_at TEXT COLLATE "C" NOT NULL)'
         )
         applied = {int(row[0]) for row in await conn.fetch("SELECT version FROM schema_migrations")}
         check_known_schema(sorted(applied), versions, "PostgreSQL")

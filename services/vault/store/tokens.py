@@ -55,8 +55,14 @@ _SESSION_DESCENDANTS = (
     "WITH RECURSIVE doomed(id) AS (SELECT id FROM api_tokens WHERE parent_session_id = ?1"
     " UNION SELECT c.id FROM api_tokens c JOIN doomed d ON c.parent_token_id = d.id) "
 )
-_DOOMED_TOKENS = f"SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id IN (SELECT id FROM doomed) AND t.revoked_at IS NULL"
-_DOOMED_SESSIONS = f"SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.token_id IN (SELECT id FROM doomed) AND s.revoked_at IS NULL"
+_DOOMED_TOKENS = (
+    f"SELECT {TOKEN_COLUMNS} FROM api_tokens t"
+    " WHERE t.id IN (SELECT id FROM doomed) AND t.revoked_at IS NULL"
+)
+_DOOMED_SESSIONS = (
+    f"SELECT {SESSION_COLUMNS} FROM sessions s"
+    " WHERE s.token_id IN (SELECT id FROM doomed) AND s.revoked_at IS NULL"
+)
 
 
 def to_text(seconds: float) -> str:
