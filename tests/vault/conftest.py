@@ -1,7 +1,9 @@
 """Every vault test runs on both backends, SQLite and PostgreSQL, unless it is marked:
 
 - `no_store`: touches no database (keys, parsing): run once;
-- `sqlite_only(reason)`: about SQLite itself (its file, pragmas, threads): run on SQLite only.
+- `sqlite_only(reason)`: about SQLite itself (its file, pragmas, threads): run on SQLite only;
+- `postgres_only(reason)`: about PostgreSQL itself (replicas on one database, pg_dump): run on
+  PostgreSQL only.
 
 The PostgreSQL runs need a server (`tests/support/postgres.py`): without one they are skipped
 with the reason, except under CI, where they fail.
@@ -22,10 +24,14 @@ BACKENDS = ("sqlite", "postgresql")
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "vault_backend" not in metafunc.fixturenames:
         return
-    one = metafunc.definition.get_closest_marker(
-        "no_store"
-    ) or metafunc.definition.get_closest_marker("sqlite_only")
-    metafunc.parametrize("vault_backend", ["sqlite"] if one else list(BACKENDS), indirect=True)
+    marker = metafunc.definition.get_closest_marker
+    if marker("postgres_only"):
+        backends = ["postgresql"]
+    elif marker("no_store") or marker("sqlite_only"):
+        backends = ["sqlite"]
+    else:
+        backends = list(BACKENDS)
+    metafunc.parametrize("vault_backend", backends, indirect=True)
 
 
 @pytest.fixture(autouse=True)
