@@ -22,6 +22,7 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 POSTGRES_OVERLAY = DEPLOY / "k8s-overlays" / "postgres"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
+COMPOSE_POSTGRES_FILE = DEPLOY / "compose.postgres.yml"
 
 _SUPPORTED_KEYS = {"apiVersion", "kind", "namespace", "resources", "images", "patches"}
 # Kinds this project uses that are cluster-scoped (kustomize leaves their namespace alone).
@@ -145,6 +146,26 @@ def load_compose() -> Obj:
     """The compose file as YAML (merge keys resolved by PyYAML); x-* extension keys dropped."""
     data = load_yaml_documents(COMPOSE_FILE)[0]
     return {k: v for k, v in data.items() if not k.startswith("x-")}
+
+
+class ComposeReset(list[Any]):
+    """Compose's `!reset` tag: the value replaces the base file's instead of merging with it."""
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    pass
+
+
+_ComposeLoader.add_constructor(
+    "!reset", lambda loader, node: ComposeReset(loader.construct_sequence(node))
+)
+
+
+def load_compose_override(path: Path = COMPOSE_POSTGRES_FILE) -> Obj:
+    """An override file as YAML (`!reset []` as a ComposeReset; any other tag is refused)."""
+    with path.open(encoding="utf-8") as f:
+        data: Obj = yaml.load(f, Loader=_ComposeLoader)  # a SafeLoader subclass
+    return data
 
 
 def compose_environment(service: Obj) -> dict[str, str]:

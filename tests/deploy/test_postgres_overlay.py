@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +19,24 @@ import kubernetes_validate
 import pytest
 
 from tests.deploy.manifests import (
+    COMPOSE_FILE,
+    COMPOSE_POSTGRES_FILE,
+    DEPLOY,
     K8S,
     POSTGRES_OVERLAY,
+    ComposeReset,
+    compose_environment,
     containers,
     k8s_environment,
     kubectl_kustomize,
+    load_compose,
+    load_compose_override,
     load_yaml_documents,
     pod_spec,
     render_kustomization,
 )
 from tests.deploy.service_env import variables_read
-from tests.deploy.test_manifests import K8S_VERSION
+from tests.deploy.test_manifests import K8S_VERSION, _compose_cli
 
 VAULT_LABELS = {"app.kubernetes.io/name": "aicreds", "app.kubernetes.io/component": "vault"}
 Obj = dict[str, Any]
@@ -215,3 +224,98 @@ def test_renderer_refuses_patches_it_does_not_implement(tmp_path: Path) -> None:
         kustomization.write_text(f"resources: [a.yaml]\npatches: {patches}\n")
         with pytest.raises(ValueError, match=re.escape(problem)):
             render_kustomization(tmp_path)
+
+
+# --- docker-compose ---------------------------------------------------------------------------
+
+
+def _compose_version(cli: list[str]) -> tuple[int, int]:
+    result = subprocess.run([*cli, "version", "--short"], capture_output=True, text=True)
+    match = re.match(r"v?(\d+)\.(\d+)", result.stdout.strip())
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def test_compose_override_passes_docker_compose_config(tmp_path: Path) -> None:
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip("neither `docker compose` nor docker-compose is installed")
+    if _compose_version(cli) < (2, 24):
+        pytest.skip("the override needs Compose 2.24 or later (`!reset`)")
+    env_file = tmp_path / "postgres.env"
+    env_file.write_text("AICREDS_POSTGRES_PASSWORD=0123abcd\n")
+    files = ["-f", str(COMPOSE_FILE), "-f", str(COMPOSE_POSTGRES_FILE)]
+    result = subprocess.run(
+        [*cli, "--env-file", str(env_file), *files, "config", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=DEPLOY,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    # Without the password compose refuses rather than connect with an empty one.
+    missing = subprocess.run(
+        [*cli, "--env-file", str(tmp_path / "empty.env"), *files, "config", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=DEPLOY,
+        check=False,
+    )
+    assert missing.returncode != 0
+
+
+def test_compose_override_runs_postgres_and_two_vault_replicas_on_it() -> None:
+    base = load_compose()
+    override = load_compose_override()
+    assert set(override) <= {"services", "volumes"}
+    assert set(override["services"]) == {"postgres", "vault"}
+    postgres = override["services"]["postgres"]
+    assert postgres["image"] == "postgres:15"
+    assert postgres["networks"] == ["internal"], "no route out, no published port"
+    assert "ports" not in postgres
+    (data,) = postgres["volumes"]
+    assert data == "postgres-data:/var/lib/postgresql/data"
+    assert "postgres-data" in override["volumes"]
+    test = postgres["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "pg_isready"]
+    env = compose_environment(postgres)
+    password = "${AICREDS_POSTGRES_PASSWORD:?"
+    assert env["POSTGRES_PASSWORD"].startswith(password), "no literal password in the file"
+    assert (env["POSTGRES_USER"], env["POSTGRES_DB"]) == ("aicreds", "aicreds")
+    assert postgres["cap_drop"] == ["ALL"] and postgres["read_only"] is True
+
+    vault = override["services"]["vault"]
+    assert vault["deploy"]["replicas"] == 2
+    url = compose_environment(vault)["VAULT_DATABASE"]
+    assert url.startswith("postgresql://aicreds:" + password)
+    assert url.endswith("@postgres:5432/aicreds")
+    assert vault["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # The replicas keep nothing on their own disk: the base's state volume is reset away.
+    assert isinstance(vault["volumes"], ComposeReset) and vault["volumes"] == []
+    # Router and gateway reach the replicas by the one service name the certificates carry.
+    assert "healthcheck" in base["services"]["vault"]
+    assert compose_environment(base["services"]["router"])["ROUTER_VAULT_ADDR"] == "vault:50051"
+    assert base["services"]["router"]["depends_on"]["vault"]["condition"] == "service_healthy"
+    merged = compose_environment(base["services"]["vault"]) | compose_environment(vault)
+    assert not set(merged) - variables_read("vault")
+
+
+def test_make_secrets_writes_the_password_the_override_interpolates(tmp_path: Path) -> None:
+    out = tmp_path / "secrets"
+    subprocess.run(
+        [sys.executable, str(DEPLOY / "make_secrets.py"), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    lines = (out / "postgres.env").read_text().splitlines()
+    (line,) = lines
+    name, _, password = line.partition("=")
+    assert name == "AICREDS_POSTGRES_PASSWORD"
+    assert len(password) == 64 and all(c in "0123456789abcdef" for c in password)
+    assert "${" + name + ":?" in COMPOSE_POSTGRES_FILE.read_text()
+    # --renew-tls keeps it: a new password would lock the vault out of the existing database.
+    subprocess.run(
+        [sys.executable, str(DEPLOY / "make_secrets.py"), str(out), "--renew-tls"],
+        check=True,
+        capture_output=True,
+    )
+    assert (out / "postgres.env").read_text().splitlines() == lines
