@@ -15,6 +15,8 @@ writes, each mode 0600 (Python and the `cryptography` package, which aicreds dep
     vault.crt, .key      the vault's certificate: server, and client for its own health check
     router.crt, .key     the router's: server, and client at the vault (mutual TLS)
     gateway.crt, .key    the gateway's: client at the vault and the router (mutual TLS)
+    postgres.env         AICREDS_POSTGRES_PASSWORD, the database password of the compose
+                         override compose.postgres.yml (`docker compose --env-file`)
     k8s-secrets.yaml     the same, as the Secrets deploy/k8s expects (`kubectl apply -f`):
                          aicreds-{vault,router,gateway} and, in cert-manager's layout
                          (tls.crt, tls.key, ca.crt), aicreds-{vault,router,gateway}-tls
@@ -65,6 +67,10 @@ K8S_SECRETS = {
     "aicreds-router": ["router-callers.json", "router-vault.token"],
     "aicreds-gateway": ["gateway-vault.token", "gateway-router.token"],
 }
+# The compose override's database password (compose.postgres.yml interpolates it); hex, so that
+# it needs no escaping in VAULT_DATABASE's URL.
+POSTGRES_ENV_FILE = "postgres.env"
+POSTGRES_PASSWORD_VARIABLE = "AICREDS_POSTGRES_PASSWORD"
 # service -> may it serve TLS (serverAuth) besides being a client (clientAuth)
 TLS_SERVICES = {"vault": True, "router": True, "gateway": False}
 CERT_DAYS = 825  # the longest lifetime Apple's TLS policy accepts; renew with --renew-tls
@@ -246,6 +252,7 @@ def generate(out: Path, namespace: str) -> dict[str, str]:
         )
     for callers_file, entries in callers.items():
         files[callers_file] = json.dumps({"callers": entries}, indent=2) + "\n"
+    files[POSTGRES_ENV_FILE] = f"{POSTGRES_PASSWORD_VARIABLE}={secrets.token_hex(32)}\n"
     files.update(new_tls(namespace))
     files["k8s-secrets.yaml"] = k8s_secrets(files, namespace)
     _write_all(out, files)

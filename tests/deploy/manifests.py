@@ -1,8 +1,9 @@
 """Loading deploy/: the kustomize output of deploy/k8s and the compose file, without tools.
 
-`render_kustomization` implements exactly the subset of kustomize that deploy/k8s uses
-(`resources` as plain files, `namespace`, `images`) and refuses anything else, so a new feature
-in kustomization.yaml cannot silently go unrendered. Where `kubectl kustomize` exists the tests
+`render_kustomization` implements exactly the subset of kustomize that deploy/k8s and its
+overlays use (`resources` as plain files or a base directory, `namespace`, `images`, and
+`patches` that delete a whole object) and refuses anything else, so a new feature in a
+kustomization.yaml cannot silently go unrendered. Where `kubectl kustomize` exists the tests
 compare the two.
 """
 
@@ -19,9 +20,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
+POSTGRES_OVERLAY = DEPLOY / "k8s-overlays" / "postgres"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
+COMPOSE_POSTGRES_FILE = DEPLOY / "compose.postgres.yml"
 
-_SUPPORTED_KEYS = {"apiVersion", "kind", "namespace", "resources", "images"}
+_SUPPORTED_KEYS = {"apiVersion", "kind", "namespace", "resources", "images", "patches"}
 # Kinds this project uses that are cluster-scoped (kustomize leaves their namespace alone).
 _CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume"}
 
@@ -61,9 +64,15 @@ def render_kustomization(directory: Path = K8S) -> list[Obj]:
     objects: list[Obj] = []
     for resource in kustomization.get("resources", []):
         path = directory / resource
-        if not path.is_file():
-            raise ValueError(f"resource {resource} is not a file")
-        objects.extend(load_yaml_documents(path))
+        if path.is_dir():
+            # A base: rendered with its own transformations, then given ours as well.
+            objects.extend(render_kustomization(path))
+        elif path.is_file():
+            objects.extend(load_yaml_documents(path))
+        else:
+            raise ValueError(f"resource {resource} is neither a file nor a directory")
+    for patch in kustomization.get("patches", []):
+        objects = _apply_delete_patch(objects, directory, patch)
     namespace = kustomization.get("namespace")
     images = {i["name"]: i for i in kustomization.get("images", [])}
     for obj in objects:
@@ -77,6 +86,38 @@ def render_kustomization(directory: Path = K8S) -> list[Obj]:
                 new = images[name]
                 container["image"] = f"{new.get('newName', name)}:{new.get('newTag', tag)}"
     return objects
+
+
+def _apply_delete_patch(objects: list[Obj], directory: Path, patch: Obj) -> list[Obj]:
+    """`patches: [{path: file}]` where the file is a strategic-merge `$patch: delete` of one
+    whole object; the objects without it. Any other kind of patch is refused."""
+    if set(patch) != {"path"}:
+        raise ValueError(f"patch {patch} is not just a `path`: teach render_kustomization")
+    documents = load_yaml_documents(directory / patch["path"])
+    if len(documents) != 1 or documents[0].get("$patch") != "delete":
+        raise ValueError(
+            f"patch {patch['path']} is not one `$patch: delete`: teach render_kustomization"
+        )
+    target = documents[0]
+    meta = target["metadata"]
+    if set(target) != {"$patch", "apiVersion", "kind", "metadata"} or not set(meta) <= {
+        "name",
+        "namespace",
+    }:
+        raise ValueError(f"patch {patch['path']} deletes more than an object by name")
+
+    def matches(obj: Obj) -> bool:
+        return (
+            (obj["apiVersion"], obj["kind"]) == (target["apiVersion"], target["kind"])
+            and obj["metadata"]["name"] == meta["name"]
+            and meta.get("namespace", obj["metadata"].get("namespace"))
+            == obj["metadata"].get("namespace")
+        )
+
+    kept = [obj for obj in objects if not matches(obj)]
+    if len(kept) != len(objects) - 1:
+        raise ValueError(f"patch {patch['path']} matches {len(objects) - len(kept)} objects, not 1")
+    return kept
 
 
 def kubectl_kustomize(directory: Path = K8S) -> list[Obj] | None:
@@ -105,6 +146,26 @@ def load_compose() -> Obj:
     """The compose file as YAML (merge keys resolved by PyYAML); x-* extension keys dropped."""
     data = load_yaml_documents(COMPOSE_FILE)[0]
     return {k: v for k, v in data.items() if not k.startswith("x-")}
+
+
+class ComposeReset(list[Any]):
+    """Compose's `!reset` tag: the value replaces the base file's instead of merging with it."""
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    pass
+
+
+_ComposeLoader.add_constructor(
+    "!reset", lambda loader, node: ComposeReset(loader.construct_sequence(node))
+)
+
+
+def load_compose_override(path: Path = COMPOSE_POSTGRES_FILE) -> Obj:
+    """An override file as YAML (`!reset []` as a ComposeReset; any other tag is refused)."""
+    with path.open(encoding="utf-8") as f:
+        data: Obj = yaml.load(f, Loader=_ComposeLoader)  # a SafeLoader subclass
+    return data
 
 
 def compose_environment(service: Obj) -> dict[str, str]:
