@@ -10,6 +10,8 @@
     │   └── ProviderExists                    ALREADY_EXISTS       provider_exists
     ├── ResourceExhausted
     │   └── LimitExceeded                     RESOURCE_EXHAUSTED   limit_exceeded
+    ├── Unavailable
+    │   └── DatabaseUnavailable               UNAVAILABLE          database_unavailable
     └── Internal
         ├── DecryptionFailed                  INTERNAL             decryption_failed
         ├── ProviderIntegrityError            INTERNAL             integrity_error
@@ -24,7 +26,13 @@ operator and says what to do.
 
 from __future__ import annotations
 
-from services.common.errors import AlreadyExists, Internal, NotFound, ResourceExhausted
+from services.common.errors import (
+    AlreadyExists,
+    Internal,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 
 
 class CredentialNotFound(NotFound):
@@ -48,6 +56,14 @@ class LimitExceeded(ResourceExhausted):
     not a rate: retrying does not help until the user deletes something."""
 
     reason = "limit_exceeded"
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database server could not be reached, dropped the connection, or did not answer
+    within the statement timeout (PostgreSQL). Nothing was changed that the caller was told
+    of; retrying (on this or another replica) may succeed."""
+
+    reason = "database_unavailable"
 
 
 class DecryptionFailed(Internal):

@@ -20,15 +20,15 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Union
 from urllib.parse import urlsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from services.vault.errors import StartupRefused
+from services.vault.errors import DatabaseUnavailable, StartupRefused
 from services.vault.store import AuditRecord
 from services.vault.store.audit_batches import AuditBatches
 from services.vault.store.database import Dialect, Row, check_known_schema, utc_text
@@ -71,6 +71,31 @@ def to_postgres(sql: str) -> str:
         return f"${counter}"
 
     return _PLACEHOLDER.sub(number, sql)
+
+
+# What says the database, not the request, failed: the server unreachable or gone, a dropped
+# connection, a statement cancelled by `statement_timeout`, the server refusing connections.
+_UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.QueryCanceledError,
+    asyncpg.AdminShutdownError,
+)
+
+
+@contextmanager
+def _availability() -> Iterator[None]:
+    """Report the database's unavailability as `DatabaseUnavailable` (the one place this
+    backend maps driver errors); other errors pass through unchanged."""
+    try:
+        yield
+    except _UNAVAILABLE as err:
+        raise DatabaseUnavailable(
+            f"the vault's database is unavailable ({type(err).__name__})"
+        ) from None
 
 
 def _changed_rows(status: str) -> int:
@@ -157,26 +182,31 @@ class PostgresDatabase:
 
     @asynccontextmanager
     async def writing(self, *, lock: str | None) -> AsyncIterator[PostgresTransaction]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            if lock is not None:
-                await conn.execute(_TAKE_LOCK, _LOCK_PREFIX + lock)
-            yield PostgresTransaction(conn)
+        with _availability():
+            async with self._pool.acquire() as conn, conn.transaction():
+                if lock is not None:
+                    await conn.execute(_TAKE_LOCK, _LOCK_PREFIX + lock)
+                yield PostgresTransaction(conn)
 
     async def append_audit(self, record: AuditRecord) -> None:
         await self._audits.append(record)
 
     async def _write_audit_batch(self, sql: str, params: Sequence[object]) -> None:
         # One statement outside a transaction block is one transaction: atomic and durable.
-        await self._pool.execute(to_postgres(sql), *params)
+        with _availability():
+            await self._pool.execute(to_postgres(sql), *params)
 
     async def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
-        return [tuple(row) for row in await self._pool.fetch(to_postgres(sql), *params)]
+        with _availability():
+            rows = await self._pool.fetch(to_postgres(sql), *params)
+        return [tuple(row) for row in rows]
 
     async def fetch_small(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         return await self.fetch_all(sql, params)
 
     async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
-        row = await self._pool.fetchrow(to_postgres(sql), *params)
+        with _availability():
+            row = await self._pool.fetchrow(to_postgres(sql), *params)
         return tuple(row) if row is not None else None
 
 
