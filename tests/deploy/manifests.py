@@ -148,24 +148,9 @@ def load_compose() -> Obj:
     return {k: v for k, v in data.items() if not k.startswith("x-")}
 
 
-class ComposeReset(list[Any]):
-    """Compose's `!reset` tag: the value replaces the base file's instead of merging with it."""
-
-
-class _ComposeLoader(yaml.SafeLoader):
-    pass
-
-
-_ComposeLoader.add_constructor(
-    "!reset", lambda loader, node: ComposeReset(loader.construct_sequence(node))
-)
-
-
 def load_compose_override(path: Path = COMPOSE_POSTGRES_FILE) -> Obj:
-    """An override file as YAML (`!reset []` as a ComposeReset; any other tag is refused)."""
-    with path.open(encoding="utf-8") as f:
-        data: Obj = yaml.load(f, Loader=_ComposeLoader)  # a SafeLoader subclass
-    return data
+    """An override file as YAML."""
+    return load_yaml_documents(path)[0]
 
 
 def compose_environment(service: Obj) -> dict[str, str]:

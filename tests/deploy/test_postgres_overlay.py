@@ -24,7 +24,6 @@ from tests.deploy.manifests import (
     DEPLOY,
     K8S,
     POSTGRES_OVERLAY,
-    ComposeReset,
     compose_environment,
     containers,
     k8s_environment,
@@ -229,18 +228,10 @@ def test_renderer_refuses_patches_it_does_not_implement(tmp_path: Path) -> None:
 # --- docker-compose ---------------------------------------------------------------------------
 
 
-def _compose_version(cli: list[str]) -> tuple[int, int]:
-    result = subprocess.run([*cli, "version", "--short"], capture_output=True, text=True)
-    match = re.match(r"v?(\d+)\.(\d+)", result.stdout.strip())
-    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
-
-
 def test_compose_override_passes_docker_compose_config(tmp_path: Path) -> None:
     cli = _compose_cli()
     if cli is None:
         pytest.skip("neither `docker compose` nor docker-compose is installed")
-    if _compose_version(cli) < (2, 24):
-        pytest.skip("the override needs Compose 2.24 or later (`!reset`)")
     env_file = tmp_path / "postgres.env"
     env_file.write_text("AICREDS_POSTGRES_PASSWORD=0123abcd\n")
     files = ["-f", str(COMPOSE_FILE), "-f", str(COMPOSE_POSTGRES_FILE)]
@@ -289,8 +280,11 @@ def test_compose_override_runs_postgres_and_two_vault_replicas_on_it() -> None:
     assert url.startswith("postgresql://aicreds:" + password)
     assert url.endswith("@postgres:5432/aicreds")
     assert vault["depends_on"]["postgres"]["condition"] == "service_healthy"
-    # The replicas keep nothing on their own disk: the base's state volume is reset away.
-    assert isinstance(vault["volumes"], ComposeReset) and vault["volumes"] == []
+    # The replicas keep nothing on their own disk: a tmpfs replaces the base's state volume
+    # (compose merges volume entries by their target).
+    (scratch,) = vault["volumes"]
+    assert scratch == {"type": "tmpfs", "target": "/var/lib/aicreds"}
+    assert "vault-data:/var/lib/aicreds" in base["services"]["vault"]["volumes"]
     # Router and gateway reach the replicas by the one service name the certificates carry.
     assert "healthcheck" in base["services"]["vault"]
     assert compose_environment(base["services"]["router"])["ROUTER_VAULT_ADDR"] == "vault:50051"
