@@ -20,7 +20,6 @@ rewrap` runs it after re-wrapping data keys), so that an old key can be retired.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ from services.vault.providers import legacy_headers_purpose, record_purpose
 from services.vault.row_seals import PROVIDER_ROW, report_integrity_error
 from services.vault.store import ProviderRecord
 from services.vault.store.tokens import RESEAL_LOCK, SqlAuthStore
+from services.vault.store.vault_tables import PROVIDER_COLUMNS, provider_record
 
 _log = logging.getLogger("aicreds.vault.resealing")
 _RESEAL_BATCH = 500
@@ -58,19 +58,10 @@ async def seal_legacy_rows(auth: SqlAuthStore, envelope: Envelope) -> LegacySeal
             tokens, sessions = await auth.seal_unsealed_rows(conn)
         if "provider" in pending:
             rows = await conn.fetch_all(
-                "SELECT user_id, name, kind, base_url, models, on_missing_credential, headers"
-                " FROM providers ORDER BY user_id, name"
+                f"SELECT {PROVIDER_COLUMNS} FROM providers ORDER BY user_id, name"
             )
             for row in rows:
-                record = ProviderRecord(
-                    user_id=str(row[0]),
-                    name=str(row[1]),
-                    kind=str(row[2]),
-                    base_url=str(row[3]),
-                    models=tuple(json.loads(str(row[4]))),
-                    on_missing_credential=str(row[5]),
-                    headers_blob=bytes(row[6]),
-                )
+                record = provider_record(row)
                 blob = await _resealed_headers(envelope, record)
                 if blob is None:
                     refused += 1

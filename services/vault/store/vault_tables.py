@@ -35,6 +35,9 @@ from services.vault.user_limits import (
 _INLINE_CREDENTIALS = 32
 
 
+PROVIDER_COLUMNS = "user_id, name, kind, base_url, models, on_missing_credential, headers"
+
+
 @dataclass(frozen=True)
 class _SizeSql:
     """The plaintext bytes of stored rows, in the backend's SQL, as `user_limits` counts them."""
@@ -219,21 +222,19 @@ class SqlVaultStore:
 
     # -- providers ----------------------------------------------------------------------------
 
-    _PROVIDER_COLUMNS = "user_id, name, kind, base_url, models, on_missing_credential, headers"
-
     async def get_provider(self, user_id: str, name: str) -> ProviderRecord | None:
         row = await self.db.fetch_one(
-            f"SELECT {self._PROVIDER_COLUMNS} FROM providers WHERE user_id = ? AND name = ?",
+            f"SELECT {PROVIDER_COLUMNS} FROM providers WHERE user_id = ? AND name = ?",
             (user_id, name),
         )
-        return _provider(row) if row is not None else None
+        return provider_record(row) if row is not None else None
 
     async def list_providers(self, user_id: str) -> list[ProviderRecord]:
         rows = await self.db.fetch_all(
-            f"SELECT {self._PROVIDER_COLUMNS} FROM providers WHERE user_id = ? ORDER BY name",
+            f"SELECT {PROVIDER_COLUMNS} FROM providers WHERE user_id = ? ORDER BY name",
             (user_id,),
         )
-        return [_provider(row) for row in rows]
+        return [provider_record(row) for row in rows]
 
     async def create_provider(self, record: ProviderRecord, *, audit: AuditRecord) -> bool:
         now = utc_text()
@@ -243,7 +244,7 @@ class SqlVaultStore:
             others = await self._provider_usage(conn, record.user_id, record.name)
             check_provider_write(self._limits, others, _record_size(record), creating=True)
             await conn.execute(
-                f"INSERT INTO providers ({self._PROVIDER_COLUMNS}, created_at, updated_at)"
+                f"INSERT INTO providers ({PROVIDER_COLUMNS}, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (*_provider_values(record), now, now),
             )
@@ -298,7 +299,7 @@ class SqlVaultStore:
         data_key: WrappedDataKey | None = None
         for row in rows:
             if row[0] == "p":
-                providers.append(_provider(row[1:]))
+                providers.append(provider_record(row[1:]))
             else:
                 data_key = WrappedDataKey(user_id, str(row[2]), str(row[3]), bytes(row[7]))
         providers.sort(key=lambda record: record.name)
@@ -343,13 +344,13 @@ _DATA_KEY_ROW = (
     " FROM data_keys WHERE user_id = ?1"
 )
 _RESOLVE_BY_NAME = (
-    f"SELECT 'p', {SqlVaultStore._PROVIDER_COLUMNS} FROM providers"
+    f"SELECT 'p', {PROVIDER_COLUMNS} FROM providers"
     " WHERE user_id = ?1 AND name = ?2" + _DATA_KEY_ROW
 )
 # The provider named by the prefix, and the first by name of those listing the model (through
 # the index: neither reads any other provider row).
 _RESOLVE_BY_MODEL = (
-    f"SELECT 'p', {SqlVaultStore._PROVIDER_COLUMNS} FROM providers WHERE user_id = ?1"
+    f"SELECT 'p', {PROVIDER_COLUMNS} FROM providers WHERE user_id = ?1"
     " AND (name = ?2 OR name = (SELECT min(provider) FROM provider_models"
     " WHERE user_id = ?1 AND model = ?3))" + _DATA_KEY_ROW
 )
@@ -380,7 +381,8 @@ def _stored(row: Sequence[Any]) -> StoredCredential:
     return StoredCredential(bytes(row[1]), str(row[2]))
 
 
-def _provider(row: Sequence[Any]) -> ProviderRecord:
+def provider_record(row: Sequence[Any]) -> ProviderRecord:
+    """A provider from a row read with `PROVIDER_COLUMNS`."""
     return ProviderRecord(
         user_id=str(row[0]),
         name=str(row[1]),
