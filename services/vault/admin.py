@@ -51,7 +51,6 @@ from services.vault.rotation import (
 )
 from services.vault.store.credential_hosts import SqlCredentialHostStore
 from services.vault.store.database import Database
-from services.vault.store.opening import open_configured
 from services.vault.store.rotation import SqlRotationStore
 from services.vault.store.vault_tables import SqlVaultStore
 from services.vault.tokens import TokenInfo, parse_lifetime
@@ -82,7 +81,7 @@ async def open_vault(settings: VaultSettings) -> AsyncIterator[Vault]:
         settings.keyring_file,
         load_or_generate(settings.keyring_file, generate_dev_key=settings.generate_dev_key),
     )
-    db = await open_configured(settings, readers=1)
+    db = await settings.open_database(readers=1)
     try:
         # The vault's own start-up check: refuses a keyring that lacks a key in use or holds a
         # wrong one, and records a check blob for a newly added key.

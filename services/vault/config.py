@@ -15,7 +15,9 @@ from services.common.settings import (
     env_str,
     state_dir,
 )
+from services.vault.store.database import Database
 from services.vault.store.location import DatabaseLocation, parse_location
+from services.vault.store.opening import open_database
 from services.vault.user_limits import (
     DEFAULT_MAX_CREDENTIAL_BYTES,
     DEFAULT_MAX_PROVIDER_BYTES,
@@ -90,6 +92,16 @@ class VaultSettings:
         if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("VAULT_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return settings
+
+    async def open_database(self, *, readers: int = 3) -> Database:
+        """The database `VAULT_DATABASE` names, opened and migrated with the pool size and
+        statement timeout set (StartupRefused says what to fix)."""
+        return await open_database(
+            self.database,
+            readers=readers,
+            pool_size=self.database_pool_size,
+            statement_timeout_ms=self.database_statement_timeout_ms,
+        )
 
     @property
     def tls(self) -> TlsFiles | None:

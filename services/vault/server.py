@@ -43,7 +43,6 @@ from services.vault.servicers.auth import AuthServicer
 from services.vault.servicers.credentials import CredentialServicer
 from services.vault.servicers.providers import ProviderServicer
 from services.vault.store.credential_hosts import SqlCredentialHostStore
-from services.vault.store.opening import open_configured
 from services.vault.store.vault_tables import SqlVaultStore
 
 _log = logging.getLogger("aicreds.vault")
@@ -107,7 +106,7 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
         settings.keyring_file,
         load_or_generate(settings.keyring_file, generate_dev_key=settings.generate_dev_key),
     )
-    store = SqlVaultStore(await open_configured(settings), settings.limits)
+    store = SqlVaultStore(await settings.open_database(), settings.limits)
     try:
         envelope = Envelope(store, keyring)
         await envelope.verify_master_keys()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from services.vault.store.database import Database
 from services.vault.store.location import DatabaseLocation
@@ -13,9 +12,6 @@ from services.vault.store.postgres_db import (
     PostgresDatabase,
 )
 from services.vault.store.sqlite_db import SqliteDatabase
-
-if TYPE_CHECKING:
-    from services.vault.config import VaultSettings
 
 
 async def open_database(
@@ -35,14 +31,4 @@ async def open_database(
         return await SqliteDatabase.open(location, readers=readers)
     return await PostgresDatabase.open(
         location, pool_size=pool_size, statement_timeout_ms=statement_timeout_ms
-    )
-
-
-async def open_configured(settings: VaultSettings, *, readers: int = 3) -> Database:
-    """The database `VAULT_DATABASE` names, with the pool size and statement timeout set."""
-    return await open_database(
-        settings.database,
-        readers=readers,
-        pool_size=settings.database_pool_size,
-        statement_timeout_ms=settings.database_statement_timeout_ms,
     )

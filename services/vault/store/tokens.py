@@ -47,7 +47,7 @@ SESSION_COLUMNS = (
 # The tokens minted from a token (`?1`), transitively, the token itself included. A child's
 # `parent_token_id` is the token that authenticated its minting, through a session or not.
 _TOKEN_AND_DESCENDANTS = (
-    "WITH RECURSIVE doomed(id) AS (SELECT CAST(?1 AS TEXT)"
+    "WITH RECURSIVE doomed(id) AS (SELECT id FROM api_tokens WHERE id = ?1"
     " UNION SELECT c.id FROM api_tokens c JOIN doomed d ON c.parent_token_id = d.id) "
 )
 # The tokens minted through a session (`?1`), transitively.
