@@ -15,6 +15,10 @@ write beside a running vault, which reloads the keyring file when it changes.
     aicreds-admin keys retire ID
     aicreds-admin audit --user USER [--limit N] [--json]
     aicreds-admin bind-credential --user USER --key KEY (--host PATTERN ... | --clear)
+    aicreds-admin copy-to-postgres SQLITE_FILE POSTGRES_URL
+
+`copy-to-postgres` opens the two databases it names, not `VAULT_DATABASE`; it reads only the
+keyring file, to verify the copy (`services.vault.store.copying`).
 
 `create-token` prints only the token on stdout (details go to stderr). Exit status: 0 done,
 1 refused or failed (the reason on stderr), 2 bad usage.
@@ -31,6 +35,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from services.common.errors import AicredsError
@@ -40,7 +45,7 @@ from services.vault.config import VaultSettings
 from services.vault.credential_hosts import CredentialHosts
 from services.vault.envelope import Envelope
 from services.vault.errors import StartupRefused
-from services.vault.keyring import KeyringSource, load_or_generate
+from services.vault.keyring import Keyring, KeyringSource, load_or_generate
 from services.vault.resealing import reseal_rows, seal_legacy_rows
 from services.vault.rotation import (
     DEFAULT_BATCH_SIZE,
@@ -49,8 +54,11 @@ from services.vault.rotation import (
     retire_master_key,
     rewrap_data_keys,
 )
+from services.vault.store.copying import CopyRefused
+from services.vault.store.copying import copy_to_postgres as copy_vault
 from services.vault.store.credential_hosts import SqlCredentialHostStore
 from services.vault.store.database import Database
+from services.vault.store.location import PostgresUrl, parse_location
 from services.vault.store.rotation import SqlRotationStore
 from services.vault.store.vault_tables import SqlVaultStore
 from services.vault.tokens import TokenInfo, parse_lifetime
@@ -270,9 +278,6 @@ async def audit(vault: Vault, args: argparse.Namespace) -> None:
     print(_table(rows))
 
 
-# -- command line -----------------------------------------------------------------------------
-
-
 async def bind_credential(vault: Vault, args: argparse.Namespace) -> None:
     if bool(args.host) == bool(args.clear):
         raise CommandFailed("give one or more --host patterns, or --clear to unbind")
@@ -281,6 +286,35 @@ async def bind_credential(vault: Vault, args: argparse.Namespace) -> None:
         _err(f"credential {args.key!r} of user {args.user!r} is bound to: {', '.join(hosts)}")
     else:
         _err(f"credential {args.key!r} of user {args.user!r} is unbound (any host)")
+
+
+async def copy_to_postgres(settings: VaultSettings, args: argparse.Namespace) -> None:
+    """Copy a SQLite vault into an empty PostgreSQL database, verified with the keyring file
+    (never a generated one: the copy's data keys are wrapped by the vault's own keys)."""
+    try:
+        target = parse_location(args.postgres_url)
+    except ValueError as err:
+        raise CommandFailed(str(err).replace("VAULT_DATABASE", "POSTGRES_URL")) from None
+    if not isinstance(target, PostgresUrl):
+        raise CommandFailed("POSTGRES_URL must be a postgresql://... URL")
+    keyring = KeyringSource(settings.keyring_file, Keyring.load(settings.keyring_file))
+    try:
+        report = await copy_vault(Path(args.sqlite_file), target, keyring)
+    except CopyRefused as err:
+        raise CommandFailed(str(err)) from None
+    rows = [["TABLE", "SQLITE", "POSTGRESQL"]]
+    rows += [[c.table, str(c.sqlite_rows), str(c.postgres_rows)] for c in report.tables]
+    print(_table(rows))
+    print(
+        f"copied {sum(c.postgres_rows for c in report.tables)} rows (schema version"
+        f" {report.schema_version}) to {target.redacted}; verified with the keyring:"
+        f" {report.sampled_users} users sampled, {report.credentials_opened} credentials,"
+        f" {report.providers_opened} providers and {report.token_seals_checked} token seals"
+        " checked"
+    )
+
+
+# -- command line -----------------------------------------------------------------------------
 
 
 def _positive(text: str) -> int:
@@ -370,10 +404,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bind.add_argument("--clear", action="store_true", help="unbind: any host may receive it")
     bind.set_defaults(run=bind_credential)
+
+    copy = commands.add_parser(
+        "copy-to-postgres",
+        help="copy a SQLite vault into an empty PostgreSQL database, verified with the keyring",
+    )
+    copy.add_argument("sqlite_file", metavar="SQLITE_FILE", help="the vault's SQLite file")
+    copy.add_argument(
+        "postgres_url",
+        metavar="POSTGRES_URL",
+        help="postgresql://USER@HOST:PORT/DB (the password may come from PGPASSWORD)",
+    )
+    copy.set_defaults(run=None)
     return parser
 
 
 async def run(settings: VaultSettings, args: argparse.Namespace) -> None:
+    if args.command == "copy-to-postgres":  # opens the databases it names, not the vault's
+        await copy_to_postgres(settings, args)
+        return
     async with open_vault(settings) as vault:
         await args.run(vault, args)
 
