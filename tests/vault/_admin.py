@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.vault.store.location import DatabaseLocation
+from tests.support.databases import raw_fetch
 from tests.support.vault import VaultFiles
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,8 +22,11 @@ def admin_command() -> list[str]:
 
 
 def admin_env(files: VaultFiles) -> dict[str, str]:
+    """The environment of the command: this checkout first on its path, since the installed
+    script's package may point at another checkout of the project."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
     env.update(files.env())
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 
 
@@ -57,7 +61,6 @@ async def run_admin(files: VaultFiles, *args: str, ok: bool | None = True) -> Ad
     return result
 
 
-def master_keys_of_data_keys(database: Path) -> dict[str, str]:
+def master_keys_of_data_keys(database: DatabaseLocation) -> dict[str, str]:
     """user id -> id of the master key wrapping that user's data key."""
-    with sqlite3.connect(database) as conn:
-        return {str(u): str(k) for u, k in conn.execute("SELECT user_id, kek_id FROM data_keys")}
+    return {str(u): str(k) for u, k in raw_fetch(database, "SELECT user_id, kek_id FROM data_keys")}

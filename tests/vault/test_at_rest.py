@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +12,10 @@ import pytest
 from aicreds.vault.v1 import credentials_pb2 as pb
 from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
 
+from services.vault.store.location import DatabaseLocation
+from tests.support.databases import raw_execute, raw_fetch
 from tests.support.vault import VaultHandle, running_vault
+from tests.vault._disk import database_bytes
 
 VALUES = {
     "openai_api_key": "sk-proj-AT-REST-openai-4f9c2b7e1d",
@@ -28,27 +30,22 @@ async def vault(tmp_path: Path) -> AsyncIterator[VaultHandle]:
         yield handle
 
 
-def _db_files(vault: VaultHandle) -> list[Path]:
-    db = vault.settings.database
-    return [p for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists()]
-
-
 async def test_no_plaintext_value_is_in_the_database_or_its_wal(vault: VaultHandle) -> None:
     stub = CredentialServiceStub(vault.channel("gateway"))
     await stub.ReplaceCredentials(pb.ReplaceCredentialsRequest(user_id="alice", credentials=VALUES))
     for key, value in VALUES.items():
         await stub.PutCredential(pb.PutCredentialRequest(user_id="bob", key=key, value=value))
-    files = _db_files(vault)
-    assert Path(f"{vault.settings.database}-wal") in files  # WAL mode, writes not checkpointed
-    for path in files:
-        data = path.read_bytes()
-        for value in VALUES.values():
-            assert value.encode() not in data, path.name
-            assert value.encode("utf-16-le") not in data, path.name
+    db = vault.settings.database
+    if isinstance(db, Path):  # WAL mode, writes not checkpointed: the WAL is searched too
+        assert Path(f"{db}-wal").exists()
+    data = database_bytes(db)  # on PostgreSQL a dump, its blobs decoded
+    for value in VALUES.values():
+        for form in (value.encode(), value.encode("utf-16-le")):
+            assert form not in data and form.hex().encode() not in data
     # Keys (names) are stored in clear; that is what makes UNIQUE(user, key) work.
-    with sqlite3.connect(vault.settings.database) as conn:
-        keys = {row[0] for row in conn.execute("SELECT key FROM credentials")}
+    keys = {row[0] for row in raw_fetch(db, "SELECT key FROM credentials")}
     assert keys == set(VALUES)
+    assert all(key.encode() in data for key in VALUES)  # the search does see the tables
 
 
 async def _read_code(stub: CredentialServiceStub, user: str, key: str) -> grpc.StatusCode:
@@ -60,21 +57,21 @@ async def _read_code(stub: CredentialServiceStub, user: str, key: str) -> grpc.S
     return grpc.StatusCode.OK
 
 
-def _blob(db: Path, user: str, key: str) -> bytes:
-    with sqlite3.connect(db) as conn:
-        row = conn.execute(
-            "SELECT blob FROM credentials WHERE user_id = ? AND key = ?", (user, key)
-        ).fetchone()
-    return bytes(row[0])
+def _blob(db: DatabaseLocation, user: str, key: str) -> bytes:
+    ((blob,),) = raw_fetch(
+        db, "SELECT blob FROM credentials WHERE user_id = ? AND key = ?", (user, key)
+    )
+    return bytes(blob)
 
 
-def _set_blob(db: Path, user: str, key: str, blob: bytes) -> None:
-    with sqlite3.connect(db) as conn:
-        conn.execute(
-            "INSERT INTO credentials (user_id, key, blob, updated_at) VALUES (?, ?, ?, 'x')"
-            " ON CONFLICT (user_id, key) DO UPDATE SET blob = excluded.blob",
-            (user, key, blob),
-        )
+def _set_blob(db: DatabaseLocation, user: str, key: str, blob: bytes) -> None:
+    changed = raw_execute(
+        db,
+        "INSERT INTO credentials (user_id, key, blob, updated_at) VALUES (?, ?, ?, 'x')"
+        " ON CONFLICT (user_id, key) DO UPDATE SET blob = excluded.blob",
+        (user, key, blob),
+    )
+    assert changed == 1
 
 
 async def test_a_ciphertext_copied_to_another_row_fails_to_decrypt(vault: VaultHandle) -> None:
@@ -108,12 +105,13 @@ async def test_a_value_copied_with_its_data_key_to_another_user_fails_to_decrypt
             user_id="alice", key="openai_api_key", value=VALUES["openai_api_key"]
         )
     )
-    with sqlite3.connect(db) as conn:
-        conn.execute(
-            "INSERT INTO data_keys (user_id, dek_id, kek_id, wrapped, created_at, updated_at)"
-            " SELECT 'mallory', dek_id, kek_id, wrapped, created_at, updated_at FROM data_keys"
-            " WHERE user_id = 'alice'"
-        )
+    copied = raw_execute(
+        db,
+        "INSERT INTO data_keys (user_id, dek_id, kek_id, wrapped, created_at, updated_at)"
+        " SELECT 'mallory', dek_id, kek_id, wrapped, created_at, updated_at FROM data_keys"
+        " WHERE user_id = 'alice'",
+    )
+    assert copied == 1
     _set_blob(db, "mallory", "openai_api_key", _blob(db, "alice", "openai_api_key"))
     assert await _read_code(stub, "mallory", "openai_api_key") == grpc.StatusCode.INTERNAL
     assert await _read_code(stub, "alice", "openai_api_key") == grpc.StatusCode.OK
@@ -162,10 +160,10 @@ async def test_changes_and_resolves_are_audited_with_key_names_only(vault: Vault
     )
     await stub.DeleteCredentials(pb.DeleteCredentialsRequest(user_id="alice"))
 
-    with sqlite3.connect(vault.settings.database) as conn:
-        rows = conn.execute(
-            "SELECT caller, user_id, action, keys, outcome FROM audit_events ORDER BY id"
-        ).fetchall()
+    rows = raw_fetch(
+        vault.settings.database,
+        "SELECT caller, user_id, action, keys, outcome FROM audit_events ORDER BY id",
+    )
     events = [(c, u, a, json.loads(k), o) for c, u, a, k, o in rows]
     assert events == [
         ("gateway", "alice", "credentials.replace", [f"added:{k}" for k in sorted(VALUES)], "ok"),

@@ -9,11 +9,13 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import grpc.aio
 import pytest
 from aicreds.vault.v1 import credentials_pb2 as pb
 from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
 
+from tests.support.databases import raw_execute, raw_fetch
 from tests.support.vault import VaultHandle, running_vault
 
 
@@ -24,10 +26,10 @@ async def vault(tmp_path: Path) -> AsyncIterator[VaultHandle]:
 
 
 def _events(vault: VaultHandle) -> list[tuple[str, str, list[str], str]]:
-    with sqlite3.connect(vault.settings.database) as conn:
-        rows = conn.execute(
-            "SELECT caller, action, keys, outcome FROM audit_events ORDER BY id"
-        ).fetchall()
+    rows = raw_fetch(
+        vault.settings.database,
+        "SELECT caller, action, keys, outcome FROM audit_events ORDER BY id",
+    )
     return [(c, a, json.loads(k), o) for c, a, k, o in rows]
 
 
@@ -78,11 +80,12 @@ async def test_delete_all_names_the_deleted_keys(vault: VaultHandle) -> None:
 async def test_the_database_refuses_to_change_or_delete_audit_rows(vault: VaultHandle) -> None:
     stub = CredentialServiceStub(vault.channel("gateway"))
     await stub.PutCredential(pb.PutCredentialRequest(user_id="alice", key="k", value="sk-k-1"))
-    with sqlite3.connect(vault.settings.database) as conn:
-        for statement in (
-            "UPDATE audit_events SET outcome = 'forged'",
-            "DELETE FROM audit_events",
-        ):
-            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-                conn.execute(statement)
+    db = vault.settings.database
+    statements = ["UPDATE audit_events SET outcome = 'forged'", "DELETE FROM audit_events"]
+    if not isinstance(db, Path):
+        statements.append("TRUNCATE audit_events")  # PostgreSQL's other way to delete rows
+    for statement in statements:
+        # A trigger refuses it: RAISE(ABORT) on SQLite, RAISE EXCEPTION on PostgreSQL.
+        with pytest.raises((sqlite3.IntegrityError, asyncpg.RaiseError), match="append-only"):
+            raw_execute(db, statement)
     assert _events(vault) == [("gateway", "credentials.put", ["k"], "ok")]

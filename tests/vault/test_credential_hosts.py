@@ -4,7 +4,6 @@ value writes, audit without values, and a binding changed in the database refuse
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from aicreds.vault.v1 import credentials_pb2 as pb
 from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
 
+from tests.support.databases import raw_execute, raw_fetch
 from tests.support.vault import VaultHandle, running_vault
 
 CALLERS = {"gateway": ["manage"], "router": ["resolve"]}
@@ -54,10 +54,6 @@ async def _resolve(vault: VaultHandle, *keys: str) -> pb.ResolveResponse:
     return await _stub(vault, "router").Resolve(
         pb.ResolveRequest(user_id="alice", keys=pb.KeyNames(keys=list(keys)))
     )
-
-
-def _db(vault: VaultHandle) -> sqlite3.Connection:
-    return sqlite3.connect(vault.settings.database)
 
 
 async def test_set_get_and_unbind(vault: VaultHandle) -> None:
@@ -114,12 +110,13 @@ async def test_binding_changes_are_audited_without_values_or_hosts(vault: VaultH
     await _set(stub, "openai", ["api.openai.com"])
     with pytest.raises(grpc.aio.AioRpcError):
         await _set(stub, "openai", ["bad pattern"])
-    with _db(vault) as conn:
-        rows = conn.execute(
-            "SELECT action, keys, outcome FROM audit_events WHERE action = 'credentials.hosts'"
-            " ORDER BY id"
-        ).fetchall()
-        everything = " ".join(str(r) for r in conn.execute("SELECT * FROM audit_events"))
+    db = vault.settings.database
+    rows = raw_fetch(
+        db,
+        "SELECT action, keys, outcome FROM audit_events WHERE action = 'credentials.hosts'"
+        " ORDER BY id",
+    )
+    everything = " ".join(str(r) for r in raw_fetch(db, "SELECT * FROM audit_events"))
     assert rows == [
         ("credentials.hosts", '["openai"]', "ok"),
         ("credentials.hosts", '["openai"]', "invalid_argument"),
@@ -171,8 +168,12 @@ async def test_a_binding_changed_in_the_database_is_refused(
     await _put(stub, "free", OTHER)
     if bound_to:
         await _set(stub, "openai", bound_to)
-    with _db(vault) as conn:
-        conn.execute("UPDATE credentials SET hosts = ? WHERE key = 'openai'", (tampered,))
+    changed = raw_execute(
+        vault.settings.database,
+        "UPDATE credentials SET hosts = ? WHERE key = 'openai'",
+        (tampered,),
+    )
+    assert changed == 1
     caplog.set_level(logging.ERROR, logger="aicreds.vault")
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -80,6 +80,7 @@ def test_a_caller_token_file_others_may_read_is_refused(tmp_path: Path, mode: in
     assert "svc-token" not in str(err.value)
 
 
+@pytest.mark.sqlite_only("the mode of the SQLite database file and its WAL")
 @pytest.mark.parametrize("suffix", ["", "-wal"])
 async def test_a_database_others_may_read_is_refused_at_start(tmp_path: Path, suffix: str) -> None:
     async with running_vault(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import sqlite3
 from pathlib import Path
 
 import grpc
@@ -17,6 +16,8 @@ from aicreds.vault.v1.providers_pb2_grpc import ProviderServiceStub
 
 from services.common.logging import JsonFormatter
 from services.vault.keyring import Keyring
+from services.vault.store.location import DatabaseLocation
+from tests.support.databases import raw_execute, raw_fetch
 from tests.support.vault import running_vault
 
 VALUES = {
@@ -78,8 +79,12 @@ async def test_no_value_token_or_key_occurs_in_any_log_record(
                 pb.PutCredentialRequest(user_id="alice", key="k", value=VALUES["tiny"])
             )
         # An internal error (a corrupted row) is logged too.
-        with sqlite3.connect(vault.settings.database) as conn:
-            conn.execute("UPDATE credentials SET blob = x'0102' WHERE user_id = 'bob'")
+        corrupted = raw_execute(
+            vault.settings.database,
+            "UPDATE credentials SET blob = ? WHERE user_id = 'bob'",
+            (b"\x01\x02",),
+        )
+        assert corrupted == len(VALUES)
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.GetCredentials(pb.GetCredentialsRequest(user_id="bob"))
         # Providers: a literal secret in a header, a refused header value, resolves.
@@ -126,10 +131,10 @@ async def test_no_value_token_or_key_occurs_in_any_log_record(
         assert repr(blob) not in logged and blob.hex() not in logged
 
 
-def _stored_blobs(database: Path) -> list[bytes]:
-    with sqlite3.connect(database) as conn:
-        rows = conn.execute(
-            "SELECT blob FROM credentials UNION ALL SELECT wrapped FROM data_keys"
-            " UNION ALL SELECT headers FROM providers UNION ALL SELECT blob FROM master_key_checks"
-        ).fetchall()
+def _stored_blobs(database: DatabaseLocation) -> list[bytes]:
+    rows = raw_fetch(
+        database,
+        "SELECT blob FROM credentials UNION ALL SELECT wrapped FROM data_keys"
+        " UNION ALL SELECT headers FROM providers UNION ALL SELECT blob FROM master_key_checks",
+    )
     return [bytes(row[0]) for row in rows if len(row[0]) > 16]

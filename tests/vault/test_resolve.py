@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from aicreds.vault.v1 import providers_pb2 as pb
 from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
 from aicreds.vault.v1.providers_pb2_grpc import ProviderServiceStub
 
+from services.vault.store.location import DatabaseLocation
+from tests.support.databases import raw_execute, raw_fetch
 from tests.support.vault import VaultHandle, running_vault
 
 CREDENTIALS = {
@@ -188,11 +189,11 @@ async def test_every_resolve_is_audited_with_key_names_and_never_values(
     await router.Resolve(cpb.ResolveRequest(user_id="alice", model="anthropic/claude-x"))
     with pytest.raises(grpc.aio.AioRpcError):
         await router.Resolve(cpb.ResolveRequest(user_id="alice", model="gpt-5"))
-    with sqlite3.connect(vault.settings.database) as conn:
-        rows = conn.execute(
-            "SELECT caller, user_id, action, keys, outcome FROM audit_events"
-            " WHERE action = 'credentials.resolve' ORDER BY id"
-        ).fetchall()
+    rows = raw_fetch(
+        vault.settings.database,
+        "SELECT caller, user_id, action, keys, outcome FROM audit_events"
+        " WHERE action = 'credentials.resolve' ORDER BY id",
+    )
     assert [(c, u, a, json.loads(k), o) for c, u, a, k, o in rows] == [
         (
             "router",
@@ -204,20 +205,41 @@ async def test_every_resolve_is_audited_with_key_names_and_never_values(
         ("router", "alice", "credentials.resolve", ["anthropic_api_key"], "ok"),
         ("router", "alice", "credentials.resolve", [], "model_not_found"),
     ]
-    with sqlite3.connect(vault.settings.database) as conn:
-        dump = json.dumps(conn.execute("SELECT * FROM audit_events").fetchall())
+    dump = json.dumps(raw_fetch(vault.settings.database, "SELECT * FROM audit_events"))
     for value in (*CREDENTIALS.values(), LITERAL):
         assert value not in dump
 
 
+def _refuse_resolve_audits(db: DatabaseLocation) -> None:
+    """A trigger that makes the database refuse every audit row of a Resolve."""
+    if isinstance(db, Path):
+        raw_execute(
+            db,
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events"
+            " WHEN NEW.action = 'credentials.resolve' BEGIN SELECT RAISE(ABORT, 'full'); END",
+        )
+        return
+    raw_execute(
+        db,
+        "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'full'; END $$",
+    )
+    raw_execute(
+        db,
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events FOR EACH ROW"
+        " WHEN (NEW.action = 'credentials.resolve') EXECUTE FUNCTION refuse_audit()",
+    )
+
+
+def _accept_audits_again(db: DatabaseLocation) -> None:
+    raw_execute(
+        db, "DROP TRIGGER refuse_audit" + ("" if isinstance(db, Path) else " ON audit_events")
+    )
+
+
 async def test_resolves_whose_audit_batch_fails_hand_out_nothing(vault: VaultHandle) -> None:
     # Concurrent Resolves share one audit commit; when it fails, every one of them fails.
-    with sqlite3.connect(vault.settings.database) as conn:
-        conn.execute(
-            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events"
-            " WHEN NEW.action = 'credentials.resolve' BEGIN SELECT RAISE(ABORT, 'full'); END"
-        )
-    conn.close()
+    _refuse_resolve_audits(vault.settings.database)
     router = _router(vault)
     requests = [
         cpb.ResolveRequest(user_id="alice", provider_name="openai"),
@@ -229,8 +251,6 @@ async def test_resolves_whose_audit_batch_fails_hand_out_nothing(vault: VaultHan
         assert isinstance(result, grpc.aio.AioRpcError)
         assert result.code() == grpc.StatusCode.INTERNAL
         assert result.details() == "internal error"
-    with sqlite3.connect(vault.settings.database) as conn:
-        conn.execute("DROP TRIGGER refuse_audit")
-    conn.close()
+    _accept_audits_again(vault.settings.database)
     resolved = await router.Resolve(cpb.ResolveRequest(user_id="alice", provider_name="openai"))
     assert resolved.values["openai_api_key"] == CREDENTIALS["openai_api_key"]
