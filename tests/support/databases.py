@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
 from services.vault.store.database import Database
 from services.vault.store.location import DatabaseLocation
 from services.vault.store.opening import open_database
 from services.vault.store.postgres_db import to_postgres
 from tests.support.postgres import run_to_end
-from tests.support.vault import current_backend, database_for
+from tests.support.vault import database_for
 
 
 async def open_test_database(directory: Path) -> Database:
@@ -100,11 +99,3 @@ def contains_plaintext(location: DatabaseLocation, value: bytes) -> bool:
     """Whether `value` is anywhere in the stored database, as bytes or as a dump's hex."""
     stored = database_text(location)
     return value in stored or value.hex().encode() in stored
-
-
-def xfail_on_postgresql(request: pytest.FixtureRequest, reason: str) -> None:
-    """Mark the running test as an expected failure, strictly, when it runs on PostgreSQL (a
-    known bug of that backend: `reason`); on SQLite it runs and must pass as before. Call it
-    first thing in the test."""
-    if current_backend() == "postgresql":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))

@@ -105,10 +105,3 @@ def age(
         (*(row[names.index(c)] for c in times), kek_id, seal, row_id),
     )
     assert changed == 1, row_id
-
-
-REVOKE_FAILS_ON_POSTGRESQL = (
-    "PostgreSQL backend bug: revoking a token fails (CollationMismatchError: the recursive CTE"
-    " `doomed` in services/vault/store/tokens.py seeds with CAST(?1 AS TEXT), collation"
-    ' "default", while api_tokens.id is COLLATE "C")'
-)

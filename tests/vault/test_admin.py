@@ -8,16 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aicreds.vault.v1 import auth_pb2 as pb
 from aicreds.vault.v1.auth_pb2_grpc import AuthServiceStub
 
 from services.common.callers import write_private_file
 from services.vault.keyring import Keyring
-from tests.support.databases import xfail_on_postgresql
 from tests.support.vault import VaultFiles, VaultHandle, prepare_vault_files, running_vault
 from tests.vault._admin import run_admin
-from tests.vault._disk import REVOKE_FAILS_ON_POSTGRESQL
 
 TOKEN = re.compile(r"sk-aic-[A-Za-z0-9_-]{43}")
 
@@ -70,8 +67,7 @@ async def test_the_first_token_is_bootstrapped_with_the_vault_stopped(tmp_path: 
         assert not result.HasField("expires_at")
 
 
-async def test_list_and_revoke_tokens(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    xfail_on_postgresql(request, REVOKE_FAILS_ON_POSTGRESQL)
+async def test_list_and_revoke_tokens(tmp_path: Path) -> None:
     async with running_vault(tmp_path) as vault:
         files = vault.files
         token = (await run_admin(files, "create-token", "--user", "alice", "--name", "a")).stdout
@@ -116,8 +112,7 @@ async def test_invalid_arguments_are_refused_with_a_reason(tmp_path: Path) -> No
     assert batch.returncode == 2
 
 
-async def test_audit_shows_the_users_events(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    xfail_on_postgresql(request, REVOKE_FAILS_ON_POSTGRESQL)
+async def test_audit_shows_the_users_events(tmp_path: Path) -> None:
     async with running_vault(tmp_path) as vault:
         created = await run_admin(vault.files, "create-token", "--user", "alice")
         token_id = json.loads(

@@ -15,9 +15,7 @@ from aicreds.vault.v1.audit_pb2_grpc import AuditServiceStub
 from aicreds.vault.v1.auth_pb2_grpc import AuthServiceStub
 from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
 
-from tests.support.databases import xfail_on_postgresql
 from tests.support.vault import VaultHandle, running_vault
-from tests.vault._disk import REVOKE_FAILS_ON_POSTGRESQL
 
 SECRET_VALUE = "sk-proj-AUDIT-value-5b1f0e9a77"
 
@@ -34,10 +32,7 @@ async def _events(vault: VaultHandle, user: str, **kw: int) -> list[audit_pb2.Au
     return list(response.events)
 
 
-async def test_token_and_session_lifecycle_is_audited_without_secrets(
-    vault: VaultHandle, request: pytest.FixtureRequest
-) -> None:
-    xfail_on_postgresql(request, REVOKE_FAILS_ON_POSTGRESQL)
+async def test_token_and_session_lifecycle_is_audited_without_secrets(vault: VaultHandle) -> None:
     auth = AuthServiceStub(vault.channel("gateway"))
     token = await auth.CreateToken(auth_pb2.CreateTokenRequest(user_id="alice", name="cli"))
     session = await auth.CreateSession(

@@ -17,9 +17,9 @@ from services.common.logging import JsonFormatter
 from services.vault.keyring import Keyring
 from services.vault.sessions import DEFAULT_SESSION_TTL, is_well_formed_session
 from services.vault.tokens import SecretHasher, new_token
-from tests.support.databases import raw_fetch, xfail_on_postgresql
+from tests.support.databases import raw_fetch
 from tests.support.vault import VaultHandle, running_vault
-from tests.vault._disk import REVOKE_FAILS_ON_POSTGRESQL, age, database_bytes, forms_of
+from tests.vault._disk import age, database_bytes, forms_of
 
 
 @pytest.fixture
@@ -113,10 +113,7 @@ async def test_logout_ends_the_session_once(auth: AuthServiceStub) -> None:
     assert (await _check(auth, other.session)).authenticated
 
 
-async def test_revoking_the_token_ends_its_sessions(
-    auth: AuthServiceStub, request: pytest.FixtureRequest
-) -> None:
-    xfail_on_postgresql(request, REVOKE_FAILS_ON_POSTGRESQL)
+async def test_revoking_the_token_ends_its_sessions(auth: AuthServiceStub) -> None:
     token = await _token(auth)
     sessions = [await _session(auth, token) for _ in range(2)]
     unrelated = await _session(auth, await _token(auth))
@@ -160,10 +157,7 @@ async def test_a_session_ends_when_its_token_expires(
     assert (await _check(auth, created.session)).failure == pb.AUTH_FAILURE_EXPIRED
 
 
-async def test_sessions_are_only_made_from_the_users_live_tokens(
-    auth: AuthServiceStub, request: pytest.FixtureRequest
-) -> None:
-    xfail_on_postgresql(request, REVOKE_FAILS_ON_POSTGRESQL)
+async def test_sessions_are_only_made_from_the_users_live_tokens(auth: AuthServiceStub) -> None:
     token = await _token(auth)
     cases = [
         (pb.CreateSessionRequest(user_id="bob", token_id=token.info.id), "NOT_FOUND"),
@@ -204,9 +198,8 @@ async def test_the_database_holds_no_session_in_any_greppable_form(vault: VaultH
 
 
 async def test_no_token_or_session_reaches_any_log_record(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    xfail_on_postgresql(request, REVOKE_FAILS_ON_POSTGRESQL)
     caplog.set_level(logging.DEBUG)
     presented = [new_token(), "aic-sess-" + "Z" * 43, "sk-aic-" + "m" * 20]
     async with running_vault(tmp_path) as vault:

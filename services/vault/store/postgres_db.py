@@ -153,27 +153,30 @@ class PostgresDatabase:
             StartupRefused: the server cannot be reached or refuses the login (the message
                 names the URL without its password), or its schema is newer than we know.
         """
+        settings = {
+            "application_name": "aicreds-vault",
+            "statement_timeout": str(statement_timeout_ms),
+        }
         try:
+            # Migrations on a connection of their own: its session advisory lock never reaches
+            # a pooled connection.
+            conn = await asyncpg.connect(url.url, server_settings=settings)
+            try:
+                await _migrate(conn, migrations)
+            finally:
+                await conn.close()
             pool = await asyncpg.create_pool(
                 url.url,
                 min_size=1,
                 max_size=pool_size,
-                server_settings={
-                    "application_name": "aicreds-vault",
-                    "statement_timeout": str(statement_timeout_ms),
-                },
+                server_settings=settings,
+                reset=_end_open_transaction,
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
             raise StartupRefused(
                 f"cannot open the PostgreSQL database {url.redacted}: {type(err).__name__}:"
                 f" {_without(str(err), url)}"
             ) from None
-        try:
-            async with pool.acquire() as conn:
-                await _migrate(conn, migrations)
-        except BaseException:
-            await pool.close()
-            raise
         return cls(url, pool)
 
     async def close(self) -> None:
@@ -208,6 +211,16 @@ class PostgresDatabase:
         with _availability():
             row = await self._pool.fetchrow(to_postgres(sql), *params)
         return tuple(row) if row is not None else None
+
+
+async def _end_open_transaction(conn: _Connection) -> None:
+    """What a connection needs on its way back to the pool. The vault leaves no session state
+    on pooled connections (advisory locks are transaction-scoped, no SET, LISTEN or cursors),
+    so asyncpg's default reset (unlock all, CLOSE ALL, UNLISTEN, RESET ALL: one round trip per
+    statement the pool runs) is replaced by this: a rollback only if a cancelled caller left a
+    transaction open."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 def _without(message: str, url: PostgresUrl) -> str:
