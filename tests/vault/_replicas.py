@@ -20,11 +20,15 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aicreds.vault.v1 import credentials_pb2 as pb
+from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
+
 from services.common.grpc_server import CallerChannel, open_channel
+from tests.support.databases import raw_fetch
 from tests.support.vault import VaultFiles
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,3 +144,71 @@ async def running_replicas(
                 replica.process.send_signal(signal.SIGKILL)
         for replica in started:
             await asyncio.wait_for(replica.process.wait(), STOP_TIMEOUT)
+
+
+# --- calls and reads the replica tests share -----------------------------------------------------
+RPC_TIMEOUT = 10.0  # seconds for one call
+RUN_TIMEOUT = 40.0  # seconds for a whole concurrent phase
+
+
+def credential_stubs(replicas: Replicas) -> list[CredentialServiceStub]:
+    return [CredentialServiceStub(replicas.channel(i)) for i in range(len(replicas))]
+
+
+async def put_value(stub: CredentialServiceStub, user: str, key: str, value: str) -> None:
+    await stub.PutCredential(
+        pb.PutCredentialRequest(user_id=user, key=key, value=value), timeout=RPC_TIMEOUT
+    )
+
+
+async def replace_map(
+    stub: CredentialServiceStub, user: str, credentials: Mapping[str, str]
+) -> None:
+    await stub.ReplaceCredentials(
+        pb.ReplaceCredentialsRequest(user_id=user, credentials=credentials), timeout=RPC_TIMEOUT
+    )
+
+
+async def read_map(stub: CredentialServiceStub, user: str) -> dict[str, str]:
+    got = await stub.GetCredentials(pb.GetCredentialsRequest(user_id=user), timeout=RPC_TIMEOUT)
+    return dict(got.credentials)
+
+
+async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `condition` until it holds; fail after `timeout` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def duplicate_credential_rows(files: VaultFiles) -> list[tuple[object, ...]]:
+    return raw_fetch(
+        files.database,
+        "SELECT user_id, key, COUNT(*) FROM credentials GROUP BY user_id, key HAVING COUNT(*) > 1",
+    )
+
+
+def data_keys_per_user(files: VaultFiles) -> dict[str, int]:
+    rows = raw_fetch(files.database, "SELECT user_id, COUNT(*) FROM data_keys GROUP BY user_id")
+    return {str(user): int(count) for user, count in rows}
+
+
+def master_keys_of_data_keys(files: VaultFiles) -> dict[str, str]:
+    rows = raw_fetch(files.database, "SELECT user_id, kek_id FROM data_keys")
+    return {str(user): str(kek) for user, kek in rows}
+
+
+def audit_rows(files: VaultFiles, action: str) -> list[tuple[str, tuple[str, ...], str]]:
+    """(user, keys, outcome) of every audit row of `action`."""
+    rows = raw_fetch(
+        files.database,
+        "SELECT user_id, keys, outcome FROM audit_events WHERE action = ? ORDER BY id",
+        (action,),
+    )
+    return [(str(u), tuple(json.loads(str(k))), str(o)) for u, k, o in rows]
+
+
+# --- 1. concurrent writes through three replicas ------------------------------------------------
