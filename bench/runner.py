@@ -336,13 +336,8 @@ class Bench:
         return result, sampler
 
     async def _pg_counters(self) -> dict[str, float] | None:
-        """The PostgreSQL database's counters, once its backends have reported them."""
-        if self.pg_probe is None:
-            return None
-        from bench.vault_backends import STATS_DELAY_S
-
-        await asyncio.sleep(STATS_DELAY_S)
-        return await self.pg_probe()
+        """The PostgreSQL database's counters (BenchDatabase.probe), when one is in use."""
+        return None if self.pg_probe is None else await self.pg_probe()
 
     async def first_call(self, scenario: str) -> str | None:
         """One call of the scenario; None when it succeeded, else why not."""
