@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 LATENCY_SCENARIOS = ("direct", "gateway", "router_grpc", "vault_resolve")
+# Also drawn when present: `vault_resolve_pg<N>` (the vault on PostgreSQL, N replicas).
+PG_PREFIX = "vault_resolve_pg"
 STREAM_SCENARIOS = ("stream_direct", "stream_gateway")
 
 
@@ -55,6 +57,7 @@ def write_charts(directory: Path, results: Mapping[str, Any]) -> list[str]:
         ax.grid(True, which="both", alpha=0.3)
 
     present = [s for s in LATENCY_SCENARIOS if any(r["scenario"] == s for r in runs)]
+    present += sorted({str(r["scenario"]) for r in runs if r["scenario"].startswith(PG_PREFIX)})
     if present:
         fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
         for ax, key in zip(axes, ("p50", "p90", "p99"), strict=True):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.settings import env_bool, env_float, env_int, env_str
@@ -21,6 +21,8 @@ ALL_SCENARIOS = (
 # Scenarios that need no service: the fake upstream alone.
 UPSTREAM_ONLY = ("direct", "stream_direct")
 RESULTS_ROOT = Path(__file__).resolve().parent / "results"
+# `vault_resolve` on PostgreSQL with N replicas is reported as this scenario name + N.
+VAULT_PG_SCENARIO = "vault_resolve_pg"
 
 
 def _int_list(environ: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -52,6 +54,10 @@ class BenchConfig:
     BENCH_STREAM_CHUNKS, BENCH_STREAM_INTERVAL_MS  the fake SSE answer (default 16 events, 1 ms)
     BENCH_PROFILE       true: py-spy profiles of the services during one gateway run
     BENCH_RESULTS_DIR   where `<timestamp>/` folders go (default bench/results)
+    BENCH_VAULT_POSTGRES  a PostgreSQL server URL (e.g. postgresql://postgres@127.0.0.1:5432/
+                        postgres): `vault_resolve` also runs with the vault on PostgreSQL, in a
+                        fresh database the bench creates there and drops after (default unset)
+    BENCH_VAULT_REPLICAS  vault processes sharing that database, one run each (default 1,3)
     """
 
     duration_s: float = 15.0
@@ -68,6 +74,15 @@ class BenchConfig:
     stream_interval_ms: float = 1.0
     profile: bool = False
     results_root: Path = RESULTS_ROOT
+    vault_postgres: str = field(default="", repr=False)
+    vault_replicas: tuple[int, ...] = (1, 3)
+
+    @property
+    def vault_pg_scenarios(self) -> tuple[str, ...]:
+        """The PostgreSQL runs of `vault_resolve`, one per replica count (none when unset)."""
+        if not self.vault_postgres or "vault_resolve" not in self.scenarios:
+            return ()
+        return tuple(f"{VAULT_PG_SCENARIO}{n}" for n in self.vault_replicas)
 
     @property
     def needs_stack(self) -> bool:
@@ -88,6 +103,9 @@ class BenchConfig:
             )
         # Keep the canonical order whatever order they were named in.
         scenarios = tuple(s for s in ALL_SCENARIOS if s in scenarios)
+        vault_postgres = env_str(environ, "BENCH_VAULT_POSTGRES", "").strip()
+        if vault_postgres and not vault_postgres.startswith(("postgresql://", "postgres://")):
+            raise ValueError("BENCH_VAULT_POSTGRES must be a postgresql:// URL")
         return cls(
             duration_s=duration,
             warmup_s=max(0.0, warmup),
@@ -104,4 +122,6 @@ class BenchConfig:
             stream_interval_ms=max(0.0, env_float(environ, "BENCH_STREAM_INTERVAL_MS", 1.0)),
             profile=env_bool(environ, "BENCH_PROFILE", False),
             results_root=Path(env_str(environ, "BENCH_RESULTS_DIR", str(RESULTS_ROOT))),
+            vault_postgres=vault_postgres,
+            vault_replicas=_int_list(environ, "BENCH_VAULT_REPLICAS", cls.vault_replicas),
         )

@@ -15,6 +15,7 @@ with `perf_counter_ns`. Its own CPU per request is reported too.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import resource
@@ -387,6 +388,19 @@ def vault_resolve_call(stub: Any, request: Any, metadata: Sequence[tuple[str, st
         if not reply.values:
             return CallOutcome(error="no_values")
         return CallOutcome()
+
+    return call
+
+
+def round_robin(calls: Sequence[OneCall]) -> OneCall:
+    """Each call goes to the next of `calls` in turn: a client spreading its calls over
+    replicas, one channel each."""
+    if len(calls) == 1:
+        return calls[0]
+    turn = itertools.cycle(calls)
+
+    async def call() -> CallOutcome:
+        return await next(turn)()
 
     return call
 

@@ -100,3 +100,17 @@ def reset_peak(root: int) -> bool:
         except OSError:
             ok = False
     return ok
+
+
+def cpu_seconds_of(pids: list[int]) -> float:
+    """CPU seconds of exactly these processes (no children), those still alive."""
+    ticks = 0
+    for pid in pids:
+        stat = _read(_PROC / str(pid) / "stat")
+        if stat is None:
+            continue
+        try:
+            ticks += parse_stat_cpu_ticks(stat)[0]
+        except (ValueError, IndexError):
+            continue
+    return ticks / _CLK_TCK

@@ -6,7 +6,9 @@ at the same concurrency, so that a busy machine moves both sides:
 - overhead (ms) = latency through the stack - latency direct to the fake upstream, per
   percentile (p50 with p50, p99 with p99) at the same concurrency;
 - streaming overhead = the same for time to first byte and time to the end of the stream;
-- upstream headroom = the fake upstream's best throughput / the stack's best throughput.
+- upstream headroom = the fake upstream's best throughput / the stack's best throughput;
+- vault backends = `Resolve` on PostgreSQL (1 or N replicas) / on SQLite, ops/s and each
+  latency percentile, at the same concurrency.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.config import VAULT_PG_SCENARIO
 from bench.stats import overhead
 
 # Issue 8's targets for this 2-core machine.
@@ -81,6 +84,93 @@ def overheads(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
         }
         result.setdefault("stream_gateway", {})[str(c)] = entry
     return result
+
+
+def backend_label(scenario: str) -> str:
+    """`sqlite ×1` for `vault_resolve`, `postgresql ×N` for `vault_resolve_pg<N>`."""
+    if scenario.startswith(VAULT_PG_SCENARIO):
+        return f"postgresql ×{scenario[len(VAULT_PG_SCENARIO) :]}"
+    return "sqlite ×1"
+
+
+def _ratio(value: Any, base: Any) -> float | None:
+    if value is None or base is None or float(base) <= 0:
+        return None
+    return round(float(value) / float(base), 3)
+
+
+def vault_backends(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """`Resolve` per database backend and concurrency, with ratios against SQLite (same run,
+    same concurrency): ops/s ratio > 1 is faster, latency ratio > 1 is slower."""
+    scenarios = sorted(
+        {str(r["scenario"]) for r in runs if str(r["scenario"]).startswith(VAULT_PG_SCENARIO)},
+        key=lambda name: int(name[len(VAULT_PG_SCENARIO) :] or 0),
+    )
+    if not scenarios:
+        return []
+    rows = []
+    levels = sorted({int(r["concurrency"]) for r in runs if r["scenario"] in scenarios})
+    for c in levels:
+        base = find_run(runs, "vault_resolve", c)
+        base_lat = (base or {}).get("latency_ms") or {}
+        for scenario in ["vault_resolve", *scenarios]:
+            run = find_run(runs, scenario, c)
+            if run is None:
+                continue
+            lat = run.get("latency_ms") or {}
+            services = run.get("services") or {}
+            vaults = [v for n, v in services.items() if n.split(".")[0] == "vault"]
+            pg = services.get("postgresql") or {}
+            rows.append(
+                {
+                    "backend": backend_label(scenario),
+                    "scenario": scenario,
+                    "concurrency": c,
+                    "rps": run["rps"],
+                    "p50": lat.get("p50"),
+                    "p99": lat.get("p99"),
+                    "errors": run["errors"],
+                    "rps_ratio": _ratio(run["rps"], base["rps"]) if base else None,
+                    "p50_ratio": _ratio(lat.get("p50"), base_lat.get("p50")),
+                    "p99_ratio": _ratio(lat.get("p99"), base_lat.get("p99")),
+                    "vault_cpu_ms": (
+                        round(sum(float(v.get("cpu_ms_per_request") or 0) for v in vaults), 3)
+                        if vaults
+                        else None
+                    ),
+                    "postgresql_cpu_ms": pg.get("cpu_ms_per_request"),
+                    "xact_per_request": pg.get("xact_per_request"),
+                }
+            )
+    return rows
+
+
+def vault_backends_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The `Resolve`-by-backend table (empty without PostgreSQL runs)."""
+    if not rows:
+        return []
+    out = [
+        "",
+        "## Vault `Resolve` by database backend (issue 16)",
+        "",
+        "Per-call latency recorded by the Python client (uncorrected, closed loop); ratios are "
+        "against `sqlite ×1` at the same concurrency in this run. CPU ms per `Resolve`: all vault "
+        "processes together, and the PostgreSQL backends serving the bench's database; "
+        "transactions per `Resolve` from its `pg_stat_database`.",
+        "",
+        "| backend × vaults | c | ops/s | p50 ms | p99 ms | errors | ops/s ÷ sqlite "
+        "| p50 ÷ sqlite | p99 ÷ sqlite | vault CPU ms/op | PostgreSQL CPU ms/op | PG xacts/op |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        out.append(
+            f"| {row['backend']} | {row['concurrency']} | {_cell(row['rps'], 0)} | "
+            f"{_cell(row['p50'])} | {_cell(row['p99'])} | {row['errors']} | "
+            f"{_cell(row['rps_ratio'])} | {_cell(row['p50_ratio'])} | "
+            f"{_cell(row['p99_ratio'])} | {_cell(row.get('vault_cpu_ms'), 3)} | "
+            f"{_cell(row.get('postgresql_cpu_ms'), 3)} | {_cell(row.get('xact_per_request'))} |"
+        )
+    return out
 
 
 def upstream_headroom(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
@@ -238,6 +328,7 @@ def derive(
         "overhead": overheads(runs),
         "upstream_headroom": upstream_headroom(runs),
         "memory": memory_under_load(runs),
+        "vault_backends": vault_backends(runs),
         "soak": soak,
         "profile": profile,
     }
@@ -299,6 +390,7 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
             f"{run['errors']} | {delta_cell} | "
             f"{_cell((run.get('client') or {}).get('cpu_us_per_request'), 1)} |"
         )
+    out += vault_backends_markdown(results.get("vault_backends") or [])
     stream_runs = [r for r in runs if r["scenario"].startswith("stream_")]
     if stream_runs:
         out += [
@@ -347,14 +439,12 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
                     continue
                 cpu = _cell(fig.get("cpu_ms_per_request"), 3)
                 cells.append(f"{cpu}, {_cell(fig.get('peak_rss_mib'), 0)}")
+            # Every vault replica (`vault.2`, ...) counts as vault.
+            ours = [n for n in run["services"] if n.split(".")[0] in STACK_SERVICES]
             stack_cpu = sum(
-                float(run["services"][n].get("cpu_ms_per_request") or 0.0)
-                for n in STACK_SERVICES
-                if n in run["services"]
+                float(run["services"][n].get("cpu_ms_per_request") or 0.0) for n in ours
             )
-            cells.append(
-                _cell(stack_cpu, 3) if any(n in run["services"] for n in STACK_SERVICES) else "—"
-            )
+            cells.append(_cell(stack_cpu, 3) if ours else "—")
             out.append(f"| {run['scenario']} | {run['concurrency']} | " + " | ".join(cells) + " |")
     headroom = results.get("upstream_headroom")
     if headroom:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procstats
-from bench.config import BenchConfig
+from bench.config import VAULT_PG_SCENARIO, BenchConfig
 from bench.fake_upstream import UpstreamConfig
 from bench.load import (
     HttpRequestSpec,
@@ -30,6 +30,7 @@ from bench.load import (
     closed_loop,
     ensure_wrk,
     loop_to_run,
+    round_robin,
     router_invoke_call,
     run_wrk,
     sse_call,
@@ -124,6 +125,10 @@ class Bench:
     skipped: dict[str, str] = field(default_factory=dict)
     grpc_channels: dict[str, Any] = field(default_factory=dict)
     peak_reset_ok: bool = True
+    # While a `vault_resolve_pg<N>` scenario runs: its own stack (N vaults on one PostgreSQL
+    # database) and that database's counters (BenchDatabase.probe).
+    pg_stack: Stack | None = None
+    pg_probe: Callable[[], Awaitable[dict[str, float]]] | None = None
 
     # --- what each scenario sends ---------------------------------------------------------
 
@@ -167,6 +172,13 @@ class Bench:
             return self._stream_runner(
                 scenario, f"{self.upstream.base_url}{CHAT_PATH}", self.upstream_key
             )
+        if scenario.startswith(VAULT_PG_SCENARIO):
+            pg_stack = self.pg_stack
+            if pg_stack is None:
+                raise StackError("the PostgreSQL vault stack is not running")
+            return self._loop_runner(
+                scenario, lambda c: self._resolve_call(pg_stack), "python grpc.aio"
+            )
         stack = self.stack
         if stack is None:
             raise StackError("the stack is not running")
@@ -206,7 +218,9 @@ class Bench:
         if scenario == "router_grpc":
             return self._loop_runner(scenario, lambda c: self._router_call(), "python grpc.aio")
         if scenario == "vault_resolve":
-            return self._loop_runner(scenario, lambda c: self._resolve_call(), "python grpc.aio")
+            return self._loop_runner(
+                scenario, lambda c: self._resolve_call(stack), "python grpc.aio"
+            )
         raise ValueError(f"unknown scenario {scenario}")
 
     def _stream_runner(self, scenario: str, url: str, token: str) -> RunFn:
@@ -250,18 +264,27 @@ class Bench:
         metadata = (("authorization", f"Bearer {self.stack.agent_token}"),)
         return router_invoke_call(stub, request, metadata)
 
-    def _resolve_call(self) -> Any:
+    def _resolve_call(self, stack: Stack) -> Any:
+        """`Resolve` on the stack's vault, or round-robin over its vault replicas."""
         from aicreds.vault.v1 import credentials_pb2, credentials_pb2_grpc
 
-        assert self.stack is not None
-        stub = credentials_pb2_grpc.CredentialServiceStub(self._channel(self.stack.vault_addr))
-        request = credentials_pb2.ResolveRequest(user_id=self.stack.user_id, model=BENCH_MODEL)
-        metadata = (("authorization", f"Bearer {self.stack.resolver_token}"),)
-        return vault_resolve_call(stub, request, metadata)
+        request = credentials_pb2.ResolveRequest(user_id=stack.user_id, model=BENCH_MODEL)
+        metadata = (("authorization", f"Bearer {stack.resolver_token}"),)
+        calls = [
+            vault_resolve_call(
+                credentials_pb2_grpc.CredentialServiceStub(self._channel(addr)), request, metadata
+            )
+            for addr in stack.vault_addrs or [stack.vault_addr]
+        ]
+        return round_robin(calls)
 
     # --- measuring --------------------------------------------------------------------------
 
     def service_pids(self) -> dict[str, int]:
+        if self.pg_stack is not None:
+            # A PostgreSQL vault run: its vault replicas (its router and gateway stay idle).
+            procs = self.pg_stack.procs
+            return {name: procs[name].pid for name in procs if name.startswith("vault")}
         pids: dict[str, int] = {}
         if self.stack is not None:
             pids.update({name: self.stack.pid(name) for name in self.stack.procs})
@@ -280,10 +303,12 @@ class Bench:
         load_before = loadavg_1m()
         for pid in pids.values():
             self.peak_reset_ok &= procstats.reset_peak(pid)
+        pg_before = await self._pg_counters()
         before = {name: procstats.snapshot(pid) for name, pid in pids.items()}
         async with ProcessSampler(pids) as sampler:
             result = await run(concurrency, duration)
         after = {name: procstats.snapshot(pid) for name, pid in pids.items()}
+        pg_after = await self._pg_counters()
         calls = result.requests + result.errors
         for name in pids:
             cpu = after[name].cpu_seconds - before[name].cpu_seconds
@@ -293,10 +318,26 @@ class Bench:
                 "peak_rss_mib": round(max(after[name].hwm_kib / MIB, sampler.peak_mib[name]), 1),
                 "rss_end_mib": round(after[name].rss_kib / MIB, 1),
             }
+        if pg_before is not None and pg_after is not None:
+            delta = {k: pg_after[k] - pg_before[k] for k in pg_after}
+            result.services["postgresql"] = {
+                "cpu_s": round(delta["cpu_s"], 3),
+                "cpu_ms_per_request": round(delta["cpu_s"] / calls * 1000, 4) if calls else 0.0,
+                # Each statement outside a transaction block is a transaction of its own.
+                "xact_per_request": round(delta["xact_commit"] / calls, 3) if calls else 0.0,
+                "rows_inserted_per_request": (
+                    round(delta["tup_inserted"] / calls, 3) if calls else 0.0
+                ),
+            }
         result.client["loadavg_1m_before_after"] = [load_before, loadavg_1m()]
-        if self.stack is not None:
-            self.stack.check_alive()
+        checked = self.pg_stack if scenario.startswith(VAULT_PG_SCENARIO) else self.stack
+        if checked is not None:
+            checked.check_alive()
         return result, sampler
+
+    async def _pg_counters(self) -> dict[str, float] | None:
+        """The PostgreSQL database's counters (BenchDatabase.probe), when one is in use."""
+        return None if self.pg_probe is None else await self.pg_probe()
 
     async def first_call(self, scenario: str) -> str | None:
         """One call of the scenario; None when it succeeded, else why not."""
@@ -318,30 +359,64 @@ class Bench:
                 levels = (config.rest_concurrency,)
             else:
                 levels = config.concurrencies
-            why = await self.first_call(scenario)
-            if why is not None:
-                self.skipped[scenario] = why
-                print(f"bench: skipping {scenario}: {why}", flush=True)
-                continue
-            run = self.runner(scenario)
-            for concurrency in levels:
+            await self.run_scenario(scenario, levels)
+            if scenario == "vault_resolve":
+                # Right after the SQLite vault, so both sides see the same machine.
+                for replicas in config.vault_replicas if config.vault_pg_scenarios else ():
+                    await self.run_vault_postgres(replicas)
+
+    async def run_vault_postgres(self, replicas: int) -> None:
+        """`vault_resolve` against `replicas` vaults sharing one fresh PostgreSQL database."""
+        from bench.vault_backends import BenchDatabase, PostgresError
+
+        assert self.upstream is not None
+        scenario = f"{VAULT_PG_SCENARIO}{replicas}"
+        log_dir = self.out_dir / "logs" / scenario
+        log_dir.mkdir(parents=True, exist_ok=True)
+        print(f"bench: {scenario}: {replicas} vault(s) on a fresh PostgreSQL database", flush=True)
+        try:
+            async with BenchDatabase(self.config.vault_postgres) as database:
+                env = {**os.environ, "BENCH_ENV_VAULT_DATABASE": database.url}
+                stack = start_stack(self.work_dir / scenario, log_dir, env, replicas)
                 try:
-                    result, _ = await self.measure(run, scenario, concurrency, config.duration_s)
-                except StackError:
-                    raise
-                except Exception as err:  # one broken scenario must not lose the others
-                    why = f"c={concurrency}: {type(err).__name__}: {err}"[:500]
-                    self.skipped[scenario] = why
-                    print(f"bench: {scenario} failed at {why}", flush=True)
-                    break
-                self.runs.append(result.as_dict())
-                lat = result.latency_ms or {}
-                p50, p99 = lat.get("p50", float("nan")), lat.get("p99", float("nan"))
-                print(
-                    f"bench: {scenario:15s} c={concurrency:<3d} {result.rps:9.1f} req/s  "
-                    f"p50 {p50:7.2f}  p99 {p99:7.2f} ms  errors {result.errors}",
-                    flush=True,
-                )
+                    prepare_user(stack, self.upstream.base_url, self.upstream_key)
+                    self.pg_stack, self.pg_probe = stack, database.probe
+                    await self.run_scenario(scenario, self.config.concurrencies)
+                finally:
+                    self.pg_stack = self.pg_probe = None
+                    await self.close_channels(stack.vault_addrs)
+                    stack.stop()
+        except (StackError, PostgresError) as err:
+            why = f"{type(err).__name__}: {err}"[:500]
+            self.skipped.setdefault(scenario, why)
+            print(f"bench: {scenario} stopped: {why} (logs in {log_dir})", flush=True)
+
+    async def run_scenario(self, scenario: str, levels: tuple[int, ...]) -> None:
+        """First call, then one measured run per concurrency; a failure skips the rest."""
+        why = await self.first_call(scenario)
+        if why is not None:
+            self.skipped[scenario] = why
+            print(f"bench: skipping {scenario}: {why}", flush=True)
+            return
+        run = self.runner(scenario)
+        for concurrency in levels:
+            try:
+                result, _ = await self.measure(run, scenario, concurrency, self.config.duration_s)
+            except StackError:
+                raise
+            except Exception as err:  # one broken scenario must not lose the others
+                why = f"c={concurrency}: {type(err).__name__}: {err}"[:500]
+                self.skipped[scenario] = why
+                print(f"bench: {scenario} failed at {why}", flush=True)
+                break
+            self.runs.append(result.as_dict())
+            lat = result.latency_ms or {}
+            p50, p99 = lat.get("p50", float("nan")), lat.get("p99", float("nan"))
+            print(
+                f"bench: {scenario:15s} c={concurrency:<3d} {result.rps:9.1f} req/s  "
+                f"p50 {p50:7.2f}  p99 {p99:7.2f} ms  errors {result.errors}",
+                flush=True,
+            )
 
     async def soak(self) -> dict[str, Any] | None:
         """The gateway at the soak concurrency for the soak duration; RSS growth and errors."""
@@ -412,10 +487,12 @@ class Bench:
             "services": services,
         }
 
-    async def close_channels(self) -> None:
-        for channel in self.grpc_channels.values():
-            await channel.close()
-        self.grpc_channels.clear()
+    async def close_channels(self, addrs: list[str] | None = None) -> None:
+        """Close the channels to `addrs` (default: all of them)."""
+        for addr in list(self.grpc_channels) if addrs is None else addrs:
+            channel = self.grpc_channels.pop(addr, None)
+            if channel is not None:
+                await channel.close()
 
 
 def loadavg_1m() -> float | None:
@@ -448,7 +525,7 @@ def meta_for(config: BenchConfig, wrk: str, started: datetime) -> dict[str, Any]
         "started_at": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
         "commit": _git_commit(Path(__file__).resolve().parent.parent),
         "duration_s": config.duration_s,
-        "warmup_s": config.warmup_s,
+        "warmup_s": round(config.warmup_s, 2),
         "concurrencies": list(config.concurrencies),
         "stream_concurrencies": list(config.stream_concurrencies),
         "rest_concurrency": config.rest_concurrency,

@@ -121,6 +121,9 @@ class Stack:
     resolver_token: str = field(repr=False)
     user_token: str = field(default="", repr=False)
     user_id: str = BENCH_USER
+    # Every vault process, `vault_addr` first; more than one when they share a PostgreSQL
+    # database (the extra ones are `vault.2`, `vault.3`, ... in `procs`).
+    vault_addrs: list[str] = field(default_factory=list)
 
     def pid(self, service: str) -> int:
         return self.procs[service].pid
@@ -133,7 +136,7 @@ class Stack:
 
     def stop(self) -> None:
         # Gateway first, vault last: the reverse of the start order.
-        _stop_all([self.procs[n] for n in reversed(SERVICES) if n in self.procs])
+        _stop_all(list(reversed(self.procs.values())))
 
 
 def _stop_all(procs: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
@@ -258,8 +261,27 @@ def _wait_http_ready(url: str, proc: subprocess.Popen[bytes], what: str, timeout
     raise StackError(f"{what} was not ready at {url} within {timeout:.0f} s ({last})")
 
 
-def start_stack(state_dir: Path, log_dir: Path, base_env: Mapping[str, str]) -> Stack:
-    """Start vault, router and gateway (in that order), each ready before the next."""
+def _spawn(command: str, env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [_bin(command)],
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def start_stack(
+    state_dir: Path, log_dir: Path, base_env: Mapping[str, str], vault_replicas: int = 1
+) -> Stack:
+    """Start vault, router and gateway (in that order), each ready before the next.
+
+    With `vault_replicas` > 1 (the vault on PostgreSQL, `VAULT_DATABASE` in `base_env` as
+    `BENCH_ENV_VAULT_DATABASE`), the further vault processes start once the first is serving
+    (it has migrated the database and written the dev keyring they share), each on its own port,
+    with the same environment otherwise. The router and gateway talk to the first.
+    """
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     agent, resolver = write_callers(state_dir)
     ports = {name: free_port() for name in SERVICES}
@@ -273,22 +295,24 @@ def start_stack(state_dir: Path, log_dir: Path, base_env: Mapping[str, str]) -> 
         procs=procs,
         agent_token=agent,
         resolver_token=resolver,
+        vault_addrs=[f"127.0.0.1:{ports['vault']}"],
     )
     try:
         for name in SERVICES:
-            log = (log_dir / f"{name}.log").open("ab")
-            procs[name] = subprocess.Popen(
-                [_bin(f"aicreds-{name}")],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            log.close()
+            procs[name] = _spawn(f"aicreds-{name}", env, log_dir / f"{name}.log")
             if name == "gateway":
                 _wait_http_ready(f"{stack.gateway_url}/readyz", procs[name], name, 60)
             else:
                 _wait_grpc_health(getattr(stack, f"{name}_addr"), procs[name], name, 60)
+            if name != "vault":
+                continue
+            for replica in range(2, vault_replicas + 1):
+                label, addr = f"vault.{replica}", f"127.0.0.1:{free_port()}"
+                procs[label] = _spawn(
+                    "aicreds-vault", {**env, "VAULT_LISTEN": addr}, log_dir / f"{label}.log"
+                )
+                _wait_grpc_health(addr, procs[label], label, 60)
+                stack.vault_addrs.append(addr)
         try:
             stack.user_token = create_user_token(env, BENCH_USER)
         except StackError as err:

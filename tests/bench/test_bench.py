@@ -15,10 +15,12 @@ import pytest
 from bench import fake_upstream
 from bench.config import ALL_SCENARIOS, BenchConfig
 from bench.load import (
+    CallOutcome,
     HttpRequestSpec,
     LoopResult,
     loop_to_run,
     parse_wrk_output,
+    round_robin,
     wrk_script,
     wrk_to_run,
 )
@@ -27,6 +29,7 @@ from bench.profiling import parse_collapsed
 from bench.report import derive, summary_markdown, write_results
 from bench.stack import _user_id_from_debug, provider_body, stack_environment
 from bench.stats import overhead, percentile, rss_growth_pct, summarize_ms
+from bench.vault_backends import database_url, redacted
 
 # --- statistics ------------------------------------------------------------------------------
 
@@ -139,6 +142,24 @@ def test_loop_to_run_reports_ttfb_and_end_for_streams() -> None:
     assert run.client["cpu_us_per_request"] == 1000.0
 
 
+async def test_round_robin_spreads_calls_over_replicas_in_turn() -> None:
+    seen: list[int] = []
+
+    def to(replica: int) -> Any:
+        async def call() -> CallOutcome:
+            seen.append(replica)
+            return CallOutcome()
+
+        return call
+
+    one_call = round_robin([to(1), to(2), to(3)])
+    for _ in range(7):
+        await one_call()
+    assert seen == [1, 2, 3, 1, 2, 3, 1]
+    single = to(9)
+    assert round_robin([single]) is single
+
+
 # --- reports ----------------------------------------------------------------------------------
 
 
@@ -218,6 +239,47 @@ def test_targets_say_met_missed_and_not_measured() -> None:
     assert rows["fake upstream throughput / stack throughput"] is True
 
 
+def test_vault_backends_are_ratios_against_sqlite_at_the_same_concurrency() -> None:
+    runs = [
+        _run("vault_resolve", 1, 400, 2.0, 5.0),
+        _run("vault_resolve", 64, 800, 80.0, 100.0),
+        _run("vault_resolve_pg1", 1, 200, 4.0, 10.0),
+        _run(
+            "vault_resolve_pg3",
+            1,
+            100,
+            8.0,
+            20.0,
+            services={
+                "vault": {"cpu_ms_per_request": 0.5},
+                "vault.2": {"cpu_ms_per_request": 0.25},
+                "vault.3": {"cpu_ms_per_request": 0.25},
+                "postgresql": {"cpu_ms_per_request": 0.4, "xact_per_request": 3.0},
+            },
+        ),
+        _run("vault_resolve_pg1", 64, 400, 160.0, 250.0, errors=3),
+    ]
+    results = derive({}, runs, None)
+    rows = {(r["backend"], r["concurrency"]): r for r in results["vault_backends"]}
+    assert list(rows) == [
+        ("sqlite ×1", 1),
+        ("postgresql ×1", 1),
+        ("postgresql ×3", 1),
+        ("sqlite ×1", 64),
+        ("postgresql ×1", 64),
+    ]
+    assert rows[("sqlite ×1", 1)]["rps_ratio"] == 1.0
+    assert rows[("postgresql ×3", 1)]["rps_ratio"] == 0.25
+    assert rows[("postgresql ×1", 64)]["p99_ratio"] == 2.5
+    # Every replica's CPU counts for the vault.
+    assert rows[("postgresql ×3", 1)]["vault_cpu_ms"] == 1.0
+    assert rows[("postgresql ×3", 1)]["xact_per_request"] == 3.0
+    summary = summary_markdown(results)
+    assert "| postgresql ×1 | 64 | 400 | 160.00 | 250.00 | 3 | 0.50 | 2.00 | 2.50 |" in summary
+    # Without PostgreSQL runs there is no backend section.
+    assert "by database backend" not in summary_markdown(_sample_results())
+
+
 def test_write_results_writes_json_and_a_summary_table(tmp_path: Path) -> None:
     results = _sample_results()
     json_path, md_path = write_results(tmp_path / "run", results)
@@ -249,6 +311,32 @@ def test_config_defaults_and_smoke_overrides() -> None:
         BenchConfig.from_env({"BENCH_SCENARIOS": "nope"})
     with pytest.raises(ValueError, match="BENCH_CONCURRENCY"):
         BenchConfig.from_env({"BENCH_CONCURRENCY": "0"})
+
+
+def test_config_vault_on_postgresql_adds_a_run_per_replica_count() -> None:
+    assert BenchConfig.from_env({}).vault_pg_scenarios == ()
+    server = "postgresql://postgres@127.0.0.1:5432/postgres"
+    config = BenchConfig.from_env({"BENCH_VAULT_POSTGRES": server})
+    assert config.vault_replicas == (1, 3)
+    assert config.vault_pg_scenarios == ("vault_resolve_pg1", "vault_resolve_pg3")
+    assert server not in repr(config)
+    # Only with vault_resolve selected: the PostgreSQL runs are beside the SQLite one.
+    no_resolve = BenchConfig.from_env({"BENCH_VAULT_POSTGRES": server, "BENCH_SCENARIOS": "direct"})
+    assert no_resolve.vault_pg_scenarios == ()
+    two = BenchConfig.from_env({"BENCH_VAULT_POSTGRES": server, "BENCH_VAULT_REPLICAS": "2"})
+    assert two.vault_pg_scenarios == ("vault_resolve_pg2",)
+    with pytest.raises(ValueError, match="BENCH_VAULT_POSTGRES"):
+        BenchConfig.from_env({"BENCH_VAULT_POSTGRES": "/var/lib/vault.db"})
+
+
+def test_bench_database_url_keeps_the_server_and_hides_the_password() -> None:
+    server = "postgresql://bench:s3cret@db.example:6432/postgres?sslmode=require"
+    url = database_url(server, "aicreds_bench_0a1b")
+    assert url == "postgresql://bench:s3cret@db.example:6432/aicreds_bench_0a1b?sslmode=require"
+    assert (
+        redacted(url) == "postgresql://bench:***@db.example:6432/aicreds_bench_0a1b?sslmode=require"
+    )
+    assert redacted("postgresql://postgres@127.0.0.1/x") == "postgresql://postgres@127.0.0.1/x"
 
 
 def test_stack_environment_wires_services_and_drops_stray_settings(tmp_path: Path) -> None:
