@@ -30,13 +30,14 @@ from services.gateway.auth import Authenticator, session_cookie_name
 from services.gateway.call_slots import CallSlots, held_for_the_answer
 from services.gateway.clients import RouterClient, VaultClient
 from services.gateway.endpoint_table import Endpoint, PlainEndpoint, rest_route
+from services.gateway.limit_fallback import gateway_limits
 from services.gateway.middleware import GatewayApplication
 from services.gateway.model_api.endpoints import model_endpoints
 from services.gateway.model_api.model_call import LlmBackend, LlmPrincipal
 from services.gateway.observability import Metrics
 from services.gateway.openapi import build_openapi
 from services.gateway.ops_api import endpoints as ops_endpoints
-from services.gateway.rate_limit import InMemoryRateLimiter, RateLimiter
+from services.gateway.rate_limit import RateLimiter
 from services.gateway.rest_api import (
     activity,
     credential_hosts,
@@ -112,7 +113,7 @@ def create_app(
     address_limiter: RateLimiter | None = None,
     user_limiter: RateLimiter | None = None,
 ) -> Starlette:
-    """The ASGI application. Limiters default to in-memory buckets from the settings.
+    """The ASGI application. Limiters default to the settings' (`limit_fallback.py`).
 
     `app.state.rest_endpoints` is the REST v2 table it serves (what tests iterate over).
     """
@@ -127,17 +128,15 @@ def create_app(
         settings.router_timeout,
     )
     authenticator = Authenticator(vault, cache_ttl=settings.auth_cache_ttl)
+    limits = gateway_limits(settings, metrics)
     admission = Admission(
         authenticator=authenticator,
-        token_limiter=token_limiter
-        or InMemoryRateLimiter(settings.rate_limit, settings.rate_burst),
-        address_limiter=address_limiter
-        or InMemoryRateLimiter(settings.auth_fail_rate, settings.auth_fail_burst),
+        token_limiter=token_limiter or limits.token,
+        address_limiter=address_limiter or limits.address,
         origin=settings.origin,
         metrics=metrics,
         cookie_secure=settings.cookie_secure,
-        user_limiter=user_limiter
-        or InMemoryRateLimiter(settings.user_rate_limit, settings.user_rate_burst),
+        user_limiter=user_limiter or limits.user,
     )
     call_slots = CallSlots(settings.user_max_concurrent_calls)
 
@@ -173,6 +172,7 @@ def create_app(
         finally:
             await vault.close()
             await router.close()
+            await limits.close()
 
     app = GatewayApplication(metrics=metrics, routes=routes, lifespan=lifespan)
     app.state.rest_endpoints = tuple(rest)

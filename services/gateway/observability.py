@@ -15,7 +15,7 @@ import logging
 import re
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import Scope
 
 from services.common.request_context import new_request_id
@@ -98,6 +98,19 @@ class Metrics:
             "aicreds_gateway_rate_limited_total",
             "Requests refused by a rate limit, by limit (token or address).",
             ["limit"],
+            registry=self.registry,
+        )
+        # Which store answers the rate limits (1 for the one in use): `redis` when shared,
+        # `local` without GATEWAY_REDIS_URL or while Redis is down (limit_fallback.py).
+        self.rate_limit_backend = Gauge(
+            "aicreds_gateway_rate_limit_backend",
+            "The store answering rate-limit checks now (1) and the other (0): redis or local.",
+            ["backend"],
+            registry=self.registry,
+        )
+        self.rate_limit_fallbacks = Counter(
+            "aicreds_gateway_rate_limit_fallbacks_total",
+            "Rate-limit checks answered by this gateway's own buckets because Redis was down.",
             registry=self.registry,
         )
         # The labelled children of `requests` and `latency`, looked up once per label set:

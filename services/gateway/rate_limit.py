@@ -1,8 +1,9 @@
 """Token-bucket rate limits behind a small interface.
 
 `RateLimiter` is what the gateway needs from a limiter; `InMemoryRateLimiter` implements it
-for one replica. A shared store (e.g. Redis with a Lua script doing the same arithmetic) can
-implement the same two async methods when several replicas must share one budget.
+for one replica, `redis_limits.RedisRateLimiter` for all replicas at once (a Lua script doing
+the same arithmetic in Redis), and `limit_fallback.py` chooses between them. Both turn the
+tokens left in a bucket into a `RateDecision` with `bucket_decision`.
 
 A bucket holds at most `burst` tokens and refills at `rate` tokens per second; a request
 takes one. The header values follow the common `X-RateLimit-*` convention:
@@ -110,11 +111,16 @@ class InMemoryRateLimiter:
         allowed = bucket.tokens >= 1.0
         if allowed and take:
             bucket.tokens -= 1.0
-        missing_for_one = 0.0 if bucket.tokens >= 1.0 else (1.0 - bucket.tokens) / self.rate
-        return RateDecision(
-            allowed=allowed,
-            limit=self.burst,
-            remaining=int(math.floor(bucket.tokens)),
-            reset_after=(self.burst - bucket.tokens) / self.rate,
-            retry_after=0.0 if allowed else missing_for_one,
-        )
+        return bucket_decision(allowed, bucket.tokens, rate=self.rate, burst=self.burst)
+
+
+def bucket_decision(allowed: bool, tokens: float, *, rate: float, burst: int) -> RateDecision:
+    """The decision for a bucket left with `tokens` after the check (every store's answer)."""
+    missing_for_one = 0.0 if tokens >= 1.0 else (1.0 - tokens) / rate
+    return RateDecision(
+        allowed=allowed,
+        limit=burst,
+        remaining=int(math.floor(tokens)),
+        reset_after=(burst - tokens) / rate,
+        retry_after=0.0 if allowed else missing_for_one,
+    )

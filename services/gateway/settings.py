@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +13,15 @@ from services.common.settings import (
     env_client_tls,
     env_float,
     env_int,
+    env_optional,
     env_path,
     env_str,
     state_dir,
 )
+from services.gateway.redis_url import RedisUrl, parse_redis_url
 
 MIB = 1024 * 1024
+_REDIS_PREFIX_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 #: The gRPC channels carry messages of up to 64 MiB; the rest of an InvokeRequest needs room.
 LLM_MAX_BODY_CAP = 63 * MIB
 
@@ -54,6 +58,10 @@ class GatewaySettings:
     # throttled (429 instead of 401), so a valid credential is never refused for them.
     auth_fail_rate: float = 1.0
     auth_fail_burst: int = 10
+    # Where the rate-limit buckets are shared by every replica (unset: each keeps its own).
+    redis_url: RedisUrl | None = None
+    # The start of every key this gateway writes there: deployments sharing a Redis differ.
+    redis_prefix: str = "aicreds"
     # Proxies whose X-Forwarded-For/-Proto uvicorn believes (comma-separated IPs or CIDRs,
     # `*` for any): without it, behind a load balancer every client has the balancer's address.
     forwarded_allow_ips: str = "127.0.0.1"
@@ -105,6 +113,8 @@ class GatewaySettings:
             ),
             auth_fail_rate=env_float(environ, "GATEWAY_AUTH_FAIL_RATE", cls.auth_fail_rate),
             auth_fail_burst=env_int(environ, "GATEWAY_AUTH_FAIL_BURST", cls.auth_fail_burst),
+            redis_url=parse_redis_url(env_optional(environ, "GATEWAY_REDIS_URL")),
+            redis_prefix=env_str(environ, "GATEWAY_REDIS_PREFIX", cls.redis_prefix),
             vault_timeout=env_float(environ, "GATEWAY_VAULT_TIMEOUT", cls.vault_timeout),
             router_timeout=env_float(environ, "GATEWAY_ROUTER_TIMEOUT", cls.router_timeout),
             max_body=env_int(environ, "GATEWAY_MAX_BODY", cls.max_body),
@@ -132,6 +142,7 @@ class GatewaySettings:
             # A model call's body travels to the router in one gRPC message (64 MiB at most).
             "GATEWAY_LLM_MAX_BODY": 1 <= self.llm_max_body <= LLM_MAX_BODY_CAP,
             "GATEWAY_SESSION_TTL": self.session_ttl >= 0,
+            "GATEWAY_REDIS_PREFIX": _REDIS_PREFIX_RE.fullmatch(self.redis_prefix) is not None,
         }
         for name, ok in positive.items():
             if not ok:
