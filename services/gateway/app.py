@@ -33,7 +33,7 @@ from services.gateway.endpoint_table import Endpoint, PlainEndpoint, rest_route
 from services.gateway.middleware import GatewayApplication
 from services.gateway.model_api.endpoints import model_endpoints
 from services.gateway.model_api.model_call import LlmBackend, LlmPrincipal
-from services.gateway.observability import Metrics
+from services.gateway.observability import Metrics, RevocationFeedMetrics
 from services.gateway.openapi import build_openapi
 from services.gateway.ops_api import endpoints as ops_endpoints
 from services.gateway.rate_limit import InMemoryRateLimiter, RateLimiter
@@ -46,6 +46,8 @@ from services.gateway.rest_api import (
     sessions,
     tokens,
 )
+from services.gateway.revocation_feed import RedisRevocationFeed
+from services.gateway.revocations import Revocations
 from services.gateway.settings import GatewaySettings
 from services.gateway.web_ui import ui_routes
 
@@ -61,7 +63,7 @@ def rest_endpoints(
     settings: GatewaySettings,
     vault: VaultClient,
     router: RouterClient,
-    authenticator: Authenticator,
+    revocations: Revocations,
 ) -> list[Endpoint]:
     """The REST v2 tables, each with the collaborators its handlers use."""
     return [
@@ -70,10 +72,10 @@ def rest_endpoints(
         *providers.endpoints(vault, router),
         *provider_checks.endpoints(router),
         *activity.endpoints(vault),
-        *tokens.endpoints(vault, authenticator),
+        *tokens.endpoints(vault, revocations),
         *sessions.endpoints(
             vault,
-            authenticator,
+            revocations,
             session_ttl=settings.session_ttl,
             cookie_secure=settings.cookie_secure,
         ),
@@ -127,6 +129,17 @@ def create_app(
         settings.router_timeout,
     )
     authenticator = Authenticator(vault, cache_ttl=settings.auth_cache_ttl)
+    # With Redis, revocations reach the other replicas at once (revocation_feed.py).
+    feed = None
+    if settings.redis_url:
+        feed = RedisRevocationFeed(
+            settings.redis_url,
+            settings.revocation_channel,
+            authenticator,
+            RevocationFeedMetrics(metrics.registry),
+            cache_ttl=settings.auth_cache_ttl,
+        )
+    revocations = Revocations(authenticator, feed)
     admission = Admission(
         authenticator=authenticator,
         token_limiter=token_limiter
@@ -141,7 +154,7 @@ def create_app(
     )
     call_slots = CallSlots(settings.user_max_concurrent_calls)
 
-    rest: Sequence[Endpoint] = rest_endpoints(settings, vault, router, authenticator)
+    rest: Sequence[Endpoint] = rest_endpoints(settings, vault, router, revocations)
     openapi_document: dict[str, Any] = {}
     plain: list[PlainEndpoint] = [
         *ops_endpoints(
@@ -169,7 +182,11 @@ def create_app(
         await vault.open()
         await router.open()
         try:
-            yield
+            if feed is None:
+                yield
+            else:
+                async with feed.running():
+                    yield
         finally:
             await vault.close()
             await router.close()

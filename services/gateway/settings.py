@@ -64,6 +64,11 @@ class GatewaySettings:
     max_body: int = MIB
     llm_max_body: int = 32 * MIB
     log_level: str = "INFO"
+    # Redis (redis://, rediss:// or unix://), empty for none. The revocation feed publishes
+    # and follows `revocation_channel` there, so a revocation on any replica bites on all
+    # within a second; without Redis (or while it is down) other replicas wait for the TTL.
+    redis_url: str = ""
+    revocation_channel: str = "aicreds:revocations"
 
     @property
     def listen_host(self) -> str:
@@ -110,6 +115,10 @@ class GatewaySettings:
             max_body=env_int(environ, "GATEWAY_MAX_BODY", cls.max_body),
             llm_max_body=env_int(environ, "GATEWAY_LLM_MAX_BODY", cls.llm_max_body),
             log_level=env_str(environ, "GATEWAY_LOG_LEVEL", cls.log_level),
+            redis_url=env_str(environ, "GATEWAY_REDIS_URL", cls.redis_url),
+            revocation_channel=env_str(
+                environ, "GATEWAY_REVOCATION_CHANNEL", cls.revocation_channel
+            ),
         )
         settings.validate()
         return settings
@@ -136,6 +145,10 @@ class GatewaySettings:
         for name, ok in positive.items():
             if not ok:
                 raise ValueError(f"{name} is out of range")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("GATEWAY_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+        if not self.revocation_channel:
+            raise ValueError("GATEWAY_REVOCATION_CHANNEL must not be empty")
         if not self.origin.startswith(("http://", "https://")):
             raise ValueError("GATEWAY_ORIGIN must be an http(s) origin, e.g. https://example.com")
 
