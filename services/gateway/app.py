@@ -7,7 +7,9 @@ operational endpoints of `ops_api.py`, and the model endpoints of `model_api/` (
 `LlmBackend`). The same tables build `/openapi.json`. `middleware.py` is the one layer around
 them (request id, error shapes, metrics, access log). The gRPC channels open when the
 application starts and close when it stops; nothing else is kept between requests except
-caches (authentication, rate limits), so any number of replicas can run side by side.
+caches (authentication, rate limits), so any number of replicas can run side by side; with
+`GATEWAY_REDIS_URL` a background task follows the revocation feed (`revocation_feed.py`) while
+the application runs.
 
 Only `server.py` imports this module.
 """

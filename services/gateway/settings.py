@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.grpc_server import ClientTls
@@ -67,7 +67,8 @@ class GatewaySettings:
     # Redis (redis://, rediss:// or unix://), empty for none. The revocation feed publishes
     # and follows `revocation_channel` there, so a revocation on any replica bites on all
     # within a second; without Redis (or while it is down) other replicas wait for the TTL.
-    redis_url: str = ""
+    # Out of the repr: the URL may hold a password.
+    redis_url: str = field(default="", repr=False)
     revocation_channel: str = "aicreds:revocations"
 
     @property
