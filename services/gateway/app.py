@@ -7,7 +7,9 @@ operational endpoints of `ops_api.py`, and the model endpoints of `model_api/` (
 `LlmBackend`). The same tables build `/openapi.json`. `middleware.py` is the one layer around
 them (request id, error shapes, metrics, access log). The gRPC channels open when the
 application starts and close when it stops; nothing else is kept between requests except
-caches (authentication, rate limits), so any number of replicas can run side by side.
+caches (authentication, rate limits), so any number of replicas can run side by side; with
+`GATEWAY_REDIS_URL` a background task follows the revocation feed (`revocation_feed.py`) while
+the application runs.
 
 Only `server.py` imports this module.
 """
@@ -34,7 +36,7 @@ from services.gateway.limit_fallback import gateway_limits
 from services.gateway.middleware import GatewayApplication
 from services.gateway.model_api.endpoints import model_endpoints
 from services.gateway.model_api.model_call import LlmBackend, LlmPrincipal
-from services.gateway.observability import Metrics
+from services.gateway.observability import Metrics, RevocationFeedMetrics
 from services.gateway.openapi import build_openapi
 from services.gateway.ops_api import endpoints as ops_endpoints
 from services.gateway.rate_limit import RateLimiter
@@ -47,6 +49,8 @@ from services.gateway.rest_api import (
     sessions,
     tokens,
 )
+from services.gateway.revocation_feed import RedisRevocationFeed
+from services.gateway.revocations import Revocations
 from services.gateway.settings import GatewaySettings
 from services.gateway.web_ui import ui_routes
 
@@ -62,7 +66,7 @@ def rest_endpoints(
     settings: GatewaySettings,
     vault: VaultClient,
     router: RouterClient,
-    authenticator: Authenticator,
+    revocations: Revocations,
 ) -> list[Endpoint]:
     """The REST v2 tables, each with the collaborators its handlers use."""
     return [
@@ -71,10 +75,10 @@ def rest_endpoints(
         *providers.endpoints(vault, router),
         *provider_checks.endpoints(router),
         *activity.endpoints(vault),
-        *tokens.endpoints(vault, authenticator),
+        *tokens.endpoints(vault, revocations),
         *sessions.endpoints(
             vault,
-            authenticator,
+            revocations,
             session_ttl=settings.session_ttl,
             cookie_secure=settings.cookie_secure,
         ),
@@ -129,6 +133,17 @@ def create_app(
     )
     authenticator = Authenticator(vault, cache_ttl=settings.auth_cache_ttl)
     limits = gateway_limits(settings, metrics)
+    # With Redis, revocations reach the other replicas at once (revocation_feed.py).
+    feed = None
+    if settings.redis_url is not None:
+        feed = RedisRevocationFeed(
+            settings.redis_url.url,
+            settings.revocation_channel,
+            authenticator,
+            RevocationFeedMetrics(metrics.registry),
+            cache_ttl=settings.auth_cache_ttl,
+        )
+    revocations = Revocations(authenticator, feed)
     admission = Admission(
         authenticator=authenticator,
         token_limiter=token_limiter or limits.token,
@@ -140,7 +155,7 @@ def create_app(
     )
     call_slots = CallSlots(settings.user_max_concurrent_calls)
 
-    rest: Sequence[Endpoint] = rest_endpoints(settings, vault, router, authenticator)
+    rest: Sequence[Endpoint] = rest_endpoints(settings, vault, router, revocations)
     openapi_document: dict[str, Any] = {}
     plain: list[PlainEndpoint] = [
         *ops_endpoints(
@@ -168,7 +183,11 @@ def create_app(
         await vault.open()
         await router.open()
         try:
-            yield
+            if feed is None:
+                yield
+            else:
+                async with feed.running():
+                    yield
         finally:
             await vault.close()
             await router.close()

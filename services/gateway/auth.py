@@ -10,7 +10,8 @@ A REST client presents one of (first match wins):
 `cache_ttl` seconds (never past the credential's own expiry), keyed by a SHA-256 of the secret
 so the cache holds no secret. A token revoked anywhere therefore stops working on every replica
 within `cache_ttl`; one revoked through this replica stops at once, with the tokens minted
-from it (`forget_user`).
+from it (`forget_user`), and, with a revocation feed (`revocations.py`), on the other replicas
+too (`forget_user`, `forget_cache_key`, and `forget_all` after the feed missed messages).
 """
 
 from __future__ import annotations
@@ -156,6 +157,11 @@ def extract_credential(
     return AuthFailure.NO_CREDENTIALS
 
 
+def session_cache_key(session: str) -> str:
+    """The cache key of a session secret: what may name the session beyond this process."""
+    return PresentedCredential(AuthMethod.SESSION, session).cache_key
+
+
 def _plausible(secret: str) -> bool:
     """1 to 512 visible ASCII characters (no space, no control character)."""
     return _PLAUSIBLE_SECRET.fullmatch(secret) is not None
@@ -229,7 +235,19 @@ class Authenticator:
 
     def forget_session(self, session: str) -> None:
         """Drop the cached answer for a session secret, e.g. after logging it out."""
-        self._cache.pop(PresentedCredential(AuthMethod.SESSION, session).cache_key, None)
+        self.forget_cache_key(session_cache_key(session))
+
+    def forget_cache_key(self, cache_key: str) -> None:
+        """Drop the cached answer stored under `cache_key` (a `PresentedCredential.cache_key`),
+        e.g. a session another replica logged out."""
+        self._cache.pop(cache_key, None)
+
+    def forget_all(self) -> int:
+        """Drop every cached answer (each costs one vault call when next presented); return how
+        many there were."""
+        dropped = len(self._cache)
+        self._cache.clear()
+        return dropped
 
     @staticmethod
     def _result(presented: PresentedCredential, reply: auth_pb2.AuthenticateResponse) -> AuthResult:

@@ -131,3 +131,34 @@ class Metrics:
             histogram = self.latency.labels(method=method, route=route)
             self._latency_histograms[(method, route)] = histogram
         histogram.observe(elapsed)
+
+
+class RevocationFeedMetrics:
+    """The revocation feed's metrics (`revocation_feed.py`), in the application's registry;
+    registered only when the gateway has a feed (`GATEWAY_REDIS_URL`)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.connected = Gauge(
+            "aicreds_gateway_revocation_feed_connected",
+            "1 while this gateway hears the other replicas' revocations (subscribed in Redis);"
+            " 0 while it cannot, and a revoked credential may work here for the cache TTL.",
+            registry=registry,
+        )
+        self.published = Counter(
+            "aicreds_gateway_revocations_published_total",
+            "Revocations this gateway told the other replicas of, by outcome (ok or failed).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.received = Counter(
+            "aicreds_gateway_revocations_received_total",
+            "Messages received on the revocation feed, by outcome (applied, or why malformed).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.cache_clears = Counter(
+            "aicreds_gateway_auth_cache_clears_total",
+            "Whole authentication caches dropped on (re)subscribing to the revocation feed,"
+            " since revocations may have been missed while it was down.",
+            registry=registry,
+        )

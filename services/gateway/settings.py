@@ -58,7 +58,10 @@ class GatewaySettings:
     # throttled (429 instead of 401), so a valid credential is never refused for them.
     auth_fail_rate: float = 1.0
     auth_fail_burst: int = 10
-    # Where the rate-limit buckets are shared by every replica (unset: each keeps its own).
+    # Redis shared by every replica (unset: none): the rate-limit buckets live there, and the
+    # revocation feed publishes and follows `revocation_channel` there, so a revocation on any
+    # replica bites on all within a second (without Redis, or while it is down, each replica
+    # keeps its own buckets and other replicas wait for the TTL).
     redis_url: RedisUrl | None = None
     # The start of every key this gateway writes there: deployments sharing a Redis differ.
     redis_prefix: str = "aicreds"
@@ -72,6 +75,7 @@ class GatewaySettings:
     max_body: int = MIB
     llm_max_body: int = 32 * MIB
     log_level: str = "INFO"
+    revocation_channel: str = "aicreds:revocations"
 
     @property
     def listen_host(self) -> str:
@@ -120,6 +124,9 @@ class GatewaySettings:
             max_body=env_int(environ, "GATEWAY_MAX_BODY", cls.max_body),
             llm_max_body=env_int(environ, "GATEWAY_LLM_MAX_BODY", cls.llm_max_body),
             log_level=env_str(environ, "GATEWAY_LOG_LEVEL", cls.log_level),
+            revocation_channel=env_str(
+                environ, "GATEWAY_REVOCATION_CHANNEL", cls.revocation_channel
+            ),
         )
         settings.validate()
         return settings
@@ -147,6 +154,8 @@ class GatewaySettings:
         for name, ok in positive.items():
             if not ok:
                 raise ValueError(f"{name} is out of range")
+        if not self.revocation_channel:
+            raise ValueError("GATEWAY_REVOCATION_CHANNEL must not be empty")
         if not self.origin.startswith(("http://", "https://")):
             raise ValueError("GATEWAY_ORIGIN must be an http(s) origin, e.g. https://example.com")
 

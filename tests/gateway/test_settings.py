@@ -22,6 +22,8 @@ def test_settings_defaults() -> None:
     assert settings.max_body == 1024 * 1024
     assert settings.llm_max_body == 32 * 1024 * 1024
     assert settings.vault_tls is None
+    assert settings.redis_url == ""  # no revocation feed: other replicas wait for the TTL
+    assert settings.revocation_channel == "aicreds:revocations"
 
 
 def test_settings_from_environment() -> None:
@@ -61,8 +63,24 @@ def test_settings_from_environment() -> None:
         ("GATEWAY_LLM_MAX_BODY", str(64 * 1024 * 1024)),
         ("GATEWAY_ORIGIN", "gateway.test"),
         ("GATEWAY_VAULT_TLS_CERT", "/c.pem"),
+        ("GATEWAY_REDIS_URL", "127.0.0.1:6379"),
     ],
 )
 def test_bad_settings_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ValueError, match=name.rsplit("_", 1)[0]):
         GatewaySettings.from_env({name: value})
+
+
+def test_redis_and_the_revocation_channel_from_environment() -> None:
+    settings = GatewaySettings.from_env(
+        {"GATEWAY_REDIS_URL": "redis://redis:6379/0", "GATEWAY_REVOCATION_CHANNEL": "staging:rev"}
+    )
+    assert (settings.redis_url, settings.revocation_channel) == (
+        "redis://redis:6379/0",
+        "staging:rev",
+    )
+
+
+def test_the_redis_url_stays_out_of_the_repr() -> None:
+    settings = GatewaySettings.from_env({"GATEWAY_REDIS_URL": "redis://:hunter2-pw@redis:6379/0"})
+    assert "hunter2-pw" not in repr(settings)

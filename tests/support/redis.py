@@ -152,3 +152,13 @@ async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
         while data := await source.read(65536):
             sink.write(data)
             await sink.drain()
+
+
+@asynccontextmanager
+async def redis_proxy() -> AsyncIterator[RedisProxy]:
+    """A started `RedisProxy` (the server required), stopped on exit."""
+    proxy = await RedisProxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()

@@ -4,7 +4,8 @@
 made from that token and sets it as an `HttpOnly; SameSite=Strict` cookie (`Secure` unless
 `GATEWAY_COOKIE_SECURE=false`); the secret is never in the body. `DELETE /current` ends the
 session of the cookie, if any, and clears the cookie; the vault revokes the tokens minted through
-that session with it, so this replica drops its cached answers for the user at once.
+that session with it, so the cached answers for the session and the user go at once, on this
+replica and, with a revocation feed, on the others (`revocations.py`).
 """
 
 from __future__ import annotations
@@ -12,19 +13,20 @@ from __future__ import annotations
 import time
 
 from services.gateway.admission import expired_session_cookie, session_cookie
-from services.gateway.auth import Authenticator, session_cookie_name
+from services.gateway.auth import session_cookie_name
 from services.gateway.clients import VaultClient
 from services.gateway.endpoint_table import ApiCall, Endpoint, Reply
+from services.gateway.revocations import Revocations
 from services.gateway.schemas import TIMESTAMP, envelope, obj, timestamp_json
 
 BASE = "/api/v2/sessions"
 
 
 def endpoints(
-    vault: VaultClient, authenticator: Authenticator, *, session_ttl: int, cookie_secure: bool
+    vault: VaultClient, revocations: Revocations, *, session_ttl: int, cookie_secure: bool
 ) -> list[Endpoint]:
-    """The session operations: stored by `vault`; an ended session leaves `authenticator`'s
-    cache. `session_ttl` (seconds) and `cookie_secure` are the settings of the same names.
+    """The session operations: stored by `vault`; an ended session goes to `revocations`.
+    `session_ttl` (seconds) and `cookie_secure` are the settings of the same names.
     """
 
     cookie_name = session_cookie_name(cookie_secure)
@@ -48,8 +50,7 @@ def endpoints(
         session = call.request.cookies.get(cookie_name)
         if session:
             revoked = await vault.revoke_session(call.user_id, session)
-            authenticator.forget_session(session)
-            authenticator.forget_user(call.user_id)  # the tokens minted through the session
+            await revocations.session_ended(call.user_id, session)
         cookie = expired_session_cookie(cookie_secure)
         return Reply({"revoked": revoked}, headers={"Set-Cookie": cookie})
 

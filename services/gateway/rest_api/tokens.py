@@ -4,9 +4,9 @@ A token is minted on behalf of the principal that asks: the gateway names its to
 cookie session, the session) as the parent, and the vault — the one home of the rule — grants
 no scope the parent lacks (403 `forbidden`), caps the expiry at the parent's, and revokes the
 child with the parent. The name and lifetime rules are `services.common.token_rules`, the
-scopes `services.common.scopes`. Revoking drops this replica's cached authentication of the
-user's tokens at once (the revoked token's descendants included); other replicas follow within
-`GATEWAY_AUTH_CACHE_TTL`.
+scopes `services.common.scopes`. Revoking drops the cached authentication of the user's tokens
+(the revoked token's descendants included) at once, on this replica and, with a revocation feed,
+on the others (`revocations.py`); without one they follow within `GATEWAY_AUTH_CACHE_TTL`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from services.common.token_rules import (
     NAME_JSON_PATTERN,
     name_problem,
 )
-from services.gateway.auth import Authenticator, AuthMethod
+from services.gateway.auth import AuthMethod
 from services.gateway.clients import VaultClient
 from services.gateway.endpoint_table import ApiCall, Endpoint, Reply
 from services.gateway.errors import invalid_argument
+from services.gateway.revocations import Revocations
 from services.gateway.schemas import envelope, obj, ref, timestamp_json
 from services.gateway.validation import (
     optional_positive_int,
@@ -54,8 +55,8 @@ _TOKEN = envelope(ref("TokenInfo"))
 _CREATED = envelope(ref("CreatedToken"))
 
 
-def endpoints(vault: VaultClient, authenticator: Authenticator) -> list[Endpoint]:
-    """The token operations: stored by `vault`; a revoked token leaves `authenticator`'s cache."""
+def endpoints(vault: VaultClient, revocations: Revocations) -> list[Endpoint]:
+    """The token operations: stored by `vault`; a revoked token goes to `revocations`."""
 
     async def list_tokens(call: ApiCall) -> Reply:
         tokens = await vault.list_tokens(call.user_id)
@@ -85,8 +86,7 @@ def endpoints(vault: VaultClient, authenticator: Authenticator) -> list[Endpoint
     async def revoke_token(call: ApiCall) -> Reply:
         token_id = call.path_param("id")
         info = await vault.revoke_token(call.user_id, token_id)
-        # The vault revoked the token's descendants too; this replica cannot name them.
-        authenticator.forget_user(call.user_id)
+        await revocations.token_revoked(call.user_id)
         return Reply(token_json(info))
 
     return [
