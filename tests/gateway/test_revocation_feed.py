@@ -248,7 +248,7 @@ async def test_without_redis_a_gateway_authenticates_and_says_it_falls_back(
     services: ServiceStack, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger=FEED_LOGGER)
-    nowhere = f"redis://{unused_address()}/0"
+    nowhere = RedisUrl(f"redis://{unused_address()}/0")
     stack = await services.gateway(redis_url=nowhere, auth_cache_ttl=TTL)
     minted = await services.mint("alice")
     assert await _status(stack, TOKENS, minted.bearer()) == 200

@@ -22,7 +22,7 @@ def test_settings_defaults() -> None:
     assert settings.max_body == 1024 * 1024
     assert settings.llm_max_body == 32 * 1024 * 1024
     assert settings.vault_tls is None
-    assert settings.redis_url == ""  # no revocation feed: other replicas wait for the TTL
+    assert settings.redis_url is None  # no revocation feed: other replicas wait for the TTL
     assert settings.revocation_channel == "aicreds:revocations"
 
 
@@ -75,7 +75,8 @@ def test_redis_and_the_revocation_channel_from_environment() -> None:
     settings = GatewaySettings.from_env(
         {"GATEWAY_REDIS_URL": "redis://redis:6379/0", "GATEWAY_REVOCATION_CHANNEL": "staging:rev"}
     )
-    assert (settings.redis_url, settings.revocation_channel) == (
+    assert settings.redis_url is not None
+    assert (settings.redis_url.url, settings.revocation_channel) == (
         "redis://redis:6379/0",
         "staging:rev",
     )
