@@ -48,6 +48,7 @@ from services.gateway.rest_api import (
     providers,
     sessions,
     tokens,
+    usage,
 )
 from services.gateway.revocation_feed import RedisRevocationFeed
 from services.gateway.revocations import Revocations
@@ -75,6 +76,7 @@ def rest_endpoints(
         *providers.endpoints(vault, router),
         *provider_checks.endpoints(router),
         *activity.endpoints(vault),
+        *usage.endpoints(vault),
         *tokens.endpoints(vault, revocations),
         *sessions.endpoints(
             vault,

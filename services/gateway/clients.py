@@ -27,6 +27,8 @@ from aicreds.vault.v1 import (
     credentials_pb2_grpc,
     providers_pb2,
     providers_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -252,6 +254,16 @@ class VaultClient(Backend):
         )
         reply = await self.call(stub.ListAuditEvents, request)
         return list(reply.events)
+
+    # Usage (issue 18: the user's own token totals per day, provider and model)
+
+    async def get_usage(self, user_id: str, from_day: str, to_day: str) -> list[usage_pb2.UsageRow]:
+        """The user's daily totals from `from_day` to `to_day` (`YYYY-MM-DD`, both included),
+        by day, provider and model."""
+        stub = usage_pb2_grpc.UsageServiceStub(self.channel)  # one screen's call, as above
+        request = usage_pb2.GetUsageRequest(user_id=user_id, from_day=from_day, to_day=to_day)
+        reply = await self.call(stub.GetUsage, request)
+        return list(reply.rows)
 
 
 #: Deadline of `CheckUpstream`: it resolves a host name (within the router's connect timeout,

@@ -11,6 +11,8 @@
    for the host - before anything is sent upstream.
 3. `Router.stream` sends it and yields the upstream's response as it arrives; `Router.fetch`
    sends it through `stream` and returns the whole answer at once, up to a body limit.
+4. When the answer ends, the tokens it reported (`usage.UsageTap`, fed each chunk after it was
+   handed on) go to the usage sink, for the user, the provider and the model the call asked for.
 
 `Router.check_upstream` answers, without sending anything, whether the egress policy lets calls
 reach a base URL (asked by the gateway when a provider is saved, SPEC 2.3). A provider check
@@ -34,6 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 from services.common.errors import AicredsError, InvalidArgument
 from services.common.header_bounds import HeaderBounds
 from services.common.header_masking import mask_credential_value, mask_header_value
+from services.common.usage_rules import usage_model
 from services.router.body_model import rewrite_model
 from services.router.errors import (
     BadInvokeRequest,
@@ -55,6 +58,7 @@ from services.router.transport import (
     base_url_host_port,
     checked_base_url_errors,
 )
+from services.router.usage import TokenUsage, UsageReport, UsageSink, UsageTap
 
 _log = logging.getLogger("aicreds.router")
 _METHOD = re.compile(r"[A-Z]{1,16}")
@@ -126,6 +130,9 @@ class PreparedCall:
     missing_keys: tuple[str, ...]
     refuse_missing: bool
     refused_keys: tuple[str, ...] = ()
+    user_id: str = ""
+    # The model the call asked for, as sent upstream (`unknown` if none): what usage counts by.
+    model: str = ""
 
     def check_missing(self) -> None:
         """Raise CredentialMissing if a key is missing, CredentialNotAllowed if a key is bound
@@ -243,6 +250,8 @@ def prepared_call(call: InvokeCall, resolution: Resolution, bounds: HeaderBounds
         missing_keys=substituted.missing_keys,
         refuse_missing=provider.on_missing_error,
         refused_keys=substituted.refused_keys,
+        user_id=call.user_id,
+        model=usage_model(resolution.upstream_model or call.model),
     )
 
 
@@ -287,11 +296,13 @@ class Router:
         upstream: UpstreamClient,
         vault_timeout: float,
         header_bounds: HeaderBounds | None = None,
+        usage: UsageSink | None = None,
     ):
         self._vault = vault
         self._upstream = upstream
         self._vault_timeout = vault_timeout
         self._header_bounds = header_bounds or HeaderBounds()
+        self._usage = usage
 
     @property
     def header_bounds(self) -> HeaderBounds:
@@ -327,9 +338,14 @@ class Router:
         response: UpstreamResponse | None = None
         head_ms: float | None = None
         outcome = "ok"
+        tap: UsageTap | None = None
         try:
             async with self._upstream.stream(prepared.request, deadline=deadline) as response:
                 head_ms = round((time.perf_counter() - started) * 1000, 3)
+                if self._usage is not None:
+                    tap = UsageTap.for_answer(response.status, response.headers)
+                    if tap is not None:
+                        response.observe(tap.feed)
                 yield response
         except AicredsError as err:
             outcome = err.reason
@@ -340,6 +356,17 @@ class Router:
             raise
         finally:
             _log_upstream_call(prepared, response, head_ms, started, outcome)
+            if tap is not None:
+                self._report_usage(prepared, tap.usage())
+
+    def _report_usage(self, prepared: PreparedCall, usage: TokenUsage | None) -> None:
+        """Hand what an answer reported to the usage sink; an answer without usage counts
+        nothing."""
+        if usage is None or self._usage is None or not prepared.user_id:
+            return
+        self._usage.record(
+            UsageReport(prepared.user_id, prepared.provider_name, prepared.model, usage)
+        )
 
     async def fetch(
         self, prepared: PreparedCall, *, deadline: float, max_body: int = MAX_BUFFERED_BODY

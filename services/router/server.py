@@ -29,7 +29,9 @@ from services.router.invocation import Router
 from services.router.provider_check import ProviderChecker
 from services.router.resolve_client import ResolveClient, open_vault_channel
 from services.router.servicer import RouterServicer
+from services.router.token_metrics import TokenMetrics
 from services.router.transport import NetworkBackend, UpstreamClient
+from services.router.usage_reporter import UsageReporter
 
 ROUTER_SERVICE = "aicreds.router.v1.RouterService"
 REQUIRED_RIGHTS: Mapping[str, Right] = {
@@ -55,6 +57,7 @@ class RunningRouter:
     server: RunningServer
     upstream: UpstreamClient
     vault_channel: grpc.aio.Channel
+    usage: UsageReporter
 
     @property
     def port(self) -> int:
@@ -70,6 +73,7 @@ class RunningRouter:
             await self.server.stop(grace)
         finally:
             await self.upstream.aclose()
+            await self.usage.aclose()
             await self.vault_channel.close()
 
 
@@ -107,11 +111,14 @@ async def start_router(
         max_keepalive=min(100, settings.max_connections),
         ca_file=str(settings.upstream_ca_file) if settings.upstream_ca_file else None,
     )
+    # Token usage: counted in its own registry until the router exports one (issue 18).
+    usage = UsageReporter(channel, TokenMetrics())
     router = Router(
         ResolveClient(channel, settings.vault_addr),
         upstream,
         settings.vault_timeout,
         settings.header_bounds,
+        usage,
     )
     servicer = RouterServicer(router, ProviderChecker(router), settings.upstream_timeout)
     try:
@@ -128,6 +135,7 @@ async def start_router(
         await upstream.aclose()
         await channel.close()
         raise
+    usage.start()
     _log.info(
         "router serving",
         extra={
@@ -143,7 +151,7 @@ async def start_router(
             }
         },
     )
-    return RunningRouter(settings, server, upstream, channel)
+    return RunningRouter(settings, server, upstream, channel, usage)
 
 
 async def serve(settings: RouterSettings) -> None:
@@ -152,6 +160,7 @@ async def serve(settings: RouterSettings) -> None:
         await run_until_signal(running.server, settings.shutdown_grace)
     finally:
         await running.upstream.aclose()
+        await running.usage.aclose()
         await running.vault_channel.close()
 
 

@@ -14,6 +14,7 @@ CREDENTIAL_SERVICE = "aicreds.vault.v1.CredentialService"
 PROVIDER_SERVICE = "aicreds.vault.v1.ProviderService"
 AUTH_SERVICE = "aicreds.vault.v1.AuthService"
 AUDIT_SERVICE = "aicreds.vault.v1.AuditService"
+USAGE_SERVICE = "aicreds.vault.v1.UsageService"
 
 
 def _methods(service: str, right: Right, *names: str) -> dict[str, Right]:
@@ -56,4 +57,8 @@ REQUIRED_RIGHTS: Mapping[str, Right] = {
     # One right per method: `manage` (the gateway reads a user's own log). The operator reads
     # any log with `aicreds-admin audit`, which opens the database, so `admin` is not needed.
     **_methods(AUDIT_SERVICE, Right.MANAGE, "ListAuditEvents"),
+    # The router reports usage after each answer, as it resolves before it; the gateway reads
+    # a user's own totals.
+    **_methods(USAGE_SERVICE, Right.RESOLVE, "RecordUsage"),
+    **_methods(USAGE_SERVICE, Right.MANAGE, "GetUsage"),
 }

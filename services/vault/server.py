@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 import grpc.aio
 import uvloop
-from aicreds.vault.v1 import audit_pb2_grpc, auth_pb2_grpc, credentials_pb2_grpc, providers_pb2_grpc
+from aicreds.vault.v1 import (
+    audit_pb2_grpc,
+    auth_pb2_grpc,
+    credentials_pb2_grpc,
+    providers_pb2_grpc,
+    usage_pb2_grpc,
+)
 
 from services.common.callers import CallerRegistry
 from services.common.grpc_handlers import build_interceptors
@@ -37,13 +43,17 @@ from services.vault.rights import (
     CREDENTIAL_SERVICE,
     PROVIDER_SERVICE,
     REQUIRED_RIGHTS,
+    USAGE_SERVICE,
 )
 from services.vault.servicers.audit import AuditServicer
 from services.vault.servicers.auth import AuthServicer
 from services.vault.servicers.credentials import CredentialServicer
 from services.vault.servicers.providers import ProviderServicer
+from services.vault.servicers.usage import UsageServicer
 from services.vault.store.credential_hosts import SqlCredentialHostStore
+from services.vault.store.usage import SqlUsageStore
 from services.vault.store.vault_tables import SqlVaultStore
+from services.vault.usage import UsageBook
 
 _log = logging.getLogger("aicreds.vault")
 _SWITCH_INTERVAL_S = 0.0005
@@ -88,6 +98,7 @@ def register_services(
     resolver: Resolver,
     auth: AuthDomain,
     credential_hosts: CredentialHosts,
+    usage: UsageBook,
 ) -> None:
     credentials_pb2_grpc.add_CredentialServiceServicer_to_server(
         CredentialServicer(credentials, resolver, credential_hosts), server
@@ -97,6 +108,7 @@ def register_services(
         AuthServicer(auth.tokens, auth.sessions), server
     )
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(auth.audit_log), server)
+    usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(usage), server)
 
 
 async def start_vault(settings: VaultSettings) -> RunningVault:
@@ -118,12 +130,19 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
         # Migration 6 needs the keyring to finish: done here, before anything is served.
         await seal_legacy_rows(auth.store, envelope)
         credential_hosts = CredentialHosts(SqlCredentialHostStore(store.db), envelope)
+        usage = UsageBook(SqlUsageStore(store.db))
         server = await start_server(
             listen=settings.listen,
             register=lambda s: register_services(
-                s, credentials, providers, resolver, auth, credential_hosts
+                s, credentials, providers, resolver, auth, credential_hosts, usage
             ),
-            service_names=[CREDENTIAL_SERVICE, PROVIDER_SERVICE, AUTH_SERVICE, AUDIT_SERVICE],
+            service_names=[
+                CREDENTIAL_SERVICE,
+                PROVIDER_SERVICE,
+                AUTH_SERVICE,
+                AUDIT_SERVICE,
+                USAGE_SERVICE,
+            ],
             interceptors=build_interceptors(
                 service="vault", callers=callers, required_rights=REQUIRED_RIGHTS
             ),

@@ -1,5 +1,6 @@
-"""A stand-in for the vault's `Resolve`, for router tests that need to control the vault
-itself (slow, stopped and restarted on the same port). End-to-end tests use the real vault.
+"""A stand-in for the vault's `Resolve` (and `RecordUsage`, whose entries it keeps), for router
+tests that need to control the vault itself (slow, stopped and restarted on the same port).
+End-to-end tests use the real vault.
 """
 
 from __future__ import annotations
@@ -9,21 +10,32 @@ from dataclasses import dataclass, field
 
 import grpc
 import grpc.aio
-from aicreds.vault.v1 import credentials_pb2, credentials_pb2_grpc, providers_pb2
+from aicreds.vault.v1 import (
+    credentials_pb2,
+    credentials_pb2_grpc,
+    providers_pb2,
+    usage_pb2,
+    usage_pb2_grpc,
+)
 
 from services.common.grpc_handlers import ERROR_REASON_KEY
 from services.router.placeholders import referenced_keys
 
 
 @dataclass
-class FakeVault(credentials_pb2_grpc.CredentialServiceServicer):
-    """Resolve by provider name or model over in-memory providers and credentials."""
+class FakeVault(
+    credentials_pb2_grpc.CredentialServiceServicer, usage_pb2_grpc.UsageServiceServicer
+):
+    """Resolve by provider name or model over in-memory providers and credentials; usage
+    reports kept in `usage` (or refused with UNAVAILABLE while `refuse_usage`)."""
 
     token: str
     providers: dict[str, list[providers_pb2.Provider]] = field(default_factory=dict)
     credentials: dict[str, dict[str, str]] = field(default_factory=dict)
     delay: float = 0.0
     requests: list[credentials_pb2.ResolveRequest] = field(default_factory=list)
+    usage: list[usage_pb2.UsageEntry] = field(default_factory=list)
+    refuse_usage: bool = False
     port: int = 0
     _server: grpc.aio.Server | None = None
 
@@ -35,6 +47,7 @@ class FakeVault(credentials_pb2_grpc.CredentialServiceServicer):
         """Start (again) on the same port once it has one."""
         server = grpc.aio.server()
         credentials_pb2_grpc.add_CredentialServiceServicer_to_server(self, server)
+        usage_pb2_grpc.add_UsageServiceServicer_to_server(self, server)
         self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
         await server.start()
         self._server = server
@@ -77,3 +90,11 @@ class FakeVault(credentials_pb2_grpc.CredentialServiceServicer):
             missing_keys=sorted(k for k in keys if k not in stored),
             upstream_model=upstream_model if request.WhichOneof("target") == "model" else "",
         )
+
+    async def RecordUsage(  # noqa: N802
+        self, request: usage_pb2.RecordUsageRequest, context: grpc.aio.ServicerContext
+    ) -> usage_pb2.RecordUsageResponse:
+        if self.refuse_usage:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "not now")
+        self.usage.extend(request.entries)
+        return usage_pb2.RecordUsageResponse()

@@ -26,6 +26,12 @@ loop, the SDK and this server never wait on each other. Handlers:
                                 message_start, content_block_start, ping, content_block_delta...,
                                 content_block_stop, message_delta, message_stop
 
+  Answers report token usage as the vendors do (`usage`, by default `USAGE`: 5 input and 6
+  output tokens; None leaves it out everywhere): OpenAI's JSON answers in `usage`, its streams in
+  a last chunk (`choices: []`) only when the request sets `stream_options.include_usage` (every
+  earlier chunk then carries `"usage": null`); Anthropic's JSON answers in `usage`, its streams
+  with the input tokens in `message_start` and the output tokens in `message_delta`.
+
   It can answer 401 with the vendor's own error body (`unauthorized`), hold every stream after its
   first chunk until the test releases it (`hold_streams`/`release_streams`, to prove nobody
   buffers in between), and tell when a client went away (`watch`). With `models_key` set,
@@ -56,6 +62,8 @@ STREAM_PIECES: tuple[str, ...] = ("Hello", " from", " the", " fake", " upstream"
 ANSWER_TEXT = "".join(STREAM_PIECES)
 CREATED = 1_700_000_000
 EMBEDDING = (0.25, -0.5, 1.0)
+#: The tokens every answer reports by default: (input, output).
+USAGE = (5, 6)
 
 
 @dataclass
@@ -391,6 +399,7 @@ class VendorApi:
     def __init__(self) -> None:
         self.unauthorized = False
         self.models_key: str | None = None
+        self.usage: tuple[int, int] | None = USAGE
         self.watch = StreamWatch()
         self._hold = False
         self._release = asyncio.Event()
@@ -421,6 +430,7 @@ class VendorApi:
         self.release_streams()
         self.unauthorized = False
         self.models_key = None
+        self.usage = USAGE
         self._hold = False
         self.watch = StreamWatch()
         self._release = asyncio.Event()
@@ -434,11 +444,14 @@ class VendorApi:
         payload = _json_or_none(request.body)
         stream = isinstance(payload, dict) and payload.get("stream") is True
         model = str(payload.get("model", "unknown") if isinstance(payload, dict) else "unknown")
+        usage = self.usage
         if route == ("POST", "/v1/chat/completions"):
             if stream:
-                await self._stream(reply, openai_events(model))
+                options = payload.get("stream_options")
+                include = isinstance(options, dict) and options.get("include_usage") is True
+                await self._stream(reply, openai_events(model, usage if include else None))
             else:
-                await reply.json(200, chat_completion(model))
+                await reply.json(200, chat_completion(model, usage))
         elif route == ("POST", "/v1/embeddings"):
             fmt = payload.get("encoding_format") if isinstance(payload, dict) else None
             await reply.json(200, embeddings(model, base64_encoded=fmt == "base64"))
@@ -452,9 +465,9 @@ class VendorApi:
                 await reply.json(200, _models())
         elif route == ("POST", "/v1/messages"):
             if stream:
-                await self._stream(reply, anthropic_events(model))
+                await self._stream(reply, anthropic_events(model, usage))
             else:
-                await reply.json(200, anthropic_message(model))
+                await reply.json(200, anthropic_message(model, usage))
         else:
             await reply.json(404, not_found_body(is_anthropic, request.path))
 
@@ -523,8 +536,8 @@ def not_found_body(anthropic: bool, path: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "invalid_request_error"}}
 
 
-def chat_completion(model: str) -> dict[str, Any]:
-    return {
+def chat_completion(model: str, usage: tuple[int, int] | None = USAGE) -> dict[str, Any]:
+    answer: dict[str, Any] = {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": CREATED,
@@ -538,8 +551,15 @@ def chat_completion(model: str) -> dict[str, Any]:
                 "finish_reason": "stop",
             }
         ],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11},
     }
+    if usage is not None:
+        answer["usage"] = openai_usage(usage)
+    return answer
+
+
+def openai_usage(usage: tuple[int, int]) -> dict[str, int]:
+    inputs, outputs = usage
+    return {"prompt_tokens": inputs, "completion_tokens": outputs, "total_tokens": inputs + outputs}
 
 
 def _sse(data: dict[str, Any] | str, event: str | None = None) -> bytes:
@@ -548,26 +568,29 @@ def _sse(data: dict[str, Any] | str, event: str | None = None) -> bytes:
     return f"{prefix}data: {text}\n\n".encode()
 
 
-def openai_events(model: str) -> list[bytes]:
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return _sse(
-            {
-                "id": "chatcmpl-fake",
-                "object": "chat.completion.chunk",
-                "created": CREATED,
-                "model": model,
-                "system_fingerprint": None,
-                "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                ],
-            }
-        )
+def openai_events(model: str, usage: tuple[int, int] | None = None) -> list[bytes]:
+    """A chat completion's chunks; with `usage` (the client set `stream_options.include_usage`)
+    every chunk has `"usage": null` and a last one before `[DONE]` carries the counts."""
 
-    events = [chunk({"role": "assistant", "content": STREAM_PIECES[0]})]
-    events += [chunk({"content": piece}) for piece in STREAM_PIECES[1:]]
-    events.append(chunk({}, "stop"))
-    events.append(_sse("[DONE]"))
-    return events
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        event: dict[str, Any] = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if usage is not None:
+            event["usage"] = None
+        return event
+
+    chunks = [chunk({"role": "assistant", "content": STREAM_PIECES[0]})]
+    chunks += [chunk({"content": piece}) for piece in STREAM_PIECES[1:]]
+    chunks.append(chunk({}, "stop"))
+    if usage is not None:
+        chunks.append(chunk({}) | {"choices": [], "usage": openai_usage(usage)})
+    return [_sse(c) for c in chunks] + [_sse("[DONE]")]
 
 
 def embeddings(model: str, *, base64_encoded: bool) -> dict[str, Any]:
@@ -591,8 +614,8 @@ def _models() -> dict[str, Any]:
     }
 
 
-def anthropic_message(model: str) -> dict[str, Any]:
-    return {
+def anthropic_message(model: str, usage: tuple[int, int] | None = USAGE) -> dict[str, Any]:
+    answer: dict[str, Any] = {
         "id": "msg_fake",
         "type": "message",
         "role": "assistant",
@@ -600,16 +623,16 @@ def anthropic_message(model: str) -> dict[str, Any]:
         "content": [{"type": "text", "text": ANSWER_TEXT}],
         "stop_reason": "end_turn",
         "stop_sequence": None,
-        "usage": {"input_tokens": 5, "output_tokens": 6},
     }
+    if usage is not None:
+        answer["usage"] = {"input_tokens": usage[0], "output_tokens": usage[1]}
+    return answer
 
 
-def anthropic_events(model: str) -> list[bytes]:
-    start = anthropic_message(model) | {
-        "content": [],
-        "stop_reason": None,
-        "usage": {"input_tokens": 5, "output_tokens": 1},
-    }
+def anthropic_events(model: str, usage: tuple[int, int] | None = USAGE) -> list[bytes]:
+    start = anthropic_message(model, None) | {"content": [], "stop_reason": None}
+    if usage is not None:
+        start["usage"] = {"input_tokens": usage[0], "output_tokens": 1}
     events = [
         _sse({"type": "message_start", "message": start}, "message_start"),
         _sse(
@@ -636,11 +659,8 @@ def anthropic_events(model: str) -> list[bytes]:
     events += [
         _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
         _sse(
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": 6},
-            },
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}}
+            | ({"usage": {"output_tokens": usage[1]}} if usage is not None else {}),
             "message_delta",
         ),
         _sse({"type": "message_stop"}, "message_stop"),

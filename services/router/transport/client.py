@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import httpcore
@@ -109,12 +109,18 @@ class UpstreamResponse:
         self.status = response.status
         self.bytes_received = 0
         self.chunks_received = 0
+        self._observer: Callable[[bytes], None] | None = None
         self.headers = downstream_response_headers(
             (name.decode("latin-1"), value.decode("latin-1")) for name, value in response.headers
         )
 
     def __repr__(self) -> str:
         return f"UpstreamResponse(status={self.status})"
+
+    def observe(self, observer: Callable[[bytes], None]) -> None:
+        """Show `observer` each chunk once it has been handed on: it runs when the consumer
+        asks for the next chunk, so it never delays one (it must not raise)."""
+        self._observer = observer
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Each piece of the body as it arrives; UpstreamUnavailable if the connection drops."""
@@ -124,6 +130,8 @@ class UpstreamResponse:
                     self.bytes_received += len(chunk)
                     self.chunks_received += 1
                     yield chunk
+                    if self._observer is not None:
+                        self._observer(chunk)
 
     def abort(self) -> None:
         """Close the upstream connection soon, from a callback (e.g. the RPC was cancelled)."""

@@ -55,6 +55,7 @@ TABLES = (
     "sessions",
     "audit_events",
     "row_seal_pending",
+    "usage_daily",
 )
 """Every vault table, in an order that copies a row after the rows it references."""
 

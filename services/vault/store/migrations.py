@@ -165,4 +165,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         "credential host binding: each value's bound hosts (canonical JSON, sealed in its AAD)",
         ("ALTER TABLE credentials ADD COLUMN hosts TEXT NOT NULL DEFAULT '[]'",),
     ),
+    Migration(
+        8,
+        "token usage: each user's input and output tokens per day, provider and model",
+        (
+            """CREATE TABLE usage_daily (
+                user_id       TEXT NOT NULL,
+                day           TEXT NOT NULL,
+                provider      TEXT NOT NULL,
+                model         TEXT NOT NULL,
+                input_tokens  INTEGER NOT NULL,
+                output_tokens INTEGER NOT NULL,
+                calls         INTEGER NOT NULL,
+                PRIMARY KEY (user_id, day, provider, model)
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )

@@ -128,4 +128,20 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
             FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only()""",
         ),
     ),
+    Migration(
+        8,
+        "token usage: each user's input and output tokens per day, provider and model",
+        (
+            f"""CREATE TABLE usage_daily (
+                user_id       {_TEXT} NOT NULL,
+                day           {_TEXT} NOT NULL,
+                provider      {_TEXT} NOT NULL,
+                model         {_TEXT} NOT NULL,
+                input_tokens  BIGINT NOT NULL,
+                output_tokens BIGINT NOT NULL,
+                calls         BIGINT NOT NULL,
+                PRIMARY KEY (user_id, day, provider, model)
+            )""",
+        ),
+    ),
 )

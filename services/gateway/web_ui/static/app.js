@@ -7,6 +7,7 @@ import { renderActivity } from "./activity.js";
 import { CredentialNames, renderCredentials } from "./credentials.js";
 import { renderProviders } from "./providers.js";
 import { renderTokens } from "./tokens.js";
+import { renderUsage } from "./usage.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -51,6 +52,7 @@ const renderers = {
   credentials: renderCredentials,
   tokens: renderTokens,
   activity: renderActivity,
+  usage: renderUsage,
 };
 
 function selectTab(tab, focus) {

@@ -1,0 +1,113 @@
+"""Sends the answers' usage to the vault's `UsageService.RecordUsage`, off the calls' path.
+
+`UsageReporter.record` is the router's `UsageSink`: it counts the report in the metrics and puts
+it on a bounded queue, and returns at once; when the queue is full (the vault slower than the
+calls, or away) the report is dropped and counted (`queue_full`). One task sends what is queued,
+up to `BATCH` reports per RPC, with a deadline; a failed send drops its batch (`send_failed`)
+and logs one line without user ids. Usage is best effort by design: it must never slow or fail a
+call, and a lost report loses counts, never a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc.aio
+from aicreds.vault.v1 import usage_pb2, usage_pb2_grpc
+
+from services.router.token_metrics import TokenMetrics
+from services.router.usage import UsageReport
+
+MAX_QUEUE = 10_000
+"""The most reports waiting to be sent."""
+BATCH = 500
+"""The most reports per `RecordUsage`."""
+SEND_TIMEOUT = 5.0
+"""The deadline of one `RecordUsage`."""
+
+_log = logging.getLogger("aicreds.router")
+
+
+def _entry(report: UsageReport) -> usage_pb2.UsageEntry:
+    return usage_pb2.UsageEntry(
+        user_id=report.user_id,
+        provider=report.provider,
+        model=report.model,
+        input_tokens=report.usage.input_tokens,
+        output_tokens=report.usage.output_tokens,
+        calls=1,
+    )
+
+
+class UsageReporter:
+    """Counts reports and sends them to the vault in the background."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        metrics: TokenMetrics,
+        *,
+        max_queue: int = MAX_QUEUE,
+        timeout: float = SEND_TIMEOUT,
+    ) -> None:
+        self._stub = usage_pb2_grpc.UsageServiceStub(channel)
+        self.metrics = metrics  # the router's token metrics (`TokenMetrics.registry`)
+        self._queue: asyncio.Queue[UsageReport] = asyncio.Queue(max_queue)
+        self._timeout = timeout
+        self._task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"UsageReporter(queued={self._queue.qsize()})"
+
+    def start(self) -> None:
+        """Start sending (in the running loop)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-reports")
+
+    def record(self, report: UsageReport) -> None:
+        self.metrics.observe(report)
+        try:
+            self._queue.put_nowait(report)
+        except asyncio.QueueFull:
+            self.metrics.drop("queue_full")
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far has been sent (or dropped)."""
+        await self._queue.join()
+
+    async def aclose(self, grace: float = 2.0) -> None:
+        """Send what is queued within `grace` seconds, then stop."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), grace)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._send(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _send(self, batch: list[UsageReport]) -> None:
+        request = usage_pb2.RecordUsageRequest(entries=[_entry(r) for r in batch])
+        try:
+            await self._stub.RecordUsage(request, timeout=self._timeout)
+        except Exception as err:  # whatever fails, the task goes on with the next batch
+            self.metrics.drop("send_failed", len(batch))
+            problem = (
+                err.code().name if isinstance(err, grpc.aio.AioRpcError) else type(err).__name__
+            )
+            _log.warning(
+                "usage not recorded", extra={"fields": {"reports": len(batch), "problem": problem}}
+            )
