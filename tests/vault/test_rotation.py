@@ -13,10 +13,9 @@ from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
 
 from services.common.callers import write_private_file
 from services.vault.keyring import Keyring
-from services.vault.store.location import DatabaseLocation
 from tests.support.databases import raw_execute, raw_fetch
 from tests.support.vault import VaultHandle, running_vault
-from tests.vault._admin import run_admin, start_admin
+from tests.vault._admin import master_keys_of_data_keys, run_admin, start_admin
 
 
 def _value(user: str, key: str) -> str:
@@ -38,11 +37,6 @@ async def _assert_readable(vault: VaultHandle, users: list[str]) -> None:
     for user in users:
         got = await stub.GetCredentials(pb.GetCredentialsRequest(user_id=user))
         assert dict(got.credentials) == {k: _value(user, k) for k in ("openai", "anthropic")}
-
-
-def master_keys_of_data_keys(database: DatabaseLocation) -> dict[str, str]:
-    """user id -> id of the master key wrapping that user's data key."""
-    return {str(u): str(k) for u, k in raw_fetch(database, "SELECT user_id, kek_id FROM data_keys")}
 
 
 def _keyring(vault: VaultHandle) -> Keyring:
