@@ -184,13 +184,6 @@ def test_a_bad_vault_database_is_refused_without_its_password(value: str, messag
 
 
 @pytest.mark.no_store
-@pytest.mark.xfail(
-    strict=True,
-    reason="backend bug: parse_location builds its 'not a valid PostgreSQL URL' message from"
-    " PostgresUrl.redacted, which calls urlsplit(...).port again and raises the bare"
-    ' "Port could not be cast to integer value" ValueError, naming neither VAULT_DATABASE'
-    " nor the URL",
-)
 def test_a_postgresql_url_with_a_bad_port_is_refused_naming_the_setting() -> None:
     with pytest.raises(ValueError, match="VAULT_DATABASE: not a valid PostgreSQL URL") as info:
         VaultSettings.from_env(
