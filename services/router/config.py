@@ -2,7 +2,7 @@
 
     variable                         default                          meaning
     ROUTER_LISTEN                    127.0.0.1:50052                  gRPC listen address
-    ROUTER_VAULT_ADDR                127.0.0.1:50051                  the vault
+    ROUTER_VAULT_ADDR                127.0.0.1:50051                  the vault (all its addresses)
     ROUTER_VAULT_TOKEN_FILE          $STATE_DIR/router-vault.token    its token at the vault
     ROUTER_CALLERS_FILE              $STATE_DIR/router-callers.json   who may call (right `invoke`)
     ROUTER_TLS_CERT, ROUTER_TLS_KEY  unset: plaintext                 server TLS

@@ -16,6 +16,7 @@ import kubernetes_validate
 import pytest
 
 from services.common.callers import CallerRegistry, Right
+from services.common.grpc_server import channel_target
 from tests.deploy.manifests import (
     COMPOSE_FILE,
     DEPLOY,
@@ -174,6 +175,30 @@ def test_services_select_their_pods_on_the_right_ports(objects: list[dict[str, A
         assert service["spec"]["type"] == "ClusterIP"
         assert service["spec"]["selector"]["app.kubernetes.io/component"] == component
         assert [p["port"] for p in service["spec"]["ports"]] == [port]
+
+
+def test_router_and_vault_services_are_headless_and_the_clients_use_them(
+    objects: list[dict[str, Any]],
+) -> None:
+    # Headless: DNS answers every ready pod, and the clients' channels balance calls over them
+    # (round robin); a ClusterIP would pin each client to one pod per connection.
+    services = _by_kind(objects, "Service")
+    assert services["aicreds-router"]["spec"]["clusterIP"] == "None"
+    assert services["aicreds-vault"]["spec"]["clusterIP"] == "None"
+    assert "clusterIP" not in services["aicreds-gateway"]["spec"]  # reached over HTTP, via Ingress
+    addresses: dict[tuple[str, str], str] = {}
+    for name, workload in _by_kind(objects, "Deployment").items():
+        for container in containers(workload):
+            for env in container.get("env", []):
+                if env["name"].endswith("_ADDR"):
+                    addresses[name, env["name"]] = env["value"]
+    assert addresses == {
+        ("aicreds-gateway", "GATEWAY_VAULT_ADDR"): "aicreds-vault:50051",
+        ("aicreds-gateway", "GATEWAY_ROUTER_ADDR"): "aicreds-router:50052",
+        ("aicreds-router", "ROUTER_VAULT_ADDR"): "aicreds-vault:50051",
+    }
+    # A bare host:port is resolved through DNS, every address of it (grpc_server.channel_target).
+    assert channel_target("aicreds-router:50052") == "dns:///aicreds-router:50052"
 
 
 def test_secrets_are_mounted_from_the_secrets_make_secrets_creates(
