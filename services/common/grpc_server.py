@@ -2,7 +2,8 @@
 
 Every server registers standard health checking (`grpc.health.v1`) and reflection. On SIGTERM or
 SIGINT it flips every service to NOT_SERVING, then stops with a grace period, so load balancers
-drain it before in-flight calls are cut.
+drain it before in-flight calls are cut. A server may export its metrics (`metrics.py`) on an
+HTTP address of its own, started and stopped with it.
 
 A channel (`open_channel`) resolves every address of its target and spreads calls over them
 (round robin), retrying only the RPCs that are safe to retry (`grpc_service_config`); keepalive
@@ -16,7 +17,7 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
@@ -25,6 +26,11 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.grpc_service_config import SERVICE_CONFIG_JSON
 from services.common.request_context import REQUEST_ID_KEY, current_request_id
+
+if TYPE_CHECKING:
+    # Imported when a server exports metrics: `aicreds-admin` imports this module (through the
+    # settings) and has no use for prometheus-client.
+    from services.common.metrics import MetricsEndpoint, MetricsExport
 
 
 @dataclass(frozen=True)
@@ -47,18 +53,25 @@ class ClientTls:
 
 @dataclass
 class RunningServer:
-    """A started server and its health servicer."""
+    """A started server, its health servicer and its metrics endpoint (if it has one)."""
 
     server: grpc.aio.Server
     health: health.aio.HealthServicer
     port: int
     service_names: tuple[str, ...]
+    metrics: MetricsEndpoint | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Flip health to NOT_SERVING, then stop, letting calls in flight finish for `grace` s."""
+        """Flip health to NOT_SERVING, then stop, letting calls in flight finish for `grace` s;
+        the metrics endpoint stops last (a scrape during the drain still answers)."""
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.server.stop(grace)
+        try:
+            await self.server.stop(grace)
+        finally:
+            if self.metrics is not None:
+                await self.metrics.close()
+                self.metrics = None
 
 
 _MESSAGE_SIZES: Sequence[tuple[str, Any]] = (
@@ -110,8 +123,10 @@ async def start_server(
     service_names: Sequence[str],
     interceptors: Sequence[grpc.aio.ServerInterceptor],
     tls: TlsFiles | None = None,
+    metrics: MetricsExport | None = None,
 ) -> RunningServer:
-    """Create, bind and start a server; `listen` is `host:port` (port 0 picks a free one)."""
+    """Create, bind and start a server; `listen` is `host:port` (port 0 picks a free one).
+    With `metrics`, its registry is served over HTTP on its own address once the server runs."""
     server = grpc.aio.server(interceptors=list(interceptors), options=list(_SERVER_OPTIONS))
     register(server)
     health_servicer = health.aio.HealthServicer()
@@ -132,9 +147,18 @@ async def start_server(
     if port == 0:
         raise OSError(f"could not listen on {listen}")
     await server.start()
+    try:
+        endpoint = None
+        if metrics is not None:
+            from services.common.metrics import start_metrics_endpoint
+
+            endpoint = start_metrics_endpoint(metrics)
+    except BaseException:
+        await server.stop(None)
+        raise
     for name in ("", *service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, health_servicer, port, tuple(service_names))
+    return RunningServer(server, health_servicer, port, tuple(service_names), endpoint)
 
 
 async def run_until_signal(running: RunningServer, grace: float = 5.0) -> None:

@@ -45,6 +45,7 @@ from services.router.errors import (
 )
 from services.router.headers import check_headers_size, upstream_request_headers
 from services.router.host_binding import values_for_origin
+from services.router.metrics import RouterMetrics
 from services.router.placeholders import substitute_headers
 from services.router.transport import (
     UpstreamClient,
@@ -287,11 +288,13 @@ class Router:
         upstream: UpstreamClient,
         vault_timeout: float,
         header_bounds: HeaderBounds | None = None,
+        metrics: RouterMetrics | None = None,
     ):
         self._vault = vault
         self._upstream = upstream
         self._vault_timeout = vault_timeout
         self._header_bounds = header_bounds or HeaderBounds()
+        self._metrics = metrics
 
     @property
     def header_bounds(self) -> HeaderBounds:
@@ -340,6 +343,14 @@ class Router:
             raise
         finally:
             _log_upstream_call(prepared, response, head_ms, started, outcome)
+            if self._metrics is not None:
+                self._metrics.upstream_call(
+                    prepared.provider_name,
+                    response.status if response else None,
+                    None if head_ms is None else head_ms / 1000,
+                    time.perf_counter() - started,
+                    egress_refused=outcome == EgressRefused.reason,
+                )
 
     async def fetch(
         self, prepared: PreparedCall, *, deadline: float, max_body: int = MAX_BUFFERED_BODY

@@ -33,6 +33,8 @@ from tests.deploy.manifests import (
 
 K8S_VERSION = "1.37.0"
 PORTS = {"vault": 50051, "router": 50052, "gateway": 8080}
+METRICS_PORT = 9464
+METRICS_COMPONENTS = ("vault", "router")
 COMMANDS = {"vault": "aicreds-vault", "router": "aicreds-router", "gateway": "aicreds-gateway"}
 
 
@@ -118,7 +120,9 @@ def test_probes_speak_mutual_tls_to_vault_and_router_and_http_to_gateway(
         component = _component(workload)
         main = next(c for c in pod_spec(workload)["containers"] if c["name"] == component)
         assert main["command"] == [COMMANDS[component]]
-        assert [p["containerPort"] for p in main["ports"]] == [PORTS[component]]
+        # The vault and the router export their metrics on a port of their own.
+        metrics = [METRICS_PORT] if component in METRICS_COMPONENTS else []
+        assert [p["containerPort"] for p in main["ports"]] == [PORTS[component], *metrics]
         for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
             if component == "gateway":
                 assert main[probe]["httpGet"]["path"] in {"/healthz", "/readyz"}
@@ -242,6 +246,30 @@ def _selected(policy: dict[str, Any]) -> str | None:
     return labels.get("app.kubernetes.io/component")
 
 
+def _ports(rule: dict[str, Any]) -> set[int]:
+    return {p["port"] for p in rule["ports"]}
+
+
+def test_vault_and_router_pods_are_annotated_for_scraping_their_metrics_port(
+    objects: list[dict[str, Any]],
+) -> None:
+    for workload in objects:
+        if workload["kind"] not in {"Deployment", "StatefulSet"}:
+            continue
+        component = _component(workload)
+        if component not in METRICS_COMPONENTS:
+            continue
+        annotations = workload["spec"]["template"]["metadata"]["annotations"]
+        assert annotations == {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(METRICS_PORT),
+            "prometheus.io/path": "/metrics",
+        }
+        main = next(c for c in pod_spec(workload)["containers"] if c["name"] == component)
+        env = {e["name"]: e.get("value") for e in main["env"]}
+        assert env[f"{component.upper()}_METRICS_LISTEN"] == f"0.0.0.0:{METRICS_PORT}"
+
+
 def test_network_policies_deny_by_default_and_wall_off_the_vault(
     objects: list[dict[str, Any]],
 ) -> None:
@@ -253,9 +281,18 @@ def test_network_policies_deny_by_default_and_wall_off_the_vault(
     sources = {
         peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
         for rule in vault["ingress"]
+        if _ports(rule) == {PORTS["vault"]}
         for peer in rule["from"]
     }
     assert sources == {"router", "gateway"}
+    # Every other rule lets only the labelled scraper reach the metrics port.
+    for component in METRICS_COMPONENTS:
+        for rule in by_component[component]["ingress"]:
+            if _ports(rule) != {PORTS[component]}:
+                assert _ports(rule) == {METRICS_PORT}
+                (peer,) = rule["from"]
+                labels = peer["podSelector"]["matchLabels"]
+                assert labels == {"aicreds.io/metrics-scraper": "true"}
     assert vault["egress"] == []
     # Only the router may leave the cluster: an ipBlock appears in no other egress rule.
     for component, spec in by_component.items():
