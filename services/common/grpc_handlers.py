@@ -11,7 +11,10 @@
    becomes INTERNAL with the fixed text `internal error` — its message is never sent or logged,
    since in a vault that is how secrets leak;
 3. one JSON access-log line is written per RPC: method, caller, status, duration, request id.
-   Never request or response content.
+   Never request or response content;
+4. with `metrics` (`services.common.metrics.RpcMetrics`), the RPC is counted by method and
+   status code, its latency observed, and it is in flight meanwhile: once per RPC, denied ones
+   included, from the same code and clock as the access log.
 
 The interceptor authenticates in `intercept_service` and hands the RPC's facts to the handler
 through a context variable: grpc.aio runs both in the RPC's own task. So the wrapped handler is
@@ -34,6 +37,7 @@ from services.common import request_context
 from services.common.callers import Caller, CallerRegistry, Right
 from services.common.error_reason import ERROR_REASON_KEY, reason_metadata
 from services.common.errors import AicredsError
+from services.common.metrics import MethodMetrics, RpcMetrics
 
 __all__ = ["ERROR_REASON_KEY", "STATUS_BY_KIND", "build_interceptors"]
 _OPEN_PREFIXES = (
@@ -60,10 +64,15 @@ _log = logging.getLogger("aicreds.grpc")
 
 
 def build_interceptors(
-    *, service: str, callers: CallerRegistry, required_rights: Mapping[str, Right]
+    *,
+    service: str,
+    callers: CallerRegistry,
+    required_rights: Mapping[str, Right],
+    metrics: RpcMetrics | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
-    """Interceptors for a server whose methods need the given rights (full method names)."""
-    return [_ServiceInterceptor(service, callers, dict(required_rights))]
+    """Interceptors for a server whose methods need the given rights (full method names);
+    with `metrics`, every RPC is also recorded there."""
+    return [_ServiceInterceptor(service, callers, dict(required_rights), metrics)]
 
 
 def _metadata_value(metadata: Sequence[Any] | None, key: str) -> str | None:
@@ -91,10 +100,17 @@ _current_call: ContextVar[_Call] = ContextVar("aicreds_rpc_call")
 
 
 class _ServiceInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, service: str, callers: CallerRegistry, rights: dict[str, Right]) -> None:
+    def __init__(
+        self,
+        service: str,
+        callers: CallerRegistry,
+        rights: dict[str, Right],
+        metrics: RpcMetrics | None,
+    ) -> None:
         self._service = service
         self._callers = callers
         self._rights = rights
+        self._metrics = metrics
         # method -> (the service's handler, our wrapper of it), made once per method.
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
@@ -131,7 +147,8 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
         request_context._request_id.set(request_id)
         wrapped = self._wrapped.get(method)
         if wrapped is None or wrapped[0] is not handler:
-            wrapped = (handler, _wrap(handler, method))
+            observed = self._metrics.for_method(method) if self._metrics else None
+            wrapped = (handler, _wrap(handler, method, observed))
             self._wrapped[method] = wrapped
         return wrapped[1]
 
@@ -158,14 +175,20 @@ class _Call:
         self.code: grpc.StatusCode | None = None
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-    """The handler run inside the checks, error mapping and access log (one per method)."""
+def _wrap(
+    handler: grpc.RpcMethodHandler, method: str, observed: MethodMetrics | None
+) -> grpc.RpcMethodHandler:
+    """The handler run inside the checks, error mapping, access log and metrics (one per
+    method)."""
+    in_flight = observed.in_flight if observed is not None else None
     if handler.unary_unary is not None:
         inner_uu = handler.unary_unary
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             call = _current_call.get()
             start = time.perf_counter()
+            if in_flight is not None:
+                in_flight.inc()
             try:
                 if call.denial is not None:
                     call.code = call.denial[0]
@@ -175,7 +198,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
                 except BaseException as err:
                     await _fail(call, context, err)
             finally:
-                _log_access(call, context, start)
+                _finished(call, context, start, observed)
             return None  # pragma: no cover - _fail always raises
 
         return grpc.unary_unary_rpc_method_handler(
@@ -189,6 +212,8 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         ) -> AsyncIterator[Any]:
             call = _current_call.get()
             start = time.perf_counter()
+            if in_flight is not None:
+                in_flight.inc()
             try:
                 if call.denial is not None:
                     call.code = call.denial[0]
@@ -203,7 +228,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
                 except BaseException as err:
                     await _fail(call, context, err)
             finally:
-                _log_access(call, context, start)
+                _finished(call, context, start, observed)
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream, handler.request_deserializer, handler.response_serializer
@@ -214,13 +239,28 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
 _CODE_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 
 
+def _finished(
+    call: _Call, context: grpc.aio.ServicerContext, start: float, observed: MethodMetrics | None
+) -> None:
+    """An RPC is over: its metrics (if kept) and its access-log line."""
+    if observed is not None:
+        observed.in_flight.dec()
+        observed.finished(call.method, _final_code(call, context), time.perf_counter() - start)
+    _log_access(call, context, start)
+
+
+def _final_code(call: _Call, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    code = call.code or context.code() or grpc.StatusCode.OK
+    if isinstance(code, int):  # aio may report the raw integer
+        return _CODE_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
+    return code
+
+
 def _log_access(call: _Call, context: grpc.aio.ServicerContext, start: float) -> None:
     """The one access-log line of an RPC (made without logging's caller lookup)."""
     if not access_log.isEnabledFor(logging.INFO):
         return
-    code = call.code or context.code() or grpc.StatusCode.OK
-    if isinstance(code, int):  # aio may report the raw integer
-        code = _CODE_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
+    code = _final_code(call, context)
     fields = {
         "service": call.service,
         "method": call.method,

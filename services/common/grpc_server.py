@@ -2,7 +2,12 @@
 
 Every server registers standard health checking (`grpc.health.v1`) and reflection. On SIGTERM or
 SIGINT it flips every service to NOT_SERVING, then stops with a grace period, so load balancers
-drain it before in-flight calls are cut.
+drain it before in-flight calls are cut. A server may export its metrics (`metrics.py`) on an
+HTTP address of its own, started and stopped with it.
+
+A channel (`open_channel`) resolves every address of its target and spreads calls over them
+(round robin), retrying only the RPCs that are safe to retry (`grpc_service_config`); keepalive
+pings on both sides drop a replica that vanished.
 """
 
 from __future__ import annotations
@@ -12,14 +17,20 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.grpc_service_config import SERVICE_CONFIG_JSON
 from services.common.request_context import REQUEST_ID_KEY, current_request_id
+
+if TYPE_CHECKING:
+    # Imported when a server exports metrics: `aicreds-admin` imports this module (through the
+    # settings) and has no use for prometheus-client.
+    from services.common.metrics import MetricsEndpoint, MetricsExport
 
 
 @dataclass(frozen=True)
@@ -42,25 +53,61 @@ class ClientTls:
 
 @dataclass
 class RunningServer:
-    """A started server and its health servicer."""
+    """A started server, its health servicer and its metrics endpoint (if it has one)."""
 
     server: grpc.aio.Server
     health: health.aio.HealthServicer
     port: int
     service_names: tuple[str, ...]
+    metrics: MetricsEndpoint | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Flip health to NOT_SERVING, then stop, letting calls in flight finish for `grace` s."""
+        """Flip health to NOT_SERVING, then stop, letting calls in flight finish for `grace` s;
+        the metrics endpoint stops last (a scrape during the drain still answers)."""
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.server.stop(grace)
+        try:
+            await self.server.stop(grace)
+        finally:
+            if self.metrics is not None:
+                await self.metrics.close()
+                self.metrics = None
 
 
-_CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
+_MESSAGE_SIZES: Sequence[tuple[str, Any]] = (
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.keepalive_time_ms", 30_000),
+)
+
+_CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
+    *_MESSAGE_SIZES,
+    # Round robin over every address of the target, retries where safe (grpc_service_config).
+    ("grpc.service_config", SERVICE_CONFIG_JSON),
+    ("grpc.enable_retries", 1),
+    # A ping every 10 s, idle or not, answered within 5 s: a replica that vanished without
+    # closing its connections (a killed node, a dropped route) leaves the rotation within about
+    # 15 s, and its address goes with the next DNS answer. Without max_pings_without_data 0 a
+    # channel stops pinging after two pings on an idle connection.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # gRPC asks DNS again when a connection is lost; at most every 2 s rather than every 30 s.
+    ("grpc.dns_min_time_between_resolutions_ms", 2_000),
+)
+"""Client channel arguments; `open_channel`'s `options` replace those of the same name."""
+
+_SERVER_OPTIONS: Sequence[tuple[str, Any]] = (
+    *_MESSAGE_SIZES,
+    ("grpc.keepalive_time_ms", 30_000),
+    # Accept the clients' keepalive pings (every 10 s, with or without calls): by default a
+    # server allows one every 5 minutes and answers more with GOAWAY `too_many_pings`.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    # DNS is asked again only when a connection is lost: ending every connection after about 5
+    # minutes (gRPC adds up to 10% jitter) makes clients find replicas added since. Calls in
+    # flight finish (no grace limit): a model stream is not cut; new calls take a new one.
+    ("grpc.max_connection_age_ms", 300_000),
 )
 
 _NO_PROXY: Sequence[tuple[str, Any]] = (("grpc.enable_http_proxy", 0),)
@@ -76,9 +123,11 @@ async def start_server(
     service_names: Sequence[str],
     interceptors: Sequence[grpc.aio.ServerInterceptor],
     tls: TlsFiles | None = None,
+    metrics: MetricsExport | None = None,
 ) -> RunningServer:
-    """Create, bind and start a server; `listen` is `host:port` (port 0 picks a free one)."""
-    server = grpc.aio.server(interceptors=list(interceptors), options=list(_CHANNEL_OPTIONS))
+    """Create, bind and start a server; `listen` is `host:port` (port 0 picks a free one).
+    With `metrics`, its registry is served over HTTP on its own address once the server runs."""
+    server = grpc.aio.server(interceptors=list(interceptors), options=list(_SERVER_OPTIONS))
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -98,9 +147,18 @@ async def start_server(
     if port == 0:
         raise OSError(f"could not listen on {listen}")
     await server.start()
+    try:
+        endpoint = None
+        if metrics is not None:
+            from services.common.metrics import start_metrics_endpoint
+
+            endpoint = start_metrics_endpoint(metrics)
+    except BaseException:
+        await server.stop(None)
+        raise
     for name in ("", *service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, health_servicer, port, tuple(service_names))
+    return RunningServer(server, health_servicer, port, tuple(service_names), endpoint)
 
 
 async def run_until_signal(running: RunningServer, grace: float = 5.0) -> None:
@@ -214,6 +272,23 @@ class CallerChannel(grpc.aio.Channel):
         return _Authenticated(self._channel.stream_stream(method, *args, **kwargs), self._auth)
 
 
+#: Target schemes gRPC resolves itself; any other target is a DNS name (`host:port`).
+_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
+
+
+def channel_target(address: str) -> str:
+    """The gRPC target of an address: `host:port` becomes `dns:///host:port`, so that the
+    channel resolves every address of the name and round robin reaches each of them; a target
+    with a scheme (`dns:`, `ipv4:127.0.0.1:5001,127.0.0.1:5002`, `unix:`, ...) stays as given.
+
+    The authority (TLS server name, `:authority`) of `dns:///host:port` is `host:port`, as for
+    the bare `host:port`: certificates are checked against the same name as before.
+    """
+    if address.startswith(_SCHEMES):
+        return address
+    return f"dns:///{address}"
+
+
 def open_channel(
     target: str,
     token: str,
@@ -224,14 +299,21 @@ def open_channel(
     """A channel to `target` whose every call is authenticated with the caller token and
     carries the current request id (so callers pass no metadata of their own for it).
 
+    The channel spreads calls over every address of `target` (round robin), retries the RPCs
+    that are safe to retry (`grpc_service_config.RETRIED`) and pings idle connections so a
+    vanished replica is dropped quickly.
+
     Args:
-        target: `host:port`.
+        target: `host:port` (resolved through DNS: every address of the name), or a gRPC
+            target with a scheme, such as `ipv4:127.0.0.1:5001,127.0.0.1:5002`
+            (`channel_target`).
         token: the caller token, sent as `authorization: Bearer ...` on every call.
         tls: trust and client certificate; None for plaintext.
         options: gRPC channel arguments that replace the defaults of the same name (message
-            sizes, keepalive) or add to them (e.g. a reconnect backoff). Proxies stay off
-            (`grpc.enable_http_proxy` 0) whatever `options` say.
+            sizes, keepalive, service config) or add to them (e.g. a reconnect backoff).
+            Proxies stay off (`grpc.enable_http_proxy` 0) whatever `options` say.
     """
+    target = channel_target(target)
     merged = list({**dict(_CHANNEL_OPTIONS), **dict(options), **dict(_NO_PROXY)}.items())
     if tls is None:
         return CallerChannel(grpc.aio.insecure_channel(target, options=merged), token, target)

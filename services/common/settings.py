@@ -70,6 +70,28 @@ def env_optional_path(environ: Mapping[str, str], name: str) -> Path | None:
     return Path(raw) if raw else None
 
 
+def split_listen(listen: str) -> tuple[str, int]:
+    """`host:port` (or `[v6 address]:port`) as host and port; ValueError if it is not one."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("not host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def env_metrics_listen(environ: Mapping[str, str], name: str) -> str | None:
+    """A metrics endpoint's `host:port`, or None when unset or empty (no endpoint)."""
+    value = environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        split_listen(value)
+    except ValueError:
+        raise ValueError(f"{name} must be host:port, such as 0.0.0.0:9464") from None
+    return value
+
+
 def state_dir(environ: Mapping[str, str]) -> Path:
     """`STATE_DIR`, shared by the services for local state (default `.state`)."""
     return env_path(environ, "STATE_DIR", Path(".state"))

@@ -2,7 +2,7 @@
 
     variable                         default                          meaning
     ROUTER_LISTEN                    127.0.0.1:50052                  gRPC listen address
-    ROUTER_VAULT_ADDR                127.0.0.1:50051                  the vault
+    ROUTER_VAULT_ADDR                127.0.0.1:50051                  the vault (all its addresses)
     ROUTER_VAULT_TOKEN_FILE          $STATE_DIR/router-vault.token    its token at the vault
     ROUTER_CALLERS_FILE              $STATE_DIR/router-callers.json   who may call (right `invoke`)
     ROUTER_TLS_CERT, ROUTER_TLS_KEY  unset: plaintext                 server TLS
@@ -23,6 +23,7 @@
     ROUTER_MAX_HEADERS_BYTES         65536                            all upstream header lines
     ROUTER_SHUTDOWN_GRACE            10                               s calls may finish on SIGTERM
     ROUTER_LOG_LEVEL                 INFO                             log level
+    ROUTER_METRICS_LISTEN            unset: no metrics endpoint       host:port of GET /metrics
 
 Why these bounds (docs/configuration.md says more): upstream time is bounded apart from the
 caller's deadline so that a silent upstream gives up its connection and its call long before a
@@ -37,7 +38,8 @@ bounds are what common edges accept (`services.common.header_bounds`): a 16 KiB 
 a 16 KiB template fits one value.
 
 Unsafe in production: plaintext gRPC (no `ROUTER_TLS_*`, no `ROUTER_VAULT_TLS_CA`), and any
-egress allowlist entry for an internal network.
+egress allowlist entry for an internal network. The metrics endpoint is plain HTTP without
+authentication: off unless set, and then for the scraper's network only.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from services.common.settings import (
     env_client_tls,
     env_float,
     env_int,
+    env_metrics_listen,
     env_optional_path,
     env_path,
     env_str,
@@ -122,6 +125,7 @@ class RouterSettings:
     max_headers_bytes: int = DEFAULT_MAX_HEADERS_BYTES
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
+    metrics_listen: str | None = None
 
     @property
     def egress_policy(self) -> EgressPolicy:
@@ -180,4 +184,5 @@ class RouterSettings:
             ),
             shutdown_grace=env_float(environ, "ROUTER_SHUTDOWN_GRACE", cls.shutdown_grace),
             log_level=env_str(environ, "ROUTER_LOG_LEVEL", cls.log_level).upper(),
+            metrics_listen=env_metrics_listen(environ, "ROUTER_METRICS_LISTEN"),
         )

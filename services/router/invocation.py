@@ -48,6 +48,7 @@ from services.router.errors import (
 )
 from services.router.headers import check_headers_size, upstream_request_headers
 from services.router.host_binding import values_for_origin
+from services.router.metrics import RouterMetrics
 from services.router.placeholders import substitute_headers
 from services.router.transport import (
     UpstreamClient,
@@ -296,12 +297,14 @@ class Router:
         upstream: UpstreamClient,
         vault_timeout: float,
         header_bounds: HeaderBounds | None = None,
+        metrics: RouterMetrics | None = None,
         usage: UsageSink | None = None,
     ):
         self._vault = vault
         self._upstream = upstream
         self._vault_timeout = vault_timeout
         self._header_bounds = header_bounds or HeaderBounds()
+        self._metrics = metrics
         self._usage = usage
 
     @property
@@ -356,6 +359,14 @@ class Router:
             raise
         finally:
             _log_upstream_call(prepared, response, head_ms, started, outcome)
+            if self._metrics is not None:
+                self._metrics.upstream_call(
+                    prepared.provider_name,
+                    response.status if response else None,
+                    None if head_ms is None else head_ms / 1000,
+                    time.perf_counter() - started,
+                    egress_refused=outcome == EgressRefused.reason,
+                )
             if tap is not None:
                 self._report_usage(prepared, tap.usage())
 

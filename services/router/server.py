@@ -3,8 +3,9 @@ and servicer.
 
 `start_router(settings)` is used by `main` (`aicreds-router`) and by tests alike. It refuses a
 bad configuration with `StartupRefused` (naming what to fix), then starts the gRPC server with
-health, reflection, caller auth (right `invoke`), the access log and optional (mutual) TLS.
-Nothing persistent: every replica is the same.
+health, reflection, caller auth (right `invoke`), the access log and optional (mutual) TLS, and
+with `ROUTER_METRICS_LISTEN` its Prometheus metrics (RPCs, upstream calls, the pool, egress
+refusals) on that address. Nothing persistent: every replica is the same.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ from dataclasses import dataclass
 import grpc.aio
 import uvloop
 from aicreds.router.v1 import router_pb2_grpc
+from prometheus_client import CollectorRegistry
 
 from services.common.callers import CallerRegistry, Right, read_secret_file
 from services.common.grpc_handlers import build_interceptors
 from services.common.grpc_server import RunningServer, run_until_signal, start_server
 from services.common.logging import configure_logging
+from services.common.metrics import MetricsExport, RpcMetrics
 from services.router.config import RouterSettings
 from services.router.egress import Resolver
 from services.router.invocation import Router
+from services.router.metrics import RouterMetrics
 from services.router.provider_check import ProviderChecker
 from services.router.resolve_client import ResolveClient, open_vault_channel
 from services.router.servicer import RouterServicer
@@ -111,13 +115,24 @@ async def start_router(
         max_keepalive=min(100, settings.max_connections),
         ca_file=str(settings.upstream_ca_file) if settings.upstream_ca_file else None,
     )
-    # Token usage: counted in its own registry until the router exports one (issue 18).
-    usage = UsageReporter(channel, TokenMetrics())
+    # Metrics only when exported: otherwise no call pays for them.
+    registry = CollectorRegistry(auto_describe=True) if settings.metrics_listen else None
+    metrics = RouterMetrics(registry) if registry is not None else None
+    if metrics is not None:
+        metrics.watch_pool(upstream.connections_in_use, upstream.connections_idle)
+    # Token usage goes to the vault whether or not metrics are exported (issue 18).
+    token_metrics = (
+        TokenMetrics(registry, metrics.provider_label)
+        if registry is not None and metrics is not None
+        else None
+    )
+    usage = UsageReporter(channel, token_metrics)
     router = Router(
         ResolveClient(channel, settings.vault_addr),
         upstream,
         settings.vault_timeout,
         settings.header_bounds,
+        metrics,
         usage,
     )
     servicer = RouterServicer(router, ProviderChecker(router), settings.upstream_timeout)
@@ -127,9 +142,17 @@ async def start_router(
             register=lambda s: router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, s),
             service_names=[ROUTER_SERVICE],
             interceptors=build_interceptors(
-                service="router", callers=callers, required_rights=REQUIRED_RIGHTS
+                service="router",
+                callers=callers,
+                required_rights=REQUIRED_RIGHTS,
+                metrics=RpcMetrics("router", registry) if registry is not None else None,
             ),
             tls=settings.tls,
+            metrics=(
+                MetricsExport(settings.metrics_listen, registry)
+                if settings.metrics_listen and registry is not None
+                else None
+            ),
         )
     except BaseException:
         await upstream.aclose()
@@ -148,6 +171,7 @@ async def start_router(
                 "vault_tls": settings.vault_tls is not None,
                 "egress_allow": settings.egress_allow,
                 "callers": callers.names,
+                "metrics_port": server.metrics.port if server.metrics else None,
             }
         },
     )

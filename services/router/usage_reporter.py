@@ -1,11 +1,11 @@
 """Sends the answers' usage to the vault's `UsageService.RecordUsage`, off the calls' path.
 
-`UsageReporter.record` is the router's `UsageSink`: it counts the report in the metrics and puts
-it on a bounded queue, and returns at once; when the queue is full (the vault slower than the
-calls, or away) the report is dropped and counted (`queue_full`). One task sends what is queued,
-up to `BATCH` reports per RPC, with a deadline; a failed send drops its batch (`send_failed`)
-and logs one line without user ids. Usage is best effort by design: it must never slow or fail a
-call, and a lost report loses counts, never a credential.
+`UsageReporter.record` is the router's `UsageSink`: it counts the report in the metrics (when the
+router exports them) and puts it on a bounded queue, and returns at once; when the queue is full
+(the vault slower than the calls, or away) the report is dropped and counted (`queue_full`).
+One task sends what is queued, up to `BATCH` reports per RPC, with a deadline; a failed send
+drops its batch (`send_failed`) and logs one line without user ids. Usage is best effort by
+design: it must never slow or fail a call, and a lost report loses counts, never a credential.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ class UsageReporter:
     def __init__(
         self,
         channel: grpc.aio.Channel,
-        metrics: TokenMetrics,
+        metrics: TokenMetrics | None,
         *,
         max_queue: int = MAX_QUEUE,
         timeout: float = SEND_TIMEOUT,
     ) -> None:
         self._stub = usage_pb2_grpc.UsageServiceStub(channel)
-        self.metrics = metrics  # the router's token metrics (`TokenMetrics.registry`)
+        self.metrics = metrics  # None when the router exports no metrics
         self._queue: asyncio.Queue[UsageReport] = asyncio.Queue(max_queue)
         self._timeout = timeout
         self._task: asyncio.Task[None] | None = None
@@ -67,11 +67,16 @@ class UsageReporter:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-reports")
 
     def record(self, report: UsageReport) -> None:
-        self.metrics.observe(report)
+        if self.metrics is not None:
+            self.metrics.observe(report)
         try:
             self._queue.put_nowait(report)
         except asyncio.QueueFull:
-            self.metrics.drop("queue_full")
+            self._dropped("queue_full")
+
+    def _dropped(self, reason: str, reports: int = 1) -> None:
+        if self.metrics is not None:
+            self.metrics.drop(reason, reports)
 
     async def flush(self) -> None:
         """Wait until everything queued so far has been sent (or dropped)."""
@@ -104,7 +109,7 @@ class UsageReporter:
         try:
             await self._stub.RecordUsage(request, timeout=self._timeout)
         except Exception as err:  # whatever fails, the task goes on with the next batch
-            self.metrics.drop("send_failed", len(batch))
+            self._dropped("send_failed", len(batch))
             problem = (
                 err.code().name if isinstance(err, grpc.aio.AioRpcError) else type(err).__name__
             )

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from services.common.settings import (
     env_bool,
     env_int,
+    env_metrics_listen,
     env_optional_path,
     env_path,
     env_str,
@@ -46,6 +47,8 @@ class VaultSettings:
     limits: UserLimits = UserLimits()
     database_pool_size: int = 10
     database_statement_timeout_ms: int = 5000
+    metrics_listen: str | None = None
+    """`host:port` of the Prometheus endpoint (`VAULT_METRICS_LISTEN`); None: no endpoint."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> VaultSettings:
@@ -75,6 +78,7 @@ class VaultSettings:
             database_statement_timeout_ms=env_int(
                 environ, "VAULT_DATABASE_STATEMENT_TIMEOUT_MS", 5000
             ),
+            metrics_listen=env_metrics_listen(environ, "VAULT_METRICS_LISTEN"),
         )
         if (settings.tls_cert is None) != (settings.tls_key is None):
             raise ValueError("VAULT_TLS_CERT and VAULT_TLS_KEY must be set together")

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from services.vault import crypto
 from services.vault.errors import DecryptionFailed, StartupRefused
 from services.vault.keyring import KeyringSource
+from services.vault.metrics import DATA_KEY_BLOB, DECRYPT_ERRORS, VALUE_BLOB
 from services.vault.store import DataKeyStore, WrappedDataKey
 
 _CHECK_PLAINTEXT = b"aicreds master key check v1"
@@ -50,12 +51,16 @@ def wrap_data_key(kek_id: str, kek: bytes, dek: DataKey) -> WrappedDataKey:
 
 
 def unwrap_data_key(keyring: KeyringSource, wrapped: WrappedDataKey) -> DataKey:
-    """Open a wrapped DEK with the master key its blob names."""
-    blob = crypto.SealedBlob.parse(wrapped.blob)
-    kek = keyring.key(blob.key_id)
-    key = crypto.open_sealed(
-        kek, blob, user_id=wrapped.user_id, purpose=_dek_purpose(wrapped.dek_id)
-    )
+    """Open a wrapped DEK with the master key its blob names (a failure is counted)."""
+    try:
+        blob = crypto.SealedBlob.parse(wrapped.blob)
+        kek = keyring.key(blob.key_id)
+        key = crypto.open_sealed(
+            kek, blob, user_id=wrapped.user_id, purpose=_dek_purpose(wrapped.dek_id)
+        )
+    except DecryptionFailed:
+        DECRYPT_ERRORS.labels(blob=DATA_KEY_BLOB).inc()
+        raise
     return DataKey(wrapped.user_id, wrapped.dek_id, key)
 
 
@@ -205,6 +210,17 @@ class Opener:
 
 def _open_blob(
     dek: DataKey | None, user_id: str, purpose: str, blob: bytes, binding: str = ""
+) -> str:
+    """Every user blob is opened here (a failure is counted)."""
+    try:
+        return _open_user_blob(dek, user_id, purpose, blob, binding)
+    except DecryptionFailed:
+        DECRYPT_ERRORS.labels(blob=VALUE_BLOB).inc()
+        raise
+
+
+def _open_user_blob(
+    dek: DataKey | None, user_id: str, purpose: str, blob: bytes, binding: str
 ) -> str:
     sealed = crypto.SealedBlob.parse(blob)
     if dek is None or dek.dek_id != sealed.key_id:

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from services.vault.errors import UnknownMasterKey
 from services.vault.keyring import KeyringSource
+from services.vault.metrics import INTEGRITY_ERRORS
 
 ROW_SEAL_LABEL = b"aicreds row-seal v1"
 TOKEN_ROW = "api_token"
@@ -45,8 +46,10 @@ _errors: Counter[str] = Counter()
 
 
 def report_integrity_error(kind: str, row_id: str, user_id: str = "") -> None:
-    """Log and count a row that failed its integrity check (ids only, never secrets)."""
+    """Log and count a row that failed its integrity check (ids only, never secrets; the
+    metric by kind only)."""
     _errors[kind] += 1
+    INTEGRITY_ERRORS.labels(row_kind=kind).inc()
     fields = {"row_kind": kind, "row_id": row_id, "count": _errors[kind]}
     if user_id:
         fields["user_id"] = user_id

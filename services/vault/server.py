@@ -2,7 +2,8 @@
 
 `start_vault(settings)` is used by `main` and by tests alike: it refuses bad configuration with
 `StartupRefused`, opens and migrates the database, verifies the master keys against it and starts
-the gRPC server (health, reflection, caller auth, access log, optional TLS).
+the gRPC server (health, reflection, caller auth, access log, optional TLS) and, with
+`VAULT_METRICS_LISTEN`, its Prometheus endpoint (`metrics.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from services.common.callers import CallerRegistry
 from services.common.grpc_handlers import build_interceptors
 from services.common.grpc_server import RunningServer, run_until_signal, start_server
 from services.common.logging import configure_logging
+from services.common.metrics import MetricsExport, RpcMetrics
 from services.vault.auth import AuthDomain
 from services.vault.bulk_reads import BulkReads
 from services.vault.config import VaultSettings
@@ -34,6 +36,7 @@ from services.vault.credentials import CredentialMaps
 from services.vault.envelope import Envelope
 from services.vault.errors import StartupRefused
 from services.vault.keyring import KeyringSource, load_or_generate
+from services.vault.metrics import vault_registry
 from services.vault.providers import ProviderBook
 from services.vault.resealing import seal_legacy_rows
 from services.vault.resolve import Resolver
@@ -131,6 +134,8 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
         await seal_legacy_rows(auth.store, envelope)
         credential_hosts = CredentialHosts(SqlCredentialHostStore(store.db), envelope)
         usage = UsageBook(SqlUsageStore(store.db))
+        # RPC metrics only when exported: otherwise no call pays for them.
+        registry = vault_registry(keyring) if settings.metrics_listen else None
         server = await start_server(
             listen=settings.listen,
             register=lambda s: register_services(
@@ -144,9 +149,17 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
                 USAGE_SERVICE,
             ],
             interceptors=build_interceptors(
-                service="vault", callers=callers, required_rights=REQUIRED_RIGHTS
+                service="vault",
+                callers=callers,
+                required_rights=REQUIRED_RIGHTS,
+                metrics=RpcMetrics("vault", registry) if registry is not None else None,
             ),
             tls=settings.tls,
+            metrics=(
+                MetricsExport(settings.metrics_listen, registry)
+                if settings.metrics_listen and registry is not None
+                else None
+            ),
         )
     except BaseException:
         await store.close()
@@ -161,6 +174,7 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
                 "tls": settings.tls is not None,
                 "master_keys": keyring.current.key_ids,
                 "primary_master_key": keyring.current.primary_id,
+                "metrics_port": server.metrics.port if server.metrics else None,
             }
         },
     )

@@ -82,7 +82,9 @@ def on_host(
     }
     files = secret_files()
     for key, value in list(env.items()):
-        if key.endswith("_LISTEN"):
+        if key.endswith("_METRICS_LISTEN"):
+            env[key] = "127.0.0.1:0"  # a metrics endpoint on a free port of this host
+        elif key.endswith("_LISTEN"):
             owner = key.removesuffix("_LISTEN").lower()
             env[key] = f"127.0.0.1:{ports[owner]}"
         elif key.endswith("_ADDR"):

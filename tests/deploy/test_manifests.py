@@ -16,6 +16,7 @@ import kubernetes_validate
 import pytest
 
 from services.common.callers import CallerRegistry, Right
+from services.common.grpc_server import channel_target
 from tests.deploy.manifests import (
     COMPOSE_FILE,
     DEPLOY,
@@ -32,6 +33,8 @@ from tests.deploy.manifests import (
 
 K8S_VERSION = "1.37.0"
 PORTS = {"vault": 50051, "router": 50052, "gateway": 8080}
+METRICS_PORT = 9464
+METRICS_COMPONENTS = ("vault", "router")
 COMMANDS = {"vault": "aicreds-vault", "router": "aicreds-router", "gateway": "aicreds-gateway"}
 
 
@@ -117,7 +120,9 @@ def test_probes_speak_mutual_tls_to_vault_and_router_and_http_to_gateway(
         component = _component(workload)
         main = next(c for c in pod_spec(workload)["containers"] if c["name"] == component)
         assert main["command"] == [COMMANDS[component]]
-        assert [p["containerPort"] for p in main["ports"]] == [PORTS[component]]
+        # The vault and the router export their metrics on a port of their own.
+        metrics = [METRICS_PORT] if component in METRICS_COMPONENTS else []
+        assert [p["containerPort"] for p in main["ports"]] == [PORTS[component], *metrics]
         for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
             if component == "gateway":
                 assert main[probe]["httpGet"]["path"] in {"/healthz", "/readyz"}
@@ -176,6 +181,30 @@ def test_services_select_their_pods_on_the_right_ports(objects: list[dict[str, A
         assert [p["port"] for p in service["spec"]["ports"]] == [port]
 
 
+def test_router_and_vault_services_are_headless_and_the_clients_use_them(
+    objects: list[dict[str, Any]],
+) -> None:
+    # Headless: DNS answers every ready pod, and the clients' channels balance calls over them
+    # (round robin); a ClusterIP would pin each client to one pod per connection.
+    services = _by_kind(objects, "Service")
+    assert services["aicreds-router"]["spec"]["clusterIP"] == "None"
+    assert services["aicreds-vault"]["spec"]["clusterIP"] == "None"
+    assert "clusterIP" not in services["aicreds-gateway"]["spec"]  # reached over HTTP, via Ingress
+    addresses: dict[tuple[str, str], str] = {}
+    for name, workload in _by_kind(objects, "Deployment").items():
+        for container in containers(workload):
+            for env in container.get("env", []):
+                if env["name"].endswith("_ADDR"):
+                    addresses[name, env["name"]] = env["value"]
+    assert addresses == {
+        ("aicreds-gateway", "GATEWAY_VAULT_ADDR"): "aicreds-vault:50051",
+        ("aicreds-gateway", "GATEWAY_ROUTER_ADDR"): "aicreds-router:50052",
+        ("aicreds-router", "ROUTER_VAULT_ADDR"): "aicreds-vault:50051",
+    }
+    # A bare host:port is resolved through DNS, every address of it (grpc_server.channel_target).
+    assert channel_target("aicreds-router:50052") == "dns:///aicreds-router:50052"
+
+
 def test_secrets_are_mounted_from_the_secrets_make_secrets_creates(
     objects: list[dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -217,6 +246,30 @@ def _selected(policy: dict[str, Any]) -> str | None:
     return labels.get("app.kubernetes.io/component")
 
 
+def _ports(rule: dict[str, Any]) -> set[int]:
+    return {p["port"] for p in rule["ports"]}
+
+
+def test_vault_and_router_pods_are_annotated_for_scraping_their_metrics_port(
+    objects: list[dict[str, Any]],
+) -> None:
+    for workload in objects:
+        if workload["kind"] not in {"Deployment", "StatefulSet"}:
+            continue
+        component = _component(workload)
+        if component not in METRICS_COMPONENTS:
+            continue
+        annotations = workload["spec"]["template"]["metadata"]["annotations"]
+        assert annotations == {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(METRICS_PORT),
+            "prometheus.io/path": "/metrics",
+        }
+        main = next(c for c in pod_spec(workload)["containers"] if c["name"] == component)
+        env = {e["name"]: e.get("value") for e in main["env"]}
+        assert env[f"{component.upper()}_METRICS_LISTEN"] == f"0.0.0.0:{METRICS_PORT}"
+
+
 def test_network_policies_deny_by_default_and_wall_off_the_vault(
     objects: list[dict[str, Any]],
 ) -> None:
@@ -228,9 +281,18 @@ def test_network_policies_deny_by_default_and_wall_off_the_vault(
     sources = {
         peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
         for rule in vault["ingress"]
+        if _ports(rule) == {PORTS["vault"]}
         for peer in rule["from"]
     }
     assert sources == {"router", "gateway"}
+    # Every other rule lets only the labelled scraper reach the metrics port.
+    for component in METRICS_COMPONENTS:
+        for rule in by_component[component]["ingress"]:
+            if _ports(rule) != {PORTS[component]}:
+                assert _ports(rule) == {METRICS_PORT}
+                (peer,) = rule["from"]
+                labels = peer["podSelector"]["matchLabels"]
+                assert labels == {"aicreds.io/metrics-scraper": "true"}
     assert vault["egress"] == []
     # Only the router may leave the cluster: an ipBlock appears in no other egress rule.
     for component, spec in by_component.items():

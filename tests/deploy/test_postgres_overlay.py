@@ -111,6 +111,18 @@ def test_base_output_is_unchanged_by_the_overlay(base: list[Obj]) -> None:
     assert not (K8S / "overlays").exists(), "an overlay inside deploy/k8s is a kustomize cycle"
 
 
+def test_the_three_vault_replicas_are_reached_through_a_headless_service(
+    overlay: list[Obj],
+) -> None:
+    # DNS answers every ready replica, and the router's and gateway's channels spread their
+    # calls over all three (round robin); only the StatefulSet's governing Service is gone.
+    services = {o["metadata"]["name"]: o for o in overlay if o["kind"] == "Service"}
+    vault = services["aicreds-vault"]["spec"]
+    assert vault["clusterIP"] == "None"
+    assert vault["selector"]["app.kubernetes.io/component"] == "vault"
+    assert "aicreds-vault-headless" not in services
+
+
 def test_vault_is_a_deployment_of_three_replicas_without_a_volume_claim(
     overlay: list[Obj],
 ) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.common.usage_rules import MAX_TOKENS
-from services.router.token_metrics import MAX_PAIRS, TokenMetrics
+from services.router.metrics import ProviderLabels
+from services.router.token_metrics import MAX_MODELS, TokenMetrics
 from services.router.usage import (
     JSON_TAIL_BYTES,
     MAX_EVENT_BYTES,
@@ -183,8 +184,12 @@ def report(provider: str, model: str, inputs: int, outputs: int) -> UsageReport:
     return UsageReport("alice", provider, model, TokenUsage(inputs, outputs))
 
 
+def token_metrics() -> TokenMetrics:
+    return TokenMetrics(CollectorRegistry(), ProviderLabels())
+
+
 def test_tokens_counted_by_provider_model_and_type() -> None:
-    metrics = TokenMetrics()
+    metrics = token_metrics()
     metrics.observe(report("openai", "gpt-4", 10, 3))
     metrics.observe(report("openai", "gpt-4", 5, 300))
     metrics.observe(report("anthropic", "claude", 1, 1))
@@ -200,18 +205,48 @@ def test_tokens_counted_by_provider_model_and_type() -> None:
     assert seen[("aicreds_router_token_usage_bucket", (("le", "1024.0"), ("type", "output")))] == 3
 
 
-def test_distinct_provider_model_pairs_are_bounded() -> None:
-    metrics = TokenMetrics()
-    for n in range(MAX_PAIRS + 50):
+def test_distinct_models_are_bounded() -> None:
+    metrics = token_metrics()
+    for n in range(MAX_MODELS + 50):
         metrics.observe(report("p", f"model-{n}", 1, 1))
     seen = samples(metrics)
     models = {
         dict(labels)["model"] for (name, labels) in seen if name == "aicreds_router_tokens_total"
     }
-    assert len(models) == MAX_PAIRS + 1
+    assert len(models) == MAX_MODELS + 1
+    # The 101st pair, (p, other), is past the pair bound too: counted under other/other.
     other = (("model", "other"), ("provider", "other"), ("type", "input"))
     assert seen[("aicreds_router_tokens_total", other)] == 50
     # A pair seen before the bound was reached keeps its name.
     metrics.observe(report("p", "model-0", 1, 1))
     zero = (("model", "model-0"), ("provider", "p"), ("type", "input"))
     assert samples(metrics)[("aicreds_router_tokens_total", zero)] == 2
+
+
+def test_key_like_or_long_models_and_providers_are_other() -> None:
+    metrics = token_metrics()
+    pasted = "sk-proj-a1B2c3D4e5F6g7H8i9J0"
+    metrics.observe(report("openai", pasted, 1, 1))
+    metrics.observe(report("openai", "m" * 65, 1, 1))
+    metrics.observe(report("k3y9x8w7v6u5t4s3r2q1", "gpt-4o", 1, 1))
+    text = generate_latest(metrics.registry).decode()
+    assert pasted not in text and "m" * 65 not in text and "k3y9x8w7v6u5t4s3r2q1" not in text
+    seen = samples(metrics)
+    assert (
+        seen[
+            (
+                "aicreds_router_tokens_total",
+                (("model", "other"), ("provider", "openai"), ("type", "input")),
+            )
+        ]
+        == 2
+    )
+    assert (
+        seen[
+            (
+                "aicreds_router_tokens_total",
+                (("model", "gpt-4o"), ("provider", "other"), ("type", "input")),
+            )
+        ]
+        == 1
+    )

@@ -7,16 +7,19 @@ import asyncio
 import json
 
 import grpc.aio
+import pytest
 from aicreds.router.v1 import router_pb2
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry
 
+from services.router.metrics import ProviderLabels
 from services.router.token_metrics import TokenMetrics
 from services.router.usage import TokenUsage, UsageReport
 from services.router.usage_reporter import UsageReporter
-from tests.router.conftest import RouterEnv
+from tests.router.conftest import RouterEnv, RouterFactory
 from tests.router.fake_vault import FakeVault
 from tests.router.invoke_requests import SECRET, USER, invoke_request, setup_openai
 from tests.support.fake_upstream import ANSWER_TEXT, FakeUpstream, VendorApi
+from tests.support.metrics import scrape
 
 BEARER = {"Authorization": ["Bearer {{credential:openai_api_key}}"]}
 
@@ -35,19 +38,25 @@ def entries(vault: FakeVault) -> list[tuple[str, str, str, int, int, int]]:
     ]
 
 
-def metric(env: RouterEnv, name: str, **labels: str) -> float:
-    value = env.router.usage.metrics.registry.get_sample_value(name, labels)
-    return value or 0.0
+@pytest.fixture
+async def env(fake_vault: FakeVault, router_factory: RouterFactory) -> RouterEnv:
+    """A router exporting its metrics, in front of the fake vault."""
+    return await router_factory(fake_vault.address, fake_vault.token, metrics_listen="127.0.0.1:0")
+
+
+async def metric(env: RouterEnv, name: str, **labels: str) -> float:
+    assert env.router.server.metrics is not None
+    return (await scrape(env.router.server.metrics.port)).value(name, **labels)
 
 
 async def test_streamed_answer_is_relayed_as_it_comes_then_its_usage_reported(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
+    fake_vault: FakeVault, env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     vendor = use_vendor(upstream)
     setup_openai(fake_vault, upstream, BEARER)
     vendor.hold_streams()
     body = {"model": "gpt-4o", "stream": True, "stream_options": {"include_usage": True}}
-    call = fake_env.stub().Invoke(
+    call = env.stub().Invoke(
         invoke_request(provider_name="", model="gpt-4o", body=json.dumps(body).encode()),
         timeout=10,
     )
@@ -62,62 +71,65 @@ async def test_streamed_answer_is_relayed_as_it_comes_then_its_usage_reported(
     vendor.release_streams()
     rest = b"".join([m.chunk async for m in messages])
     assert rest.endswith(b"data: [DONE]\n\n") and b'"prompt_tokens": 5' in rest
-    await fake_env.router.usage.flush()
+    await env.router.usage.flush()
     assert entries(fake_vault) == [(USER, "openai", "gpt-4o", 5, 6, 1)]
     labels = {"provider": "openai", "model": "gpt-4o"}
-    assert metric(fake_env, "aicreds_router_tokens_total", **labels, type="input") == 5
-    assert metric(fake_env, "aicreds_router_tokens_total", **labels, type="output") == 6
+    assert await metric(env, "aicreds_router_tokens_total", **labels, type="input") == 5
+    assert await metric(env, "aicreds_router_tokens_total", **labels, type="output") == 6
 
 
 async def test_buffered_answer_reported_and_a_provider_call_counts_model_unknown(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
+    fake_vault: FakeVault, env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     use_vendor(upstream)
     setup_openai(fake_vault, upstream, BEARER)
     request = router_pb2.InvokeBufferedRequest(call=invoke_request())  # by provider name
-    answer = await fake_env.stub().InvokeBuffered(request, timeout=10)
+    answer = await env.stub().InvokeBuffered(request, timeout=10)
     assert json.loads(answer.body)["choices"][0]["message"]["content"] == ANSWER_TEXT
-    await fake_env.router.usage.flush()
+    await env.router.usage.flush()
     assert entries(fake_vault) == [(USER, "openai", "unknown", 5, 6, 1)]
 
 
 async def test_answers_without_usage_report_nothing(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
+    fake_vault: FakeVault, env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     vendor = use_vendor(upstream)
     setup_openai(fake_vault, upstream, BEARER)
     vendor.usage = None
     stream = json.dumps({"model": "gpt-4o", "stream": True}).encode()
     for body in (b'{"model":"gpt-4o"}', stream):
-        answer = await fake_env.invoke(invoke_request(provider_name="", model="gpt-4o", body=body))
+        answer = await env.invoke(invoke_request(provider_name="", model="gpt-4o", body=body))
         assert answer.status == 200 and ANSWER_TEXT.split()[0].encode() in answer.body
     # An OpenAI stream reports usage only when the client asks (stream_options.include_usage).
     vendor.usage = (5, 6)
-    await fake_env.invoke(invoke_request(provider_name="", model="gpt-4o", body=stream))
-    await fake_env.router.usage.flush()
+    await env.invoke(invoke_request(provider_name="", model="gpt-4o", body=stream))
+    await env.router.usage.flush()
     assert fake_vault.usage == []
-    assert metric(fake_env, "aicreds_router_token_usage_count", type="input") == 0
+    assert await metric(env, "aicreds_router_token_usage_count", type="input") == 0
 
 
 async def test_a_vault_refusing_reports_fails_no_call(
-    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
+    fake_vault: FakeVault, env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     use_vendor(upstream)
     setup_openai(fake_vault, upstream, BEARER)
     fake_vault.refuse_usage = True
-    answer = await fake_env.invoke(invoke_request(provider_name="", model="gpt-4o"))
+    answer = await env.invoke(invoke_request(provider_name="", model="gpt-4o"))
     assert answer.status == 200 and json.loads(answer.body)["usage"]["prompt_tokens"] == 5
-    await fake_env.router.usage.flush()
-    assert metric(fake_env, "aicreds_router_usage_reports_dropped_total", reason="send_failed") == 1
+    await env.router.usage.flush()
+    assert (
+        await metric(env, "aicreds_router_usage_reports_dropped_total", reason="send_failed") == 1
+    )
     # Counted in the metrics all the same.
-    assert metric(fake_env, "aicreds_router_token_usage_count", type="output") == 1
-    text = generate_latest(fake_env.router.usage.metrics.registry).decode()
-    for secret in (SECRET, "openai_api_key", USER, *fake_env.tokens.values(), fake_vault.token):
-        assert secret not in text
+    assert await metric(env, "aicreds_router_token_usage_count", type="output") == 1
+    assert env.router.server.metrics is not None
+    scraped = await scrape(env.router.server.metrics.port)
+    secrets = [SECRET, "openai_api_key", USER, *env.tokens.values(), fake_vault.token]
+    assert scraped.leaks(secrets) == []
 
 
 async def test_a_full_queue_drops_and_counts() -> None:
-    metrics = TokenMetrics()
+    metrics = TokenMetrics(CollectorRegistry(), ProviderLabels())
     channel = grpc.aio.insecure_channel("127.0.0.1:9")
     try:
         reporter = UsageReporter(channel, metrics, max_queue=2)  # not started: nothing is sent
@@ -134,3 +146,14 @@ async def test_a_full_queue_drops_and_counts() -> None:
         )
     finally:
         await channel.close()
+
+
+async def test_usage_reaches_the_vault_without_metrics(
+    fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
+) -> None:
+    use_vendor(upstream)
+    setup_openai(fake_vault, upstream, BEARER)
+    assert fake_env.router.server.metrics is None and fake_env.router.usage.metrics is None
+    await fake_env.invoke(invoke_request(provider_name="", model="gpt-4o"))
+    await fake_env.router.usage.flush()
+    assert entries(fake_vault) == [(USER, "openai", "gpt-4o", 5, 6, 1)]

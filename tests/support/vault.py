@@ -166,15 +166,17 @@ async def running_vault(
     callers: Mapping[str, Iterable[str]] = DEFAULT_CALLERS,
     *,
     keyring: Keyring | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[VaultHandle]:
     """Start a real vault on 127.0.0.1:0 with its state under `tmp_path`; stop it on exit.
 
     `callers` maps caller name -> rights (`manage`, `resolve`, `admin`); each gets a fresh
     token (`handle.token(name)`). Entering twice with the same `tmp_path` reuses the database
-    and keyring (a restart), with fresh caller tokens.
+    and keyring (a restart), with fresh caller tokens. `env` adds or replaces `VAULT_*`
+    variables (e.g. `VAULT_METRICS_LISTEN`).
     """
     files = prepare_vault_files(tmp_path, callers, keyring=keyring)
-    settings = VaultSettings.from_env(files.env())
+    settings = VaultSettings.from_env({**files.env(), **(env or {})})
     handle = VaultHandle(await start_vault(settings), files)
     try:
         yield handle

@@ -14,6 +14,8 @@ from services.vault.envelope import DataKey, unwrap_data_key, wrap_data_key
 from services.vault.errors import DecryptionFailed
 from services.vault.keyring import Keyring, KeyringSource
 
+pytestmark = pytest.mark.no_store
+
 KEY = os.urandom(32)
 SECRET = "sk-proj-crypto-test-secret-0123456789"
 

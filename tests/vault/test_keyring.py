@@ -35,6 +35,7 @@ def _keyfile(**overrides: Any) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.no_store
 @pytest.mark.parametrize(
     ("data", "mode", "message"),
     [
@@ -61,11 +62,13 @@ def test_bad_key_files_are_refused_with_what_to_do(
     assert GOOD not in str(info.value)
 
 
+@pytest.mark.no_store
 def test_a_missing_key_file_is_refused_and_the_message_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(StartupRefused, match="VAULT_GENERATE_DEV_KEY=true"):
         load_or_generate(tmp_path / "absent.json", generate_dev_key=False)
 
 
+@pytest.mark.no_store
 def test_a_development_key_is_generated_once_with_mode_0600_and_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -113,6 +116,7 @@ async def test_the_right_key_restarts_and_reads_everything(tmp_path: Path) -> No
         )
 
 
+@pytest.mark.no_store
 def test_an_unknown_key_id_reloads_the_file_once_then_fails(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     k1 = Keyring.generate("k1")
@@ -127,6 +131,7 @@ def test_an_unknown_key_id_reloads_the_file_once_then_fails(tmp_path: Path) -> N
     assert source.primary()[0] == "k2"
 
 
+@pytest.mark.no_store
 def test_a_changed_file_makes_the_new_primary_used_for_new_data_keys(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     k1 = Keyring.generate("k1")

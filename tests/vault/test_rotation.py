@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
 
 from services.common.callers import write_private_file
 from services.vault.keyring import Keyring
+from tests.support.databases import raw_execute, raw_fetch
 from tests.support.vault import VaultHandle, running_vault
 from tests.vault._admin import master_keys_of_data_keys, run_admin, start_admin
 
@@ -171,21 +171,14 @@ async def test_a_batch_with_a_bad_row_changes_nothing(tmp_path: Path) -> None:
         await _write_users(vault, users)
         await run_admin(vault.files, "keys", "add")
         database = vault.settings.database
-        with sqlite3.connect(database) as conn:
-            # Damage the data key of the 5th user (by id order), inside the second batch of 3.
-            blob = bytes(
-                conn.execute("SELECT wrapped FROM data_keys WHERE user_id = 'b4'").fetchone()[0]
-            )
-            damaged = blob[:-1] + bytes([blob[-1] ^ 1])
-            conn.execute("UPDATE data_keys SET wrapped = ? WHERE user_id = 'b4'", (damaged,))
-            before = {
-                u: bytes(w) for u, w in conn.execute("SELECT user_id, wrapped FROM data_keys")
-            }
+        # Damage the data key of the 5th user (by id order), inside the second batch of 3.
+        ((blob,),) = raw_fetch(database, "SELECT wrapped FROM data_keys WHERE user_id = 'b4'")
+        damaged = blob[:-1] + bytes([blob[-1] ^ 1])
+        raw_execute(database, "UPDATE data_keys SET wrapped = ? WHERE user_id = 'b4'", (damaged,))
+        before = dict(raw_fetch(database, "SELECT user_id, wrapped FROM data_keys"))
         failed = await run_admin(vault.files, "keys", "rewrap", "--batch-size", "3", ok=False)
         assert "'b4'" in failed.stderr and "not changed" in failed.stderr
-        with sqlite3.connect(database) as conn:
-            rows = conn.execute("SELECT user_id, wrapped FROM data_keys")
-            after = {u: bytes(w) for u, w in rows}
+        after = dict(raw_fetch(database, "SELECT user_id, wrapped FROM data_keys"))
         by_key = master_keys_of_data_keys(database)
         assert [by_key[u] for u in users] == ["k2", "k2", "k2", "k1", "k1", "k1"]
         assert all(after[u] == before[u] for u in ("b3", "b4", "b5"))

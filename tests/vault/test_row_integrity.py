@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from services.vault.store.migrations import MIGRATIONS
 from services.vault.store.sqlite_db import SqliteDatabase
 from services.vault.store.vault_tables import SqlVaultStore
 from services.vault.tokens import SecretHasher, new_token
+from tests.support.databases import raw_execute, raw_fetch
 from tests.support.vault import VaultHandle, running_vault
 from tests.vault._admin import run_admin
 
@@ -56,8 +56,7 @@ def _provider(name: str, models: list[str]) -> pb.Provider:
 
 def _tamper(vault: VaultHandle, sql: str, params: tuple[Any, ...] = ()) -> None:
     """Write the database directly, as someone without the keyring could."""
-    with sqlite3.connect(vault.settings.database) as conn:
-        assert conn.execute(sql, params).rowcount == 1
+    assert raw_execute(vault.settings.database, sql, params) == 1
 
 
 async def _failure(call: Any) -> tuple[grpc.StatusCode, str]:
@@ -186,12 +185,12 @@ async def test_a_token_moved_onto_another_users_row_by_its_digest_is_refused(
     auth = AuthServiceStub(vault.channel("gateway"))
     mallory = await _token(auth, user="mallory")
     alice = await _token(auth, user="alice")
-    with sqlite3.connect(vault.settings.database) as conn:
-        digest = conn.execute(
-            "SELECT digest FROM api_tokens WHERE id = ?", (mallory.info.id,)
-        ).fetchone()[0]
-        conn.execute("DELETE FROM api_tokens WHERE id = ?", (mallory.info.id,))
-        conn.execute("UPDATE api_tokens SET digest = ? WHERE id = ?", (digest, alice.info.id))
+    database = vault.settings.database
+    ((digest,),) = raw_fetch(
+        database, "SELECT digest FROM api_tokens WHERE id = ?", (mallory.info.id,)
+    )
+    raw_execute(database, "DELETE FROM api_tokens WHERE id = ?", (mallory.info.id,))
+    raw_execute(database, "UPDATE api_tokens SET digest = ? WHERE id = ?", (digest, alice.info.id))
     result = await _authenticated(auth, token=mallory.token)
     assert not result.authenticated and result.user_id == ""
 
@@ -288,7 +287,7 @@ async def _legacy_database(path: Path, keyring: Keyring, token: str, session: st
         key_blob = await envelope.seal("alice", "api_key", "sk-legacy-value-123456")
         hasher = SecretHasher(keyring.pepper)
         now = utc_text()
-        async with db.writing() as conn:
+        async with db.writing(lock=None) as conn:
             await conn.execute(
                 "INSERT INTO credentials (user_id, key, blob, updated_at) VALUES (?, ?, ?, ?)",
                 ("alice", "api_key", key_blob, now),
@@ -318,6 +317,7 @@ async def _legacy_database(path: Path, keyring: Keyring, token: str, session: st
         await db.close()
 
 
+@pytest.mark.sqlite_only("PostgreSQL databases start at schema 7: none predates migration 6")
 async def test_a_database_from_before_migration_6_is_sealed_in_place_and_keeps_working(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

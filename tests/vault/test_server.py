@@ -27,6 +27,7 @@ from services.common.callers import write_private_file
 from services.common.grpc_server import ClientTls, open_channel
 from services.vault.config import VaultSettings
 from services.vault.server import start_vault
+from services.vault.store.location import PostgresUrl
 from tests.support.vault import prepare_vault_files, running_vault
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,6 +120,7 @@ async def test_mutual_tls_needs_a_trusted_client_certificate_and_a_token(tmp_pat
         await running.stop(0)
 
 
+@pytest.mark.no_store
 def test_settings_defaults_and_errors() -> None:
     settings = VaultSettings.from_env({})
     assert settings.listen == "127.0.0.1:50051"
@@ -131,6 +133,85 @@ def test_settings_defaults_and_errors() -> None:
         VaultSettings.from_env({"VAULT_GENERATE_DEV_KEY": "maybe"})
     with pytest.raises(ValueError, match="VAULT_TLS_KEY"):
         VaultSettings.from_env({"VAULT_TLS_CERT": "/c.pem"})
+
+
+@pytest.mark.no_store
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("/var/lib/vault/vault.db", Path("/var/lib/vault/vault.db")),
+        ("relative/vault.db", Path("relative/vault.db")),
+        ("sqlite:///var/lib/vault/vault.db", Path("var/lib/vault/vault.db")),
+        ("sqlite:////var/lib/vault/vault.db", Path("/var/lib/vault/vault.db")),
+        (
+            "postgresql://vault@db.internal:5432/aicreds",
+            PostgresUrl("postgresql://vault@db.internal:5432/aicreds"),
+        ),
+        (
+            "postgres://vault@db.internal/aicreds",
+            PostgresUrl("postgres://vault@db.internal/aicreds"),
+        ),
+        (
+            "postgresql://vault:pw@db.internal/aicreds?sslmode=verify-full",
+            PostgresUrl("postgresql://vault:pw@db.internal/aicreds?sslmode=verify-full"),
+        ),
+    ],
+)
+def test_vault_database_names_a_sqlite_file_or_a_postgresql_url(
+    value: str, expected: Path | PostgresUrl
+) -> None:
+    settings = VaultSettings.from_env({"VAULT_DATABASE": value})
+    assert settings.database == expected
+    assert (settings.database_pool_size, settings.database_statement_timeout_ms) == (10, 5000)
+
+
+@pytest.mark.no_store
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("mysql://vault@db/aicreds", "unknown scheme 'mysql'"),
+        ("sqlite://", "sqlite:///path"),
+        ("sqlite:///", "sqlite:///path"),
+        ("postgresql://vault:s3cretpw@db.internal:5432", "names no database"),
+        ("postgresql://vault:s3cretpw@db.internal:5432/", "names no database"),
+    ],
+)
+def test_a_bad_vault_database_is_refused_without_its_password(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match="VAULT_DATABASE") as info:
+        VaultSettings.from_env({"VAULT_DATABASE": value})
+    assert message in str(info.value)
+    assert "s3cretpw" not in str(info.value)
+
+
+@pytest.mark.no_store
+def test_a_postgresql_url_with_a_bad_port_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ValueError, match="VAULT_DATABASE: not a valid PostgreSQL URL") as info:
+        VaultSettings.from_env(
+            {"VAULT_DATABASE": "postgresql://vault:s3cretpw@db.internal:port/aicreds"}
+        )
+    assert "s3cretpw" not in str(info.value)
+
+
+@pytest.mark.no_store
+def test_the_database_pool_size_and_statement_timeout_are_positive_integers() -> None:
+    settings = VaultSettings.from_env(
+        {"VAULT_DATABASE_POOL_SIZE": "4", "VAULT_DATABASE_STATEMENT_TIMEOUT_MS": "250"}
+    )
+    assert (settings.database_pool_size, settings.database_statement_timeout_ms) == (4, 250)
+    for name in ("VAULT_DATABASE_POOL_SIZE", "VAULT_DATABASE_STATEMENT_TIMEOUT_MS"):
+        for bad in ("0", "-1", "many"):
+            with pytest.raises(ValueError, match=name):
+                VaultSettings.from_env({name: bad})
+
+
+@pytest.mark.no_store
+def test_a_postgresql_url_shows_its_password_masked() -> None:
+    settings = VaultSettings.from_env(
+        {"VAULT_DATABASE": "postgresql://vault:s3cretpw@db.internal:5432/aicreds"}
+    )
+    for shown in (str(settings.database), repr(settings.database), repr(settings)):
+        assert "s3cretpw" not in shown
+    assert str(settings.database) == "postgresql://vault:***@db.internal:5432/aicreds"
 
 
 async def _spawn(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:

@@ -1,10 +1,12 @@
-"""The SQLite backend itself: durability settings, atomic transactions, the single writer."""
+"""The SQLite backend itself: durability settings, its reader connections and the inline
+reader, the single writer under another process's lock. What the stores promise on every
+backend is in `test_store_contract`."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,12 +14,14 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from services.vault.store import AuditRecord, StoredCredential, WrappedDataKey
-from services.vault.store.rotation import RewrapConflict, SqlRotationStore
+from services.vault.store import AuditRecord, StoredCredential
 from services.vault.store.sqlite_db import SqliteDatabase
 from services.vault.store.vault_tables import SqlVaultStore
 
+pytestmark = pytest.mark.sqlite_only("SQLite's pragmas, reader threads and file locks")
+
 READERS = 3
+PRAGMAS = ("journal_mode", "synchronous", "busy_timeout")
 
 
 @pytest.fixture
@@ -33,20 +37,25 @@ def _audit(action: str) -> AuditRecord:
     return AuditRecord(datetime.now(UTC), "test", "alice", action, (), "ok")
 
 
-async def _pragmas(conn: aiosqlite.Connection) -> tuple[str, int, int]:
+async def _pragmas(conn: aiosqlite.Connection) -> tuple[object, ...]:
     values = []
-    for pragma in ("journal_mode", "synchronous", "busy_timeout"):
+    for pragma in PRAGMAS:
         async with conn.execute(f"PRAGMA {pragma}") as cursor:
             row = await cursor.fetchone()
+        assert row is not None
         values.append(row[0])
-    return values[0], values[1], values[2]
+    return tuple(values)
 
 
 async def test_every_connection_is_wal_with_synchronous_full(db: SqliteDatabase) -> None:
     # synchronous=FULL (2) is what makes an acknowledged commit survive a power loss; a SIGKILL
     # test cannot tell it from NORMAL, so it is checked here, on the writer and every reader.
     async with db.writing(lock=None) as writer:
-        assert await _pragmas(writer) == ("wal", 2, 10_000)
+        assert tuple([(await writer.fetch_one(f"PRAGMA {p}") or ())[0] for p in PRAGMAS]) == (
+            "wal",
+            2,
+            10_000,
+        )
     async with AsyncExitStack() as stack:
         readers = [await stack.enter_async_context(db.reading()) for _ in range(READERS)]
         assert len({id(r) for r in readers}) == READERS
@@ -60,43 +69,6 @@ async def test_every_connection_is_wal_with_synchronous_full(db: SqliteDatabase)
     ]
     assert inline == ["wal", 2, 0, 1]
     assert Path(f"{db.path}-wal").exists()
-
-
-async def test_a_replace_all_failing_midway_leaves_the_old_map(db: SqliteDatabase) -> None:
-    store = SqlVaultStore(db)
-    await store.replace_credentials("alice", {"a": b"old-a", "b": b"old-b"}, audit=_audit("r1"))
-    # The second row breaks NOT NULL after the delete and the first insert have run.
-    with pytest.raises(sqlite3.IntegrityError):
-        await store.replace_credentials(
-            "alice",
-            {"c": b"new-c", "d": None},  # type: ignore[dict-item]
-            audit=_audit("r2"),
-        )
-    assert await store.get_credentials("alice") == {
-        "a": StoredCredential(b"old-a"),
-        "b": StoredCredential(b"old-b"),
-    }
-    actions = [row[0] for row in await db.fetch_all("SELECT action FROM audit_events")]
-    assert actions == ["r1"]
-
-
-async def test_a_rewrap_batch_with_a_row_changed_meanwhile_changes_nothing(
-    db: SqliteDatabase,
-) -> None:
-    store = SqlVaultStore(db)
-    for user in ("alice", "bob"):
-        await store.add_data_key(WrappedDataKey(user, f"d-{user}", "k1", f"k1-{user}".encode()))
-    alice, bob = (await SqlRotationStore(db).data_keys_not_under("k2", 10))[:2]
-    stale_bob = WrappedDataKey("bob", "d-bob", "k1", b"what it was before")
-    with pytest.raises(RewrapConflict, match="'bob'"):
-        await SqlRotationStore(db).replace_wrapped_data_keys(
-            [
-                (alice, WrappedDataKey("alice", "d-alice", "k2", b"k2-alice")),
-                (stale_bob, WrappedDataKey("bob", "d-bob", "k2", b"k2-bob")),
-            ]
-        )
-    assert await store.get_data_key("alice") == alice  # its update was rolled back
-    assert await store.get_data_key("bob") == bob
 
 
 async def test_a_write_cancelled_while_another_process_holds_the_lock_leaves_no_transaction(
@@ -124,62 +96,14 @@ async def test_a_write_cancelled_while_another_process_holds_the_lock_leaves_no_
     assert set(await store.get_master_key_checks()) == {"after"}
 
 
-def _refuse_audit_rows_of(db: SqliteDatabase, user_id: str) -> None:
-    """Make every INSERT of an audit row for `user_id` fail (as a full disk would)."""
-    with sqlite3.connect(db.path) as conn:
-        conn.execute(
-            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events"
-            f" WHEN NEW.user_id = '{user_id}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
-        )
-    conn.close()
-
-
-def _audit_of(user_id: str, action: str) -> AuditRecord:
-    return AuditRecord(datetime.now(UTC), "test", user_id, action, ("k",), "ok")
-
-
-async def test_concurrent_audit_appends_are_committed_together_and_each_awaits_its_commit(
+async def test_an_audit_batch_is_one_statement_in_autocommit_on_the_writer(
     db: SqliteDatabase,
 ) -> None:
-    commits: list[int] = []
-    write_batch = db._audits._write
-
-    async def counting(sql: str, params: Sequence[object]) -> None:
-        commits.append(len(params) // 6)
-        await write_batch(sql, params)
-
-    db._audits._write = counting
-    await asyncio.gather(*(db.append_audit(_audit_of("alice", f"a{i}")) for i in range(50)))
-    assert commits == [50]  # one transaction, one durable commit
-    with sqlite3.connect(db.path) as conn:  # another process sees every row once they returned
-        actions = [row[0] for row in conn.execute("SELECT action FROM audit_events ORDER BY id")]
-    conn.close()
-    assert actions == [f"a{i}" for i in range(50)]  # in the order they were appended
-
-
-async def test_a_failed_audit_batch_fails_every_append_in_it_and_writes_none(
-    db: SqliteDatabase,
-) -> None:
-    _refuse_audit_rows_of(db, "mallory")
-    users = ["alice", "bob", "mallory", "carol"]
-    results = await asyncio.gather(
-        *(db.append_audit(_audit_of(user, "resolve")) for user in users), return_exceptions=True
-    )
-    assert [type(r) for r in results] == [sqlite3.IntegrityError] * len(users)
-    assert await db.fetch_all("SELECT user_id FROM audit_events") == []
-    await db.append_audit(_audit_of("alice", "later"))  # the next batch is written
-    assert await db.fetch_all("SELECT user_id, action FROM audit_events") == [("alice", "later")]
-
-
-async def test_an_audit_append_whose_caller_gave_up_is_still_written(db: SqliteDatabase) -> None:
-    append = asyncio.create_task(db.append_audit(_audit_of("alice", "cancelled")))
-    await asyncio.sleep(0)  # queued
-    append.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await append
-    await db.append_audit(_audit_of("alice", "after"))
-    actions = [row[0] for row in await db.fetch_all("SELECT action FROM audit_events ORDER BY id")]
-    assert actions == ["cancelled", "after"]
+    # A batch holds the write lock like any write and leaves no transaction open behind it.
+    await asyncio.gather(*(db.append_audit(_audit(f"a{i}")) for i in range(5)))
+    assert not db._writer.in_transaction
+    async with db.writing(lock=None) as tx:
+        assert await tx.fetch_one("SELECT count(*) FROM audit_events") == (5,)
 
 
 async def test_small_reads_fall_back_to_a_reader_thread_while_sqlite_answers_busy(

@@ -214,6 +214,14 @@ class UpstreamClient:
             keepalive_expiry=keepalive_expiry,
         )
 
+    def connections_in_use(self) -> int:
+        """Pooled connections carrying a request now, or being opened for one."""
+        return self._pool.in_use
+
+    def connections_idle(self) -> int:
+        """Pooled connections kept open for reuse."""
+        return self._pool.idle
+
     async def aclose(self) -> None:
         await self._pool.aclose()
         if self._own_resolver is not None:

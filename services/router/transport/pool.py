@@ -93,6 +93,16 @@ class ConnectionPool:
         self._next_sweep = 0.0
         self._closed = False
 
+    @property
+    def in_use(self) -> int:
+        """Connections carrying a request, or being opened for one."""
+        return self._open - self._idle_count
+
+    @property
+    def idle(self) -> int:
+        """Connections kept open for reuse."""
+        return self._idle_count
+
     def _reusable(self, key: OriginKey) -> PooledConnection | None:
         """An idle connection to `key`'s origin that is still good, or None; drops bad ones."""
         idle = self._idle.get(key)

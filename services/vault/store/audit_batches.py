@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
+from services.vault.metrics import AUDIT_BATCH_ROWS
 from services.vault.store import AuditRecord
 from services.vault.store.database import AUDIT_VALUES, INSERT_AUDIT, audit_row
 
@@ -69,6 +70,7 @@ class AuditBatches:
                     if not isinstance(err, Exception):
                         raise
                 else:
+                    AUDIT_BATCH_ROWS.observe(len(rows))
                     for _, done in batch:
                         if not done.done():
                             done.set_result(None)

@@ -28,13 +28,12 @@ class PostgresUrl:
 
     @property
     def redacted(self) -> str:
-        """The URL with its password (if any) replaced by `***`."""
+        """The URL with its password (if any) replaced by `***` (whatever else is wrong with it:
+        the host and port are kept as written, never parsed)."""
         parts = urlsplit(self.url)
         if parts.password is None:
             return self.url
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
+        host = parts.netloc.rpartition("@")[2]
         netloc = f"{parts.username or ''}:***@{host}"
         return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 

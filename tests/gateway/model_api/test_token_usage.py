@@ -5,17 +5,29 @@ per-day totals through `GET /api/v2/users/me/usage`, and the router's token metr
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.fake_upstream import UpstreamFactory, VendorApi
-from tests.support.stack import LlmStack, llm_stack
+from tests.support.fake_upstream import FakeUpstream, UpstreamFactory, VendorApi
+from tests.support.metrics import scrape
+from tests.support.stack import LlmStack, running_stack, seed_llm_user
 
 USAGE = "/api/v2/users/me/usage"
+
+
+@asynccontextmanager
+async def usage_stack(directory: Path, upstream: FakeUpstream) -> AsyncIterator[LlmStack]:
+    """`llm_stack`'s, with the router exporting its metrics."""
+    async with running_stack(
+        directory, egress_allow="127.0.0.1", router_settings={"metrics_listen": "127.0.0.1:0"}
+    ) as services:
+        gateway = await services.gateway(vault_timeout=2.0, router_timeout=30.0)
+        tokens = await seed_llm_user(services.vault, upstream)
+        yield LlmStack(gateway.url, services, gateway.app, tokens, gateway.settings)
 
 
 async def call(
@@ -31,7 +43,7 @@ async def test_usage_of_streamed_and_whole_answers_per_day(
     tmp_path: Path, upstream_factory: UpstreamFactory
 ) -> None:
     upstream = await upstream_factory(VendorApi())
-    async with llm_stack(tmp_path, upstream) as stack, httpx.AsyncClient(timeout=10) as client:
+    async with usage_stack(tmp_path, upstream) as stack, httpx.AsyncClient(timeout=10) as client:
         vendor = upstream.vendor
         chat = {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}
         await call(client, stack, "/v1/chat/completions", chat)
@@ -91,11 +103,11 @@ async def test_usage_of_streamed_and_whole_answers_per_day(
             "calls": 0,
         }
 
-        metrics = generate_latest(router.router.usage.metrics.registry).decode()
+        assert router.router.server.metrics is not None
+        scraped = await scrape(router.router.server.metrics.port)
         counted = {
             (s.labels["provider"], s.labels["model"], s.labels["type"]): s.value
-            for family in text_string_to_metric_families(metrics)
-            for s in family.samples
+            for s in scraped.samples
             if s.name == "aicreds_router_tokens_total"
         }
         assert counted == {
@@ -104,16 +116,17 @@ async def test_usage_of_streamed_and_whole_answers_per_day(
             ("anthropic", "claude-3.5-sonnet", "input"): 14,
             ("anthropic", "claude-3.5-sonnet", "output"): 18,
         }
+        assert scraped.value("aicreds_router_token_usage_count", type="input") == 5
         # No label holds a credential value, a key name, a token or the user.
-        for secret in [*stack.secrets(), "openai_api_key", "anthropic_api_key", "alice"]:
-            assert secret not in metrics
+        secrets = [*stack.secrets(), "openai_api_key", "anthropic_api_key", "alice"]
+        assert scraped.leaks(secrets) == []
 
 
 async def test_usage_range_errors_and_scope(
     tmp_path: Path, upstream_factory: UpstreamFactory
 ) -> None:
     upstream = await upstream_factory(VendorApi())
-    async with llm_stack(tmp_path, upstream) as stack, httpx.AsyncClient(timeout=10) as client:
+    async with usage_stack(tmp_path, upstream) as stack, httpx.AsyncClient(timeout=10) as client:
         auth = {"Authorization": f"Bearer {stack.tokens.invoke}"}
         for params, needle in (
             ({"from": "2026-02-30"}, "from must be a day"),
