@@ -239,7 +239,7 @@ def test_tabs_follow_the_keyboard_and_a_narrow_window_does_not_scroll_sideways(
     expect(page.get_by_role("tab", name="Credentials")).to_have_attribute("aria-selected", "true")
     expect(page.get_by_role("tab", name="Credentials")).to_be_focused()
     page.keyboard.press("End")
-    expect(page.get_by_role("tab", name="Activity")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_role("tab", name="Usage")).to_have_attribute("aria-selected", "true")
     page.keyboard.press("Home")
     expect(page.get_by_role("tabpanel")).to_contain_text("AI providers")
     page.set_viewport_size({"width": 380, "height": 800})
