@@ -11,7 +11,9 @@
    becomes INTERNAL with the fixed text `internal error` — its message is never sent or logged,
    since in a vault that is how secrets leak;
 3. one JSON access-log line is written per RPC: method, caller, status, duration, request id.
-   Never request or response content.
+   Never request or response content;
+4. with a tracer (tracing on), each RPC is a SERVER span under the caller's `traceparent`
+   (`services.common.tracing`; `rpc_tracing.py` names it and its attributes).
 
 The interceptor authenticates in `intercept_service` and hands the RPC's facts to the handler
 through a context variable: grpc.aio runs both in the RPC's own task. So the wrapped handler is
@@ -29,11 +31,13 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from opentelemetry.trace import Tracer
 
 from services.common import request_context
 from services.common.callers import Caller, CallerRegistry, Right
 from services.common.error_reason import ERROR_REASON_KEY, reason_metadata
 from services.common.errors import AicredsError
+from services.common.rpc_tracing import start_rpc_span
 
 __all__ = ["ERROR_REASON_KEY", "STATUS_BY_KIND", "build_interceptors"]
 _OPEN_PREFIXES = (
@@ -60,10 +64,15 @@ _log = logging.getLogger("aicreds.grpc")
 
 
 def build_interceptors(
-    *, service: str, callers: CallerRegistry, required_rights: Mapping[str, Right]
+    *,
+    service: str,
+    callers: CallerRegistry,
+    required_rights: Mapping[str, Right],
+    tracer: Tracer | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
-    """Interceptors for a server whose methods need the given rights (full method names)."""
-    return [_ServiceInterceptor(service, callers, dict(required_rights))]
+    """Interceptors for a server whose methods need the given rights (full method names);
+    with `tracer`, every RPC but health and reflection is a span."""
+    return [_ServiceInterceptor(service, callers, dict(required_rights), tracer)]
 
 
 def _metadata_value(metadata: Sequence[Any] | None, key: str) -> str | None:
@@ -91,10 +100,17 @@ _current_call: ContextVar[_Call] = ContextVar("aicreds_rpc_call")
 
 
 class _ServiceInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, service: str, callers: CallerRegistry, rights: dict[str, Right]) -> None:
+    def __init__(
+        self,
+        service: str,
+        callers: CallerRegistry,
+        rights: dict[str, Right],
+        tracer: Tracer | None = None,
+    ) -> None:
         self._service = service
         self._callers = callers
         self._rights = rights
+        self._tracer = tracer
         # method -> (the service's handler, our wrapper of it), made once per method.
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
@@ -131,7 +147,7 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
         request_context._request_id.set(request_id)
         wrapped = self._wrapped.get(method)
         if wrapped is None or wrapped[0] is not handler:
-            wrapped = (handler, _wrap(handler, method))
+            wrapped = (handler, _wrap(handler, method, self._tracer))
             self._wrapped[method] = wrapped
         return wrapped[1]
 
@@ -158,7 +174,9 @@ class _Call:
         self.code: grpc.StatusCode | None = None
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+def _wrap(
+    handler: grpc.RpcMethodHandler, method: str, tracer: Tracer | None
+) -> grpc.RpcMethodHandler:
     """The handler run inside the checks, error mapping and access log (one per method)."""
     if handler.unary_unary is not None:
         inner_uu = handler.unary_unary
@@ -166,6 +184,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             call = _current_call.get()
             start = time.perf_counter()
+            span = start_rpc_span(tracer, method, context) if tracer is not None else None
             try:
                 if call.denial is not None:
                     call.code = call.denial[0]
@@ -176,6 +195,8 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
                     await _fail(call, context, err)
             finally:
                 _log_access(call, context, start)
+                if span is not None:
+                    span.end(_status(call, context))
             return None  # pragma: no cover - _fail always raises
 
         return grpc.unary_unary_rpc_method_handler(
@@ -189,6 +210,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         ) -> AsyncIterator[Any]:
             call = _current_call.get()
             start = time.perf_counter()
+            span = start_rpc_span(tracer, method, context) if tracer is not None else None
             try:
                 if call.denial is not None:
                     call.code = call.denial[0]
@@ -204,6 +226,8 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
                     await _fail(call, context, err)
             finally:
                 _log_access(call, context, start)
+                if span is not None:
+                    span.end(_status(call, context))
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream, handler.request_deserializer, handler.response_serializer
@@ -214,13 +238,19 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
 _CODE_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 
 
+def _status(call: _Call, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """The status the RPC ended with."""
+    code = call.code or context.code() or grpc.StatusCode.OK
+    if isinstance(code, int):  # aio may report the raw integer
+        code = _CODE_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
+    return code
+
+
 def _log_access(call: _Call, context: grpc.aio.ServicerContext, start: float) -> None:
     """The one access-log line of an RPC (made without logging's caller lookup)."""
     if not access_log.isEnabledFor(logging.INFO):
         return
-    code = call.code or context.code() or grpc.StatusCode.OK
-    if isinstance(code, int):  # aio may report the raw integer
-        code = _CODE_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
+    code = _status(call, context)
     fields = {
         "service": call.service,
         "method": call.method,

@@ -61,6 +61,7 @@ from services.common.settings import (
     env_str,
     state_dir,
 )
+from services.common.tracing_setup import TracingSettings
 from services.router.egress import EgressPolicy
 
 
@@ -122,6 +123,8 @@ class RouterSettings:
     max_headers_bytes: int = DEFAULT_MAX_HEADERS_BYTES
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
+    # Traces over OTLP when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set (tracing_setup).
+    tracing: TracingSettings = TracingSettings()
 
     @property
     def egress_policy(self) -> EgressPolicy:
@@ -180,4 +183,5 @@ class RouterSettings:
             ),
             shutdown_grace=env_float(environ, "ROUTER_SHUTDOWN_GRACE", cls.shutdown_grace),
             log_level=env_str(environ, "ROUTER_LOG_LEVEL", cls.log_level).upper(),
+            tracing=TracingSettings.from_env(environ, "aicreds-router"),
         )

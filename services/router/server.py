@@ -23,6 +23,7 @@ from services.common.callers import CallerRegistry, Right, read_secret_file
 from services.common.grpc_handlers import build_interceptors
 from services.common.grpc_server import RunningServer, run_until_signal, start_server
 from services.common.logging import configure_logging
+from services.common.tracing_setup import Tracing, start_tracing
 from services.router.config import RouterSettings
 from services.router.egress import Resolver
 from services.router.invocation import Router
@@ -55,6 +56,7 @@ class RunningRouter:
     server: RunningServer
     upstream: UpstreamClient
     vault_channel: grpc.aio.Channel
+    tracing: Tracing
 
     @property
     def port(self) -> int:
@@ -71,6 +73,7 @@ class RunningRouter:
         finally:
             await self.upstream.aclose()
             await self.vault_channel.close()
+            await self.tracing.shutdown()
 
 
 async def start_router(
@@ -94,6 +97,7 @@ async def start_router(
     except ValueError as err:
         raise StartupRefused(str(err)) from None
     channel = open_vault_channel(settings.vault_addr, vault_token, settings.vault_tls)
+    tracing = start_tracing(settings.tracing)
     upstream = UpstreamClient(
         policy,
         resolver=resolver,
@@ -112,6 +116,7 @@ async def start_router(
         upstream,
         settings.vault_timeout,
         settings.header_bounds,
+        tracer=tracing.tracer,
     )
     servicer = RouterServicer(router, ProviderChecker(router), settings.upstream_timeout)
     try:
@@ -120,13 +125,17 @@ async def start_router(
             register=lambda s: router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, s),
             service_names=[ROUTER_SERVICE],
             interceptors=build_interceptors(
-                service="router", callers=callers, required_rights=REQUIRED_RIGHTS
+                service="router",
+                callers=callers,
+                required_rights=REQUIRED_RIGHTS,
+                tracer=tracing.tracer,
             ),
             tls=settings.tls,
         )
     except BaseException:
         await upstream.aclose()
         await channel.close()
+        await tracing.shutdown()
         raise
     _log.info(
         "router serving",
@@ -143,7 +152,7 @@ async def start_router(
             }
         },
     )
-    return RunningRouter(settings, server, upstream, channel)
+    return RunningRouter(settings, server, upstream, channel, tracing)
 
 
 async def serve(settings: RouterSettings) -> None:
@@ -153,6 +162,7 @@ async def serve(settings: RouterSettings) -> None:
     finally:
         await running.upstream.aclose()
         await running.vault_channel.close()
+        await running.tracing.shutdown()
 
 
 def main() -> None:

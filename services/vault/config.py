@@ -15,6 +15,7 @@ from services.common.settings import (
     env_str,
     state_dir,
 )
+from services.common.tracing_setup import TracingSettings
 from services.vault.store.database import Database
 from services.vault.store.location import DatabaseLocation, parse_location
 from services.vault.store.opening import open_database
@@ -46,6 +47,8 @@ class VaultSettings:
     limits: UserLimits = UserLimits()
     database_pool_size: int = 10
     database_statement_timeout_ms: int = 5000
+    # Traces over OTLP when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set (tracing_setup).
+    tracing: TracingSettings = TracingSettings()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> VaultSettings:
@@ -75,6 +78,7 @@ class VaultSettings:
             database_statement_timeout_ms=env_int(
                 environ, "VAULT_DATABASE_STATEMENT_TIMEOUT_MS", 5000
             ),
+            tracing=TracingSettings.from_env(environ, "aicreds-vault"),
         )
         if (settings.tls_cert is None) != (settings.tls_key is None):
             raise ValueError("VAULT_TLS_CERT and VAULT_TLS_KEY must be set together")
