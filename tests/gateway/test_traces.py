@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from services.common import tracing
 from services.common.logging import JsonFormatter
 from tests.support.background import BackgroundLoop
 from tests.support.fake_upstream import FakeUpstream
@@ -104,7 +105,12 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TracedRun]:
     client_trace, client_span = secrets.token_hex(16), secrets.token_hex(8)
     stream_trace = secrets.token_hex(16)
     try:
-        with FakeUpstream() as upstream, OtlpReceiver() as receiver:
+        with (
+            pytest.MonkeyPatch.context() as patch,  # tracing.active: back to off afterwards
+            FakeUpstream() as upstream,
+            OtlpReceiver() as receiver,
+        ):
+            patch.setattr(tracing, "active", tracing.active)
             servers = BackgroundLoop()
             try:
                 stack = servers.enter(
