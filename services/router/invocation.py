@@ -10,7 +10,8 @@
    when the provider says `on_missing_credential: error` and a key is missing or not allowed
    for the host - before anything is sent upstream.
 3. `Router.stream` sends it and yields the upstream's response as it arrives; `Router.fetch`
-   sends it through `stream` and returns the whole answer at once, up to a body limit.
+   sends it through `stream` and returns the whole answer at once, up to a body limit. With a
+   tracer, the exchange is a CLIENT span (`upstream_span.py`).
 
 `Router.check_upstream` answers, without sending anything, whether the egress policy lets calls
 reach a base URL (asked by the gateway when a provider is saved, SPEC 2.3). A provider check
@@ -30,6 +31,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
+
+from opentelemetry.trace import Span, Tracer
 
 from services.common.errors import AicredsError, InvalidArgument
 from services.common.header_bounds import HeaderBounds
@@ -56,6 +59,7 @@ from services.router.transport import (
     base_url_host_port,
     checked_base_url_errors,
 )
+from services.router.upstream_span import end_upstream_span, start_upstream_span
 
 _log = logging.getLogger("aicreds.router")
 _METHOD = re.compile(r"[A-Z]{1,16}")
@@ -127,6 +131,9 @@ class PreparedCall:
     missing_keys: tuple[str, ...]
     refuse_missing: bool
     refused_keys: tuple[str, ...] = ()
+    provider_kind: ProviderKind = "custom"
+    # The model the call names upstream (after an alias's rewrite), "" when it names none.
+    model: str = ""
 
     def check_missing(self) -> None:
         """Raise CredentialMissing if a key is missing, CredentialNotAllowed if a key is bound
@@ -234,8 +241,10 @@ def prepared_call(call: InvokeCall, resolution: Resolution, bounds: HeaderBounds
     headers = upstream_request_headers(substituted.headers, call.headers)
     check_headers_size(headers, bounds)
     body = call.body
+    model = call.model or ""
     if call.model and resolution.upstream_model and resolution.upstream_model != call.model:
         body = rewrite_model(body, resolution.upstream_model)
+        model = resolution.upstream_model
     return PreparedCall(
         provider_name=provider.name,
         request=UpstreamRequest(method, target.url, headers, body, target),
@@ -244,6 +253,8 @@ def prepared_call(call: InvokeCall, resolution: Resolution, bounds: HeaderBounds
         missing_keys=substituted.missing_keys,
         refuse_missing=provider.on_missing_error,
         refused_keys=substituted.refused_keys,
+        provider_kind=provider.kind,
+        model=model,
     )
 
 
@@ -289,12 +300,15 @@ class Router:
         vault_timeout: float,
         header_bounds: HeaderBounds | None = None,
         metrics: RouterMetrics | None = None,
+        *,
+        tracer: Tracer | None = None,
     ):
         self._vault = vault
         self._upstream = upstream
         self._vault_timeout = vault_timeout
         self._header_bounds = header_bounds or HeaderBounds()
         self._metrics = metrics
+        self._tracer = tracer
 
     @property
     def header_bounds(self) -> HeaderBounds:
@@ -330,6 +344,16 @@ class Router:
         response: UpstreamResponse | None = None
         head_ms: float | None = None
         outcome = "ok"
+        span: Span | None = None
+        if self._tracer is not None:
+            span = start_upstream_span(
+                self._tracer,
+                prepared.request.method,
+                prepared.target,
+                provider_name=prepared.provider_name,
+                provider_kind=prepared.provider_kind,
+                model=prepared.model,
+            )
         try:
             async with self._upstream.stream(prepared.request, deadline=deadline) as response:
                 head_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -351,6 +375,10 @@ class Router:
                     time.perf_counter() - started,
                     egress_refused=outcome == EgressRefused.reason,
                 )
+            if span is not None:
+                # Token usage (issue 18 item 2): `upstream_span.record_usage(span, ...)` here.
+                status = response.status if response else None
+                end_upstream_span(span, status, None if outcome == "ok" else outcome)
 
     async def fetch(
         self, prepared: PreparedCall, *, deadline: float, max_body: int = MAX_BUFFERED_BODY

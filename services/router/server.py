@@ -26,6 +26,7 @@ from services.common.grpc_handlers import build_interceptors
 from services.common.grpc_server import RunningServer, run_until_signal, start_server
 from services.common.logging import configure_logging
 from services.common.metrics import MetricsExport, RpcMetrics
+from services.common.tracing_setup import Tracing, start_tracing
 from services.router.config import RouterSettings
 from services.router.egress import Resolver
 from services.router.invocation import Router
@@ -59,6 +60,7 @@ class RunningRouter:
     server: RunningServer
     upstream: UpstreamClient
     vault_channel: grpc.aio.Channel
+    tracing: Tracing
 
     @property
     def port(self) -> int:
@@ -75,6 +77,7 @@ class RunningRouter:
         finally:
             await self.upstream.aclose()
             await self.vault_channel.close()
+            await self.tracing.shutdown()
 
 
 async def start_router(
@@ -98,6 +101,7 @@ async def start_router(
     except ValueError as err:
         raise StartupRefused(str(err)) from None
     channel = open_vault_channel(settings.vault_addr, vault_token, settings.vault_tls)
+    tracing = start_tracing(settings.tracing)
     upstream = UpstreamClient(
         policy,
         resolver=resolver,
@@ -122,6 +126,7 @@ async def start_router(
         settings.vault_timeout,
         settings.header_bounds,
         metrics,
+        tracer=tracing.tracer,
     )
     servicer = RouterServicer(router, ProviderChecker(router), settings.upstream_timeout)
     try:
@@ -134,6 +139,7 @@ async def start_router(
                 callers=callers,
                 required_rights=REQUIRED_RIGHTS,
                 metrics=RpcMetrics("router", registry) if registry is not None else None,
+                tracer=tracing.tracer,
             ),
             tls=settings.tls,
             metrics=(
@@ -145,6 +151,7 @@ async def start_router(
     except BaseException:
         await upstream.aclose()
         await channel.close()
+        await tracing.shutdown()
         raise
     _log.info(
         "router serving",
@@ -162,7 +169,7 @@ async def start_router(
             }
         },
     )
-    return RunningRouter(settings, server, upstream, channel)
+    return RunningRouter(settings, server, upstream, channel, tracing)
 
 
 async def serve(settings: RouterSettings) -> None:
@@ -172,6 +179,7 @@ async def serve(settings: RouterSettings) -> None:
     finally:
         await running.upstream.aclose()
         await running.vault_channel.close()
+        await running.tracing.shutdown()
 
 
 def main() -> None:
