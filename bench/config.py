@@ -23,6 +23,8 @@ UPSTREAM_ONLY = ("direct", "stream_direct")
 RESULTS_ROOT = Path(__file__).resolve().parent / "results"
 # `vault_resolve` on PostgreSQL with N replicas is reported as this scenario name + N.
 VAULT_PG_SCENARIO = "vault_resolve_pg"
+# `gateway` with every service exporting traces (BENCH_TRACING=true) is reported as this.
+TRACED_SCENARIO = "gateway_traced"
 
 
 def _int_list(environ: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -58,6 +60,8 @@ class BenchConfig:
                         postgres): `vault_resolve` also runs with the vault on PostgreSQL, in a
                         fresh database the bench creates there and drops after (default unset)
     BENCH_VAULT_REPLICAS  vault processes sharing that database, one run each (default 1,3)
+    BENCH_TRACING       true: `gateway` again, right after it, on a second stack whose services
+                        export OpenTelemetry traces to a local OTLP sink (`gateway_traced`)
     """
 
     duration_s: float = 15.0
@@ -76,6 +80,7 @@ class BenchConfig:
     results_root: Path = RESULTS_ROOT
     vault_postgres: str = field(default="", repr=False)
     vault_replicas: tuple[int, ...] = (1, 3)
+    tracing: bool = False
 
     @property
     def vault_pg_scenarios(self) -> tuple[str, ...]:
@@ -124,4 +129,5 @@ class BenchConfig:
             results_root=Path(env_str(environ, "BENCH_RESULTS_DIR", str(RESULTS_ROOT))),
             vault_postgres=vault_postgres,
             vault_replicas=_int_list(environ, "BENCH_VAULT_REPLICAS", cls.vault_replicas),
+            tracing=env_bool(environ, "BENCH_TRACING", False),
         )

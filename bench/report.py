@@ -8,7 +8,8 @@ at the same concurrency, so that a busy machine moves both sides:
 - streaming overhead = the same for time to first byte and time to the end of the stream;
 - upstream headroom = the fake upstream's best throughput / the stack's best throughput;
 - vault backends = `Resolve` on PostgreSQL (1 or N replicas) / on SQLite, ops/s and each
-  latency percentile, at the same concurrency.
+  latency percentile, at the same concurrency;
+- tracing = `gateway_traced` / `gateway`, req/s, p50, p99 and CPU per call (`tracing_report`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from bench.config import VAULT_PG_SCENARIO
 from bench.stats import overhead
+from bench.tracing_report import tracing_cost, tracing_cost_markdown
 
 # Issue 8's targets for this 2-core machine.
 TARGET_OVERHEAD_P50_MS = 1.0
@@ -329,6 +331,7 @@ def derive(
         "upstream_headroom": upstream_headroom(runs),
         "memory": memory_under_load(runs),
         "vault_backends": vault_backends(runs),
+        "tracing": tracing_cost(runs),
         "soak": soak,
         "profile": profile,
     }
@@ -391,6 +394,9 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
             f"{_cell((run.get('client') or {}).get('cpu_us_per_request'), 1)} |"
         )
     out += vault_backends_markdown(results.get("vault_backends") or [])
+    out += tracing_cost_markdown(
+        results.get("tracing") or [], meta.get("otlp_exports"), meta.get("tracing_off")
+    )
     stream_runs = [r for r in runs if r["scenario"].startswith("stream_")]
     if stream_runs:
         out += [

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procstats
-from bench.config import VAULT_PG_SCENARIO, BenchConfig
+from bench.config import TRACED_SCENARIO, VAULT_PG_SCENARIO, BenchConfig
 from bench.fake_upstream import UpstreamConfig
 from bench.load import (
     HttpRequestSpec,
@@ -128,6 +128,10 @@ class Bench:
     # While a `vault_resolve_pg<N>` scenario runs: its own stack (N vaults on one PostgreSQL
     # database) and that database's counters (BenchDatabase.probe).
     pg_stack: Stack | None = None
+    # BENCH_TRACING: what the traced stack sent to the OTLP sink (export requests, bytes).
+    otlp_exports: dict[str, int] | None = None
+    # BENCH_TRACING: the hooks' cost with tracing off (bench/tracing_off.py).
+    tracing_off: dict[str, Any] | None = None
     pg_probe: Callable[[], Awaitable[dict[str, float]]] | None = None
 
     # --- what each scenario sends ---------------------------------------------------------
@@ -183,7 +187,7 @@ class Bench:
         if stack is None:
             raise StackError("the stack is not running")
         user_headers = {**json_headers, "Authorization": f"Bearer {stack.user_token}"}
-        if scenario == "gateway":
+        if scenario in ("gateway", TRACED_SCENARIO):  # the same load, on whichever stack runs
             return self._wrk_runner(
                 scenario,
                 stack.gateway_url,
@@ -360,6 +364,8 @@ class Bench:
             else:
                 levels = config.concurrencies
             await self.run_scenario(scenario, levels)
+            if scenario == "gateway" and config.tracing:
+                await self.run_traced_gateway()  # right after, so both see the same machine
             if scenario == "vault_resolve":
                 # Right after the SQLite vault, so both sides see the same machine.
                 for replicas in config.vault_replicas if config.vault_pg_scenarios else ():
@@ -390,6 +396,38 @@ class Bench:
             why = f"{type(err).__name__}: {err}"[:500]
             self.skipped.setdefault(scenario, why)
             print(f"bench: {scenario} stopped: {why} (logs in {log_dir})", flush=True)
+
+    async def run_traced_gateway(self) -> None:
+        """`gateway` on a second stack whose services export traces to a local OTLP sink
+        (`BENCH_TRACING`); the untraced stack stays up, idle, meanwhile."""
+        from bench.otlp_sink import OtlpSink
+
+        assert self.upstream is not None
+        log_dir = self.out_dir / "logs" / TRACED_SCENARIO
+        log_dir.mkdir(parents=True, exist_ok=True)
+        print(f"bench: {TRACED_SCENARIO}: every service exports traces over OTLP", flush=True)
+        untraced = self.stack
+        with OtlpSink() as sink:
+            env = {**os.environ, "BENCH_ENV_OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint}
+            try:
+                stack = start_stack(self.work_dir / TRACED_SCENARIO, log_dir, env)
+                try:
+                    prepare_user(stack, self.upstream.base_url, self.upstream_key)
+                    self.stack = stack
+                    await self.run_scenario(TRACED_SCENARIO, self.config.concurrencies)
+                finally:
+                    self.stack = untraced
+                    stack.stop()  # each service sends what it still holds
+            except StackError as err:
+                why = f"{type(err).__name__}: {err}"[:500]
+                self.skipped.setdefault(TRACED_SCENARIO, why)
+                print(f"bench: {TRACED_SCENARIO} stopped: {why} (logs in {log_dir})", flush=True)
+            self.otlp_exports = {"requests": sink.requests, "bytes": sink.bytes}
+        if not sink.requests:
+            self.skipped.setdefault(TRACED_SCENARIO, "no span reached the OTLP sink")
+        from bench.tracing_off import off_path_cost
+
+        self.tracing_off = off_path_cost()
 
     async def run_scenario(self, scenario: str, levels: tuple[int, ...]) -> None:
         """First call, then one measured run per concurrency; a failure skips the rest."""
@@ -594,6 +632,8 @@ async def run_bench(config: BenchConfig) -> tuple[dict[str, Any], Path]:
     meta["skipped"] = bench.skipped
     meta["peak_rss_reset"] = bench.peak_reset_ok
     meta["credential_key"] = CREDENTIAL_KEY
+    meta["otlp_exports"] = bench.otlp_exports
+    meta["tracing_off"] = bench.tracing_off
     results = derive(meta, bench.runs, soak, profile)
     meta["charts"] = write_charts(out_dir, results)
     results["meta"] = meta

@@ -176,9 +176,13 @@ def stack_environment(
             "GATEWAY_ROUTER_ADDR": router,
             "GATEWAY_VAULT_TOKEN_FILE": str(state_dir / "gateway-vault.token"),
             "GATEWAY_ROUTER_TOKEN_FILE": str(state_dir / "gateway-router.token"),
-            # The bench measures the stack, not the rate limiter refusing it.
+            # The bench measures the stack, not the rate limiters refusing it: per token, per
+            # user (all the bench's load is one user's), and the user's calls in flight.
             "GATEWAY_RATE_LIMIT": "1000000",
             "GATEWAY_RATE_BURST": "1000000",
+            "GATEWAY_USER_RATE_LIMIT": "1000000",
+            "GATEWAY_USER_RATE_BURST": "1000000",
+            "GATEWAY_USER_MAX_CONCURRENT_CALLS": "100000",
         }
     )
     # Operator overrides for a run, e.g. BENCH_ENV_GATEWAY_LOG_LEVEL=WARNING.

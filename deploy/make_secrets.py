@@ -15,16 +15,20 @@ writes, each mode 0600 (Python and the `cryptography` package, which aicreds dep
     vault.crt, .key      the vault's certificate: server, and client for its own health check
     router.crt, .key     the router's: server, and client at the vault (mutual TLS)
     gateway.crt, .key    the gateway's: client at the vault and the router (mutual TLS)
-    postgres.env         AICREDS_POSTGRES_PASSWORD, the database password of the compose
-                         override compose.postgres.yml (`docker compose --env-file`)
+    postgres.env         AICREDS_POSTGRES_PASSWORD and AICREDS_REDIS_PASSWORD, the database's
+                         and Redis's passwords in the compose override compose.postgres.yml
+                         (`docker compose --env-file`)
     k8s-secrets.yaml     the same, as the Secrets deploy/k8s expects (`kubectl apply -f`):
                          aicreds-{vault,router,gateway} and, in cert-manager's layout
-                         (tls.crt, tls.key, ca.crt), aicreds-{vault,router,gateway}-tls
+                         (tls.crt, tls.key, ca.crt), aicreds-{vault,router,gateway}-tls; and
+                         aicreds-redis (keys password, url) with postgres.env's Redis password,
+                         for the overlay deploy/k8s-overlays/postgres
 
 Certificates name the compose services (vault, router, gateway), the Kubernetes Services
 (aicreds-vault, ...svc, ...svc.cluster.local in --namespace) and localhost/127.0.0.1 (health
 checks inside a container, tests on one machine); they are valid for CERT_DAYS days.
-`--renew-tls` writes a new CA and new certificates and leaves the keyring and tokens alone.
+`--renew-tls` writes a new CA and new certificates and leaves the keyring, tokens and passwords
+alone.
 
 It refuses to overwrite an existing keyring: a new keyring cannot decrypt the old database.
 Keep these files out of version control (deploy/.gitignore ignores deploy/secrets/).
@@ -67,10 +71,14 @@ K8S_SECRETS = {
     "aicreds-router": ["router-callers.json", "router-vault.token"],
     "aicreds-gateway": ["gateway-vault.token", "gateway-router.token"],
 }
-# The compose override's database password (compose.postgres.yml interpolates it); hex, so that
-# it needs no escaping in VAULT_DATABASE's URL.
+# The compose override's database and Redis passwords (compose.postgres.yml interpolates them);
+# hex, so that they need no escaping in VAULT_DATABASE's and GATEWAY_REDIS_URL's URLs.
 POSTGRES_ENV_FILE = "postgres.env"
 POSTGRES_PASSWORD_VARIABLE = "AICREDS_POSTGRES_PASSWORD"
+REDIS_PASSWORD_VARIABLE = "AICREDS_REDIS_PASSWORD"
+# The PostgreSQL overlay's Redis Secret: the server's password and the gateways' URL to it.
+K8S_REDIS_SECRET = "aicreds-redis"
+K8S_REDIS_ADDRESS = "aicreds-redis:6379/0"
 # service -> may it serve TLS (serverAuth) besides being a client (clientAuth)
 TLS_SERVICES = {"vault": True, "router": True, "gateway": False}
 CERT_DAYS = 825  # the longest lifetime Apple's TLS policy accepts; renew with --renew-tls
@@ -198,8 +206,19 @@ def _k8s_secret(name: str, namespace: str, data: dict[str, str], kind: str) -> d
     }
 
 
+def env_file_values(text: str) -> dict[str, str]:
+    """NAME=value lines of an env file (postgres.env)."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not name.startswith("#"):
+            values[name.strip()] = value.strip()
+    return values
+
+
 def k8s_secrets(files: dict[str, str], namespace: str) -> str:
-    """The Secrets deploy/k8s mounts, as one multi-document YAML (JSON is YAML)."""
+    """The Secrets deploy/k8s mounts, as one multi-document YAML (JSON is YAML), and the
+    overlay's aicreds-redis when postgres.env holds a Redis password."""
     docs = [
         _k8s_secret(secret, namespace, {n: files[n] for n in names}, "Opaque")
         for secret, names in K8S_SECRETS.items()
@@ -211,6 +230,10 @@ def k8s_secrets(files: dict[str, str], namespace: str) -> str:
             "ca.crt": files["ca.crt"],
         }
         docs.append(_k8s_secret(f"aicreds-{service}-tls", namespace, tls, "kubernetes.io/tls"))
+    password = env_file_values(files.get(POSTGRES_ENV_FILE, "")).get(REDIS_PASSWORD_VARIABLE)
+    if password:
+        redis = {"password": password, "url": f"redis://:{password}@{K8S_REDIS_ADDRESS}"}
+        docs.append(_k8s_secret(K8S_REDIS_SECRET, namespace, redis, "Opaque"))
     return "".join("---\n" + json.dumps(d, indent=2) + "\n" for d in docs)
 
 
@@ -224,6 +247,8 @@ def _write_all(out: Path, files: dict[str, str]) -> None:
 def renew_tls(out: Path, namespace: str) -> dict[str, str]:
     """Replace the CA and certificates in `out`, keeping the keyring and caller tokens."""
     files = {n: (out / n).read_text(encoding="utf-8") for n in _secret_file_names()}
+    if (out / POSTGRES_ENV_FILE).exists():  # for aicreds-redis in k8s-secrets.yaml
+        files[POSTGRES_ENV_FILE] = (out / POSTGRES_ENV_FILE).read_text(encoding="utf-8")
     files.update(new_tls(namespace))
     files["k8s-secrets.yaml"] = k8s_secrets(files, namespace)
     _write_all(out, files)
@@ -252,7 +277,10 @@ def generate(out: Path, namespace: str) -> dict[str, str]:
         )
     for callers_file, entries in callers.items():
         files[callers_file] = json.dumps({"callers": entries}, indent=2) + "\n"
-    files[POSTGRES_ENV_FILE] = f"{POSTGRES_PASSWORD_VARIABLE}={secrets.token_hex(32)}\n"
+    files[POSTGRES_ENV_FILE] = (
+        f"{POSTGRES_PASSWORD_VARIABLE}={secrets.token_hex(32)}\n"
+        f"{REDIS_PASSWORD_VARIABLE}={secrets.token_hex(32)}\n"
+    )
     files.update(new_tls(namespace))
     files["k8s-secrets.yaml"] = k8s_secrets(files, namespace)
     _write_all(out, files)

@@ -15,6 +15,8 @@
 4. with `metrics` (`services.common.metrics.RpcMetrics`), the RPC is counted by method and
    status code, its latency observed, and it is in flight meanwhile: once per RPC, denied ones
    included, from the same code and clock as the access log.
+5. with a tracer (tracing on), each RPC is a SERVER span under the caller's `traceparent`
+   (`services.common.tracing`; `rpc_tracing.py` names it and its attributes).
 
 The interceptor authenticates in `intercept_service` and hands the RPC's facts to the handler
 through a context variable: grpc.aio runs both in the RPC's own task. So the wrapped handler is
@@ -32,12 +34,14 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from opentelemetry.trace import Tracer
 
 from services.common import request_context
 from services.common.callers import Caller, CallerRegistry, Right
 from services.common.error_reason import ERROR_REASON_KEY, reason_metadata
 from services.common.errors import AicredsError
 from services.common.metrics import MethodMetrics, RpcMetrics
+from services.common.rpc_tracing import start_rpc_span
 
 __all__ = ["ERROR_REASON_KEY", "STATUS_BY_KIND", "build_interceptors"]
 _OPEN_PREFIXES = (
@@ -69,10 +73,12 @@ def build_interceptors(
     callers: CallerRegistry,
     required_rights: Mapping[str, Right],
     metrics: RpcMetrics | None = None,
+    tracer: Tracer | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
     """Interceptors for a server whose methods need the given rights (full method names);
-    with `metrics`, every RPC is also recorded there."""
-    return [_ServiceInterceptor(service, callers, dict(required_rights), metrics)]
+    with `metrics`, every RPC is also recorded there; with `tracer`, every RPC but health and
+    reflection is a span."""
+    return [_ServiceInterceptor(service, callers, dict(required_rights), metrics, tracer)]
 
 
 def _metadata_value(metadata: Sequence[Any] | None, key: str) -> str | None:
@@ -106,11 +112,13 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
         callers: CallerRegistry,
         rights: dict[str, Right],
         metrics: RpcMetrics | None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._service = service
         self._callers = callers
         self._rights = rights
         self._metrics = metrics
+        self._tracer = tracer
         # method -> (the service's handler, our wrapper of it), made once per method.
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
@@ -148,7 +156,7 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
         wrapped = self._wrapped.get(method)
         if wrapped is None or wrapped[0] is not handler:
             observed = self._metrics.for_method(method) if self._metrics else None
-            wrapped = (handler, _wrap(handler, method, observed))
+            wrapped = (handler, _wrap(handler, method, observed, self._tracer))
             self._wrapped[method] = wrapped
         return wrapped[1]
 
@@ -176,9 +184,12 @@ class _Call:
 
 
 def _wrap(
-    handler: grpc.RpcMethodHandler, method: str, observed: MethodMetrics | None
+    handler: grpc.RpcMethodHandler,
+    method: str,
+    observed: MethodMetrics | None,
+    tracer: Tracer | None,
 ) -> grpc.RpcMethodHandler:
-    """The handler run inside the checks, error mapping, access log and metrics (one per
+    """The handler run inside the checks, error mapping, access log, metrics and span (one per
     method)."""
     in_flight = observed.in_flight if observed is not None else None
     if handler.unary_unary is not None:
@@ -189,6 +200,7 @@ def _wrap(
             start = time.perf_counter()
             if in_flight is not None:
                 in_flight.inc()
+            span = start_rpc_span(tracer, method, context) if tracer is not None else None
             try:
                 if call.denial is not None:
                     call.code = call.denial[0]
@@ -199,6 +211,8 @@ def _wrap(
                     await _fail(call, context, err)
             finally:
                 _finished(call, context, start, observed)
+                if span is not None:
+                    span.end(_status(call, context))
             return None  # pragma: no cover - _fail always raises
 
         return grpc.unary_unary_rpc_method_handler(
@@ -214,6 +228,7 @@ def _wrap(
             start = time.perf_counter()
             if in_flight is not None:
                 in_flight.inc()
+            span = start_rpc_span(tracer, method, context) if tracer is not None else None
             try:
                 if call.denial is not None:
                     call.code = call.denial[0]
@@ -229,6 +244,8 @@ def _wrap(
                     await _fail(call, context, err)
             finally:
                 _finished(call, context, start, observed)
+                if span is not None:
+                    span.end(_status(call, context))
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream, handler.request_deserializer, handler.response_serializer
@@ -245,14 +262,15 @@ def _finished(
     """An RPC is over: its metrics (if kept) and its access-log line."""
     if observed is not None:
         observed.in_flight.dec()
-        observed.finished(call.method, _final_code(call, context), time.perf_counter() - start)
+        observed.finished(call.method, _status(call, context), time.perf_counter() - start)
     _log_access(call, context, start)
 
 
-def _final_code(call: _Call, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+def _status(call: _Call, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """The status the RPC ended with."""
     code = call.code or context.code() or grpc.StatusCode.OK
     if isinstance(code, int):  # aio may report the raw integer
-        return _CODE_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
+        code = _CODE_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
     return code
 
 
@@ -260,7 +278,7 @@ def _log_access(call: _Call, context: grpc.aio.ServicerContext, start: float) ->
     """The one access-log line of an RPC (made without logging's caller lookup)."""
     if not access_log.isEnabledFor(logging.INFO):
         return
-    code = _final_code(call, context)
+    code = _status(call, context)
     fields = {
         "service": call.service,
         "method": call.method,

@@ -24,6 +24,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common import tracing
 from services.common.grpc_service_config import SERVICE_CONFIG_JSON
 from services.common.request_context import REQUEST_ID_KEY, current_request_id
 
@@ -183,7 +184,8 @@ class _Authenticated:
     """A multi-callable that adds the request id and the caller token to the call's metadata.
 
     `x-request-id` is the request id bound in this context (`request_context`), when there is
-    one and the caller did not pass its own; then comes the token, after whatever metadata the
+    one and the caller did not pass its own; `traceparent` (`tracing.trace_metadata`) when
+    tracing is on and a span is current; then comes the token, after whatever metadata the
     caller passes, as a client interceptor would add them. The call stays on grpc.aio's direct
     path: an intercepted call costs an extra task and call object on every RPC.
     """
@@ -211,6 +213,8 @@ class _Authenticated:
         request_id = current_request_id()
         if request_id and not (metadata and _has_request_id(metadata)):
             added = ((REQUEST_ID_KEY, request_id), *added)
+        if tracing.active:  # W3C trace context of the current span, when there is one
+            added = (*tracing.trace_metadata(), *added)
         return self._inner(
             request,
             timeout=timeout,

@@ -24,6 +24,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from services.common.request_context import current_request_id
+from services.common.tracing import current_trace_ids
 
 REDACTED = "<redacted>"
 SECRET_FIELDS = frozenset(
@@ -137,7 +138,8 @@ _encode = json.JSONEncoder(default=str).encode
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request id and the fields."""
+    """One JSON object per line: time, level, logger, message, request id, trace and span ids
+    (when a span is current: `services.common.tracing`) and the fields."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -165,6 +167,9 @@ class JsonFormatter(logging.Formatter):
         request_id = current_request_id()
         if request_id:
             line["request_id"] = request_id
+        trace_ids = current_trace_ids()
+        if trace_ids is not None:
+            line["trace_id"], line["span_id"] = trace_ids
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             line.update(redact(fields) if _needs_redaction(fields) else fields)

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute
 
 from services.common.scopes import Scope
+from services.common.tracing_setup import start_tracing
 from services.gateway.admission import Admission
 from services.gateway.auth import Authenticator, session_cookie_name
 from services.gateway.call_slots import CallSlots, held_for_the_answer
@@ -124,6 +125,7 @@ def create_app(
     `app.state.rest_endpoints` is the REST v2 table it serves (what tests iterate over).
     """
     metrics = Metrics()
+    tracing = start_tracing(settings.tracing)  # a tracer when OTEL_EXPORTER_OTLP_* is set
     vault = VaultClient(
         settings.vault_addr, settings.vault_token_file, settings.vault_tls, settings.vault_timeout
     )
@@ -194,7 +196,11 @@ def create_app(
             await vault.close()
             await router.close()
             await limits.close()
+            await tracing.shutdown()
 
-    app = GatewayApplication(metrics=metrics, routes=routes, lifespan=lifespan)
+    app = GatewayApplication(
+        metrics=metrics, tracer=tracing.tracer, routes=routes, lifespan=lifespan
+    )
     app.state.rest_endpoints = tuple(rest)
+    app.state.tracing = tracing  # tests flush it
     return app

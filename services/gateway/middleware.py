@@ -12,7 +12,9 @@ For every HTTP request, `EdgeMiddleware`:
    log format writes it by type only: its text may hold a secret). An exception after the
    answer began is re-raised instead, so that the server closes the connection rather than
    end a truncated body cleanly;
-4. after the response, updates the metrics and writes the access-log line.
+4. after the response, updates the metrics and writes the access-log line;
+5. with a tracer (tracing on), makes the request a SERVER span, current while it is served
+   (`http_tracing.py`).
 
 This replaces Starlette's default stack (`ServerErrorMiddleware`, our middleware,
 `ExceptionMiddleware`, the `Router`'s linear scan, and the exception wrapper around each
@@ -27,6 +29,7 @@ import logging
 import time
 from typing import Any
 
+from opentelemetry.trace import Tracer
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -38,6 +41,7 @@ from services.common.request_context import bind_request_id, unbind_request_id
 from services.gateway.admission import admitted_headers
 from services.gateway.endpoint_table import EndpointRoute, rest_errors
 from services.gateway.errors import ApiError, internal_error
+from services.gateway.http_tracing import end_request_span, start_request_span
 from services.gateway.observability import Metrics, log_access, request_id_for, route_template
 from services.gateway.route_index import RouteIndex
 
@@ -68,12 +72,14 @@ def error_response(scope: Scope, receive: Receive, error: ApiError) -> Response:
 
 
 class EdgeMiddleware:
-    """Request id, routing, error shapes, metrics and the access log (see the module doc)."""
+    """Request id, routing, error shapes, metrics, the access log and the request's span (see
+    the module doc)."""
 
-    def __init__(self, router: Router, metrics: Metrics) -> None:
+    def __init__(self, router: Router, metrics: Metrics, tracer: Tracer | None = None) -> None:
         self._router = router
         self._routes = RouteIndex(router.routes)
         self._metrics = metrics
+        self._tracer = tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,6 +89,7 @@ class EdgeMiddleware:
         request_id = request_id_for(scope)
         id_header = (b"x-request-id", request_id.encode("ascii"))
         token = bind_request_id(request_id)
+        span = start_request_span(self._tracer, scope) if self._tracer is not None else None
         status = 500
         started = False
 
@@ -121,6 +128,8 @@ class EdgeMiddleware:
             route = route_template(scope)
             self._metrics.record_request(method, route, status, elapsed)
             log_access(scope, request_id, method, route, status, elapsed)
+            if span is not None:
+                end_request_span(span, scope, route, status)
             unbind_request_id(token)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -140,9 +149,10 @@ class GatewayApplication(Starlette):
     this middleware is the one place for them, so adding either is refused.
     """
 
-    def __init__(self, *, metrics: Metrics, **kwargs: Any) -> None:
+    def __init__(self, *, metrics: Metrics, tracer: Tracer | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._metrics = metrics
+        self._tracer = tracer
         # A path is served as sent: no redirect from `/x/` to `/x` (nor the other way).
         self.router.redirect_slashes = False
 
@@ -151,4 +161,4 @@ class GatewayApplication(Starlette):
             raise RuntimeError(
                 "the gateway's middleware and error handling live in services/gateway/middleware.py"
             )
-        return EdgeMiddleware(self.router, self._metrics)
+        return EdgeMiddleware(self.router, self._metrics, self._tracer)

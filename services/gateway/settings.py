@@ -18,6 +18,7 @@ from services.common.settings import (
     env_str,
     state_dir,
 )
+from services.common.tracing_setup import TracingSettings
 from services.gateway.redis_url import RedisUrl, parse_redis_url
 
 MIB = 1024 * 1024
@@ -76,6 +77,8 @@ class GatewaySettings:
     llm_max_body: int = 32 * MIB
     log_level: str = "INFO"
     revocation_channel: str = "aicreds:revocations"
+    # Traces over OTLP when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set (tracing_setup).
+    tracing: TracingSettings = TracingSettings()
 
     @property
     def listen_host(self) -> str:
@@ -127,6 +130,7 @@ class GatewaySettings:
             revocation_channel=env_str(
                 environ, "GATEWAY_REVOCATION_CHANNEL", cls.revocation_channel
             ),
+            tracing=TracingSettings.from_env(environ, "aicreds-gateway"),
         )
         settings.validate()
         return settings

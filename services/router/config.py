@@ -64,6 +64,7 @@ from services.common.settings import (
     env_str,
     state_dir,
 )
+from services.common.tracing_setup import TracingSettings
 from services.router.egress import EgressPolicy
 
 
@@ -126,6 +127,8 @@ class RouterSettings:
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
     metrics_listen: str | None = None
+    # Traces over OTLP when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set (tracing_setup).
+    tracing: TracingSettings = TracingSettings()
 
     @property
     def egress_policy(self) -> EgressPolicy:
@@ -185,4 +188,5 @@ class RouterSettings:
             shutdown_grace=env_float(environ, "ROUTER_SHUTDOWN_GRACE", cls.shutdown_grace),
             log_level=env_str(environ, "ROUTER_LOG_LEVEL", cls.log_level).upper(),
             metrics_listen=env_metrics_listen(environ, "ROUTER_METRICS_LISTEN"),
+            tracing=TracingSettings.from_env(environ, "aicreds-router"),
         )

@@ -10,9 +10,11 @@
    when the provider says `on_missing_credential: error` and a key is missing or not allowed
    for the host - before anything is sent upstream.
 3. `Router.stream` sends it and yields the upstream's response as it arrives; `Router.fetch`
-   sends it through `stream` and returns the whole answer at once, up to a body limit.
+   sends it through `stream` and returns the whole answer at once, up to a body limit. With a
+   tracer, the exchange is a CLIENT span (`upstream_span.py`).
 4. When the answer ends, the tokens it reported (`usage.UsageTap`, fed each chunk after it was
-   handed on) go to the usage sink, for the user, the provider and the model the call asked for.
+   handed on) go to the usage sink, for the user, the provider and the model the call asked for,
+   and onto the span (`gen_ai.usage.*`).
 
 `Router.check_upstream` answers, without sending anything, whether the egress policy lets calls
 reach a base URL (asked by the gateway when a provider is saved, SPEC 2.3). A provider check
@@ -32,6 +34,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
+
+from opentelemetry.trace import Span, Tracer
 
 from services.common.errors import AicredsError, InvalidArgument
 from services.common.header_bounds import HeaderBounds
@@ -59,6 +63,7 @@ from services.router.transport import (
     base_url_host_port,
     checked_base_url_errors,
 )
+from services.router.upstream_span import end_upstream_span, record_usage, start_upstream_span
 from services.router.usage import TokenUsage, UsageReport, UsageSink, UsageTap
 
 _log = logging.getLogger("aicreds.router")
@@ -131,8 +136,9 @@ class PreparedCall:
     missing_keys: tuple[str, ...]
     refuse_missing: bool
     refused_keys: tuple[str, ...] = ()
+    provider_kind: ProviderKind = "custom"
     user_id: str = ""
-    # The model the call asked for, as sent upstream (`unknown` if none): what usage counts by.
+    # The model the call names upstream (after an alias's rewrite), "" when it names none.
     model: str = ""
 
     def check_missing(self) -> None:
@@ -241,8 +247,10 @@ def prepared_call(call: InvokeCall, resolution: Resolution, bounds: HeaderBounds
     headers = upstream_request_headers(substituted.headers, call.headers)
     check_headers_size(headers, bounds)
     body = call.body
+    model = call.model or ""
     if call.model and resolution.upstream_model and resolution.upstream_model != call.model:
         body = rewrite_model(body, resolution.upstream_model)
+        model = resolution.upstream_model
     return PreparedCall(
         provider_name=provider.name,
         request=UpstreamRequest(method, target.url, headers, body, target),
@@ -251,8 +259,9 @@ def prepared_call(call: InvokeCall, resolution: Resolution, bounds: HeaderBounds
         missing_keys=substituted.missing_keys,
         refuse_missing=provider.on_missing_error,
         refused_keys=substituted.refused_keys,
+        provider_kind=provider.kind,
         user_id=call.user_id,
-        model=usage_model(resolution.upstream_model or call.model),
+        model=model,
     )
 
 
@@ -299,6 +308,8 @@ class Router:
         header_bounds: HeaderBounds | None = None,
         metrics: RouterMetrics | None = None,
         usage: UsageSink | None = None,
+        *,
+        tracer: Tracer | None = None,
     ):
         self._vault = vault
         self._upstream = upstream
@@ -306,6 +317,7 @@ class Router:
         self._header_bounds = header_bounds or HeaderBounds()
         self._metrics = metrics
         self._usage = usage
+        self._tracer = tracer
 
     @property
     def header_bounds(self) -> HeaderBounds:
@@ -342,6 +354,16 @@ class Router:
         head_ms: float | None = None
         outcome = "ok"
         tap: UsageTap | None = None
+        span: Span | None = None
+        if self._tracer is not None:
+            span = start_upstream_span(
+                self._tracer,
+                prepared.request.method,
+                prepared.target,
+                provider_name=prepared.provider_name,
+                provider_kind=prepared.provider_kind,
+                model=prepared.model,
+            )
         try:
             async with self._upstream.stream(prepared.request, deadline=deadline) as response:
                 head_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -367,17 +389,21 @@ class Router:
                     time.perf_counter() - started,
                     egress_refused=outcome == EgressRefused.reason,
                 )
-            if tap is not None:
-                self._report_usage(prepared, tap.usage())
+            usage = tap.usage() if tap is not None else None
+            if span is not None:
+                if usage is not None:
+                    record_usage(span, usage.input_tokens, usage.output_tokens)
+                status = response.status if response else None
+                end_upstream_span(span, status, None if outcome == "ok" else outcome)
+            self._report_usage(prepared, usage)
 
     def _report_usage(self, prepared: PreparedCall, usage: TokenUsage | None) -> None:
         """Hand what an answer reported to the usage sink; an answer without usage counts
         nothing."""
         if usage is None or self._usage is None or not prepared.user_id:
             return
-        self._usage.record(
-            UsageReport(prepared.user_id, prepared.provider_name, prepared.model, usage)
-        )
+        model = usage_model(prepared.model)
+        self._usage.record(UsageReport(prepared.user_id, prepared.provider_name, model, usage))
 
     async def fetch(
         self, prepared: PreparedCall, *, deadline: float, max_body: int = MAX_BUFFERED_BODY

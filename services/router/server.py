@@ -26,6 +26,7 @@ from services.common.grpc_handlers import build_interceptors
 from services.common.grpc_server import RunningServer, run_until_signal, start_server
 from services.common.logging import configure_logging
 from services.common.metrics import MetricsExport, RpcMetrics
+from services.common.tracing_setup import Tracing, start_tracing
 from services.router.config import RouterSettings
 from services.router.egress import Resolver
 from services.router.invocation import Router
@@ -61,6 +62,7 @@ class RunningRouter:
     server: RunningServer
     upstream: UpstreamClient
     vault_channel: grpc.aio.Channel
+    tracing: Tracing
     usage: UsageReporter
 
     @property
@@ -79,6 +81,7 @@ class RunningRouter:
             await self.upstream.aclose()
             await self.usage.aclose()
             await self.vault_channel.close()
+            await self.tracing.shutdown()
 
 
 async def start_router(
@@ -102,6 +105,7 @@ async def start_router(
     except ValueError as err:
         raise StartupRefused(str(err)) from None
     channel = open_vault_channel(settings.vault_addr, vault_token, settings.vault_tls)
+    tracing = start_tracing(settings.tracing)
     upstream = UpstreamClient(
         policy,
         resolver=resolver,
@@ -134,6 +138,7 @@ async def start_router(
         settings.header_bounds,
         metrics,
         usage,
+        tracer=tracing.tracer,
     )
     servicer = RouterServicer(router, ProviderChecker(router), settings.upstream_timeout)
     try:
@@ -146,6 +151,7 @@ async def start_router(
                 callers=callers,
                 required_rights=REQUIRED_RIGHTS,
                 metrics=RpcMetrics("router", registry) if registry is not None else None,
+                tracer=tracing.tracer,
             ),
             tls=settings.tls,
             metrics=(
@@ -157,6 +163,7 @@ async def start_router(
     except BaseException:
         await upstream.aclose()
         await channel.close()
+        await tracing.shutdown()
         raise
     usage.start()
     _log.info(
@@ -175,7 +182,7 @@ async def start_router(
             }
         },
     )
-    return RunningRouter(settings, server, upstream, channel, usage)
+    return RunningRouter(settings, server, upstream, channel, tracing, usage)
 
 
 async def serve(settings: RouterSettings) -> None:
@@ -186,6 +193,7 @@ async def serve(settings: RouterSettings) -> None:
         await running.upstream.aclose()
         await running.usage.aclose()
         await running.vault_channel.close()
+        await running.tracing.shutdown()
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from services.common.settings import (
     env_str,
     state_dir,
 )
+from services.common.tracing_setup import TracingSettings
 from services.vault.store.database import Database
 from services.vault.store.location import DatabaseLocation, parse_location
 from services.vault.store.opening import open_database
@@ -49,6 +50,8 @@ class VaultSettings:
     database_statement_timeout_ms: int = 5000
     metrics_listen: str | None = None
     """`host:port` of the Prometheus endpoint (`VAULT_METRICS_LISTEN`); None: no endpoint."""
+    # Traces over OTLP when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set (tracing_setup).
+    tracing: TracingSettings = TracingSettings()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> VaultSettings:
@@ -79,6 +82,7 @@ class VaultSettings:
                 environ, "VAULT_DATABASE_STATEMENT_TIMEOUT_MS", 5000
             ),
             metrics_listen=env_metrics_listen(environ, "VAULT_METRICS_LISTEN"),
+            tracing=TracingSettings.from_env(environ, "aicreds-vault"),
         )
         if (settings.tls_cert is None) != (settings.tls_key is None):
             raise ValueError("VAULT_TLS_CERT and VAULT_TLS_KEY must be set together")

@@ -28,6 +28,7 @@ from services.common.grpc_handlers import build_interceptors
 from services.common.grpc_server import RunningServer, run_until_signal, start_server
 from services.common.logging import configure_logging
 from services.common.metrics import MetricsExport, RpcMetrics
+from services.common.tracing_setup import Tracing, start_tracing
 from services.vault.auth import AuthDomain
 from services.vault.bulk_reads import BulkReads
 from services.vault.config import VaultSettings
@@ -72,6 +73,7 @@ class RunningVault:
     envelope: Envelope
     credentials: CredentialMaps
     providers: ProviderBook
+    tracing: Tracing
 
     @property
     def port(self) -> int:
@@ -83,6 +85,7 @@ class RunningVault:
             await self.server.stop(grace)
         finally:
             await self.store.close()
+            await self.tracing.shutdown()
 
 
 def load_callers(settings: VaultSettings) -> CallerRegistry:
@@ -122,6 +125,7 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
         load_or_generate(settings.keyring_file, generate_dev_key=settings.generate_dev_key),
     )
     store = SqlVaultStore(await settings.open_database(), settings.limits)
+    tracing = start_tracing(settings.tracing)
     try:
         envelope = Envelope(store, keyring)
         await envelope.verify_master_keys()
@@ -153,6 +157,7 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
                 callers=callers,
                 required_rights=REQUIRED_RIGHTS,
                 metrics=RpcMetrics("vault", registry) if registry is not None else None,
+                tracer=tracing.tracer,
             ),
             tls=settings.tls,
             metrics=(
@@ -163,6 +168,7 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
         )
     except BaseException:
         await store.close()
+        await tracing.shutdown()
         raise
     _log.info(
         "vault serving",
@@ -178,7 +184,7 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
             }
         },
     )
-    return RunningVault(settings, server, store, envelope, credentials, providers)
+    return RunningVault(settings, server, store, envelope, credentials, providers, tracing)
 
 
 async def serve(settings: VaultSettings) -> None:
@@ -187,6 +193,7 @@ async def serve(settings: VaultSettings) -> None:
         await run_until_signal(running.server)
     finally:
         await running.store.close()
+        await running.tracing.shutdown()
 
 
 def main() -> None:

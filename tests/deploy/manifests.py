@@ -2,13 +2,15 @@
 
 `render_kustomization` implements exactly the subset of kustomize that deploy/k8s and its
 overlays use (`resources` as plain files or a base directory, `namespace`, `images`, and
-`patches` that delete a whole object) and refuses anything else, so a new feature in a
+`patches` from a file that either delete a whole object or are a strategic merge of maps and of
+the name-keyed lists `containers` and `env`) and refuses anything else, so a new feature in a
 kustomization.yaml cannot silently go unrendered. Where `kubectl kustomize` exists the tests
 compare the two.
 """
 
 from __future__ import annotations
 
+import copy
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -25,6 +27,10 @@ COMPOSE_FILE = DEPLOY / "docker-compose.yml"
 COMPOSE_POSTGRES_FILE = DEPLOY / "compose.postgres.yml"
 
 _SUPPORTED_KEYS = {"apiVersion", "kind", "namespace", "resources", "images", "patches"}
+# The lists a strategic-merge patch may merge into, element by element, matched by `name` (as
+# Kubernetes' patchMergeKey has them); any other list in a patch would replace the whole list,
+# which the renderer does not do.
+_MERGE_LISTS = {"containers", "env"}
 # Kinds this project uses that are cluster-scoped (kustomize leaves their namespace alone).
 _CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume"}
 
@@ -72,7 +78,7 @@ def render_kustomization(directory: Path = K8S) -> list[Obj]:
         else:
             raise ValueError(f"resource {resource} is neither a file nor a directory")
     for patch in kustomization.get("patches", []):
-        objects = _apply_delete_patch(objects, directory, patch)
+        objects = _apply_patch(objects, directory, patch)
     namespace = kustomization.get("namespace")
     images = {i["name"]: i for i in kustomization.get("images", [])}
     for obj in objects:
@@ -88,23 +94,21 @@ def render_kustomization(directory: Path = K8S) -> list[Obj]:
     return objects
 
 
-def _apply_delete_patch(objects: list[Obj], directory: Path, patch: Obj) -> list[Obj]:
-    """`patches: [{path: file}]` where the file is a strategic-merge `$patch: delete` of one
-    whole object; the objects without it. Any other kind of patch is refused."""
+def _apply_patch(objects: list[Obj], directory: Path, patch: Obj) -> list[Obj]:
+    """`patches: [{path: file}]` where the file is one strategic-merge patch: a `$patch: delete`
+    of one whole object, or a merge into one object (`_merge`). Any other patch is refused."""
     if set(patch) != {"path"}:
         raise ValueError(f"patch {patch} is not just a `path`: teach render_kustomization")
     documents = load_yaml_documents(directory / patch["path"])
-    if len(documents) != 1 or documents[0].get("$patch") != "delete":
-        raise ValueError(
-            f"patch {patch['path']} is not one `$patch: delete`: teach render_kustomization"
-        )
+    if len(documents) != 1:
+        raise ValueError(f"patch {patch['path']} is not one document: teach render_kustomization")
     target = documents[0]
-    meta = target["metadata"]
-    if set(target) != {"$patch", "apiVersion", "kind", "metadata"} or not set(meta) <= {
-        "name",
-        "namespace",
-    }:
-        raise ValueError(f"patch {patch['path']} deletes more than an object by name")
+    meta = target.get("metadata", {})
+    named = {"apiVersion", "kind", "metadata"} <= set(target) and "name" in meta
+    if not named or not set(meta) <= {"name", "namespace"}:
+        raise ValueError(
+            f"patch {patch['path']} does not name its target by apiVersion, kind and name alone"
+        )
 
     def matches(obj: Obj) -> bool:
         return (
@@ -114,10 +118,70 @@ def _apply_delete_patch(objects: list[Obj], directory: Path, patch: Obj) -> list
             == obj["metadata"].get("namespace")
         )
 
-    kept = [obj for obj in objects if not matches(obj)]
-    if len(kept) != len(objects) - 1:
-        raise ValueError(f"patch {patch['path']} matches {len(objects) - len(kept)} objects, not 1")
-    return kept
+    found = [i for i, obj in enumerate(objects) if matches(obj)]
+    if len(found) != 1:
+        raise ValueError(f"patch {patch['path']} matches {len(found)} objects, not 1")
+    (index,) = found
+    if "$patch" in target:
+        if target["$patch"] != "delete" or set(target) != {
+            "$patch",
+            "apiVersion",
+            "kind",
+            "metadata",
+        }:
+            raise ValueError(
+                f"patch {patch['path']} is neither one `$patch: delete` of an object by name "
+                "nor a plain merge: teach render_kustomization"
+            )
+        return objects[:index] + objects[index + 1 :]
+    body = {k: v for k, v in target.items() if k not in {"apiVersion", "kind", "metadata"}}
+    merged = copy.deepcopy(objects[index])
+    _merge(merged, body, f"{patch['path']}:")
+    return [*objects[:index], merged, *objects[index + 1 :]]
+
+
+def _merge(dest: Obj, patch: Obj, where: str) -> None:
+    """Strategic merge of `patch` into `dest`, for the part kustomize and the API server agree
+    on without schema: maps merge key by key, scalars replace, and the lists of `_MERGE_LISTS`
+    merge their elements by `name` (the patch's elements first, in its order, each merged into
+    the element of the same name if there is one, then the elements it does not name, as
+    kustomize orders them). Directives (`$patch`, `$setElementOrder/...`), null (a deletion)
+    and any other list are refused."""
+    for key, value in patch.items():
+        at = f"{where}{key}"
+        if key.startswith("$"):
+            raise ValueError(f"patch directive {at} is not supported: teach render_kustomization")
+        if value is None:
+            raise ValueError(f"patch deletes {at} (null): teach render_kustomization")
+        if isinstance(value, dict):
+            current = dest.setdefault(key, {})
+            if not isinstance(current, dict):
+                raise ValueError(f"patch merges a map into {at}, which is not one")
+            _merge(current, value, at + ".")
+        elif isinstance(value, list):
+            if key not in _MERGE_LISTS:
+                raise ValueError(
+                    f"patch replaces the list {at} (only {sorted(_MERGE_LISTS)} merge by "
+                    "name): teach render_kustomization"
+                )
+            dest[key] = _merge_named_list(dest.get(key, []), value, at)
+        else:
+            dest[key] = value
+
+
+def _merge_named_list(current: list[Obj], patch: list[Any], where: str) -> list[Obj]:
+    if not all(isinstance(item, dict) and "name" in item for item in patch):
+        raise ValueError(f"patch {where} has an element without a `name`")
+    by_name = {item["name"]: item for item in current}
+    if len(by_name) != len(current):
+        raise ValueError(f"{where} has two elements of one name")
+    merged: list[Obj] = []
+    for item in patch:
+        element = copy.deepcopy(by_name.get(item["name"], {}))
+        _merge(element, item, f"{where}[{item['name']}].")
+        merged.append(element)
+    named = {item["name"] for item in patch}
+    return merged + [item for item in current if item["name"] not in named]
 
 
 def kubectl_kustomize(directory: Path = K8S) -> list[Obj] | None:

@@ -30,7 +30,10 @@ def test_each_service_reads_its_prefix_and_the_shared_state_dir() -> None:
     for service in SERVICES:
         names = _read(service)
         assert f"{service.upper()}_LISTEN" in names
-        assert names <= {"STATE_DIR"} | {n for n in names if n.startswith(service.upper() + "_")}
+        # Besides: OpenTelemetry's standard OTEL_* variables (services/common/tracing_setup.py).
+        assert names <= {"STATE_DIR"} | {
+            n for n in names if n.startswith((service.upper() + "_", "OTEL_"))
+        }
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -3,7 +3,8 @@
 deploy/k8s-overlays/postgres renders (with the Python subset of kustomize, and `kubectl
 kustomize` where present) to the base with the vault as a Deployment of several replicas on a
 database URL from a Secret; deploy/compose.postgres.yml adds PostgreSQL and a second vault
-replica to the compose file. The base outputs stay as they were.
+replica to the compose file. The base outputs stay as they were. The Redis both add for the
+gateways, and the router and gateway replicas, are tests/deploy/test_ha_deploy.py's.
 """
 
 from __future__ import annotations
@@ -90,15 +91,22 @@ def test_overlay_changes_only_the_vault_workload_and_adds_pdb_and_policy(
     removed = {_key(o) for o in base} - {_key(o) for o in overlay}
     added = {_key(o) for o in overlay} - {_key(o) for o in base}
     assert removed == {("StatefulSet", "aicreds-vault"), ("Service", "aicreds-vault-headless")}
-    assert added == {
+    redis = {
+        ("Deployment", "aicreds-redis"),
+        ("Service", "aicreds-redis"),
+        ("NetworkPolicy", "aicreds-redis"),
+        ("NetworkPolicy", "aicreds-gateway-redis"),
+    }
+    assert added - redis == {
         ("Deployment", "aicreds-vault"),
         ("PodDisruptionBudget", "aicreds-vault"),
         ("NetworkPolicy", "aicreds-vault-database"),
     }
-    # Everything the two share is the base's object as it is (router, gateway, Services, ...).
+    # Everything the two share is the base's object as it is (router, Services, ...), but for
+    # the gateway's GATEWAY_REDIS_URL (test_ha_deploy.py).
     base_by_key = {_key(o): o for o in base}
     for obj in overlay:
-        if _key(obj) in base_by_key:
+        if _key(obj) in base_by_key and _key(obj) != ("Deployment", "aicreds-gateway"):
             assert obj == base_by_key[_key(obj)], _key(obj)
     assert all(o["metadata"].get("namespace", "aicreds") == "aicreds" for o in overlay)
 
@@ -210,10 +218,12 @@ def test_network_policy_lets_the_vault_reach_postgres_and_nothing_more(
                 assert [p["port"] for p in rule["ports"]] == [5432], name
 
 
-def test_overlay_sets_only_variables_the_vault_reads(overlay: list[Obj]) -> None:
-    env = k8s_environment(overlay)["vault"]
-    assert "VAULT_DATABASE" in env
-    assert not set(env) - variables_read("vault")
+def test_overlay_sets_only_variables_the_services_read(overlay: list[Obj]) -> None:
+    envs = k8s_environment(overlay)
+    assert "VAULT_DATABASE" in envs["vault"]
+    assert "GATEWAY_REDIS_URL" in envs["gateway"]
+    for service in ("vault", "router", "gateway"):
+        assert not set(envs[service]) - variables_read(service), service
 
 
 def test_renderer_refuses_patches_it_does_not_implement(tmp_path: Path) -> None:
@@ -226,9 +236,28 @@ def test_renderer_refuses_patches_it_does_not_implement(tmp_path: Path) -> None:
     (tmp_path / "delete.yaml").write_text(
         "$patch: delete\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n"
     )
+    (tmp_path / "replace.yaml").write_text(
+        "$patch: replace\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"
+    )
+    (tmp_path / "directive.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {$patch: replace}\n"
+    )
+    (tmp_path / "null.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {x: null}\n"
+    )
+    (tmp_path / "list.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\nitems: [1]\n"
+    )
+    (tmp_path / "labels.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, labels: {x: y}}\n"
+    )
     kustomization = tmp_path / "kustomization.yaml"
     for patches, problem in (
-        ("[{path: merge.yaml}]", "not one `$patch: delete`"),
+        ("[{path: replace.yaml}]", "neither one `$patch: delete`"),
+        ("[{path: directive.yaml}]", "directive directive.yaml:data.$patch"),
+        ("[{path: null.yaml}]", "deletes null.yaml:data.x"),
+        ("[{path: list.yaml}]", "replaces the list list.yaml:items"),
+        ("[{path: labels.yaml}]", "by apiVersion, kind and name alone"),
         ("[{path: delete.yaml}]", "matches 0 objects"),
         ("[{path: delete.yaml, target: {kind: ConfigMap}}]", "not just a `path`"),
     ):
@@ -245,7 +274,7 @@ def test_compose_override_passes_docker_compose_config(tmp_path: Path) -> None:
     if cli is None:
         pytest.skip("neither `docker compose` nor docker-compose is installed")
     env_file = tmp_path / "postgres.env"
-    env_file.write_text("AICREDS_POSTGRES_PASSWORD=0123abcd\n")
+    env_file.write_text("AICREDS_POSTGRES_PASSWORD=0123abcd\nAICREDS_REDIS_PASSWORD=4567ef\n")
     files = ["-f", str(COMPOSE_FILE), "-f", str(COMPOSE_POSTGRES_FILE)]
     result = subprocess.run(
         [*cli, "--env-file", str(env_file), *files, "config", "-q"],
@@ -270,7 +299,8 @@ def test_compose_override_runs_postgres_and_two_vault_replicas_on_it() -> None:
     base = load_compose()
     override = load_compose_override()
     assert set(override) <= {"services", "volumes"}
-    assert set(override["services"]) == {"postgres", "vault"}
+    # postgres and vault here; redis, router and gateway in test_ha_deploy.py.
+    assert set(override["services"]) == {"postgres", "vault", "redis", "router", "gateway"}
     postgres = override["services"]["postgres"]
     assert postgres["image"] == "postgres:15"
     assert postgres["networks"] == ["internal"], "no route out, no published port"
@@ -313,7 +343,7 @@ def test_make_secrets_writes_the_password_the_override_interpolates(tmp_path: Pa
         capture_output=True,
     )
     lines = (out / "postgres.env").read_text().splitlines()
-    (line,) = lines
+    (line,) = [x for x in lines if x.startswith("AICREDS_POSTGRES_PASSWORD=")]
     name, _, password = line.partition("=")
     assert name == "AICREDS_POSTGRES_PASSWORD"
     assert len(password) == 64 and all(c in "0123456789abcdef" for c in password)

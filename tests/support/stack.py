@@ -44,6 +44,7 @@ from aicreds.vault.v1 import (
 from starlette.applications import Starlette
 
 from services.common.callers import write_callers_file, write_private_file
+from services.common.tracing_setup import TracingSettings
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
 from services.router.config import RouterSettings
@@ -80,6 +81,13 @@ def unused_address() -> str:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+def tracing_to(otlp_endpoint: str | None, service: str) -> TracingSettings:
+    """What `service` reads when `OTEL_EXPORTER_OTLP_ENDPOINT` is `otlp_endpoint` (None:
+    unset, no tracing): the same path as the environment of a deployment."""
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint} if otlp_endpoint else {}
+    return TracingSettings.from_env(environ, f"aicreds-{service}")
 
 
 # -- the router ---------------------------------------------------------------------------------
@@ -248,6 +256,7 @@ class ServiceStack:
     vault: VaultHandle
     router: RouterHandle | None
     exits: AsyncExitStack = field(repr=False)
+    otlp_endpoint: str | None = None
 
     async def gateway(self, *, own_origin: bool = False, **overrides: Any) -> Stack:
         """Serve one more gateway on 127.0.0.1:0 until the stack stops. `overrides` are
@@ -259,6 +268,8 @@ class ServiceStack:
             overrides = {"router_addr": self.router.address, **overrides}
         if own_origin:
             overrides = {"origin": url, "cookie_secure": False, **overrides}
+        if self.otlp_endpoint:
+            overrides = {"tracing": tracing_to(self.otlp_endpoint, "gateway"), **overrides}
         settings = gateway_settings(
             self.directory, self.vault, listen=url.removeprefix("http://"), **overrides
         )
@@ -282,12 +293,18 @@ async def running_stack(
     network: LoopbackOnlyBackend | None = None,
     vault_callers: Mapping[str, Iterable[str]] = DEFAULT_CALLERS,
     router_settings: Mapping[str, Any] | None = None,
+    otlp_endpoint: str | None = None,
 ) -> AsyncIterator[ServiceStack]:
     """A real vault and router with their state under `directory`; everything started on it
-    (gateways included) stops on exit."""
+    (gateways included) stops on exit. With `otlp_endpoint` every service sends its spans
+    there, as with `OTEL_EXPORTER_OTLP_ENDPOINT` set."""
     directory.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as exits:
-        vault = await exits.enter_async_context(running_vault(directory, callers=vault_callers))
+        vault = await exits.enter_async_context(
+            running_vault(
+                directory, callers=vault_callers, tracing=tracing_to(otlp_endpoint, "vault")
+            )
+        )
         handle = None
         if router:
             handle = await exits.enter_async_context(
@@ -296,10 +313,10 @@ async def running_stack(
                     vault,
                     egress_allow=egress_allow,
                     network=network,
-                    **(router_settings or {}),
+                    **{"tracing": tracing_to(otlp_endpoint, "router"), **(router_settings or {})},
                 )
             )
-        yield ServiceStack(directory, vault, handle, exits)
+        yield ServiceStack(directory, vault, handle, exits, otlp_endpoint)
 
 
 ServiceStackFactory = Callable[..., Awaitable[ServiceStack]]
@@ -417,10 +434,17 @@ async def seed_llm_user(vault: VaultHandle, upstream: FakeUpstream) -> Tokens:
 
 @asynccontextmanager
 async def llm_stack(
-    directory: Path, upstream: FakeUpstream, **gateway_overrides: Any
+    directory: Path,
+    upstream: FakeUpstream,
+    *,
+    otlp_endpoint: str | None = None,
+    **gateway_overrides: Any,
 ) -> AsyncIterator[LlmStack]:
-    """Vault, router (egress to 127.0.0.1 allowed) and gateway, `alice` seeded on `upstream`."""
-    async with running_stack(directory, egress_allow="127.0.0.1") as services:
+    """Vault, router (egress to 127.0.0.1 allowed) and gateway, `alice` seeded on `upstream`
+    (`otlp_endpoint`: where every service sends its spans, see `running_stack`)."""
+    async with running_stack(
+        directory, egress_allow="127.0.0.1", otlp_endpoint=otlp_endpoint
+    ) as services:
         gateway_overrides = {"vault_timeout": 2.0, "router_timeout": 30.0, **gateway_overrides}
         gateway = await services.gateway(**gateway_overrides)
         tokens = await seed_llm_user(services.vault, upstream)

@@ -19,13 +19,14 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc.aio
 
 from services.common.callers import write_callers_file, write_private_file
 from services.common.grpc_server import open_channel
+from services.common.tracing_setup import TracingSettings
 from services.vault.config import VaultSettings
 from services.vault.keyring import Keyring
 from services.vault.server import RunningVault, start_vault
@@ -167,8 +168,10 @@ async def running_vault(
     *,
     keyring: Keyring | None = None,
     env: Mapping[str, str] | None = None,
+    tracing: TracingSettings | None = None,
 ) -> AsyncIterator[VaultHandle]:
-    """Start a real vault on 127.0.0.1:0 with its state under `tmp_path`; stop it on exit.
+    """Start a real vault on 127.0.0.1:0 with its state under `tmp_path`; stop it on exit
+    (`tracing`: where it sends spans; none by default).
 
     `callers` maps caller name -> rights (`manage`, `resolve`, `admin`); each gets a fresh
     token (`handle.token(name)`). Entering twice with the same `tmp_path` reuses the database
@@ -177,6 +180,8 @@ async def running_vault(
     """
     files = prepare_vault_files(tmp_path, callers, keyring=keyring)
     settings = VaultSettings.from_env({**files.env(), **(env or {})})
+    if tracing is not None:
+        settings = replace(settings, tracing=tracing)
     handle = VaultHandle(await start_vault(settings), files)
     try:
         yield handle
