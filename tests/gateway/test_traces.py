@@ -173,6 +173,9 @@ def test_a_model_call_is_one_trace_across_gateway_router_and_vault(
         "gen_ai.provider.name": "openai",
         "gen_ai.request.model": "gpt-4",
         "http.response.status_code": 200,
+        # The answer's `usage` (the fake upstream's 5 and 6), read as it passed (issue 18).
+        "gen_ai.usage.input_tokens": 5,
+        "gen_ai.usage.output_tokens": 6,
     }
     # One trace: nothing of this call went anywhere else, and the spans it holds are these
     # (and the vault's Authenticate of the gateway's first look at the token, if any).
@@ -201,6 +204,8 @@ def test_a_streamed_call_is_traced_through_the_streaming_rpc(traced: TracedRun) 
     assert upstream.parent_span_id == invoke.span_id
     # The upstream span lasts until the last chunk was relayed, within the RPC's span.
     assert upstream.span.end_time_unix_nano <= invoke.span.end_time_unix_nano
+    # An OpenAI stream without `stream_options.include_usage` reports no usage: none on the span.
+    assert not any(name.startswith("gen_ai.usage.") for name in upstream.attributes)
 
 
 def test_a_malformed_client_traceparent_starts_a_new_trace(traced: TracedRun) -> None:
