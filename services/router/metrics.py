@@ -3,7 +3,7 @@
 
 Labels, and why they stay few and safe:
 
-- `provider`: the provider's name (`ProviderLabels`). Names are chosen by users, so they are
+- `provider`: the provider's name (`provider_labels`). Names are chosen by users, so they are
   bounded here: a name becomes a label value only if it is short (at most 32 of `a-z 0-9 _ -`)
   and has no long run of mixed letters and digits (what a pasted key looks like), and only the
   first `MAX_PROVIDER_LABELS` distinct names this process sees; any other name is `other`. The
@@ -24,14 +24,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.common.bounded_labels import BoundedLabels, is_label_safe
+
 #: Distinct provider names one router process labels before every new one is `other`.
 MAX_PROVIDER_LABELS = 100
 OTHER_PROVIDER = "other"
 NO_ANSWER = "error"
 
 _LABEL_NAME = re.compile(r"[a-z0-9_-]{1,32}")
-# A segment of 16+ letters and digits holding both: a random id or a key, not a name.
-_KEY_LIKE = re.compile(r"(?=[a-z0-9]*[0-9])(?=[a-z0-9]*[a-z])[a-z0-9]{16,}")
 
 #: Seconds, from a local upstream's milliseconds to a reasoning model's minutes.
 UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -44,31 +44,22 @@ def status_class(status: int | None) -> str:
     return f"{status // 100}xx"
 
 
-class ProviderLabels:
-    """Provider names as label values: the first `limit` acceptable names, then `other`."""
+def _is_provider_name(name: str) -> bool:
+    """A provider name as a label may read: at most 32 of `a-z 0-9 _ -`, and not key-like."""
+    return bool(_LABEL_NAME.fullmatch(name)) and is_label_safe(name)
 
-    def __init__(self, limit: int = MAX_PROVIDER_LABELS) -> None:
-        self._limit = limit
-        self._seen: set[str] = set()
 
-    def __call__(self, name: str) -> str:
-        if name in self._seen:
-            return name
-        if (
-            len(self._seen) >= self._limit
-            or not _LABEL_NAME.fullmatch(name)
-            or _KEY_LIKE.search(name)
-        ):
-            return OTHER_PROVIDER
-        self._seen.add(name)
-        return name
+def provider_labels(limit: int = MAX_PROVIDER_LABELS) -> BoundedLabels:
+    """Provider names as label values: the first `limit` acceptable names, then `other`
+    (`services.common.bounded_labels`, the one home of that rule)."""
+    return BoundedLabels(limit, max_length=32, overflow=OTHER_PROVIDER, accept=_is_provider_name)
 
 
 class RouterMetrics:
     """Upstream calls, the connection pool and the egress policy's refusals."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.provider_label = ProviderLabels()
+        self.provider_label = provider_labels()
         self.upstream_requests = Counter(
             "aicreds_router_upstream_requests_total",
             "Requests sent upstream, by provider name (bounded, else `other`) and status class"

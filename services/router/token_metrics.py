@@ -10,7 +10,7 @@ router exports metrics, `ROUTER_METRICS_LISTEN`):
   `reason` `queue_full` (the vault slower than the calls) or `send_failed` (it refused or did
   not answer in time).
 
-Labels, bounded and safe: `provider` is the router's provider label (`ProviderLabels`, shared
+Labels, bounded and safe: `provider` is the router's provider label (`provider_labels`, shared
 with the upstream metrics, so both name the same providers); `model` is the model the call asked
 for, which a client may spell freely after `provider/`: it becomes a label value only if it reads
 like a name (`bounded_labels.is_label_safe`, at most 64 characters) and is one of the first

@@ -10,7 +10,7 @@ import pytest
 from aicreds.router.v1 import router_pb2
 
 from services.router.config import RouterSettings
-from services.router.metrics import MAX_PROVIDER_LABELS, OTHER_PROVIDER, ProviderLabels
+from services.router.metrics import MAX_PROVIDER_LABELS, OTHER_PROVIDER, provider_labels
 from tests.router.conftest import RouterEnv, RouterFactory, provider
 from tests.router.fake_vault import FakeVault
 from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply
@@ -142,7 +142,7 @@ def test_a_bad_metrics_address_is_refused(value: str) -> None:
 
 
 def test_provider_labels_are_bounded_and_never_key_like() -> None:
-    labels = ProviderLabels()
+    labels = provider_labels()
     assert labels("openai") == "openai"
     # What a pasted key or a random id looks like, and names too long or of other characters.
     for name in ("sk-proj-a1b2c3d4e5f6g7h8i9j0", "x" * 33, "OpenAI", "a b", "user@example"):

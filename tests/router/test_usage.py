@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.common.usage_rules import MAX_TOKENS
-from services.router.metrics import ProviderLabels
+from services.router.metrics import provider_labels
 from services.router.token_metrics import MAX_MODELS, TokenMetrics
 from services.router.usage import (
     JSON_TAIL_BYTES,
@@ -185,7 +185,7 @@ def report(provider: str, model: str, inputs: int, outputs: int) -> UsageReport:
 
 
 def token_metrics() -> TokenMetrics:
-    return TokenMetrics(CollectorRegistry(), ProviderLabels())
+    return TokenMetrics(CollectorRegistry(), provider_labels())
 
 
 def test_tokens_counted_by_provider_model_and_type() -> None:

@@ -11,7 +11,7 @@ import pytest
 from aicreds.router.v1 import router_pb2
 from prometheus_client import CollectorRegistry
 
-from services.router.metrics import ProviderLabels
+from services.router.metrics import provider_labels
 from services.router.token_metrics import TokenMetrics
 from services.router.usage import TokenUsage, UsageReport
 from services.router.usage_reporter import UsageReporter
@@ -129,7 +129,7 @@ async def test_a_vault_refusing_reports_fails_no_call(
 
 
 async def test_a_full_queue_drops_and_counts() -> None:
-    metrics = TokenMetrics(CollectorRegistry(), ProviderLabels())
+    metrics = TokenMetrics(CollectorRegistry(), provider_labels())
     channel = grpc.aio.insecure_channel("127.0.0.1:9")
     try:
         reporter = UsageReporter(channel, metrics, max_queue=2)  # not started: nothing is sent
