@@ -7,42 +7,16 @@ TLS, or `unix:///path/to/redis.sock[?db=N]`. Its password never appears in a log
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from services.common.secret_url import SecretUrl
 
 VARIABLE = "GATEWAY_REDIS_URL"
 _SCHEMES = ("redis", "rediss", "unix")
 
 
-@dataclass(frozen=True)
-class RedisUrl:
+class RedisUrl(SecretUrl):
     """A Redis connection URL as redis-py's `from_url` reads it."""
-
-    url: str = field(repr=False)
-
-    def __str__(self) -> str:
-        return self.redacted
-
-    def __repr__(self) -> str:
-        return f"RedisUrl({self.redacted!r})"
-
-    @property
-    def redacted(self) -> str:
-        """The URL with its password (if any, in the userinfo or the query) replaced by `***`."""
-        parts = urlsplit(self.url)
-        netloc = parts.netloc
-        if parts.password is not None:
-            host = netloc.rpartition("@")[2]
-            netloc = f"{parts.username or ''}:***@{host}"
-        query = "&".join(
-            f"{name}=***" if name.lower() == "password" else f"{name}{sep}{value}"
-            for name, sep, value in (item.partition("=") for item in parts.query.split("&"))
-        )
-        # Not urlunsplit: it drops the `//` of `unix:///path` (an empty host).
-        text = f"{parts.scheme}://{netloc}{parts.path}"
-        return (
-            text + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
-        )
 
 
 def parse_redis_url(text: str | None) -> RedisUrl | None:

@@ -7,35 +7,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from services.common.secret_url import SecretUrl
 
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
-@dataclass(frozen=True)
-class PostgresUrl:
+class PostgresUrl(SecretUrl):
     """A PostgreSQL connection URL (libpq form; `sslmode` and other query options kept)."""
-
-    url: str = field(repr=False)
-
-    def __str__(self) -> str:
-        return self.redacted
-
-    def __repr__(self) -> str:
-        return f"PostgresUrl({self.redacted!r})"
-
-    @property
-    def redacted(self) -> str:
-        """The URL with its password (if any) replaced by `***` (whatever else is wrong with it:
-        the host and port are kept as written, never parsed)."""
-        parts = urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        host = parts.netloc.rpartition("@")[2]
-        netloc = f"{parts.username or ''}:***@{host}"
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 DatabaseLocation = Path | PostgresUrl

@@ -1,0 +1,42 @@
+"""Connection URLs that may hold a password (PostgreSQL, Redis): shown only with it masked.
+
+`SecretUrl` keeps the URL as given (`.url`, for the driver) and shows it, in `str()`, `repr()`
+and every message built from them, with the password replaced by `***`: the one in the userinfo
+(`user:password@host`) and a `password=` query option (libpq and redis-py both read one). Host
+and port are kept as written, never parsed, so a malformed URL can still be named in an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class SecretUrl:
+    """A URL whose password never appears in a log line, an error or a `repr`."""
+
+    url: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return self.redacted
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.redacted!r})"
+
+    @property
+    def redacted(self) -> str:
+        """The URL with its password (userinfo or `password=` query option) as `***`."""
+        parts = urlsplit(self.url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+        query = "&".join(
+            f"{name}=***" if name.lower() == "password" else f"{name}{sep}{value}"
+            for name, sep, value in (item.partition("=") for item in parts.query.split("&"))
+        )
+        # Not urlunsplit: it drops the `//` of `unix:///path` (an empty host).
+        text = f"{parts.scheme}://{netloc}{parts.path}"
+        return (
+            text + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+        )
