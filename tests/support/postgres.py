@@ -23,9 +23,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import pytest
 
 from services.vault.store.location import PostgresUrl
+from tests.support.missing import skip_or_fail
 
 ADMIN_URL = os.environ.get("AICREDS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -58,11 +58,8 @@ def unavailable_reason() -> str | None:
 def require_postgres() -> None:
     """Skip the calling test when no server answers (fail under CI, which must run it)."""
     reason = unavailable_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(f"CI must run the PostgreSQL tests: {reason}")
-    pytest.skip(f"PostgreSQL tests skipped: {reason} (set AICREDS_TEST_POSTGRES)")
+    if reason is not None:
+        skip_or_fail("PostgreSQL tests", reason, "set AICREDS_TEST_POSTGRES")
 
 
 def database_url(name: str) -> PostgresUrl:

@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
-import pytest
 from redis.asyncio import Redis
 
 from services.gateway.redis_limits import open_redis
 from services.gateway.redis_url import RedisUrl
+from tests.support.missing import skip_or_fail
 from tests.support.postgres import run_to_end
 
 REDIS_URL = RedisUrl(os.environ.get("AICREDS_TEST_REDIS", "redis://127.0.0.1:6379/0"))
@@ -51,11 +51,8 @@ def unavailable_reason() -> str | None:
 def require_redis() -> None:
     """Skip the calling test when no server answers (fail under CI, which must run it)."""
     reason = unavailable_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(f"CI must run the Redis tests: {reason}")
-    pytest.skip(f"Redis tests skipped: {reason} (set AICREDS_TEST_REDIS)")
+    if reason is not None:
+        skip_or_fail("Redis tests", reason, "set AICREDS_TEST_REDIS")
 
 
 def unique_prefix(label: str) -> str:
