@@ -4,20 +4,26 @@ advisory lock), the statement timeout, passwords kept out of what is shown, TLS.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from services.vault.errors import StartupRefused
+from services.vault.keyring import Keyring, KeyringSource
+from services.vault.row_seals import RowSealer
 from services.vault.store import AuditRecord, StoredCredential, WrappedDataKey
 from services.vault.store.location import PostgresUrl
-from services.vault.store.postgres_db import PostgresDatabase
+from services.vault.store.postgres_db import PostgresDatabase, PostgresTransaction
 from services.vault.store.postgres_schema import POSTGRES_MIGRATIONS
+from services.vault.store.tokens import SqlAuthStore
 from services.vault.store.vault_tables import SqlVaultStore
-from tests.support.databases import raw_fetch
+from services.vault.tokens import TokenInfo
+from tests.support.databases import raw_execute, raw_fetch
 from tests.support.postgres import fresh_postgres
 
 pytestmark = pytest.mark.postgres_only("replicas, locks, timeouts and TLS of PostgreSQL")
@@ -171,3 +177,54 @@ async def test_sslmode_require_uses_tls_or_is_refused_when_the_server_has_none(
         assert rows == [(True,)]
     finally:
         await db.close()
+
+
+async def test_a_rewrap_on_one_replica_never_undoes_a_revocation_committed_on_another(
+    replicas: tuple[PostgresDatabase, PostgresDatabase],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Replica B revokes a token while replica A re-seals it under the new primary key: the
+    re-seal read the row before the revocation committed, and must not overwrite the
+    revocation's seal with one over the unrevoked row (which would let a database writer
+    un-revoke the token by clearing `revoked_at`)."""
+    a_db, b_db = replicas
+    old = Keyring.generate("k1")
+    new = Keyring("k2", {"k1": old.get("k1"), "k2": secrets.token_bytes(32)}, old.pepper)
+    minting = SqlAuthStore(b_db, RowSealer(KeyringSource(tmp_path / "old", old)))
+    info = TokenInfo(
+        id="tok_race", user_id="alice", name="n", prefix="sk-aic-xx", scopes=("x",),
+        created_at=1_800_000_000.0,
+    )  # fmt: skip
+    assert await minting.insert_token(info, b"d" * 32, audit=_audit("create"))
+    resealing = SqlAuthStore(a_db, RowSealer(KeyringSource(tmp_path / "new", new)))
+    revoking = SqlAuthStore(b_db, RowSealer(KeyringSource(tmp_path / "new", new)))
+
+    # B's revocation holds its transaction open right after its UPDATE.
+    updated = asyncio.Event()
+    execute = PostgresTransaction.execute
+
+    async def slow(self: PostgresTransaction, sql: str, params: Sequence[object] = ()) -> int:
+        changed = await execute(self, sql, params)
+        if sql.startswith("UPDATE api_tokens SET revoked_at"):
+            updated.set()
+            await asyncio.sleep(0.5)
+        return changed
+
+    monkeypatch.setattr(PostgresTransaction, "execute", slow)
+
+    async def reseal() -> int:
+        await updated.wait()
+        return await resealing.reseal_rows_not_under("k2", 500)
+
+    revoked, _ = await asyncio.gather(
+        revoking.revoke_token("alice", "tok_race", 1_800_000_100.0, audit=_audit("revoke")),
+        reseal(),
+    )
+    monkeypatch.undo()
+    assert revoked is not None and revoked.revoked_at is not None
+    stored = await resealing.get_token("tok_race")
+    assert stored is not None and stored.revoked_at is not None  # intact, and revoked
+    # Clearing revocation in the database (without the keyring) is refused, never accepted.
+    raw_execute(a_db.url, "UPDATE api_tokens SET revoked_at = NULL WHERE id = ?", ("tok_race",))
+    assert await resealing.get_token("tok_race") is None

@@ -109,7 +109,8 @@ async def copy_to_postgres(source: Path, target: PostgresUrl, keyring: KeyringSo
                 await _copy_table(sqlite, conn, table)
             await conn.execute(
                 "SELECT setval(pg_get_serial_sequence('audit_events', 'id'),"
-                " COALESCE((SELECT max(id) FROM audit_events), 0) + 1, false)"
+                " COALESCE((SELECT max(id) FROM audit_events), 1),"
+                " (SELECT max(id) FROM audit_events) IS NOT NULL)"
             )
             counts = []
             for table in TABLES:
@@ -271,10 +272,16 @@ async def _copy_table(
             f"table {table} has other columns in PostgreSQL than in SQLite"
             f" ({sorted(target_columns ^ set(columns))}); nothing was written"
         )
-    rows = sqlite.execute(f"SELECT {', '.join(columns)} FROM {table}")
     try:
+        rows = sqlite.execute(f"SELECT {', '.join(columns)} FROM {table}")
         await conn.copy_records_to_table(table, records=rows, columns=columns)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+    except (
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        sqlite3.Error,  # e.g. text that is not UTF-8, whose message would quote it
+        TypeError,
+        ValueError,
+    ) as err:
         # Never the error's text: a data error may quote the value it could not encode.
         raise CopyRefused(
             f"copying table {table} failed ({type(err).__name__}"

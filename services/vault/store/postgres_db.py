@@ -74,7 +74,8 @@ def to_postgres(sql: str) -> str:
 
 
 # What says the database, not the request, failed: the server unreachable or gone, a dropped
-# connection, a statement cancelled by `statement_timeout`, the server refusing connections.
+# connection, a statement cancelled by `statement_timeout`, the server refusing connections, a
+# deadlock the server broke.
 _UNAVAILABLE = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -83,6 +84,10 @@ _UNAVAILABLE = (
     asyncpg.TooManyConnectionsError,
     asyncpg.QueryCanceledError,
     asyncpg.AdminShutdownError,
+    # Two transactions that waited for each other, one of them ended by the server: nothing of
+    # it was written, and the same request again succeeds.
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
 )
 
 

@@ -477,9 +477,13 @@ class SqlAuthStore:
                         intact = self._checked_session(row) is not None
                         fields = session_row_fields(row)
                     new_kek, seal = self._sealer.seal(kind, fields) if intact else (None, None)
+                    # Compare and swap on the seal read: a revocation that committed since (on
+                    # another replica, under its user's lock, not this one) wrote a seal of its
+                    # own over the revoked row, which a seal computed before it must not undo.
                     await conn.execute(
-                        f"UPDATE {table.split()[0]} SET seal_kek = ?, seal = ? WHERE id = ?",
-                        (new_kek, seal, row[0]),
+                        f"UPDATE {table.split()[0]} SET seal_kek = ?, seal = ?"
+                        " WHERE id = ? AND seal_kek = ? AND seal = ?",
+                        (new_kek, seal, row[0], row[-2], row[-1]),
                     )
                 handled += len(rows)
                 if handled >= limit:
