@@ -195,6 +195,8 @@ class Authenticator:
         self._clock = clock
         self._max_entries = max_entries
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        # user id -> the cache keys of that user's authenticated answers (forget_user's index)
+        self._by_user: dict[str, set[str]] = {}
 
     def __repr__(self) -> str:
         return f"Authenticator(cache_ttl={self._ttl}, entries={len(self._cache)})"
@@ -216,22 +218,28 @@ class Authenticator:
         if result.principal is not None and result.principal.expires_at is not None:
             valid_until = min(valid_until, result.principal.expires_at)
         if self._ttl > 0:
+            self._drop(key)
             self._cache[key] = _Entry(result, valid_until)
-            self._cache.move_to_end(key)
+            if result.principal is not None:
+                self._by_user.setdefault(result.principal.user_id, set()).add(key)
             while len(self._cache) > self._max_entries:
-                self._cache.popitem(last=False)
+                self._drop(next(iter(self._cache)))
         return result
+
+    def _drop(self, key: str) -> None:
+        entry = self._cache.pop(key, None)
+        if entry is not None and entry.result.principal is not None:
+            keys = self._by_user.get(entry.result.principal.user_id)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_user[entry.result.principal.user_id]
 
     def forget_user(self, user_id: str) -> None:
         """Drop every cached answer for a user's tokens and sessions, e.g. after a revocation
         that cascades to tokens this replica cannot name (those minted from the revoked one)."""
-        stale = [
-            key
-            for key, entry in self._cache.items()
-            if entry.result.principal is not None and entry.result.principal.user_id == user_id
-        ]
-        for key in stale:
-            del self._cache[key]
+        for key in list(self._by_user.get(user_id, ())):
+            self._drop(key)
 
     def forget_session(self, session: str) -> None:
         """Drop the cached answer for a session secret, e.g. after logging it out."""
@@ -240,13 +248,14 @@ class Authenticator:
     def forget_cache_key(self, cache_key: str) -> None:
         """Drop the cached answer stored under `cache_key` (a `PresentedCredential.cache_key`),
         e.g. a session another replica logged out."""
-        self._cache.pop(cache_key, None)
+        self._drop(cache_key)
 
     def forget_all(self) -> int:
         """Drop every cached answer (each costs one vault call when next presented); return how
         many there were."""
         dropped = len(self._cache)
         self._cache.clear()
+        self._by_user.clear()
         return dropped
 
     @staticmethod

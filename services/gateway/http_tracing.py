@@ -15,18 +15,14 @@ from opentelemetry.trace import Tracer
 from starlette.types import Scope
 
 from services.common.tracing import ServerSpan, start_server_span
-from services.gateway.observability import UNMATCHED_ROUTE
+from services.gateway.observability import UNMATCHED_ROUTE, method_label
 
-_KNOWN_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
-)
 _TRACEPARENT = b"traceparent"
 _TRACESTATE = b"tracestate"
 
 
 def _method(scope: Scope) -> str:
-    method: str = scope["method"]
-    return method if method in _KNOWN_METHODS else "_OTHER"
+    return method_label(scope["method"])
 
 
 def start_request_span(tracer: Tracer, scope: Scope) -> ServerSpan:

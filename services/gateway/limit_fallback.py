@@ -33,6 +33,7 @@ built here hold a Redis client.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from redis.asyncio import Redis
 from services.gateway.observability import Metrics
 from services.gateway.rate_limit import InMemoryRateLimiter, RateDecision, RateLimiter
 from services.gateway.redis_limits import (
+    REDIS_TIMEOUT,
     RateLimitStoreUnavailable,
     RedisRateLimiter,
     open_redis,
@@ -52,6 +54,8 @@ from services.gateway.settings import GatewaySettings
 
 #: Seconds between attempts to reach Redis again while it is down.
 RETRY_INTERVAL = 1.0
+#: The most one check waits for Redis in all (a pooled connection, connecting, the answer).
+CHECK_BUDGET = REDIS_TIMEOUT + 0.1
 
 _log = logging.getLogger("aicreds.gateway.rate_limit")
 
@@ -146,7 +150,14 @@ class FailOpenRateLimiter:
     async def _check(self, key: str, *, take: bool) -> RateDecision:
         if self._availability.should_try():
             try:
-                decision = await (self._shared.hit(key) if take else self._shared.peek(key))
+                # A bound on the whole check (waiting for a pooled connection included): checks
+                # queued behind those that are finding Redis gone would otherwise wait out the
+                # pool's own timeout on top of Redis's.
+                async with asyncio.timeout(CHECK_BUDGET):
+                    decision = await (self._shared.hit(key) if take else self._shared.peek(key))
+            except TimeoutError:
+                if not self._availability.down:  # e.g. a connect that never completes
+                    self._availability.failed(RateLimitStoreUnavailable("TimeoutError"))
             except RateLimitStoreUnavailable as err:
                 self._availability.failed(err)
             else:

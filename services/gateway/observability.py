@@ -26,6 +26,17 @@ _REQUEST_ID_HEADER = b"x-request-id"
 USER_SCOPE_KEY = "aicreds.user_id"
 UNMATCHED_ROUTE = "<unmatched>"
 
+_KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+
+
+def method_label(method: str) -> str:
+    """An HTTP method as a metric label or span attribute: the standard ones as they are, any
+    other `_OTHER` (the set stays bounded whatever the HTTP parser lets through)."""
+    return method if method in _KNOWN_METHODS else "_OTHER"
+
+
 access_log = logging.getLogger("aicreds.gateway.access")
 
 
@@ -121,6 +132,7 @@ class Metrics:
 
     def record_request(self, method: str, route: str, status: int, elapsed: float) -> None:
         """Count one answered request and observe its latency (seconds)."""
+        method = method_label(method)
         counter = self._request_counters.get((method, route, status))
         if counter is None:
             counter = self.requests.labels(method=method, route=route, status=str(status))

@@ -114,15 +114,22 @@ class RedisRevocationFeed:
             await self._redis.aclose()
 
     async def _follow(self) -> None:
+        loop = asyncio.get_running_loop()
         delay = self._backoff_initial
         while True:
+            subscribed_at: float | None = None
             try:
                 async with self._redis.pubsub() as pubsub:
                     await self._subscribe(pubsub)
-                    delay = self._backoff_initial
+                    subscribed_at = loop.time()
                     await self._listen(pubsub)
             except FEED_ERRORS as err:
                 self._lost(err)
+            # The backoff starts over only after a subscription that lasted: one that keeps
+            # dropping (a flapping proxy, a subscriber Redis cuts off) would otherwise clear the
+            # authentication cache, and send every client to the vault, at every short delay.
+            if subscribed_at is not None and loop.time() - subscribed_at > self._backoff_max:
+                delay = self._backoff_initial
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self._backoff_max)
 

@@ -250,3 +250,27 @@ async def test_while_redis_is_down_one_check_per_interval_tries_it() -> None:
     backend = metrics.rate_limit_backend
     assert backend.labels(backend="redis")._value.get() == 1
     assert metrics.rate_limit_fallbacks._value.get() == 13
+
+
+class HangingStore(FlakyStore):
+    """A Redis that accepts the connection and never answers (stopped, or a black hole)."""
+
+    async def hit(self, key: str) -> RateDecision:
+        self.calls += 1
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+async def test_a_check_that_redis_never_answers_is_answered_locally_within_its_budget() -> None:
+    store, metrics = HangingStore(), Metrics()
+    availability = RedisAvailability(REDIS_URL, metrics, retry_interval=60.0)
+    limiter = FailOpenRateLimiter(store, InMemoryRateLimiter(0.001, 100), availability)
+    decisions = await asyncio.wait_for(
+        asyncio.gather(*(limiter.hit("k") for _ in range(20))), timeout=30
+    )
+    # Every check waited at most its budget, then the local buckets answered; Redis is marked
+    # down, so later checks do not wait at all.
+    assert all(d.allowed for d in decisions) and availability.down
+    assert min(d.remaining for d in decisions) == 80
+    assert (await limiter.hit("k")).remaining == 79
+    assert store.calls == 20
