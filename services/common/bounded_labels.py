@@ -26,7 +26,7 @@ _KEY_LIKE = re.compile(r"(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9
 def is_label_safe(value: str) -> bool:
     """Whether `value` reads like a name (letters, digits and `._:/@+-`), not like a key or an
     id: no run of 16 or more letters and digits mixing both (`gpt-4o-2024-08-06` passes,
-    `sk-proj-a1B2c3D4e5F6g7H8` does not)."""
+    a pasted key, letters and digits mixed for 16 or more characters, does not)."""
     return bool(_LABEL_TEXT.fullmatch(value)) and not _KEY_LIKE.search(value)
 
 
