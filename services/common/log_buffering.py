@@ -71,11 +71,16 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
             self._pending.append(line)
             self._pending_chars += len(line)
             pending_chars = self._pending_chars
+            closed = self._closed
             if len(self._pending) == 1 or pending_chars >= self._batch_chars:
                 self._queued.notify()
-            if self._writer is None and not self._closed:
+            if self._writer is None and not closed:
                 self._start_writer()
-        if record.levelno >= logging.WARNING or pending_chars >= self._max_pending_chars:
+        if (
+            record.levelno >= logging.WARNING
+            or pending_chars >= self._max_pending_chars
+            or closed  # no writer thread any more (a record logged during shutdown)
+        ):
             self._write_pending()
 
     def flush(self) -> None:

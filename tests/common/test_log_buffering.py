@@ -102,6 +102,8 @@ def test_flush_and_close_write_everything(make_logger: MakeLogger) -> None:
     log.info("two")
     handler.close()
     assert stream.getvalue() == "one\ntwo\n"
+    log.info("three")  # logged during shutdown, after logging.shutdown closed the handler
+    assert stream.getvalue() == "one\ntwo\nthree\n"
 
 
 def test_a_blocked_stream_blocks_the_logger_at_the_bound_and_loses_nothing(
