@@ -107,20 +107,19 @@ class Admission:
         headers (which every answer carries, an error too: see `admitted_headers`).
         """
         debug = wants_debug(request.headers.get(DEBUG_HEADER))
-        address = address_key(request.client.host if request.client else "unknown")
         presented = extract_credential(
             request.headers, request.cookies, session_cookie=self._session_cookie
         )
         if isinstance(presented, AuthFailure):
             if presented is not AuthFailure.NO_CREDENTIALS:
-                await self._count_failure(address, None, debug)
+                await self._count_failure(request, None, debug)
             raise self._unauthorized(presented, None, debug)
         if not allow_session and presented.method is AuthMethod.SESSION:
             raise self._unauthorized(AuthFailure.SESSION_NOT_ALLOWED, presented, debug)
 
         result = await self.authenticator.authenticate(presented)
         if result.principal is None:
-            await self._count_failure(address, presented, debug)
+            await self._count_failure(request, presented, debug)
             raise self._unauthorized(result.failure or AuthFailure.UNKNOWN, presented, debug)
         principal = result.principal
 
@@ -172,9 +171,14 @@ class Admission:
         return Admitted(principal, headers)
 
     async def _count_failure(
-        self, address: str, presented: PresentedCredential | None, debug: bool
+        self, request: Request, presented: PresentedCredential | None, debug: bool
     ) -> None:
-        """Take a token from the address's failure bucket; raise 429 when it is empty."""
+        """Take a token from the client address's failure bucket; raise 429 when it is empty.
+
+        The address's key is made here, on a failure only: a valid credential is never counted,
+        so the admissions that pass (nearly all) do not parse the address.
+        """
+        address = address_key(request.client.host if request.client else "unknown")
         guard = await self._address_limiter.hit(address)
         if guard.allowed:
             return

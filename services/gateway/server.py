@@ -12,6 +12,7 @@ import sys
 import uvicorn
 
 from services.common.logging import configure_logging
+from services.common.startup_heap import freeze_startup_heap
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
 
@@ -37,6 +38,8 @@ def main() -> None:
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
+    # The application is built; what its lifespan opens (a few channels) is small next to it.
+    freeze_startup_heap()
     uvicorn.Server(config).run()
 
 

@@ -26,6 +26,7 @@ from services.common.grpc_handlers import build_interceptors
 from services.common.grpc_server import RunningServer, run_until_signal, start_server
 from services.common.logging import configure_logging
 from services.common.metrics import MetricsExport, RpcMetrics
+from services.common.startup_heap import freeze_startup_heap
 from services.common.tracing_setup import Tracing, start_tracing
 from services.router.config import RouterSettings
 from services.router.egress import Resolver
@@ -187,6 +188,7 @@ async def start_router(
 
 async def serve(settings: RouterSettings) -> None:
     running = await start_router(settings)
+    freeze_startup_heap()
     try:
         await run_until_signal(running.server, settings.shutdown_grace)
     finally:

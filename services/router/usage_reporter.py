@@ -4,7 +4,10 @@
 router exports them) and puts it on a bounded queue, and returns at once; when the queue is full
 (the vault slower than the calls, or away) the report is dropped and counted (`queue_full`).
 One task sends what is queued, up to `BATCH` reports per RPC, with a deadline; a failed send
-drops its batch (`send_failed`) and logs one line without user ids. Usage is best effort by
+drops its batch (`send_failed`) and logs one line without user ids. After the first report of a
+batch it lets the batch gather for up to `GATHER_SECONDS` (less once `BATCH` are waiting, none
+when flushing or closing), so that a busy router sends a few `RecordUsage` a second rather than
+one per few calls: each costs both processes an RPC and the vault a write. Usage is best effort by
 design: it must never slow or fail a call, and a lost report loses counts, never a credential.
 """
 
@@ -26,6 +29,8 @@ BATCH = 500
 """The most reports per `RecordUsage`."""
 SEND_TIMEOUT = 5.0
 """The deadline of one `RecordUsage`."""
+GATHER_SECONDS = 0.5
+"""The longest a report waits for others to join its batch."""
 
 _log = logging.getLogger("aicreds.router")
 
@@ -51,11 +56,16 @@ class UsageReporter:
         *,
         max_queue: int = MAX_QUEUE,
         timeout: float = SEND_TIMEOUT,
+        gather: float = GATHER_SECONDS,
     ) -> None:
         self._stub = usage_pb2_grpc.UsageServiceStub(channel)
         self.metrics = metrics  # None when the router exports no metrics
         self._queue: asyncio.Queue[UsageReport] = asyncio.Queue(max_queue)
         self._timeout = timeout
+        self._gather = gather
+        # Set when a batch should go without waiting out `gather`: a full batch, a flush, close.
+        self._send_now = asyncio.Event()
+        self._hurried = 0  # flushes waiting, plus one while closing: no gathering meanwhile
         self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -73,19 +83,28 @@ class UsageReporter:
             self._queue.put_nowait(report)
         except asyncio.QueueFull:
             self._dropped("queue_full")
+        if self._queue.qsize() >= BATCH:
+            self._send_now.set()
 
     def _dropped(self, reason: str, reports: int = 1) -> None:
         if self.metrics is not None:
             self.metrics.drop(reason, reports)
 
     async def flush(self) -> None:
-        """Wait until everything queued so far has been sent (or dropped)."""
-        await self._queue.join()
+        """Send what is queued now, and wait until it has been sent (or dropped)."""
+        self._hurried += 1
+        self._send_now.set()
+        try:
+            await self._queue.join()
+        finally:
+            self._hurried -= 1
 
     async def aclose(self, grace: float = 2.0) -> None:
         """Send what is queued within `grace` seconds, then stop."""
         if self._task is None:
             return
+        self._hurried += 1
+        self._send_now.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), grace)
         self._task.cancel()
@@ -96,6 +115,12 @@ class UsageReporter:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            if self._queue.qsize() < BATCH - 1 and not self._send_now.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._gather):
+                        await self._send_now.wait()
+            if self._queue.qsize() < BATCH and not self._hurried:
+                self._send_now.clear()  # what is queued now goes in this batch
             while len(batch) < BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:

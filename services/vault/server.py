@@ -28,6 +28,7 @@ from services.common.grpc_handlers import build_interceptors
 from services.common.grpc_server import RunningServer, run_until_signal, start_server
 from services.common.logging import configure_logging
 from services.common.metrics import MetricsExport, RpcMetrics
+from services.common.startup_heap import freeze_startup_heap
 from services.common.tracing_setup import Tracing, start_tracing
 from services.vault.auth import AuthDomain
 from services.vault.bulk_reads import BulkReads
@@ -189,6 +190,7 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
 
 async def serve(settings: VaultSettings) -> None:
     running = await start_vault(settings)
+    freeze_startup_heap()
     try:
         await run_until_signal(running.server)
     finally:

@@ -53,8 +53,20 @@ MESSAGES = [
 ]
 
 
+class _Written:
+    """What the service's handler wrote to `buffer`, once it has flushed."""
+
+    def __init__(self, handler: logging.Handler, buffer: io.StringIO) -> None:
+        self._handler = handler
+        self._buffer = buffer
+
+    def getvalue(self) -> str:
+        self._handler.flush()
+        return self._buffer.getvalue()
+
+
 @pytest.fixture
-def service_log() -> Iterator[io.StringIO]:
+def service_log() -> Iterator[_Written]:
     """The services' logging configuration, writing to a buffer."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
@@ -63,7 +75,8 @@ def service_log() -> Iterator[io.StringIO]:
     assert isinstance(handler, logging.StreamHandler)
     buffer = io.StringIO()
     handler.setStream(buffer)
-    yield buffer
+    # The handler writes in batches; flushing first gives every line logged so far.
+    yield _Written(handler, buffer)
     root.handlers[:], level = saved
     root.setLevel(level)
     for name in ("httpcore", "httpx", "h11"):
@@ -71,9 +84,7 @@ def service_log() -> Iterator[io.StringIO]:
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
-def test_a_message_logged_any_way_shows_no_secret(
-    service_log: io.StringIO, message: object
-) -> None:
+def test_a_message_logged_any_way_shows_no_secret(service_log: _Written, message: object) -> None:
     before = message.SerializeToString()  # type: ignore[attr-defined]
     log = logging.getLogger("aicreds.test")
     log.info(message)
@@ -106,7 +117,7 @@ def test_redact_keeps_names_and_masks_values() -> None:
     assert f"token={REDACTED}" in token and "id='t1'" in token
 
 
-def test_plain_records_are_unchanged(service_log: io.StringIO) -> None:
+def test_plain_records_are_unchanged(service_log: _Written) -> None:
     logging.getLogger("aicreds.test").info("%s calls, %d ok", "two", 2, extra={"fields": {"n": 1}})
     line = service_log.getvalue()
     assert '"message": "two calls, 2 ok"' in line and '"n": 1' in line

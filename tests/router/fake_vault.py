@@ -35,6 +35,7 @@ class FakeVault(
     delay: float = 0.0
     requests: list[credentials_pb2.ResolveRequest] = field(default_factory=list)
     usage: list[usage_pb2.UsageEntry] = field(default_factory=list)
+    usage_requests: int = 0  # RecordUsage calls answered
     refuse_usage: bool = False
     port: int = 0
     _server: grpc.aio.Server | None = None
@@ -97,4 +98,5 @@ class FakeVault(
         if self.refuse_usage:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "not now")
         self.usage.extend(request.entries)
+        self.usage_requests += 1
         return usage_pb2.RecordUsageResponse()

@@ -157,3 +157,53 @@ async def test_usage_reaches_the_vault_without_metrics(
     await fake_env.invoke(invoke_request(provider_name="", model="gpt-4o"))
     await fake_env.router.usage.flush()
     assert entries(fake_vault) == [(USER, "openai", "gpt-4o", 5, 6, 1)]
+
+
+async def test_reports_arriving_over_time_gather_into_one_record_usage(
+    fake_vault: FakeVault,
+) -> None:
+    channel = grpc.aio.insecure_channel(fake_vault.address)
+    reporter = UsageReporter(channel, None, gather=60.0)
+    reporter.start()
+    try:
+        for n in range(10):
+            reporter.record(UsageReport(USER, "openai", "gpt-4o", TokenUsage(n + 1, 1)))
+            await asyncio.sleep(0.01)  # calls end one by one, not all at once
+        assert fake_vault.usage_requests == 0  # still gathering: a minute has not passed
+        await reporter.flush()
+        assert fake_vault.usage_requests == 1
+        assert [e.input_tokens for e in fake_vault.usage] == list(range(1, 11))
+    finally:
+        await reporter.aclose()
+        await channel.close()
+
+
+async def test_a_gathering_batch_is_sent_without_a_flush(fake_vault: FakeVault) -> None:
+    channel = grpc.aio.insecure_channel(fake_vault.address)
+    reporter = UsageReporter(channel, None, gather=0.05)
+    reporter.start()
+    try:
+        for _ in range(3):
+            reporter.record(UsageReport(USER, "openai", "gpt-4o", TokenUsage(1, 2)))
+        for _ in range(1000):
+            if len(fake_vault.usage) == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert len(fake_vault.usage) == 3 and fake_vault.usage_requests == 1
+    finally:
+        await reporter.aclose()
+        await channel.close()
+
+
+async def test_closing_sends_a_gathering_batch_at_once(fake_vault: FakeVault) -> None:
+    channel = grpc.aio.insecure_channel(fake_vault.address)
+    reporter = UsageReporter(channel, None, gather=60.0)
+    reporter.start()
+    try:
+        reporter.record(UsageReport(USER, "openai", "gpt-4o", TokenUsage(1, 2)))
+        reporter.record(UsageReport(USER, "openai", "gpt-4o", TokenUsage(3, 4)))
+        await asyncio.sleep(0.01)
+        await reporter.aclose(grace=30.0)
+        assert [(e.input_tokens, e.output_tokens) for e in fake_vault.usage] == [(1, 2), (3, 4)]
+    finally:
+        await channel.close()
