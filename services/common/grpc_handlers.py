@@ -47,7 +47,7 @@ __all__ = [
     "ERROR_REASON_KEY",
     "STATUS_BY_KIND",
     "build_interceptors",
-    "log_streamed_request",
+    "record_streamed_request",
     "status_of",
 ]
 _OPEN_PREFIXES = (
@@ -156,7 +156,7 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"caller {caller.name!r} lacks the right {what!r} for {method}",
                 )
-        _current_call.set(_Call(self._service, method, caller, request_id, denial))
+        _current_call.set(_Call(self._service, method, caller, request_id, denial, self._metrics))
         request_context._caller.set(caller)
         request_context._request_id.set(request_id)
         wrapped = self._wrapped.get(method)
@@ -170,7 +170,7 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
 class _Call:
     """What the wrapper needs to know about one RPC."""
 
-    __slots__ = ("service", "method", "caller", "request_id", "denial", "code")
+    __slots__ = ("service", "method", "caller", "request_id", "denial", "code", "metrics")
 
     def __init__(
         self,
@@ -179,12 +179,15 @@ class _Call:
         caller: Caller | None,
         request_id: str,
         denial: tuple[grpc.StatusCode, str] | None,
+        metrics: RpcMetrics | None = None,
     ) -> None:
         self.service = service
         self.method = method
         self.caller = caller
         self.request_id = request_id
         self.denial = denial
+        # The server's RPC metrics (when exported), for the requests a stream carries.
+        self.metrics = metrics
         # The status the wrapper ended the RPC with, when it did (else the context's).
         self.code: grpc.StatusCode | None = None
 
@@ -319,15 +322,21 @@ def _log_access(call: _Call, context: grpc.aio.ServicerContext, start: float) ->
     _write_access_line(call, call.method, _status(call, context), start, call.request_id, None)
 
 
-def log_streamed_request(method: str, code: grpc.StatusCode, start: float) -> None:
-    """The access-log line of one request carried on the streaming RPC being handled (the
-    vault's lookups on `ResolveStream`), as the line of a call of `method` would be, with the
-    current request id and `via` naming the stream's method. `start`: `time.perf_counter()`
-    when the request was read."""
-    if not access_log.isEnabledFor(logging.INFO):
+def record_streamed_request(method: str, code: grpc.StatusCode, start: float) -> None:
+    """One request carried on the streaming RPC being handled (the vault's lookups on
+    `ResolveStream`) is over: it is counted and timed as a call of `method` (with the server's
+    metrics, when exported) and gets the access-log line such a call would, with the current
+    request id and `via` naming the stream's method. `start`: `time.perf_counter()` when the
+    request was read."""
+    call = _current_call.get(None)
+    if call is None:  # not inside an RPC of an intercepted server: nothing to record
         return
-    call = _current_call.get()
-    _write_access_line(call, method, code, start, request_context.current_request_id(), call.method)
+    if call.metrics is not None:
+        call.metrics.for_method(method).finished(method, code, time.perf_counter() - start)
+    if access_log.isEnabledFor(logging.INFO):
+        _write_access_line(
+            call, method, code, start, request_context.current_request_id(), call.method
+        )
 
 
 def _write_access_line(

@@ -20,6 +20,7 @@ from aicreds.vault.v1 import providers_pb2 as ppb
 from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
 from aicreds.vault.v1.providers_pb2_grpc import ProviderServiceStub
 
+from services.common import tracing
 from services.common.errors import AicredsError
 from services.router.errors import VaultUnavailable
 from services.router.invocation import Resolution
@@ -284,3 +285,20 @@ async def test_streams_reach_every_replica_and_fail_over_when_one_goes(
     finally:
         await client.aclose()
         await channel.close()
+
+
+async def test_with_tracing_on_each_lookup_is_a_unary_resolve(
+    stream_vaults: list[StreamVault], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vault = stream_vaults[0]
+    await vault.start()
+    channel = open_vault_channel(f"127.0.0.1:{vault.port}", "tok")
+    client = ResolveClient(channel)
+    monkeypatch.setattr(tracing, "active", True)
+    try:
+        for _ in range(3):
+            assert (await _ask(client)).values == {"served_by": "first"}
+    finally:
+        await client.aclose()
+        await channel.close()
+    assert (vault.seen["unary"], vault.seen["stream"]) == (3, 0)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import grpc.aio
@@ -16,7 +17,8 @@ from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
 
 from services.vault.servicers.resolve_stream import answer_resolve_stream
 from tests.support.databases import raw_fetch
-from tests.support.vault import VaultHandle
+from tests.support.metrics import delta, scrape
+from tests.support.vault import VaultHandle, running_vault
 from tests.vault.test_resolve import (
     CREDENTIALS,
     LITERAL,
@@ -193,3 +195,25 @@ async def test_no_more_than_max_in_flight_requests_are_worked_on_at_once() -> No
     got = [await first] + [a async for a in answers]
     assert sorted(a.id for a in got) == [0, 1, 2, 3, 4]
     assert all(a.response.upstream_model == f"u{a.id}" for a in got)
+
+
+async def test_each_request_is_counted_in_the_metrics_as_a_resolve(tmp_path: Path) -> None:
+    async with running_vault(tmp_path, env={"VAULT_METRICS_LISTEN": "127.0.0.1:0"}) as handle:
+        await CredentialServiceStub(handle.channel("gateway")).ReplaceCredentials(
+            cpb.ReplaceCredentialsRequest(user_id="alice", credentials=CREDENTIALS)
+        )
+        assert handle.running.server.metrics is not None
+        port = handle.running.server.metrics.port
+        stub = CredentialServiceStub(handle.channel("router"))
+        keys = cpb.ResolveRequest(user_id="alice", keys=cpb.KeyNames(keys=["openai_api_key"]))
+        before = await scrape(port)
+        await _on_one_stream(stub, [keys, keys, keys, REQUESTS[4]])
+        after = await scrape(port)
+    requests = "aicreds_vault_grpc_requests_total"
+    resolve = "/aicreds.vault.v1.CredentialService/Resolve"
+    assert delta(before, after, requests, method=resolve, code="OK") == 3
+    assert delta(before, after, requests, method=resolve, code="NOT_FOUND") == 1
+    assert delta(before, after, requests, method=resolve + "Stream", code="OK") == 1
+    latency = "aicreds_vault_grpc_request_duration_seconds_count"
+    assert delta(before, after, latency, method=resolve) == 4
+    assert after.leaks([*CREDENTIALS, *CREDENTIALS.values()]) == []

@@ -5,7 +5,8 @@ request then runs as a task of its own, with its request id bound for the log li
 through the same `Resolve` the unary RPC runs (audited before it answers); its answer carries the
 request's id. A request that fails is answered with the status the unary RPC would have ended
 with (`grpc_handlers.status_of`: same code, message and reason), and the stream goes on. Each
-request has the access-log line a unary `Resolve` would have, with `via` naming the stream.
+request is counted in the RPC metrics and has the access-log line of a unary `Resolve`, with
+`via` naming the stream.
 
 At most `MAX_IN_FLIGHT` requests are worked on at once: the next is read from the stream only
 when one of them is answered, so a caller sending faster than the vault answers is held back by
@@ -21,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 from aicreds.vault.v1 import credentials_pb2 as pb
 
-from services.common.grpc_handlers import log_streamed_request, status_of
+from services.common.grpc_handlers import record_streamed_request, status_of
 from services.common.request_context import bind_request_id, new_request_id
 
 MAX_IN_FLIGHT = 100
@@ -55,12 +56,12 @@ async def answer_resolve_stream(
         try:
             reply = await resolve(message.request)
             answers.put_nowait(pb.ResolveStreamResponse(id=message.id, response=reply))
-            log_streamed_request(RESOLVE, grpc.StatusCode.OK, start)
+            record_streamed_request(RESOLVE, grpc.StatusCode.OK, start)
         except Exception as err:
             code, text, reason = status_of(err, METHOD)
             error = pb.ResolveError(code=code.value[0], message=text, reason=reason)
             answers.put_nowait(pb.ResolveStreamResponse(id=message.id, error=error))
-            log_streamed_request(RESOLVE, code, start)
+            record_streamed_request(RESOLVE, code, start)
         finally:
             slots.release()
 
