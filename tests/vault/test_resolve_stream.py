@@ -15,6 +15,7 @@ import pytest
 from aicreds.vault.v1 import credentials_pb2 as cpb
 from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
 
+from services.common.grpc_server import open_channel
 from services.vault.servicers.resolve_stream import answer_resolve_stream
 from tests.support.databases import raw_fetch
 from tests.support.metrics import delta, scrape
@@ -217,3 +218,23 @@ async def test_each_request_is_counted_in_the_metrics_as_a_resolve(tmp_path: Pat
     latency = "aicreds_vault_grpc_request_duration_seconds_count"
     assert delta(before, after, latency, method=resolve) == 4
     assert after.leaks([*CREDENTIALS, *CREDENTIALS.values()]) == []
+
+
+async def test_only_the_resolve_right_opens_a_stream(tmp_path: Path) -> None:
+    callers = {"router": ["resolve"], "auditor": ["admin"], "both": ["manage", "resolve"]}
+    async with running_vault(tmp_path, callers) as handle:
+        request = [cpb.ResolveRequest(user_id="alice", keys=cpb.KeyNames(keys=["k"]))]
+        for caller in ("router", "both"):
+            answers = await _on_one_stream(CredentialServiceStub(handle.channel(caller)), request)
+            assert answers[100].HasField("response"), caller
+        unknown = open_channel(handle.address, "not-a-caller-token")
+        try:
+            for stub, code in (
+                (CredentialServiceStub(handle.channel("auditor")), "PERMISSION_DENIED"),
+                (CredentialServiceStub(unknown), "UNAUTHENTICATED"),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await _on_one_stream(stub, request)
+                assert info.value.code().name == code
+        finally:
+            await unknown.close()
