@@ -43,7 +43,13 @@ from services.common.errors import AicredsError
 from services.common.metrics import MethodMetrics, RpcMetrics
 from services.common.rpc_tracing import start_rpc_span
 
-__all__ = ["ERROR_REASON_KEY", "STATUS_BY_KIND", "build_interceptors"]
+__all__ = [
+    "ERROR_REASON_KEY",
+    "STATUS_BY_KIND",
+    "build_interceptors",
+    "record_streamed_request",
+    "status_of",
+]
 _OPEN_PREFIXES = (
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1alpha.ServerReflection/",
@@ -150,7 +156,7 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"caller {caller.name!r} lacks the right {what!r} for {method}",
                 )
-        _current_call.set(_Call(self._service, method, caller, request_id, denial))
+        _current_call.set(_Call(self._service, method, caller, request_id, denial, self._metrics))
         request_context._caller.set(caller)
         request_context._request_id.set(request_id)
         wrapped = self._wrapped.get(method)
@@ -164,7 +170,7 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
 class _Call:
     """What the wrapper needs to know about one RPC."""
 
-    __slots__ = ("service", "method", "caller", "request_id", "denial", "code")
+    __slots__ = ("service", "method", "caller", "request_id", "denial", "code", "metrics")
 
     def __init__(
         self,
@@ -173,12 +179,15 @@ class _Call:
         caller: Caller | None,
         request_id: str,
         denial: tuple[grpc.StatusCode, str] | None,
+        metrics: RpcMetrics | None = None,
     ) -> None:
         self.service = service
         self.method = method
         self.caller = caller
         self.request_id = request_id
         self.denial = denial
+        # The server's RPC metrics (when exported), for the requests a stream carries.
+        self.metrics = metrics
         # The status the wrapper ended the RPC with, when it did (else the context's).
         self.code: grpc.StatusCode | None = None
 
@@ -250,7 +259,39 @@ def _wrap(
         return grpc.unary_stream_rpc_method_handler(
             unary_stream, handler.request_deserializer, handler.response_serializer
         )
-    raise TypeError(f"{method}: only unary-unary and unary-stream methods are supported")
+    if handler.stream_stream is not None:
+        inner_ss = handler.stream_stream
+
+        async def stream_stream(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            # The checks run once, when the stream opens; the access log line, the metrics and
+            # the span are the stream's as a whole.
+            call = _current_call.get()
+            start = time.perf_counter()
+            if in_flight is not None:
+                in_flight.inc()
+            span = start_rpc_span(tracer, method, context) if tracer is not None else None
+            try:
+                if call.denial is not None:
+                    call.code = call.denial[0]
+                    await context.abort(*call.denial)
+                try:
+                    async for item in inner_ss(requests, context):
+                        yield item
+                except BaseException as err:
+                    await _fail(call, context, err)
+            finally:
+                _finished(call, context, start, observed)
+                if span is not None:
+                    span.end(_status(call, context))
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream, handler.request_deserializer, handler.response_serializer
+        )
+    raise TypeError(
+        f"{method}: only unary-unary, unary-stream and stream-stream methods are supported"
+    )
 
 
 _CODE_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
@@ -278,15 +319,44 @@ def _log_access(call: _Call, context: grpc.aio.ServicerContext, start: float) ->
     """The one access-log line of an RPC (made without logging's caller lookup)."""
     if not access_log.isEnabledFor(logging.INFO):
         return
-    code = _status(call, context)
+    _write_access_line(call, call.method, _status(call, context), start, call.request_id, None)
+
+
+def record_streamed_request(method: str, code: grpc.StatusCode, start: float) -> None:
+    """One request carried on the streaming RPC being handled (the vault's lookups on
+    `ResolveStream`) is over: it is counted and timed as a call of `method` (with the server's
+    metrics, when exported) and gets the access-log line such a call would, with the current
+    request id and `via` naming the stream's method. `start`: `time.perf_counter()` when the
+    request was read."""
+    call = _current_call.get(None)
+    if call is None:  # not inside an RPC of an intercepted server: nothing to record
+        return
+    if call.metrics is not None:
+        call.metrics.for_method(method).finished(method, code, time.perf_counter() - start)
+    if access_log.isEnabledFor(logging.INFO):
+        _write_access_line(
+            call, method, code, start, request_context.current_request_id(), call.method
+        )
+
+
+def _write_access_line(
+    call: _Call,
+    method: str,
+    code: grpc.StatusCode,
+    start: float,
+    request_id: str,
+    via: str | None,
+) -> None:
     fields = {
         "service": call.service,
-        "method": call.method,
+        "method": method,
         "caller": call.caller.name if call.caller else None,
         "code": code.name,
         "ms": round((time.perf_counter() - start) * 1000, 3),
-        "request_id": call.request_id,
+        "request_id": request_id,
     }
+    if via is not None:
+        fields["via"] = via
     access_log.handle(
         access_log.makeRecord(
             access_log.name,
@@ -301,28 +371,35 @@ def _log_access(call: _Call, context: grpc.aio.ServicerContext, start: float) ->
     )
 
 
+def status_of(err: Exception, method: str) -> tuple[grpc.StatusCode, str, str]:
+    """The status an exception from a handler of `method` ends its RPC with: (code, public
+    message, reason). Also for each request of a stream that answers requests one by one
+    (the vault's `ResolveStream`), so that they fail exactly as the unary RPC would."""
+    if isinstance(err, AicredsError):
+        return STATUS_BY_KIND.get(err.kind, grpc.StatusCode.INTERNAL), err.message, err.reason
+    # Only the type and where it was raised: an exception's text may carry a secret.
+    frame = err.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
+    _log.error(
+        "unhandled error",
+        extra={"fields": {"method": method, "error": type(err).__name__, "where": where}},
+    )
+    return grpc.StatusCode.INTERNAL, "internal error", ""
+
+
 async def _fail(call: _Call, context: grpc.aio.ServicerContext, err: BaseException) -> None:
     """Turn an exception from the handler into a status (recorded in `call.code`); always
     raises."""
     if isinstance(err, grpc.aio.AbortError):
         raise err
-    if isinstance(err, AicredsError):
-        code = STATUS_BY_KIND.get(err.kind, grpc.StatusCode.INTERNAL)
-        call.code = code
-        trailing = tuple(context.trailing_metadata() or ()) + reason_metadata(err.reason)
-        context.set_trailing_metadata(trailing)
-        await context.abort(code, err.message)
     if isinstance(err, Exception):
-        call.code = grpc.StatusCode.INTERNAL
-        # Only the type and where it was raised: an exception's text may carry a secret.
-        frame = err.__traceback__
-        while frame is not None and frame.tb_next is not None:
-            frame = frame.tb_next
-        where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
-        _log.error(
-            "unhandled error",
-            extra={"fields": {"method": call.method, "error": type(err).__name__, "where": where}},
-        )
-        await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        code, message, reason = status_of(err, call.method)
+        call.code = code
+        if reason:
+            trailing = tuple(context.trailing_metadata() or ()) + reason_metadata(reason)
+            context.set_trailing_metadata(trailing)
+        await context.abort(code, message)
     call.code = grpc.StatusCode.CANCELLED
     raise err

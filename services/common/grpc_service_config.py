@@ -48,6 +48,9 @@ RETRIED: Mapping[str, Mapping[str, bool]] = {
         "GetCredential": True,
         "GetCredentialHosts": True,
         "Resolve": True,
+        # A stream is never retried by gRPC: the router asks again, on a new stream, for the
+        # requests of one that broke (`services.router.resolve_stream`).
+        "ResolveStream": False,
         "PutCredential": True,
         "ReplaceCredentials": True,
         "SetCredentialHosts": True,

@@ -34,7 +34,7 @@ REQUIRED_RIGHTS: Mapping[str, Right] = {
         "GetCredentialHosts",
         "SetCredentialHosts",
     ),
-    **_methods(CREDENTIAL_SERVICE, Right.RESOLVE, "Resolve"),
+    **_methods(CREDENTIAL_SERVICE, Right.RESOLVE, "Resolve", "ResolveStream"),
     **_methods(
         PROVIDER_SERVICE,
         Right.MANAGE,

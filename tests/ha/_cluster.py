@@ -162,7 +162,8 @@ async def _spawn(
             "-m",
             f"services.{kind}.server",
             cwd=ROOT,
-            env={**env, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+            # This checkout's generated code too, whatever checkout the venv was installed from.
+            env={**env, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}", "PYTHONUNBUFFERED": "1"},
             stdout=out,
             stderr=asyncio.subprocess.STDOUT,
         )

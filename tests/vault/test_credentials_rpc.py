@@ -146,6 +146,7 @@ async def test_user_b_never_sees_or_changes_user_a(vault: VaultHandle) -> None:
 
 
 def _all_methods() -> list[tuple[str, Any, Any]]:
+    """The unary methods (`ResolveStream`'s rights: test_resolve_stream.py)."""
     service = pb.DESCRIPTOR.services_by_name["CredentialService"]
     return [
         (
@@ -154,6 +155,7 @@ def _all_methods() -> list[tuple[str, Any, Any]]:
             message_factory.GetMessageClass(method.output_type),
         )
         for method in service.methods
+        if not method.client_streaming
     ]
 
 

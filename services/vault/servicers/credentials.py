@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable
+
 import grpc.aio
 from aicreds.vault.v1 import credentials_pb2 as pb
 from aicreds.vault.v1 import credentials_pb2_grpc
@@ -12,6 +14,7 @@ from services.vault.credentials import CredentialMaps
 from services.vault.resolve import Resolver
 from services.vault.servicers import caller_name
 from services.vault.servicers.providers import provider_to_proto
+from services.vault.servicers.resolve_stream import answer_resolve_stream
 
 
 def _credentials_response(credentials: dict[str, str]) -> pb.GetCredentialsResponse:
@@ -69,8 +72,24 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
     async def Resolve(
         self, request: pb.ResolveRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResolveResponse:
+        return await self._resolve(caller_name(), request)
+
+    async def ResolveStream(
+        self,
+        requests: AsyncIterator[pb.ResolveStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ResolveStreamResponse]:
+        caller = caller_name()  # authenticated once, when the stream opened
+
+        def resolve(request: pb.ResolveRequest) -> Awaitable[pb.ResolveResponse]:
+            return self._resolve(caller, request)
+
+        async for answer in answer_resolve_stream(requests, resolve):
+            yield answer
+
+    async def _resolve(self, caller: str, request: pb.ResolveRequest) -> pb.ResolveResponse:
+        """One `Resolve` for `caller`, unary or on a stream."""
         target = request.WhichOneof("target")
-        caller = caller_name()
         if target == "keys":
             resolution = await self._resolver.resolve_keys(
                 caller, request.user_id, list(request.keys.keys)

@@ -160,6 +160,36 @@ class ResolveResponse(_message.Message):
     value_hosts: _containers.MessageMap[str, HostList]
     def __init__(self, provider: _Optional[_Union[_providers_pb2.Provider, _Mapping]] = ..., values: _Optional[_Mapping[str, str]] = ..., missing_keys: _Optional[_Iterable[str]] = ..., upstream_model: _Optional[str] = ..., value_hosts: _Optional[_Mapping[str, HostList]] = ...) -> None: ...
 
+class ResolveStreamRequest(_message.Message):
+    __slots__ = ("id", "request", "request_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    request: ResolveRequest
+    request_id: str
+    def __init__(self, id: _Optional[int] = ..., request: _Optional[_Union[ResolveRequest, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ResolveStreamResponse(_message.Message):
+    __slots__ = ("id", "response", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    response: ResolveResponse
+    error: ResolveError
+    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[ResolveResponse, _Mapping]] = ..., error: _Optional[_Union[ResolveError, _Mapping]] = ...) -> None: ...
+
+class ResolveError(_message.Message):
+    __slots__ = ("code", "message", "reason")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    reason: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class HostList(_message.Message):
     __slots__ = ("hosts",)
     HOSTS_FIELD_NUMBER: _ClassVar[int]

@@ -70,6 +70,11 @@ class CredentialServiceStub:
                 request_serializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.ResolveRequest.SerializeToString,
                 response_deserializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.ResolveResponse.FromString,
                 _registered_method=True)
+        self.ResolveStream = channel.stream_stream(
+                '/aicreds.vault.v1.CredentialService/ResolveStream',
+                request_serializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.ResolveStreamRequest.SerializeToString,
+                response_deserializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.ResolveStreamResponse.FromString,
+                _registered_method=True)
         self.GetCredentialHosts = channel.unary_unary(
                 '/aicreds.vault.v1.CredentialService/GetCredentialHosts',
                 request_serializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.GetCredentialHostsRequest.SerializeToString,
@@ -140,6 +145,22 @@ class CredentialServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResolveStream(self, request_iterator, context):
+        """ResolveStream is `Resolve` for many calls on one long-lived stream (right `resolve`, checked
+        once, when the stream opens; a refused stream ends with UNAUTHENTICATED or
+        PERMISSION_DENIED). Each request carries an id chosen by the caller, and gets exactly one
+        answer with that id: the `ResolveResponse` the unary `Resolve` would return, or the status
+        it would end with (same code, message and reason). Answers come in the order they are ready,
+        not the order asked. Every request is audited before it is answered, as by `Resolve`. At
+        most 100 requests are worked on at once per stream: the vault reads no further request
+        until one of them is answered. Deadlines are the caller's: it gives up on a request on its
+        own (its late answer is dropped). A stream ending in any status fails its unanswered
+        requests; the caller opens another.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCredentialHosts(self, request, context):
         """GetCredentialHosts returns the bound hosts of each of the user's credentials that is bound
         to hosts (SPEC 2.9); unbound credentials (any host) are absent. With `key`, only that one
@@ -195,6 +216,11 @@ def add_CredentialServiceServicer_to_server(servicer, server):
                     servicer.Resolve,
                     request_deserializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.ResolveRequest.FromString,
                     response_serializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.ResolveResponse.SerializeToString,
+            ),
+            'ResolveStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ResolveStream,
+                    request_deserializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.ResolveStreamRequest.FromString,
+                    response_serializer=aicreds_dot_vault_dot_v1_dot_credentials__pb2.ResolveStreamResponse.SerializeToString,
             ),
             'GetCredentialHosts': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCredentialHosts,
@@ -397,6 +423,33 @@ class CredentialService:
             '/aicreds.vault.v1.CredentialService/Resolve',
             aicreds_dot_vault_dot_v1_dot_credentials__pb2.ResolveRequest.SerializeToString,
             aicreds_dot_vault_dot_v1_dot_credentials__pb2.ResolveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/aicreds.vault.v1.CredentialService/ResolveStream',
+            aicreds_dot_vault_dot_v1_dot_credentials__pb2.ResolveStreamRequest.SerializeToString,
+            aicreds_dot_vault_dot_v1_dot_credentials__pb2.ResolveStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

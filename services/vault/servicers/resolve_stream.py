@@ -1,0 +1,88 @@
+"""`ResolveStream`: many `Resolve`s on one stream, each answered as the unary RPC would answer it.
+
+The caller was authenticated (right `resolve`) when the stream opened (`grpc_handlers`). Each
+request then runs as a task of its own, with its request id bound for the log lines about it,
+through the same `Resolve` the unary RPC runs (audited before it answers); its answer carries the
+request's id. A request that fails is answered with the status the unary RPC would have ended
+with (`grpc_handlers.status_of`: same code, message and reason), and the stream goes on. Each
+request is counted in the RPC metrics and has the access-log line of a unary `Resolve`, with
+`via` naming the stream.
+
+At most `MAX_IN_FLIGHT` requests are worked on at once: the next is read from the stream only
+when one of them is answered, so a caller sending faster than the vault answers is held back by
+the stream's flow control instead of piling up tasks here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+from aicreds.vault.v1 import credentials_pb2 as pb
+
+from services.common.grpc_handlers import record_streamed_request, status_of
+from services.common.request_context import bind_request_id, new_request_id
+
+MAX_IN_FLIGHT = 100
+"""Requests worked on at once per stream (the proto's promise)."""
+
+METHOD = "/aicreds.vault.v1.CredentialService/ResolveStream"
+# Each request's access-log line is that of the unary call it stands for (`via` the stream).
+RESOLVE = "/aicreds.vault.v1.CredentialService/Resolve"
+# A request id arrives in a message, not in metadata: bounded before it goes on log lines.
+_MAX_REQUEST_ID = 128
+
+ResolveInto = Callable[[pb.ResolveRequest], Awaitable[pb.ResolveResponse]]
+"""The unary `Resolve` of the stream's caller: a request in, its reply out (or an error)."""
+
+
+async def answer_resolve_stream(
+    requests: AsyncIterator[pb.ResolveStreamRequest],
+    resolve: ResolveInto,
+    max_in_flight: int = MAX_IN_FLIGHT,
+) -> AsyncIterator[pb.ResolveStreamResponse]:
+    """The answers to `requests`, each as soon as it is ready; ends when the caller has closed
+    its side and every request is answered."""
+    answers: asyncio.Queue[pb.ResolveStreamResponse | None] = asyncio.Queue()
+    slots = asyncio.Semaphore(max_in_flight)
+    working: set[asyncio.Task[None]] = set()
+
+    async def answer(message: pb.ResolveStreamRequest) -> None:
+        # A task of its own: its request id stays its own (a copy of the stream's context).
+        start = time.perf_counter()
+        bind_request_id(message.request_id[:_MAX_REQUEST_ID] or new_request_id())
+        try:
+            reply = await resolve(message.request)
+            answers.put_nowait(pb.ResolveStreamResponse(id=message.id, response=reply))
+            record_streamed_request(RESOLVE, grpc.StatusCode.OK, start)
+        except Exception as err:
+            code, text, reason = status_of(err, METHOD)
+            error = pb.ResolveError(code=code.value[0], message=text, reason=reason)
+            answers.put_nowait(pb.ResolveStreamResponse(id=message.id, error=error))
+            record_streamed_request(RESOLVE, code, start)
+        finally:
+            slots.release()
+
+    async def read() -> None:
+        try:
+            async for message in requests:
+                await slots.acquire()
+                task = asyncio.ensure_future(answer(message))
+                working.add(task)
+                task.add_done_callback(working.discard)
+            if working:
+                await asyncio.wait(set(working))
+        finally:
+            answers.put_nowait(None)
+
+    reader = asyncio.ensure_future(read())
+    try:
+        while (item := await answers.get()) is not None:
+            yield item
+        await reader  # the caller's side ended in an error: the stream ends with it
+    finally:
+        reader.cancel()
+        for task in working:
+            task.cancel()
