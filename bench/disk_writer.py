@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import signal
 import sys
 import time
@@ -45,6 +46,8 @@ def write_loop(directory: Path, block_mib: int, span_mib: int, stop: list[bool])
         os.close(fd)
         path.unlink(missing_ok=True)
     elapsed = time.monotonic() - start
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime
     ordered = sorted(sync_ms) or [0.0]
     return {
         "blocks": len(sync_ms),
@@ -53,6 +56,9 @@ def write_loop(directory: Path, block_mib: int, span_mib: int, stop: list[bool])
         "mib_per_s": round(len(sync_ms) * block_mib / elapsed, 1) if elapsed > 0 else 0.0,
         "fdatasync_ms_p50": round(ordered[len(ordered) // 2], 2),
         "fdatasync_ms_max": round(ordered[-1], 2),
+        # It competes for CPU too (copying blocks into the page cache): how much it took.
+        "cpu_s": round(cpu, 2),
+        "cpu_share_of_one_core": round(cpu / elapsed, 2) if elapsed > 0 else 0.0,
     }
 
 

@@ -520,7 +520,8 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
             "",
             f"Disk writer during {scenarios}: {writer.get('block_mib')} MiB blocks, "
             f"{writer.get('mib_per_s')} MiB/s written and synced, fdatasync p50 "
-            f"{writer.get('fdatasync_ms_p50')} ms, max {writer.get('fdatasync_ms_max')} ms.",
+            f"{writer.get('fdatasync_ms_p50')} ms, max {writer.get('fdatasync_ms_max')} ms; "
+            f"its own CPU {writer.get('cpu_share_of_one_core')} of one core.",
         ]
     peer_log = meta.get("peer_log")
     if peer_log is not None:

@@ -198,6 +198,7 @@ def test_disk_writer_writes_syncs_and_cleans_up(tmp_path: Path) -> None:
     assert time.monotonic() - started < 30
     assert report["blocks"] >= 1
     assert report["mib_per_s"] > 0
+    assert report["cpu_s"] > 0
     assert not (tmp_path / FILE_NAME).exists()
 
 
