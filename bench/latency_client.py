@@ -13,9 +13,10 @@ with `perf_counter_ns` from just before the write to the last byte of the answer
 outside 2xx counts as an error, as does a connection closed before the answer ended (it
 reconnects). Times go to a binary file of int64 nanoseconds; a JSON report goes to stdout.
 
-Its cost: about 20-30 µs of CPU per request on this machine (each run reports its own
-`cpu_us_per_request`), against wrk's 5-10 µs and `hey`'s ~100 µs, and its timestamps have
-nanosecond resolution where `hey -o csv` prints 0.1 ms. wrk stays the throughput figure.
+Its cost, measured against the fake upstream (bench/README.md): 10-15 µs of CPU per request,
+against wrk's 10-16 µs and `hey`'s 41-75 µs (each run reports its own `cpu_us_per_request`),
+and its timestamps have nanosecond resolution where `hey -o csv` prints 0.1 ms. wrk stays the
+throughput figure.
 """
 
 from __future__ import annotations
