@@ -181,6 +181,29 @@ def test_latency_client_times_every_answer_and_counts_401s() -> None:
     assert len(mixed_rec.latencies_ns) == mixed_rec.statuses[200]
 
 
+def test_run_client_runs_in_its_own_process_and_reports_every_status(tmp_path: Path) -> None:
+    async def scenario() -> UncorrectedRun:
+        server, port = await _upstream(b"Bearer right")
+        spec = client_spec(
+            "127.0.0.1",
+            port,
+            [("POST", "/v1/chat/completions", "{}"), ("POST", "/v1/chat/completions", "{}")],
+            {"Authorization": "Bearer wrong"},
+        )
+        try:
+            return await latency_client.run_client(tmp_path, "probe", spec, 1, 0.3)
+        finally:
+            server.close()
+
+    run = asyncio.run(scenario())
+    # Every answer was a 401: no time recorded, every one an error; the spec and times stay
+    # in the private work dir only as long as needed.
+    assert run.ok == 0
+    assert run.error_count == run.completed > 0
+    assert list(run.error_detail) == ["http_401"]
+    assert not (tmp_path / "probe.latency.bin").exists()
+
+
 def test_client_spec_round_trips_through_json() -> None:
     spec = client_spec("127.0.0.1", 80, [("GET", "/x", "")], {"A": "b"})
     assert json.loads(json.dumps(spec))["requests"] == [{"method": "GET", "path": "/x", "body": ""}]
