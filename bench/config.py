@@ -36,6 +36,9 @@ PEERS = ("litellm",)
 PEER = "litellm"
 PEER_STREAM = "stream_litellm"
 PEER_DISK = "litellm_disk"
+PEER_SCENARIOS = (PEER, PEER_STREAM, PEER_DISK)
+# Which of our scenarios each peer scenario is the counterpart of (it runs alternately with it).
+PEER_OF = {"gateway": PEER, "stream_gateway": PEER_STREAM, "disk_writer": PEER_DISK}
 
 
 def _int_list(environ: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -73,8 +76,8 @@ class BenchConfig:
     BENCH_VAULT_REPLICAS  vault processes sharing that database, one run each (default 1,3)
     BENCH_TRACING       true: `gateway` again, right after it, on a second stack whose services
                         export OpenTelemetry traces to a local OTLP sink (`gateway_traced`)
-    BENCH_PEER          `litellm`: the same load through LiteLLM's proxy (pinned in
-                        bench/peer-requirements.txt), after our scenarios (default unset)
+    BENCH_PEER          `litellm`: the same loads through LiteLLM's proxy (pinned in
+                        bench/peer-requirements.txt), each run right after ours (default unset)
     """
 
     duration_s: float = 15.0
@@ -101,8 +104,7 @@ class BenchConfig:
         """The peer's runs: those of ours that have a counterpart through it."""
         if not self.peer:
             return ()
-        pairs = (("gateway", PEER), ("stream_gateway", PEER_STREAM), ("disk_writer", PEER_DISK))
-        return tuple(peer for ours, peer in pairs if ours in self.scenarios)
+        return tuple(peer for ours, peer in PEER_OF.items() if ours in self.scenarios)
 
     @property
     def vault_pg_scenarios(self) -> tuple[str, ...]:

@@ -27,8 +27,8 @@ from bench.config import (
     DIRECT_DISK,
     DISK_CONCURRENCY,
     GATEWAY_DISK,
-    PEER,
-    PEER_DISK,
+    PEER_OF,
+    PEER_SCENARIOS,
     PEER_STREAM,
     TRACED_SCENARIO,
     VAULT_PG_SCENARIO,
@@ -195,7 +195,7 @@ class Bench:
         """The function that runs `scenario` once at a given concurrency and duration."""
         assert self.upstream is not None
         json_headers = {"Content-Type": "application/json"}
-        if scenario in (PEER, PEER_DISK, PEER_STREAM):
+        if scenario in PEER_SCENARIOS:
             return self._peer_runner(scenario)
         if scenario in ("direct", DIRECT_DISK):
             return self._wrk_runner(
@@ -331,8 +331,8 @@ class Bench:
 
     # --- measuring --------------------------------------------------------------------------
 
-    def service_pids(self) -> dict[str, int]:
-        if self.peer is not None:
+    def service_pids(self, scenario: str = "") -> dict[str, int]:
+        if scenario in PEER_SCENARIOS and self.peer is not None:
             # A peer run: LiteLLM (its process tree) and the fake upstream; our stack idles.
             peer_pids = {"litellm": self.peer.pid}
             if self.upstream is not None:
@@ -356,7 +356,7 @@ class Bench:
         """Warm up, then one measured run with CPU and RSS of every service around it."""
         if self.config.warmup_s > 0:
             await run(concurrency, self.config.warmup_s)
-        pids = self.service_pids()
+        pids = self.service_pids(scenario)
         load_before = loadavg_1m()
         for pid in pids.values():
             self.peak_reset_ok &= procstats.reset_peak(pid)
@@ -393,7 +393,7 @@ class Bench:
             }
         result.client["loadavg_1m_before_after"] = [load_before, loadavg_1m()]
         checked = self.pg_stack if scenario.startswith(VAULT_PG_SCENARIO) else self.stack
-        if self.peer is not None:
+        if scenario in PEER_SCENARIOS and self.peer is not None:
             self.peer.check_alive()
         elif checked is not None:
             checked.check_alive()
@@ -423,10 +423,13 @@ class Bench:
                 levels = (config.rest_concurrency,)
             else:
                 levels = config.concurrencies
+            # With BENCH_PEER, the peer's counterpart runs alternately with ours at each
+            # concurrency, so that each pair compared is measured seconds apart.
+            peer = [PEER_OF[scenario]] if self.peer and scenario in PEER_OF else []
             if scenario == "disk_writer":
-                await self.run_with_disk_writer([DIRECT_DISK, GATEWAY_DISK])
+                await self.run_with_disk_writer([DIRECT_DISK, GATEWAY_DISK, *peer])
                 continue
-            await self.run_scenario(scenario, levels)
+            await self.run_scenarios([scenario, *peer], levels)
             if scenario == "gateway" and config.tracing:
                 await self.run_traced_gateway()  # right after, so both see the same machine
             if scenario == "vault_resolve":
@@ -439,42 +442,34 @@ class Bench:
         return self.stack.state_dir if self.stack is not None else self.work_dir
 
     async def run_with_disk_writer(self, scenarios: list[str]) -> None:
-        """`scenarios` at c=1 while a process writes and syncs a file on the state volume."""
+        """`scenarios` at c=1, alternately, while a process writes and syncs a file on the state
+        volume."""
         print("bench: a competing disk writer runs on the state volume", flush=True)
         async with DiskWriter(self.state_dir()) as writer:
-            for scenario in scenarios:
-                await self.run_scenario(scenario, (DISK_CONCURRENCY,))
+            await self.run_scenarios(scenarios, (DISK_CONCURRENCY,))
         self.disk_writers[",".join(scenarios)] = writer.report
 
-    async def run_peer(self) -> None:
-        """The peer's scenarios (BENCH_PEER), after ours, against the same fake upstream; our
-        stack stays up, idle, meanwhile."""
+    def start_peer(self) -> None:
+        """Start the peer (BENCH_PEER) next to our stack; its scenarios are skipped, with the
+        reason, when it does not start. Idle, it costs next to nothing (LiteLLM: 0.06 s of CPU
+        in 30 s), so it stays up through the bench."""
         from bench.peer import start_peer
 
         assert self.upstream is not None
-        config = self.config
-        log_dir = self.out_dir / "logs"
-        print(f"bench: the peer, {config.peer}: starting", flush=True)
+        print(f"bench: the peer, {self.config.peer}: starting", flush=True)
         try:
             self.peer = start_peer(
-                self.work_dir, log_dir, self.upstream.base_url, self.upstream_key
+                self.work_dir, self.out_dir / "logs", self.upstream.base_url, self.upstream_key
             )
         except (StackError, OSError, subprocess.CalledProcessError) as err:
             why = f"{type(err).__name__}: {err}"[:500]
-            for scenario in config.peer_scenarios:
+            for scenario in self.config.peer_scenarios:
                 self.skipped.setdefault(scenario, why)
             print(f"bench: the peer did not start: {why}", flush=True)
-            return
-        try:
-            for scenario in config.peer_scenarios:
-                if scenario == PEER_DISK:
-                    await self.run_with_disk_writer([PEER_DISK])
-                elif scenario == PEER_STREAM:
-                    await self.run_scenario(scenario, config.stream_concurrencies)
-                else:
-                    await self.run_scenario(scenario, config.concurrencies)
-        finally:
-            peer, self.peer = self.peer, None
+
+    def stop_peer(self) -> None:
+        peer, self.peer = self.peer, None
+        if peer is not None:
             peer.stop()
             self.peer_log = peer.problems()
 
@@ -538,30 +533,44 @@ class Bench:
 
     async def run_scenario(self, scenario: str, levels: tuple[int, ...]) -> None:
         """First call, then one measured run per concurrency; a failure skips the rest."""
-        why = await self.first_call(scenario)
-        if why is not None:
-            self.skipped[scenario] = why
-            print(f"bench: skipping {scenario}: {why}", flush=True)
-            return
-        run = self.runner(scenario)
-        for concurrency in levels:
-            try:
-                result, _ = await self.measure(run, scenario, concurrency, self.config.duration_s)
-            except StackError:
-                raise
-            except Exception as err:  # one broken scenario must not lose the others
-                why = f"c={concurrency}: {type(err).__name__}: {err}"[:500]
+        await self.run_scenarios([scenario], levels)
+
+    async def run_scenarios(self, scenarios: list[str], levels: tuple[int, ...]) -> None:
+        """Each scenario's first call, then at each concurrency one measured run of each, in
+        turn; a failure skips the rest of that scenario."""
+        runnable: dict[str, RunFn] = {}
+        for scenario in scenarios:
+            why = await self.first_call(scenario)
+            if why is not None:
                 self.skipped[scenario] = why
-                print(f"bench: {scenario} failed at {why}", flush=True)
-                break
-            self.runs.append(result.as_dict())
-            lat = result.latency_ms or {}
-            p50, p99 = lat.get("p50", float("nan")), lat.get("p99", float("nan"))
-            print(
-                f"bench: {scenario:15s} c={concurrency:<3d} {result.rps:9.1f} req/s  "
-                f"p50 {p50:7.2f}  p99 {p99:7.2f} ms  errors {result.errors}",
-                flush=True,
-            )
+                print(f"bench: skipping {scenario}: {why}", flush=True)
+                continue
+            runnable[scenario] = self.runner(scenario)
+        for concurrency in levels:
+            for scenario, run in list(runnable.items()):
+                await self._measure_and_keep(run, scenario, concurrency, runnable)
+
+    async def _measure_and_keep(
+        self, run: RunFn, scenario: str, concurrency: int, runnable: dict[str, RunFn]
+    ) -> None:
+        try:
+            result, _ = await self.measure(run, scenario, concurrency, self.config.duration_s)
+        except StackError:
+            raise
+        except Exception as err:  # one broken scenario must not lose the others
+            why = f"c={concurrency}: {type(err).__name__}: {err}"[:500]
+            self.skipped[scenario] = why
+            print(f"bench: {scenario} failed at {why}", flush=True)
+            runnable.pop(scenario, None)
+            return
+        self.runs.append(result.as_dict())
+        lat = result.latency_ms or {}
+        p50, p99 = lat.get("p50", float("nan")), lat.get("p99", float("nan"))
+        print(
+            f"bench: {scenario:15s} c={concurrency:<3d} {result.rps:9.1f} req/s  "
+            f"p50 {p50:7.2f}  p99 {p99:7.2f} ms  errors {result.errors}",
+            flush=True,
+        )
 
     async def soak(self) -> dict[str, Any] | None:
         """The gateway at the soak concurrency for the soak duration; RSS growth and errors."""
@@ -725,9 +734,10 @@ async def run_bench(config: BenchConfig) -> tuple[dict[str, Any], Path]:
                     meta["stack_error"] = str(err)
                     print(f"bench: the stack did not start: {err} (logs in {log_dir})", flush=True)
             try:
+                if config.peer_scenarios and bench.stack is not None:
+                    bench.start_peer()
                 await bench.run_all()
-                if config.peer:
-                    await bench.run_peer()
+                bench.stop_peer()
                 if config.profile:
                     profile = await bench.profile()
                 if config.soak:
@@ -736,6 +746,7 @@ async def run_bench(config: BenchConfig) -> tuple[dict[str, Any], Path]:
                 meta["stack_error"] = str(err)
                 print(f"bench: stopped early: {err} (logs in {log_dir})", flush=True)
         finally:
+            bench.stop_peer()
             await bench.close_channels()
             if bench.stack is not None:
                 bench.stack.stop()
