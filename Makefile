@@ -58,7 +58,7 @@ demo: $(STAMP) ## Run the whole flow against a local fake OpenAI upstream (no re
 	$(PY) -m devtools.demo
 
 .PHONY: bench
-bench: $(STAMP) ## Run the benchmarks (not part of make test; BENCH_DURATION=2 for a smoke run).
+bench: $(STAMP) ## Run the benchmarks (not part of make test; BENCH_DURATION=2 smoke; BENCH_PEER=litellm side by side).
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(PY) -m bench
 

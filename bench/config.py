@@ -17,6 +17,7 @@ ALL_SCENARIOS = (
     "stream_gateway",
     "rest_put",
     "rest_get",
+    "disk_writer",
 )
 # Scenarios that need no service: the fake upstream alone.
 UPSTREAM_ONLY = ("direct", "stream_direct")
@@ -25,6 +26,19 @@ RESULTS_ROOT = Path(__file__).resolve().parent / "results"
 VAULT_PG_SCENARIO = "vault_resolve_pg"
 # `gateway` with every service exporting traces (BENCH_TRACING=true) is reported as this.
 TRACED_SCENARIO = "gateway_traced"
+# `disk_writer`: `direct` and `gateway` at c=1 while a process writes and syncs a file on the
+# state volume (bench.disk_writer), reported under these names.
+DIRECT_DISK = "direct_disk"
+GATEWAY_DISK = "gateway_disk"
+DISK_CONCURRENCY = 1
+# BENCH_PEER=litellm: the peer's runs of `gateway`, `stream_gateway` and `gateway_disk`.
+PEERS = ("litellm",)
+PEER = "litellm"
+PEER_STREAM = "stream_litellm"
+PEER_DISK = "litellm_disk"
+PEER_SCENARIOS = (PEER, PEER_STREAM, PEER_DISK)
+# Which of our scenarios each peer scenario is the counterpart of (it runs alternately with it).
+PEER_OF = {"gateway": PEER, "stream_gateway": PEER_STREAM, "disk_writer": PEER_DISK}
 
 
 def _int_list(environ: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -62,6 +76,8 @@ class BenchConfig:
     BENCH_VAULT_REPLICAS  vault processes sharing that database, one run each (default 1,3)
     BENCH_TRACING       true: `gateway` again, right after it, on a second stack whose services
                         export OpenTelemetry traces to a local OTLP sink (`gateway_traced`)
+    BENCH_PEER          `litellm`: the same loads through LiteLLM's proxy (pinned in
+                        bench/peer-requirements.txt), each run right after ours (default unset)
     """
 
     duration_s: float = 15.0
@@ -81,6 +97,14 @@ class BenchConfig:
     vault_postgres: str = field(default="", repr=False)
     vault_replicas: tuple[int, ...] = (1, 3)
     tracing: bool = False
+    peer: str = ""
+
+    @property
+    def peer_scenarios(self) -> tuple[str, ...]:
+        """The peer's runs: those of ours that have a counterpart through it."""
+        if not self.peer:
+            return ()
+        return tuple(peer for ours, peer in PEER_OF.items() if ours in self.scenarios)
 
     @property
     def vault_pg_scenarios(self) -> tuple[str, ...]:
@@ -111,6 +135,9 @@ class BenchConfig:
         vault_postgres = env_str(environ, "BENCH_VAULT_POSTGRES", "").strip()
         if vault_postgres and not vault_postgres.startswith(("postgresql://", "postgres://")):
             raise ValueError("BENCH_VAULT_POSTGRES must be a postgresql:// URL")
+        peer = env_str(environ, "BENCH_PEER", "").strip().lower()
+        if peer and peer not in PEERS:
+            raise ValueError(f"BENCH_PEER must be one of: {', '.join(PEERS)}")
         return cls(
             duration_s=duration,
             warmup_s=max(0.0, warmup),
@@ -130,4 +157,5 @@ class BenchConfig:
             vault_postgres=vault_postgres,
             vault_replicas=_int_list(environ, "BENCH_VAULT_REPLICAS", cls.vault_replicas),
             tracing=env_bool(environ, "BENCH_TRACING", False),
+            peer=peer,
         )

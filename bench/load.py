@@ -25,9 +25,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench.stats import summarize_ms
+from bench.stats import summarize_ms, wrk_corrected_summary
+
+if TYPE_CHECKING:
+    from bench.latency_client import UncorrectedRun
 
 WRK_MARKER = "BENCH_JSON "
 
@@ -56,6 +59,16 @@ class RunResult:
     end_ms: dict[str, float] | None = None
     client: dict[str, Any] = field(default_factory=dict)
     services: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The two kinds of percentiles, whatever produced `latency_ms`: "corrected" as wrk 4.1
+    # corrects for coordinated omission (wrk's own, or its correction applied to recorded
+    # times), "uncorrected" what each request took. `latency_ms` is one of the two
+    # (`latency_kind` says which).
+    latency_kind: str = "uncorrected"
+    latency_corrected_ms: dict[str, float] | None = None
+    latency_uncorrected_ms: dict[str, float] | None = None
+    ttfb_corrected_ms: dict[str, float] | None = None
+    # For a wrk run: the latency client's run right after it (bench.latency_client).
+    uncorrected_run: dict[str, Any] | None = None
 
     @property
     def rps(self) -> float:
@@ -73,6 +86,11 @@ class RunResult:
             "latency_ms": self.latency_ms,
             "ttfb_ms": self.ttfb_ms,
             "end_ms": self.end_ms,
+            "latency_kind": self.latency_kind,
+            "latency_corrected_ms": self.latency_corrected_ms,
+            "latency_uncorrected_ms": self.latency_uncorrected_ms,
+            "ttfb_corrected_ms": self.ttfb_corrected_ms,
+            "uncorrected_run": self.uncorrected_run,
             "client": self.client,
             "services": self.services,
         }
@@ -317,6 +335,13 @@ def loop_to_run(scenario: str, concurrency: int, loop: LoopResult, tool: str) ->
     latency = summarize_ms(loop.latencies_ms)
     ttfb = summarize_ms(loop.ttfb_ms)
     errors = sum(loop.errors.values())
+    runtime_ns = int(loop.elapsed_s * 1e9)
+    corrected = wrk_corrected_summary(
+        [int(ms * 1e6) for ms in loop.latencies_ms], runtime_ns, loop.requests + errors, concurrency
+    )
+    ttfb_corrected = wrk_corrected_summary(
+        [int(ms * 1e6) for ms in loop.ttfb_ms], runtime_ns, loop.requests + errors, concurrency
+    )
     return RunResult(
         scenario=scenario,
         concurrency=concurrency,
@@ -328,6 +353,10 @@ def loop_to_run(scenario: str, concurrency: int, loop: LoopResult, tool: str) ->
         ttfb_ms=ttfb.as_dict() if ttfb else None,
         end_ms=latency.as_dict() if (latency and ttfb) else None,
         client=_client_figures(tool, loop.cpu_s, loop.requests + errors),
+        latency_kind="uncorrected",
+        latency_uncorrected_ms=latency.as_dict() if latency else None,
+        latency_corrected_ms=corrected.as_dict() if corrected else None,
+        ttfb_corrected_ms=ttfb_corrected.as_dict() if ttfb_corrected else None,
     )
 
 
@@ -342,7 +371,42 @@ def wrk_to_run(scenario: str, concurrency: int, report: WrkReport, cpu_s: float)
         error_detail={k: v for k, v in report.errors.items() if v},
         latency_ms=report.latency_ms,
         client=_client_figures("wrk", cpu_s, report.requests),
+        latency_kind="corrected",
+        latency_corrected_ms=report.latency_ms,
     )
+
+
+def attach_uncorrected(result: RunResult, run: UncorrectedRun) -> None:
+    """Add the latency client's run (right after wrk's, same load) to a wrk run's result.
+
+    Its percentiles become the run's uncorrected ones; its non-2xx answers and transport errors
+    count as the run's errors too (wrk counts only statuses >= 400). The same times with wrk's
+    correction applied are kept as a check that the correction explains the difference.
+    """
+    uncorrected = summarize_ms([ns / 1e6 for ns in run.latencies_ns])
+    recorrected = wrk_corrected_summary(
+        run.latencies_ns, int(run.elapsed_s * 1e9), run.completed, result.concurrency
+    )
+    result.latency_uncorrected_ms = uncorrected.as_dict() if uncorrected else None
+    detail = run.error_detail
+    result.errors += run.error_count
+    for label, count in detail.items():
+        key = f"latency_client_{label}"
+        result.error_detail[key] = result.error_detail.get(key, 0) + count
+    result.uncorrected_run = {
+        "tool": "bench.latency_client (python, uvloop, own process)",
+        "duration_s": round(run.elapsed_s, 3),
+        "requests": run.ok,
+        "rps": round(run.ok / run.elapsed_s, 1) if run.elapsed_s > 0 else 0.0,
+        "statuses": {str(k): v for k, v in sorted(run.statuses.items())},
+        "errors": run.error_count,
+        "cpu_s": round(run.cpu_s, 3),
+        "cpu_us_per_request": (
+            round(run.cpu_s / run.completed * 1e6, 1) if run.completed else None
+        ),
+        "latency_ms": result.latency_uncorrected_ms,
+        "latency_wrk_corrected_ms": recorrected.as_dict() if recorrected else None,
+    }
 
 
 def _client_figures(tool: str, cpu_s: float, calls: int) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import VAULT_PG_SCENARIO
+from bench.side_by_side import side_by_side, side_by_side_markdown
 from bench.stats import overhead
 from bench.tracing_report import tracing_cost, tracing_cost_markdown
 
@@ -35,6 +36,15 @@ TARGET_UPSTREAM_RATIO = 20.0
 
 # The scenarios compared with `direct` (plain JSON) and with `stream_direct` (SSE).
 THROUGH_SCENARIOS = ("gateway", "router_grpc")
+# Each request/response scenario's baseline: the same load straight to the fake upstream, under
+# the same conditions (the disk writer running or not).
+BASELINES = {
+    "gateway": "direct",
+    "router_grpc": "direct",
+    "litellm": "direct",
+    "gateway_disk": "direct_disk",
+    "litellm_disk": "direct_disk",
+}
 STACK_SERVICES = ("vault", "router", "gateway")
 
 SCENARIO_TITLES = {
@@ -46,6 +56,11 @@ SCENARIO_TITLES = {
     "stream_gateway": "SSE through the gateway (httpx)",
     "rest_put": "REST `PUT /ai-credentials/{key}` (wrk)",
     "rest_get": "REST `GET /ai-credentials` (wrk)",
+    "direct_disk": "direct, with a competing disk writer (wrk)",
+    "gateway_disk": "gateway, with a competing disk writer (wrk)",
+    "litellm": "LiteLLM `/v1/chat/completions` (wrk)",
+    "litellm_disk": "LiteLLM, with a competing disk writer (wrk)",
+    "stream_litellm": "SSE through LiteLLM (httpx)",
 }
 
 
@@ -63,28 +78,37 @@ def _concurrencies(runs: Iterable[Mapping[str, Any]], scenario: str) -> list[int
     return sorted({int(r["concurrency"]) for r in runs if r["scenario"] == scenario})
 
 
+def _latency(run: Mapping[str, Any]) -> Any:
+    """The run's uncorrected percentiles when it has them, else `latency_ms`."""
+    return run.get("latency_uncorrected_ms") or run.get("latency_ms")
+
+
 def overheads(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Overhead per through-scenario and concurrency, against the same-run direct baseline."""
+    """Overhead per through-scenario and concurrency, against the same-run direct baseline.
+
+    From uncorrected percentiles where the runs have them: wrk's corrected p99 of the fast
+    direct baseline can exceed the stack's, which made p99 overheads meaningless."""
     result: dict[str, dict[str, Any]] = {}
-    for scenario in THROUGH_SCENARIOS:
+    for scenario, baseline in BASELINES.items():
         for c in _concurrencies(runs, scenario):
             through = find_run(runs, scenario, c)
-            direct = find_run(runs, "direct", c)
+            direct = find_run(runs, baseline, c)
             if through is None or direct is None:
                 continue
-            delta = overhead(through.get("latency_ms"), direct.get("latency_ms"))
+            delta = overhead(_latency(through), _latency(direct))
             if delta is not None:
                 result.setdefault(scenario, {})[str(c)] = delta
-    for c in _concurrencies(runs, "stream_gateway"):
-        through = find_run(runs, "stream_gateway", c)
-        direct = find_run(runs, "stream_direct", c)
-        if through is None or direct is None:
-            continue
-        entry = {
-            "ttfb": overhead(through.get("ttfb_ms"), direct.get("ttfb_ms")),
-            "end": overhead(through.get("end_ms"), direct.get("end_ms")),
-        }
-        result.setdefault("stream_gateway", {})[str(c)] = entry
+    for scenario in ("stream_gateway", "stream_litellm"):
+        for c in _concurrencies(runs, scenario):
+            through = find_run(runs, scenario, c)
+            direct = find_run(runs, "stream_direct", c)
+            if through is None or direct is None:
+                continue
+            entry = {
+                "ttfb": overhead(through.get("ttfb_ms"), direct.get("ttfb_ms")),
+                "end": overhead(through.get("end_ms"), direct.get("end_ms")),
+            }
+            result.setdefault(scenario, {})[str(c)] = entry
     return result
 
 
@@ -336,6 +360,7 @@ def derive(
         "profile": profile,
     }
     results["targets"] = targets(results)
+    results["side_by_side"] = side_by_side(results)
     return results
 
 
@@ -364,6 +389,15 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
         f"{meta.get('loadavg_start', '?')}. Overheads are against the direct runs of this same "
         "bench (same concurrency, same percentile).",
         "",
+        "Two kinds of latency percentiles: **corrected** = as wrk 4.1 reports them (it adds "
+        "synthetic samples for coordinated omission, so a few real stalls fatten its p99; for "
+        "the Python clients, wrk's correction applied to their per-call times), **uncorrected** "
+        "= what each request took (the latency client right after each wrk run, same load; "
+        "the Python clients' own per-call times).",
+    ]
+    out += side_by_side_markdown(results.get("side_by_side") or [])
+    out += [
+        "",
         "## Targets (issue 8)",
         "",
         "| figure | value | target | met? |",
@@ -375,9 +409,13 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
         "",
         "## Request/response runs",
         "",
-        "| scenario | c | req/s | p50 ms | p90 ms | p99 ms | errors | overhead p50 / p90 / p99 ms"
-        " | client CPU µs/req |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "req/s and the service figures are wrk's run (or the Python client's); p50 / p99 in ms "
+        "of both kinds; overhead from the uncorrected ones (through − direct, same c); client "
+        "CPU µs/req of wrk (or the Python client) and of the latency client.",
+        "",
+        "| scenario | c | req/s | p50 ms | p90 ms | p99 ms | p50 / p99 uncorrected | p50 / p99"
+        " corrected | errors | overhead p50 / p90 / p99 ms | client CPU µs/req |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         if run["scenario"].startswith("stream_"):
@@ -387,11 +425,18 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
         delta_cell = (
             " / ".join(_cell(delta.get(k)) for k in ("p50", "p90", "p99")) if delta else "—"
         )
+        unc = run.get("latency_uncorrected_ms") or {}
+        cor = run.get("latency_corrected_ms") or {}
+        client_cpu = _cell((run.get("client") or {}).get("cpu_us_per_request"), 1)
+        second = (run.get("uncorrected_run") or {}).get("cpu_us_per_request")
+        if second is not None:
+            client_cpu += f"; {_cell(second, 1)}"
         out.append(
             f"| {run['scenario']} | {run['concurrency']} | {_cell(run['rps'], 0)} | "
             f"{_cell(lat.get('p50'))} | {_cell(lat.get('p90'))} | {_cell(lat.get('p99'))} | "
-            f"{run['errors']} | {delta_cell} | "
-            f"{_cell((run.get('client') or {}).get('cpu_us_per_request'), 1)} |"
+            f"{_cell(unc.get('p50'))} / {_cell(unc.get('p99'))} | "
+            f"{_cell(cor.get('p50'))} / {_cell(cor.get('p99'))} | "
+            f"{run['errors']} | {delta_cell} | {client_cpu} |"
         )
     out += vault_backends_markdown(results.get("vault_backends") or [])
     out += tracing_cost_markdown(
@@ -403,9 +448,13 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
             "",
             "## Streaming (SSE)",
             "",
+            "TTFB and end: uncorrected (the httpx client's per-call times); corrected: wrk's "
+            "correction applied to those times.",
+            "",
             "| scenario | c | streams/s | TTFB p50 / p99 ms | end p50 / p99 ms | errors "
-            "| TTFB overhead p50 / p99 ms | end overhead p50 / p99 ms |",
-            "|---|---|---|---|---|---|---|---|",
+            "| TTFB overhead p50 / p99 ms | end overhead p50 / p99 ms | TTFB p50 / p99 corrected "
+            "| end p50 / p99 corrected |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for run in stream_runs:
             ttfb = run.get("ttfb_ms") or {}
@@ -413,12 +462,16 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
             delta = over.get(run["scenario"], {}).get(str(run["concurrency"])) or {}
             d_ttfb = delta.get("ttfb") or {}
             d_end = delta.get("end") or {}
+            ttfb_cor = run.get("ttfb_corrected_ms") or {}
+            end_cor = run.get("latency_corrected_ms") or {}
             out.append(
                 f"| {run['scenario']} | {run['concurrency']} | {_cell(run['rps'], 0)} | "
                 f"{_cell(ttfb.get('p50'))} / {_cell(ttfb.get('p99'))} | "
                 f"{_cell(end.get('p50'))} / {_cell(end.get('p99'))} | {run['errors']} | "
                 f"{_cell(d_ttfb.get('p50'))} / {_cell(d_ttfb.get('p99'))} | "
-                f"{_cell(d_end.get('p50'))} / {_cell(d_end.get('p99'))} |"
+                f"{_cell(d_end.get('p50'))} / {_cell(d_end.get('p99'))} | "
+                f"{_cell(ttfb_cor.get('p50'))} / {_cell(ttfb_cor.get('p99'))} | "
+                f"{_cell(end_cor.get('p50'))} / {_cell(end_cor.get('p99'))} |"
             )
     cost_runs = [r for r in runs if r.get("services")]
     if cost_runs:
@@ -458,6 +511,24 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
             "",
             f"Fake upstream: {headroom['direct_rps']:.0f} req/s at best, the stack "
             f"{headroom['stack_rps']:.0f} req/s: {headroom['ratio']:.0f}× headroom.",
+        ]
+    for scenarios, writer in (meta.get("disk_writers") or {}).items():
+        if "error" in writer:
+            out += ["", f"Disk writer during {scenarios}: {writer['error']}"]
+            continue
+        out += [
+            "",
+            f"Disk writer during {scenarios}: {writer.get('block_mib')} MiB blocks, "
+            f"{writer.get('mib_per_s')} MiB/s written and synced, fdatasync p50 "
+            f"{writer.get('fdatasync_ms_p50')} ms, max {writer.get('fdatasync_ms_max')} ms; "
+            f"its own CPU {writer.get('cpu_share_of_one_core')} of one core.",
+        ]
+    peer_log = meta.get("peer_log")
+    if peer_log is not None:
+        out += [
+            "",
+            f"LiteLLM's log: {peer_log['count']} line(s) reporting an error or exception"
+            + (": `" + "`; `".join(peer_log["first"][:3]) + "`" if peer_log["first"] else "."),
         ]
     soak = results.get("soak")
     if soak:

@@ -19,14 +19,28 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from bench import procstats
-from bench.config import TRACED_SCENARIO, VAULT_PG_SCENARIO, BenchConfig
+from bench.config import (
+    DIRECT_DISK,
+    DISK_CONCURRENCY,
+    GATEWAY_DISK,
+    PEER_OF,
+    PEER_SCENARIOS,
+    PEER_STREAM,
+    TRACED_SCENARIO,
+    VAULT_PG_SCENARIO,
+    BenchConfig,
+)
+from bench.disk_writer import DiskWriter
 from bench.fake_upstream import UpstreamConfig
+from bench.latency_client import client_spec, run_client
 from bench.load import (
     HttpRequestSpec,
     RunResult,
+    attach_uncorrected,
     closed_loop,
     ensure_wrk,
     loop_to_run,
@@ -50,6 +64,9 @@ from bench.stack import (
     start_upstream,
 )
 from bench.stats import rss_growth_pct
+
+if TYPE_CHECKING:
+    from bench.peer import Peer
 
 CHAT_PATH = "/v1/chat/completions"
 CHAT_BODY = json.dumps(
@@ -133,6 +150,12 @@ class Bench:
     # BENCH_TRACING: the hooks' cost with tracing off (bench/tracing_off.py).
     tracing_off: dict[str, Any] | None = None
     pg_probe: Callable[[], Awaitable[dict[str, float]]] | None = None
+    # What each wrk scenario sends, for the latency client's run after wrk's (uncorrected).
+    http_loads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # BENCH_PEER: LiteLLM while its scenarios run; what its log reported; the disk writers.
+    peer: Peer | None = None
+    peer_log: dict[str, Any] | None = None
+    disk_writers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # --- what each scenario sends ---------------------------------------------------------
 
@@ -146,6 +169,13 @@ class Bench:
         self, scenario: str, url: str, requests: list[HttpRequestSpec], headers: dict[str, str]
     ) -> RunFn:
         script = self._script(scenario, requests, headers)
+        target = urlsplit(url)
+        self.http_loads[scenario] = client_spec(
+            target.hostname or "127.0.0.1",
+            target.port or 80,
+            [(r.method, r.path, r.body) for r in requests],
+            headers,
+        )
 
         async def run(concurrency: int, duration: float) -> RunResult:
             report, cpu = await run_wrk(self.wrk, url, script, concurrency, duration)
@@ -165,7 +195,9 @@ class Bench:
         """The function that runs `scenario` once at a given concurrency and duration."""
         assert self.upstream is not None
         json_headers = {"Content-Type": "application/json"}
-        if scenario == "direct":
+        if scenario in PEER_SCENARIOS:
+            return self._peer_runner(scenario)
+        if scenario in ("direct", DIRECT_DISK):
             return self._wrk_runner(
                 scenario,
                 self.upstream.base_url,
@@ -187,7 +219,8 @@ class Bench:
         if stack is None:
             raise StackError("the stack is not running")
         user_headers = {**json_headers, "Authorization": f"Bearer {stack.user_token}"}
-        if scenario in ("gateway", TRACED_SCENARIO):  # the same load, on whichever stack runs
+        # The same load, on whichever stack runs, with or without the disk writer.
+        if scenario in ("gateway", TRACED_SCENARIO, GATEWAY_DISK):
             return self._wrk_runner(
                 scenario,
                 stack.gateway_url,
@@ -226,6 +259,20 @@ class Bench:
                 scenario, lambda c: self._resolve_call(stack), "python grpc.aio"
             )
         raise ValueError(f"unknown scenario {scenario}")
+
+    def _peer_runner(self, scenario: str) -> RunFn:
+        """The peer's counterpart of `gateway`, `gateway_disk` or `stream_gateway`."""
+        peer = self.peer
+        if peer is None:
+            raise StackError("the peer is not running")
+        if scenario == PEER_STREAM:
+            return self._stream_runner(scenario, f"{peer.base_url}{CHAT_PATH}", peer.master_key)
+        return self._wrk_runner(
+            scenario,
+            peer.base_url,
+            [HttpRequestSpec("POST", CHAT_PATH, CHAT_BODY)],
+            {"Content-Type": "application/json", "Authorization": f"Bearer {peer.master_key}"},
+        )
 
     def _stream_runner(self, scenario: str, url: str, token: str) -> RunFn:
         import httpx
@@ -284,7 +331,13 @@ class Bench:
 
     # --- measuring --------------------------------------------------------------------------
 
-    def service_pids(self) -> dict[str, int]:
+    def service_pids(self, scenario: str = "") -> dict[str, int]:
+        if scenario in PEER_SCENARIOS and self.peer is not None:
+            # A peer run: LiteLLM (its process tree) and the fake upstream; our stack idles.
+            peer_pids = {"litellm": self.peer.pid}
+            if self.upstream is not None:
+                peer_pids["upstream"] = self.upstream.pids[0]
+            return peer_pids
         if self.pg_stack is not None:
             # A PostgreSQL vault run: its vault replicas (its router and gateway stay idle).
             procs = self.pg_stack.procs
@@ -303,7 +356,7 @@ class Bench:
         """Warm up, then one measured run with CPU and RSS of every service around it."""
         if self.config.warmup_s > 0:
             await run(concurrency, self.config.warmup_s)
-        pids = self.service_pids()
+        pids = self.service_pids(scenario)
         load_before = loadavg_1m()
         for pid in pids.values():
             self.peak_reset_ok &= procstats.reset_peak(pid)
@@ -312,6 +365,11 @@ class Bench:
         async with ProcessSampler(pids) as sampler:
             result = await run(concurrency, duration)
         after = {name: procstats.snapshot(pid) for name, pid in pids.items()}
+        spec = self.http_loads.get(scenario)
+        if spec is not None:
+            # The same load again, right after wrk's run, timed per request (uncorrected).
+            client = await run_client(self.work_dir, scenario, spec, concurrency, duration)
+            attach_uncorrected(result, client)
         pg_after = await self._pg_counters()
         calls = result.requests + result.errors
         for name in pids:
@@ -335,7 +393,9 @@ class Bench:
             }
         result.client["loadavg_1m_before_after"] = [load_before, loadavg_1m()]
         checked = self.pg_stack if scenario.startswith(VAULT_PG_SCENARIO) else self.stack
-        if checked is not None:
+        if scenario in PEER_SCENARIOS and self.peer is not None:
+            self.peer.check_alive()
+        elif checked is not None:
             checked.check_alive()
         return result, sampler
 
@@ -363,13 +423,55 @@ class Bench:
                 levels = (config.rest_concurrency,)
             else:
                 levels = config.concurrencies
-            await self.run_scenario(scenario, levels)
+            # With BENCH_PEER, the peer's counterpart runs alternately with ours at each
+            # concurrency, so that each pair compared is measured seconds apart.
+            peer = [PEER_OF[scenario]] if self.peer and scenario in PEER_OF else []
+            if scenario == "disk_writer":
+                await self.run_with_disk_writer([DIRECT_DISK, GATEWAY_DISK, *peer])
+                continue
+            await self.run_scenarios([scenario, *peer], levels)
             if scenario == "gateway" and config.tracing:
                 await self.run_traced_gateway()  # right after, so both see the same machine
             if scenario == "vault_resolve":
                 # Right after the SQLite vault, so both sides see the same machine.
                 for replicas in config.vault_replicas if config.vault_pg_scenarios else ():
                     await self.run_vault_postgres(replicas)
+
+    def state_dir(self) -> Path:
+        """The vault's state volume (where the disk writer writes)."""
+        return self.stack.state_dir if self.stack is not None else self.work_dir
+
+    async def run_with_disk_writer(self, scenarios: list[str]) -> None:
+        """`scenarios` at c=1, alternately, while a process writes and syncs a file on the state
+        volume."""
+        print("bench: a competing disk writer runs on the state volume", flush=True)
+        async with DiskWriter(self.state_dir()) as writer:
+            await self.run_scenarios(scenarios, (DISK_CONCURRENCY,))
+        self.disk_writers[",".join(scenarios)] = writer.report
+
+    def start_peer(self) -> None:
+        """Start the peer (BENCH_PEER) next to our stack; its scenarios are skipped, with the
+        reason, when it does not start. Idle, it costs next to nothing (LiteLLM: 0.06 s of CPU
+        in 30 s), so it stays up through the bench."""
+        from bench.peer import start_peer
+
+        assert self.upstream is not None
+        print(f"bench: the peer, {self.config.peer}: starting", flush=True)
+        try:
+            self.peer = start_peer(
+                self.work_dir, self.out_dir / "logs", self.upstream.base_url, self.upstream_key
+            )
+        except (StackError, OSError, subprocess.CalledProcessError) as err:
+            why = f"{type(err).__name__}: {err}"[:500]
+            for scenario in self.config.peer_scenarios:
+                self.skipped.setdefault(scenario, why)
+            print(f"bench: the peer did not start: {why}", flush=True)
+
+    def stop_peer(self) -> None:
+        peer, self.peer = self.peer, None
+        if peer is not None:
+            peer.stop()
+            self.peer_log = peer.problems()
 
     async def run_vault_postgres(self, replicas: int) -> None:
         """`vault_resolve` against `replicas` vaults sharing one fresh PostgreSQL database."""
@@ -431,30 +533,44 @@ class Bench:
 
     async def run_scenario(self, scenario: str, levels: tuple[int, ...]) -> None:
         """First call, then one measured run per concurrency; a failure skips the rest."""
-        why = await self.first_call(scenario)
-        if why is not None:
-            self.skipped[scenario] = why
-            print(f"bench: skipping {scenario}: {why}", flush=True)
-            return
-        run = self.runner(scenario)
-        for concurrency in levels:
-            try:
-                result, _ = await self.measure(run, scenario, concurrency, self.config.duration_s)
-            except StackError:
-                raise
-            except Exception as err:  # one broken scenario must not lose the others
-                why = f"c={concurrency}: {type(err).__name__}: {err}"[:500]
+        await self.run_scenarios([scenario], levels)
+
+    async def run_scenarios(self, scenarios: list[str], levels: tuple[int, ...]) -> None:
+        """Each scenario's first call, then at each concurrency one measured run of each, in
+        turn; a failure skips the rest of that scenario."""
+        runnable: dict[str, RunFn] = {}
+        for scenario in scenarios:
+            why = await self.first_call(scenario)
+            if why is not None:
                 self.skipped[scenario] = why
-                print(f"bench: {scenario} failed at {why}", flush=True)
-                break
-            self.runs.append(result.as_dict())
-            lat = result.latency_ms or {}
-            p50, p99 = lat.get("p50", float("nan")), lat.get("p99", float("nan"))
-            print(
-                f"bench: {scenario:15s} c={concurrency:<3d} {result.rps:9.1f} req/s  "
-                f"p50 {p50:7.2f}  p99 {p99:7.2f} ms  errors {result.errors}",
-                flush=True,
-            )
+                print(f"bench: skipping {scenario}: {why}", flush=True)
+                continue
+            runnable[scenario] = self.runner(scenario)
+        for concurrency in levels:
+            for scenario, run in list(runnable.items()):
+                await self._measure_and_keep(run, scenario, concurrency, runnable)
+
+    async def _measure_and_keep(
+        self, run: RunFn, scenario: str, concurrency: int, runnable: dict[str, RunFn]
+    ) -> None:
+        try:
+            result, _ = await self.measure(run, scenario, concurrency, self.config.duration_s)
+        except StackError:
+            raise
+        except Exception as err:  # one broken scenario must not lose the others
+            why = f"c={concurrency}: {type(err).__name__}: {err}"[:500]
+            self.skipped[scenario] = why
+            print(f"bench: {scenario} failed at {why}", flush=True)
+            runnable.pop(scenario, None)
+            return
+        self.runs.append(result.as_dict())
+        lat = result.latency_ms or {}
+        p50, p99 = lat.get("p50", float("nan")), lat.get("p99", float("nan"))
+        print(
+            f"bench: {scenario:15s} c={concurrency:<3d} {result.rps:9.1f} req/s  "
+            f"p50 {p50:7.2f}  p99 {p99:7.2f} ms  errors {result.errors}",
+            flush=True,
+        )
 
     async def soak(self) -> dict[str, Any] | None:
         """The gateway at the soak concurrency for the soak duration; RSS growth and errors."""
@@ -577,7 +693,9 @@ def meta_for(config: BenchConfig, wrk: str, started: datetime) -> dict[str, Any]
         "platform": platform.platform(),
         "wrk": wrk,
         "load_generator_why": (
-            "wrk: C, event-driven, a few µs of CPU per request, exact HdrHistogram percentiles"
+            "wrk: C, event-driven, a few µs of CPU per request (throughput, corrected "
+            "percentiles); "
+            "bench.latency_client: ~10-15 µs per request, ns timestamps (uncorrected percentiles)"
         ),
     }
 
@@ -616,7 +734,10 @@ async def run_bench(config: BenchConfig) -> tuple[dict[str, Any], Path]:
                     meta["stack_error"] = str(err)
                     print(f"bench: the stack did not start: {err} (logs in {log_dir})", flush=True)
             try:
+                if config.peer_scenarios and bench.stack is not None:
+                    bench.start_peer()
                 await bench.run_all()
+                bench.stop_peer()
                 if config.profile:
                     profile = await bench.profile()
                 if config.soak:
@@ -625,6 +746,7 @@ async def run_bench(config: BenchConfig) -> tuple[dict[str, Any], Path]:
                 meta["stack_error"] = str(err)
                 print(f"bench: stopped early: {err} (logs in {log_dir})", flush=True)
         finally:
+            bench.stop_peer()
             await bench.close_channels()
             if bench.stack is not None:
                 bench.stack.stop()
@@ -634,6 +756,9 @@ async def run_bench(config: BenchConfig) -> tuple[dict[str, Any], Path]:
     meta["credential_key"] = CREDENTIAL_KEY
     meta["otlp_exports"] = bench.otlp_exports
     meta["tracing_off"] = bench.tracing_off
+    meta["disk_writers"] = bench.disk_writers
+    meta["peer"] = config.peer or None
+    meta["peer_log"] = bench.peer_log
     results = derive(meta, bench.runs, soak, profile)
     meta["charts"] = write_charts(out_dir, results)
     results["meta"] = meta

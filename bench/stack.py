@@ -79,7 +79,7 @@ class Upstream:
         return [p.pid for p in self.procs]
 
     def stop(self) -> None:
-        _stop_all(self.procs)
+        stop_processes(self.procs)
 
 
 def start_upstream(config: UpstreamConfig, workers: int, log: IO[bytes]) -> Upstream:
@@ -136,10 +136,10 @@ class Stack:
 
     def stop(self) -> None:
         # Gateway first, vault last: the reverse of the start order.
-        _stop_all(list(reversed(self.procs.values())))
+        stop_processes(list(reversed(self.procs.values())))
 
 
-def _stop_all(procs: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
+def stop_processes(procs: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
