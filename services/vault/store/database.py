@@ -93,8 +93,9 @@ class Database(Protocol):
         way it has, even on the event loop."""
 
     async def append_audit(self, record: AuditRecord) -> None:
-        """Append one audit row in its own transaction, durable before returning
-        (group-committed with concurrent appends; see `audit_batches`)."""
+        """Append one audit row in its own transaction, committed before returning and synced
+        to disk within a bounded time after (group-committed with concurrent appends; see
+        `audit_batches`)."""
 
     async def close(self) -> None: ...
 
