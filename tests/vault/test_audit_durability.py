@@ -1,6 +1,6 @@
-"""The audit durability model: a `Resolve`'s audit row is committed before it answers, synced
-within a bounded interval after, and no other write loses its sync (store/sqlite_checkpoints.py,
-store/postgres_db.py)."""
+"""The audit durability model: a `Resolve`'s audit row (and usage counts) committed before the
+answer, synced within a bounded interval after; every other write synced before it returns
+(store/sqlite_checkpoints.py, store/sqlite_db.py, store/postgres_db.py)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from services.vault.store.database import insert_audit
 from services.vault.store.location import DatabaseLocation
 from services.vault.store.postgres_db import AUDIT_APPLICATION_NAME, PostgresDatabase
 from services.vault.store.sqlite_db import SqliteDatabase
+from services.vault.store.usage import SqlUsageStore
+from services.vault.usage import UsageCounts
 from tests.support.databases import open_test_database, raw_fetch
 from tests.support.vault import running_vault
 
@@ -128,6 +130,27 @@ async def test_audit_batches_commit_unsynced_and_every_other_write_synced(
         await insert_audit(tx, _audit("credentials.put"))
     assert writer.total_changes == before[0] + 1
     assert (await audit_writer.execute_fetchall("PRAGMA synchronous")) == [(1,)]
+
+
+@pytest.mark.sqlite_only("SQLite's synchronous pragma per connection")
+async def test_usage_counts_commit_unsynced_and_a_failed_one_leaves_no_transaction(
+    sqlite_db: SqliteDatabase,
+) -> None:
+    # Usage counts are best effort: a FULL commit of them would hold the write lock through a
+    # sync, and every Resolve's audit batch would wait behind it.
+    writer, audit_writer = sqlite_db._writer, sqlite_db._audit_writer
+    before = (writer.total_changes, audit_writer.total_changes)
+    await SqlUsageStore(sqlite_db).add_usage(
+        "alice", "2026-11-27", [UsageCounts("p", "m", 5, 6, 1)], max_rows=10
+    )
+    assert (writer.total_changes, audit_writer.total_changes) == (before[0], before[1] + 1)
+    with pytest.raises(RuntimeError):
+        async with sqlite_db.writing(lock="alice", synced=False) as tx:
+            await insert_audit(tx, _audit("rolled back"))
+            raise RuntimeError("the caller's own failure")
+    assert not audit_writer.in_transaction
+    await sqlite_db.append_audit(_audit("next"))
+    assert await sqlite_db.fetch_all("SELECT action FROM audit_events") == [("next",)]
 
 
 @pytest.mark.sqlite_only("SQLite's automatic checkpoints")
@@ -236,6 +259,8 @@ async def test_audit_batches_skip_the_wal_flush_and_every_other_write_waits_for_
         async with db.writing(lock="alice") as tx:
             assert await tx.fetch_one("SHOW synchronous_commit") == ("on",)
         assert await db.fetch_one("SHOW synchronous_commit") == ("on",)
+        async with db.writing(lock="alice", synced=False) as tx:  # usage counts
+            assert await tx.fetch_one("SHOW synchronous_commit") == ("off",)
         # The audit batch ran on the audit session (its last statement), and only there is
         # the flush not waited for.
         sessions = await db.fetch_all(

@@ -12,7 +12,9 @@ connection of their own whose session has `synchronous_commit = off`. A batch is
 (visible to every replica) before its appends return, but does not wait for the flush of the
 server's WAL, which the server's WAL writer does within 3 x `wal_writer_delay` (200 ms by
 default); a crash of the server or its machine inside that window can lose it, never corrupt
-anything. Every other write is unaffected: the setting belongs to that one session.
+anything. Every other write is unaffected: the setting belongs to that one session. A write
+transaction that asks for the same (`writing(synced=False)`: usage counts) sets it for itself
+with `SET LOCAL`.
 
 asyncpg prepares every statement on first use and keeps it in each connection's statement cache,
 so the hot path (`Resolve`, `Authenticate`) runs prepared statements. Every statement has a
@@ -221,9 +223,13 @@ class PostgresDatabase:
         await self._pool.close()
 
     @asynccontextmanager
-    async def writing(self, *, lock: str | None) -> AsyncIterator[PostgresTransaction]:
+    async def writing(
+        self, *, lock: str | None, synced: bool = True
+    ) -> AsyncIterator[PostgresTransaction]:
         with _availability():
             async with self._pool.acquire() as conn, conn.transaction():
+                if not synced:
+                    await conn.execute("SET LOCAL synchronous_commit = off")
                 if lock is not None:
                     await conn.execute(_TAKE_LOCK, _LOCK_PREFIX + lock)
                 yield PostgresTransaction(conn)

@@ -1,20 +1,22 @@
 """SQLite plumbing: one writer connection, one for audit batches, readers, pragmas, migrations.
 
-WAL mode lets readers run while the writer writes. All writes go through one connection under an
-asyncio lock, each in a `BEGIN IMMEDIATE` transaction, so concurrent requests never interleave
-and never lose an update. A `busy_timeout` lets an operator command in another process write too.
+WAL mode lets readers run while the writer writes. All writes go through the two writer
+connections under one asyncio lock, each in a `BEGIN IMMEDIATE` transaction (or one statement),
+so concurrent requests never interleave and never lose an update. A `busy_timeout` lets an
+operator command in another process write too.
 
 Durability has two classes (docs/architecture.md, "Audit durability"):
 
 - Credentials, providers, keys, tokens, sessions and every other write transaction: the writer
   runs with `synchronous=FULL`, so a commit is synced to disk before it is acknowledged
   (SPEC 4.4).
-- Audit rows appended on their own (every `Resolve`; see `audit_batches`): group-committed on a
-  second connection with `synchronous=NORMAL`, under the same asyncio lock. Each batch is one
-  statement in autocommit mode, so one atomic transaction in the WAL, committed (visible to every
-  connection and process, and kept through a crash of the vault) before any of its appends
-  returns, but without waiting for a sync that another process's writes to the same disk can
-  hold up for tens of milliseconds. `sqlite_checkpoints` syncs it within the configured interval
+- Audit rows appended on their own (every `Resolve`; see `audit_batches`), and the transactions
+  that ask for it (`writing(synced=False)`: usage counts): on a second connection with
+  `synchronous=NORMAL`, under the same asyncio lock. An audit batch is one statement in
+  autocommit mode, so one atomic transaction in the WAL. Such a commit is visible to every
+  connection and process, and kept through a crash of the vault, before it returns, but does
+  not wait for a sync that another process's writes to the same disk can hold up for tens of
+  milliseconds. `sqlite_checkpoints` syncs it within the configured interval
   (`VAULT_AUDIT_SYNC_INTERVAL_MS`); only a power loss or OS crash inside that window can lose it.
 
 No connection checkpoints automatically: `sqlite_checkpoints` does, off the request path.
@@ -185,32 +187,37 @@ class SqliteDatabase:
             self._inline.close()
 
     @asynccontextmanager
-    async def writing(self, *, lock: str | None) -> AsyncIterator[SqliteTransaction]:
-        """A write transaction: committed (synced to disk) on exit, rolled back on any error.
+    async def writing(
+        self, *, lock: str | None, synced: bool = True
+    ) -> AsyncIterator[SqliteTransaction]:
+        """A write transaction: committed on exit (and synced to disk first, unless `synced` is
+        False: then on the audit batches' connection, synced by the background checkpoints),
+        rolled back on any error.
 
-        The writer is never left inside a transaction when the lock is released: a statement
+        The connection is never left inside a transaction when the lock is released: a statement
         handed to aiosqlite runs on its thread even if the awaiting RPC is cancelled (a client
         deadline while another process holds the database lock), so BEGIN, COMMIT and ROLLBACK
         are awaited to the end and a transaction that a cancelled BEGIN opened is rolled back.
         Otherwise every later write would fail with "cannot start a transaction within a
         transaction" and the database lock would be held for good.
         """
+        conn = self._writer if synced else self._audit_writer
         async with self._write_lock:
             try:
-                await _to_the_end(self._writer.execute("BEGIN IMMEDIATE"))
+                await _to_the_end(conn.execute("BEGIN IMMEDIATE"))
             except BaseException:
-                await self._end_transaction()
+                await _end_transaction(conn)
                 raise
             try:
-                yield SqliteTransaction(self._writer)
+                yield SqliteTransaction(conn)
             except BaseException:
-                await self._end_transaction()
+                await _end_transaction(conn)
                 raise
             try:
-                await _to_the_end(self._writer.execute("COMMIT"))
+                await _to_the_end(conn.execute("COMMIT"))
             except BaseException:
                 # A failed COMMIT (disk full, I/O error) can leave the transaction open.
-                await self._end_transaction()
+                await _end_transaction(conn)
                 raise
 
     async def append_audit(self, record: AuditRecord) -> None:
@@ -224,12 +231,6 @@ class SqliteDatabase:
         async with self._write_lock:
             # execute_fetchall runs the statement and drops its cursor on the thread, in one trip.
             await _to_the_end(self._audit_writer.execute_fetchall(sql, params))
-
-    async def _end_transaction(self) -> None:
-        """Roll back the writer's open transaction, if any; never raises over the caller's error."""
-        if self._writer.in_transaction:
-            with contextlib.suppress(Exception):
-                await _to_the_end(self._writer.execute("ROLLBACK"))
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -267,6 +268,14 @@ class SqliteDatabase:
         async with self.reading() as conn, conn.execute(sql, params) as cursor:
             row = await cursor.fetchone()
             return tuple(row) if row is not None else None
+
+
+async def _end_transaction(conn: aiosqlite.Connection) -> None:
+    """Roll back the connection's open transaction, if any; never raises over the caller's
+    error."""
+    if conn.in_transaction:
+        with contextlib.suppress(Exception):
+            await _to_the_end(conn.execute("ROLLBACK"))
 
 
 async def _to_the_end(statement: Awaitable[T]) -> T:
