@@ -20,6 +20,10 @@ from services.common.tracing_setup import TracingSettings
 from services.vault.store.database import Database
 from services.vault.store.location import DatabaseLocation, parse_location
 from services.vault.store.opening import open_database
+from services.vault.store.sqlite_checkpoints import (
+    DEFAULT_SYNC_INTERVAL_MS,
+    MAX_SYNC_INTERVAL_MS,
+)
 from services.vault.user_limits import (
     DEFAULT_MAX_CREDENTIAL_BYTES,
     DEFAULT_MAX_PROVIDER_BYTES,
@@ -48,6 +52,9 @@ class VaultSettings:
     limits: UserLimits = UserLimits()
     database_pool_size: int = 10
     database_statement_timeout_ms: int = 5000
+    audit_sync_interval_ms: int = DEFAULT_SYNC_INTERVAL_MS
+    """SQLite: the most time between an audit row's commit and its WAL's sync to disk
+    (`VAULT_AUDIT_SYNC_INTERVAL_MS`, 1 to 60,000; see `store/sqlite_checkpoints`)."""
     metrics_listen: str | None = None
     """`host:port` of the Prometheus endpoint (`VAULT_METRICS_LISTEN`); None: no endpoint."""
     # Traces over OTLP when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set (tracing_setup).
@@ -81,6 +88,9 @@ class VaultSettings:
             database_statement_timeout_ms=env_int(
                 environ, "VAULT_DATABASE_STATEMENT_TIMEOUT_MS", 5000
             ),
+            audit_sync_interval_ms=env_int(
+                environ, "VAULT_AUDIT_SYNC_INTERVAL_MS", DEFAULT_SYNC_INTERVAL_MS
+            ),
             metrics_listen=env_metrics_listen(environ, "VAULT_METRICS_LISTEN"),
             tracing=TracingSettings.from_env(environ, "aicreds-vault"),
         )
@@ -97,18 +107,24 @@ class VaultSettings:
         ):
             if value < 1:
                 raise ValueError(f"{name} must be a positive integer")
+        if not 1 <= settings.audit_sync_interval_ms <= MAX_SYNC_INTERVAL_MS:
+            raise ValueError(
+                f"VAULT_AUDIT_SYNC_INTERVAL_MS must be from 1 to {MAX_SYNC_INTERVAL_MS}"
+                " (milliseconds)"
+            )
         if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("VAULT_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return settings
 
     async def open_database(self, *, readers: int = 3) -> Database:
-        """The database `VAULT_DATABASE` names, opened and migrated with the pool size and
-        statement timeout set (StartupRefused says what to fix)."""
+        """The database `VAULT_DATABASE` names, opened and migrated with the pool size,
+        statement timeout and audit sync interval set (StartupRefused says what to fix)."""
         return await open_database(
             self.database,
             readers=readers,
             pool_size=self.database_pool_size,
             statement_timeout_ms=self.database_statement_timeout_ms,
+            audit_sync_interval_ms=self.audit_sync_interval_ms,
         )
 
     @property

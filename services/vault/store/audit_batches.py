@@ -1,10 +1,14 @@
 """Group commit of audit rows appended on their own (every `Resolve`, failed requests).
 
 The rows that arrive while a commit is under way are written together by the next one, as one
-multi-row INSERT (one statement, one transaction, one durable commit). Each append returns only
-once the commit holding its row has succeeded, and raises if that commit failed, so an audit
-that was not written is never reported as written. Both backends use it; each says how one batch
-is written.
+multi-row INSERT (one statement, one transaction, one commit). Each append returns only once the
+commit holding its row has succeeded, and raises if that commit failed, so an audit that was not
+written is never reported as written. Both backends use it; each says how one batch is written.
+
+A batch is committed (atomic, visible to every connection, replica and process) before its
+appends return, but its sync to disk is not waited for: the backend syncs it within a bounded
+time in the background (SQLite: `sqlite_checkpoints`; PostgreSQL: its WAL writer), so a busy
+disk never holds up a `Resolve`. Only a power loss or OS crash inside that window can lose it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from services.vault.store.database import AUDIT_VALUES, INSERT_AUDIT, audit_row
 BATCH_ROWS = 160
 
 WriteBatch = Callable[[str, Sequence[object]], Awaitable[None]]
-"""Runs one INSERT statement with its parameters as one durable transaction."""
+"""Runs one INSERT statement with its parameters as one transaction, committed on return
+(its sync to disk may follow, within the backend's bound)."""
 
 
 def batch_insert(rows: int) -> str:

@@ -303,7 +303,7 @@ class _CopyReads:
         self._tx = PostgresTransaction(conn)
 
     @asynccontextmanager
-    async def writing(self, *, lock: str | None) -> AsyncIterator[Transaction]:
+    async def writing(self, *, lock: str | None, synced: bool = True) -> AsyncIterator[Transaction]:
         raise RuntimeError("the copy's verification only reads")
         yield self._tx  # pragma: no cover - unreachable; makes this a generator
 

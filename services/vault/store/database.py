@@ -79,10 +79,15 @@ class Database(Protocol):
 
     dialect: Dialect
 
-    def writing(self, *, lock: str | None) -> AbstractAsyncContextManager[Transaction]:
-        """A write transaction, committed durably on exit and rolled back on any error.
+    def writing(
+        self, *, lock: str | None, synced: bool = True
+    ) -> AbstractAsyncContextManager[Transaction]:
+        """A write transaction, committed on exit and rolled back on any error.
         `lock` names what it must not interleave with on another replica (a user id, or a
-        name of a table-wide task); None when its statements need no such guard."""
+        name of a table-wide task); None when its statements need no such guard. The commit
+        is synced to disk before it returns, unless `synced` is False: then it is synced
+        within the bound audit rows have (`audit_batches`), for what a power loss may cost
+        the last moments of (usage counts), never for credentials, keys or tokens."""
 
     async def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[Row]: ...
 
@@ -93,8 +98,9 @@ class Database(Protocol):
         way it has, even on the event loop."""
 
     async def append_audit(self, record: AuditRecord) -> None:
-        """Append one audit row in its own transaction, durable before returning
-        (group-committed with concurrent appends; see `audit_batches`)."""
+        """Append one audit row in its own transaction, committed before returning and synced
+        to disk within a bounded time after (group-committed with concurrent appends; see
+        `audit_batches`)."""
 
     async def close(self) -> None: ...
 

@@ -11,6 +11,7 @@ from services.vault.store.postgres_db import (
     DEFAULT_STATEMENT_TIMEOUT_MS,
     PostgresDatabase,
 )
+from services.vault.store.sqlite_checkpoints import DEFAULT_SYNC_INTERVAL_MS
 from services.vault.store.sqlite_db import SqliteDatabase
 
 
@@ -20,15 +21,20 @@ async def open_database(
     readers: int = 3,
     pool_size: int = DEFAULT_POOL_SIZE,
     statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS,
+    audit_sync_interval_ms: int = DEFAULT_SYNC_INTERVAL_MS,
 ) -> Database:
     """Open and migrate the database: a SQLite file (`readers` reader connections) or a
-    PostgreSQL database (a pool of up to `pool_size` connections).
+    PostgreSQL database (a pool of up to `pool_size` connections). `audit_sync_interval_ms`
+    bounds how long a SQLite audit row waits for its sync (PostgreSQL's WAL writer bounds it
+    there).
 
     Raises:
         StartupRefused: what to fix (file permissions, an unreachable server, a newer schema).
     """
     if isinstance(location, Path):
-        return await SqliteDatabase.open(location, readers=readers)
+        return await SqliteDatabase.open(
+            location, readers=readers, sync_interval=audit_sync_interval_ms / 1000
+        )
     return await PostgresDatabase.open(
         location, pool_size=pool_size, statement_timeout_ms=statement_timeout_ms
     )

@@ -4,8 +4,17 @@ Several vault replicas share one database. Each write transaction runs at READ C
 when it names a lock (`writing(lock=user_id)`), first takes a transaction-scoped advisory lock on
 that name, so read-modify-writes of one user's rows (limit checks, replace-all, revocation
 cascades) run one at a time across every replica, as they do in SQLite's single writer; writes
-of different users run side by side. Commits are durable before they are acknowledged
+of different users run side by side. Their commits are durable before they are acknowledged
 (`synchronous_commit` stays `on`).
+
+Audit batches (`audit_batches`: every `Resolve`) are the exception, as on SQLite: they run on a
+connection of their own whose session has `synchronous_commit = off`. A batch is committed
+(visible to every replica) before its appends return, but does not wait for the flush of the
+server's WAL, which the server's WAL writer does within 3 x `wal_writer_delay` (200 ms by
+default); a crash of the server or its machine inside that window can lose it, never corrupt
+anything. Every other write is unaffected: the setting belongs to that one session. A write
+transaction that asks for the same (`writing(synced=False)`: usage counts) sets it for itself
+with `SET LOCAL`.
 
 asyncpg prepares every statement on first use and keeps it in each connection's statement cache,
 so the hot path (`Resolve`, `Authenticate`) runs prepared statements. Every statement has a
@@ -47,6 +56,8 @@ POSTGRES = Dialect(
 )
 
 DEFAULT_POOL_SIZE = 10
+AUDIT_APPLICATION_NAME = "aicreds-vault-audit"
+"""The audit batches' connection, as `pg_stat_activity` names it (the others: aicreds-vault)."""
 DEFAULT_STATEMENT_TIMEOUT_MS = 5000
 # Advisory lock names live in one 64-bit space per database, shared with other applications:
 # ours all start with this.
@@ -135,9 +146,16 @@ class PostgresDatabase:
 
     dialect = POSTGRES
 
-    def __init__(self, url: PostgresUrl, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+    def __init__(
+        self,
+        url: PostgresUrl,
+        pool: asyncpg.Pool[asyncpg.Record],
+        audit_pool: asyncpg.Pool[asyncpg.Record],
+    ) -> None:
         self.url = url
         self._pool = pool
+        # One connection, `synchronous_commit = off`: audit batches only, one at a time.
+        self._audit_pool = audit_pool
         self._audits = AuditBatches(self._write_audit_batch)
 
     def __repr__(self) -> str:
@@ -177,21 +195,41 @@ class PostgresDatabase:
                 server_settings=settings,
                 reset=_end_open_transaction,
             )
+            try:
+                audit_pool = await asyncpg.create_pool(
+                    url.url,
+                    min_size=1,
+                    max_size=1,
+                    server_settings={
+                        **settings,
+                        "application_name": AUDIT_APPLICATION_NAME,
+                        "synchronous_commit": "off",
+                    },
+                    reset=_end_open_transaction,
+                )
+            except BaseException:
+                await pool.close()
+                raise
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
             raise StartupRefused(
                 f"cannot open the PostgreSQL database {url.redacted}: {type(err).__name__}:"
                 f" {_without(str(err), url)}"
             ) from None
-        return cls(url, pool)
+        return cls(url, pool, audit_pool)
 
     async def close(self) -> None:
         await self._audits.drain()  # appends under way are written first
+        await self._audit_pool.close()
         await self._pool.close()
 
     @asynccontextmanager
-    async def writing(self, *, lock: str | None) -> AsyncIterator[PostgresTransaction]:
+    async def writing(
+        self, *, lock: str | None, synced: bool = True
+    ) -> AsyncIterator[PostgresTransaction]:
         with _availability():
             async with self._pool.acquire() as conn, conn.transaction():
+                if not synced:
+                    await conn.execute("SET LOCAL synchronous_commit = off")
                 if lock is not None:
                     await conn.execute(_TAKE_LOCK, _LOCK_PREFIX + lock)
                 yield PostgresTransaction(conn)
@@ -200,9 +238,10 @@ class PostgresDatabase:
         await self._audits.append(record)
 
     async def _write_audit_batch(self, sql: str, params: Sequence[object]) -> None:
-        # One statement outside a transaction block is one transaction: atomic and durable.
+        # One statement outside a transaction block is one transaction: atomic, committed on
+        # return, flushed by the WAL writer soon after (this session's synchronous_commit=off).
         with _availability():
-            await self._pool.execute(to_postgres(sql), *params)
+            await self._audit_pool.execute(to_postgres(sql), *params)
 
     async def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         with _availability():

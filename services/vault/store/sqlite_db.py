@@ -1,13 +1,26 @@
-"""SQLite plumbing: one writer connection, a few readers, pragmas and migrations.
+"""SQLite plumbing: one writer connection, one for audit batches, readers, pragmas, migrations.
 
-WAL mode lets readers run while the writer writes; `synchronous=FULL` makes every commit
-durable before it is acknowledged (SPEC 4.4). All writes go through one connection under an
-asyncio lock, each in a `BEGIN IMMEDIATE` transaction, so concurrent requests never interleave
-and never lose an update. A `busy_timeout` lets an operator command in another process write too.
+WAL mode lets readers run while the writer writes. All writes go through the two writer
+connections under one asyncio lock, each in a `BEGIN IMMEDIATE` transaction (or one statement),
+so concurrent requests never interleave and never lose an update. A `busy_timeout` lets an
+operator command in another process write too.
 
-Audit rows appended on their own are group-committed (`audit_batches`): one batch is one
-statement in autocommit mode, so one transaction, one durable commit and one trip to the
-writer's thread. `writing(lock=...)` ignores its lock: one write runs at a time here anyway.
+Durability has two classes (docs/architecture.md, "Audit durability"):
+
+- Credentials, providers, keys, tokens, sessions and every other write transaction: the writer
+  runs with `synchronous=FULL`, so a commit is synced to disk before it is acknowledged
+  (SPEC 4.4).
+- Audit rows appended on their own (every `Resolve`; see `audit_batches`), and the transactions
+  that ask for it (`writing(synced=False)`: usage counts): on a second connection with
+  `synchronous=NORMAL`, under the same asyncio lock. An audit batch is one statement in
+  autocommit mode, so one atomic transaction in the WAL. Such a commit is visible to every
+  connection and process, and kept through a crash of the vault, before it returns, but does
+  not wait for a sync that another process's writes to the same disk can hold up for tens of
+  milliseconds. `sqlite_checkpoints` syncs it within the configured interval
+  (`VAULT_AUDIT_SYNC_INTERVAL_MS`); only a power loss or OS crash inside that window can lose it.
+
+No connection checkpoints automatically: `sqlite_checkpoints` does, off the request path.
+`writing(lock=...)` ignores its lock: one write runs at a time here anyway.
 """
 
 from __future__ import annotations
@@ -30,6 +43,12 @@ from services.vault.store import AuditRecord
 from services.vault.store.audit_batches import AuditBatches
 from services.vault.store.database import Dialect, Row, check_known_schema, utc_text
 from services.vault.store.migrations import MIGRATIONS, Migration
+from services.vault.store.sqlite_checkpoints import (
+    DEFAULT_RESTART_BYTES,
+    DEFAULT_SYNC_INTERVAL_MS,
+    BackgroundCheckpoints,
+    wal_size_limit,
+)
 
 _BUSY_TIMEOUT_MS = 10_000
 # aiosqlite logs every statement with its parameters at DEBUG: ciphertexts, wrapped data keys,
@@ -45,12 +64,21 @@ SQLITE = Dialect(
 )
 
 
-async def _connect(path: Path) -> aiosqlite.Connection:
+async def _connect(
+    path: Path, *, synchronous: str = "FULL", wal_restart_bytes: int = DEFAULT_RESTART_BYTES
+) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None)
-    await conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-    await conn.execute("PRAGMA journal_mode = WAL")
-    await conn.execute("PRAGMA synchronous = FULL")
-    await conn.execute("PRAGMA foreign_keys = ON")
+    try:
+        await conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute(f"PRAGMA synchronous = {synchronous}")
+        await conn.execute("PRAGMA wal_autocheckpoint = 0")  # `sqlite_checkpoints` does them
+        # A WAL that an outsized transaction grew is cut back when it starts over.
+        await conn.execute(f"PRAGMA journal_size_limit = {wal_size_limit(wal_restart_bytes)}")
+        await conn.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        await conn.close()
+        raise
     return conn
 
 
@@ -61,6 +89,7 @@ def _connect_inline(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA busy_timeout = 0")
         conn.execute("PRAGMA query_only = ON")
         conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
     except BaseException:
         conn.close()
         raise
@@ -76,12 +105,17 @@ class SqliteDatabase:
         self,
         path: Path,
         writer: aiosqlite.Connection,
+        audit_writer: aiosqlite.Connection,
         readers: Sequence[aiosqlite.Connection],
         inline: sqlite3.Connection,
+        write_lock: asyncio.Lock,
+        checkpoints: BackgroundCheckpoints,
     ) -> None:
         self.path = path
         self._writer = writer
-        self._write_lock = asyncio.Lock()
+        self._audit_writer = audit_writer  # synchronous=NORMAL: audit batches only
+        self._write_lock = write_lock
+        self._checkpoints = checkpoints
         self._audits = AuditBatches(self._write_audit_batch)
         self._all_readers = tuple(readers)
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
@@ -99,8 +133,12 @@ class SqliteDatabase:
         *,
         readers: int = 3,
         migrations: Sequence[Migration] = MIGRATIONS,
+        sync_interval: float = DEFAULT_SYNC_INTERVAL_MS / 1000,
+        wal_restart_bytes: int = DEFAULT_RESTART_BYTES,
     ) -> SqliteDatabase:
-        """Open (creating, mode 0600) and migrate the database at `path`.
+        """Open (creating, mode 0600) and migrate the database at `path`; checkpoint it every
+        `sync_interval` seconds in the background (the most an audit row waits for its sync),
+        starting the WAL over once it is larger than `wal_restart_bytes`.
 
         Raises:
             StartupRefused: the database (or its WAL or shared-memory file) may be read or
@@ -115,70 +153,84 @@ class SqliteDatabase:
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         opened: list[aiosqlite.Connection] = []
+        inline: sqlite3.Connection | None = None
         try:
-            writer = await _connect(path)
+            writer = await _connect(path, wal_restart_bytes=wal_restart_bytes)
             opened.append(writer)
             await _migrate(writer, migrations)
+            opened.append(
+                await _connect(path, synchronous="NORMAL", wal_restart_bytes=wal_restart_bytes)
+            )
             for _ in range(readers):
                 opened.append(await _connect(path))
             inline = _connect_inline(path)
+            write_lock = asyncio.Lock()
+            checkpoints = await BackgroundCheckpoints.start(
+                path, sync_interval, write_lock, restart_bytes=wal_restart_bytes
+            )
         except BaseException:
             for conn in opened:
                 await conn.close()
+            if inline is not None:
+                inline.close()
             raise
-        return cls(path, writer, opened[1:], inline)
+        return cls(path, writer, opened[1], opened[2:], inline, write_lock, checkpoints)
 
     async def close(self) -> None:
-        await self._audits.drain()  # appends under way are written first
-        for conn in (*self._all_readers, self._writer):
-            await conn.close()
-        self._inline.close()
+        """Close, once the appends under way are written and a last checkpoint synced them."""
+        await self._audits.drain()
+        try:
+            await self._checkpoints.close()
+        finally:
+            for conn in (*self._all_readers, self._audit_writer, self._writer):
+                await conn.close()
+            self._inline.close()
 
     @asynccontextmanager
-    async def writing(self, *, lock: str | None) -> AsyncIterator[SqliteTransaction]:
-        """A write transaction: committed (durably) on exit, rolled back on any error.
+    async def writing(
+        self, *, lock: str | None, synced: bool = True
+    ) -> AsyncIterator[SqliteTransaction]:
+        """A write transaction: committed on exit (and synced to disk first, unless `synced` is
+        False: then on the audit batches' connection, synced by the background checkpoints),
+        rolled back on any error.
 
-        The writer is never left inside a transaction when the lock is released: a statement
+        The connection is never left inside a transaction when the lock is released: a statement
         handed to aiosqlite runs on its thread even if the awaiting RPC is cancelled (a client
         deadline while another process holds the database lock), so BEGIN, COMMIT and ROLLBACK
         are awaited to the end and a transaction that a cancelled BEGIN opened is rolled back.
         Otherwise every later write would fail with "cannot start a transaction within a
         transaction" and the database lock would be held for good.
         """
+        conn = self._writer if synced else self._audit_writer
         async with self._write_lock:
             try:
-                await _to_the_end(self._writer.execute("BEGIN IMMEDIATE"))
+                await _to_the_end(conn.execute("BEGIN IMMEDIATE"))
             except BaseException:
-                await self._end_transaction()
+                await _end_transaction(conn)
                 raise
             try:
-                yield SqliteTransaction(self._writer)
+                yield SqliteTransaction(conn)
             except BaseException:
-                await self._end_transaction()
+                await _end_transaction(conn)
                 raise
             try:
-                await _to_the_end(self._writer.execute("COMMIT"))
+                await _to_the_end(conn.execute("COMMIT"))
             except BaseException:
                 # A failed COMMIT (disk full, I/O error) can leave the transaction open.
-                await self._end_transaction()
+                await _end_transaction(conn)
                 raise
 
     async def append_audit(self, record: AuditRecord) -> None:
         await self._audits.append(record)
 
     async def _write_audit_batch(self, sql: str, params: Sequence[object]) -> None:
-        # In autocommit mode one statement is one transaction (atomic, and durable with
-        # `synchronous=FULL`), so the whole batch is one trip to the writer's thread instead of
-        # three (BEGIN, INSERT, COMMIT). It holds the write lock like any write transaction.
+        # In autocommit mode one statement is one transaction (atomic; committed, unsynced, on
+        # this `synchronous=NORMAL` connection), so the whole batch is one trip to its thread
+        # instead of three (BEGIN, INSERT, COMMIT). It holds the write lock like any write
+        # transaction, so it never waits on SQLite's own lock for another of our writes.
         async with self._write_lock:
             # execute_fetchall runs the statement and drops its cursor on the thread, in one trip.
-            await _to_the_end(self._writer.execute_fetchall(sql, params))
-
-    async def _end_transaction(self) -> None:
-        """Roll back the writer's open transaction, if any; never raises over the caller's error."""
-        if self._writer.in_transaction:
-            with contextlib.suppress(Exception):
-                await _to_the_end(self._writer.execute("ROLLBACK"))
+            await _to_the_end(self._audit_writer.execute_fetchall(sql, params))
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -216,6 +268,14 @@ class SqliteDatabase:
         async with self.reading() as conn, conn.execute(sql, params) as cursor:
             row = await cursor.fetchone()
             return tuple(row) if row is not None else None
+
+
+async def _end_transaction(conn: aiosqlite.Connection) -> None:
+    """Roll back the connection's open transaction, if any; never raises over the caller's
+    error."""
+    if conn.in_transaction:
+        with contextlib.suppress(Exception):
+            await _to_the_end(conn.execute("ROLLBACK"))
 
 
 async def _to_the_end(statement: Awaitable[T]) -> T:

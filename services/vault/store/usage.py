@@ -2,7 +2,8 @@
 
 Counts are added with one upsert per (provider, model) in a transaction under the user's lock,
 so concurrent reports (from several routers, on several vault replicas) add up exactly, and the
-row limit per day is checked against what the transaction sees.
+row limit per day is checked against what the transaction sees. The commit does not wait for a
+disk sync (`writing(synced=False)`, docs/architecture.md#audit-durability).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ class SqlUsageStore:
     async def add_usage(
         self, user_id: str, day: str, counts: Sequence[UsageCounts], *, max_rows: int
     ) -> None:
-        async with self.db.writing(lock=user_id) as tx:
+        # Counts are best effort (router/usage_reporter.py): synced within the audit rows'
+        # bound, so that a disk another process keeps busy holds up no Resolve behind them.
+        async with self.db.writing(lock=user_id, synced=False) as tx:
             rows = await tx.fetch_all(
                 "SELECT provider, model FROM usage_daily WHERE user_id = ? AND day = ?",
                 (user_id, day),
