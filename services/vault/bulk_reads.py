@@ -5,7 +5,10 @@ or every provider of a user is CPU work proportional to what that user stores (d
 JSON, masking, building and serializing the response): done on the loop, one user's large reads
 stall every other user's `Resolve` meanwhile (issue 14). So a batch above a small size runs on a
 worker thread, together with building its response, and each user has at most one such batch
-under way: a user who sends many large reads at once waits for their own earlier ones.
+under way: a user who sends many large reads at once waits for their own earlier ones. A batch
+whose caller gives up (a deadline, a cancelled call) stops at its next item, and the user's
+next batch starts only once it has: a thread cannot be cancelled, and without that wait short
+deadlines would let one user keep every worker thread busy.
 
 A thread off the loop is not enough on its own: every thread of the process shares the
 interpreter lock with the loop, and a worker that never pauses holds it whenever the loop does
@@ -23,6 +26,7 @@ own earlier lists).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, TypeVar
@@ -57,18 +61,29 @@ def unpaced(items: Iterable[Item]) -> Iterator[Item]:
     return iter(items)
 
 
+class BatchAbandoned(Exception):
+    """Raised in a batch's thread at its next item once its caller has given up."""
+
+
 def paced(
     items: Iterable[Item],
     *,
+    abandoned: threading.Event | None = None,
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[Item]:
     """`items`, with pauses between them so that taking them, and whatever the consumer does
     with each before asking for the next, runs at most `BULK_SHARE` of the time (worker threads
-    only: the pause is a sleep). No pause after the last item."""
+    only: the pause is a sleep). No pause after the last item.
+
+    Raises:
+        BatchAbandoned: at the next item once `abandoned` is set.
+    """
     rest_per_run = (1 - BULK_SHARE) / BULK_SHARE
     start = clock()
     for item in items:
+        if abandoned is not None and abandoned.is_set():
+            raise BatchAbandoned
         ran = clock() - start
         if ran >= SLICE_S:
             sleep(ran * rest_per_run)
@@ -95,10 +110,29 @@ class BulkReads:
         self._per_user[user_id] = (lock, users + 1)
         try:
             async with lock:
-                return await asyncio.to_thread(work, paced)
+                return await _on_a_thread(work)
         finally:
             lock, users = self._per_user[user_id]
             if users == 1:
                 del self._per_user[user_id]
             else:
                 self._per_user[user_id] = (lock, users - 1)
+
+
+async def _on_a_thread(work: Callable[[Pace], T]) -> T:
+    """`work(paced)` on a worker thread; if the caller is cancelled meanwhile, the work is told
+    to stop and awaited to its end before the cancellation goes on."""
+    abandoned = threading.Event()
+
+    def pace(items: Iterable[Item]) -> Iterator[Item]:
+        return paced(items, abandoned=abandoned)
+
+    thread = asyncio.ensure_future(asyncio.to_thread(work, pace))
+    try:
+        return await asyncio.shield(thread)
+    except asyncio.CancelledError:
+        abandoned.set()
+        await asyncio.wait([thread])  # a second cancellation here is the caller's to have
+        if not thread.cancelled():
+            thread.exception()  # retrieved: BatchAbandoned, or what the work raised before
+        raise

@@ -10,6 +10,7 @@ test_resolve_isolation.py.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from services.vault.bulk_reads import (
     BULK_SHARE,
     INLINE_BATCH_BYTES,
     SLICE_S,
+    BatchAbandoned,
     BulkReads,
     Pace,
     paced,
@@ -109,7 +111,8 @@ async def test_a_small_batch_runs_on_the_loop_and_a_large_one_on_a_paced_thread(
         return threading.current_thread() is threading.main_thread(), pace
 
     assert await bulk.run("alice", INLINE_BATCH_BYTES, where) == (True, unpaced)
-    assert await bulk.run("alice", INLINE_BATCH_BYTES + 1, where) == (False, paced)
+    on_loop, pace = await bulk.run("alice", INLINE_BATCH_BYTES + 1, where)
+    assert not on_loop and pace is not unpaced
 
 
 @pytest.mark.no_store
@@ -139,6 +142,34 @@ async def test_a_users_large_batches_run_one_at_a_time_and_other_users_do_not_wa
     await asyncio.gather(running, queued)
     assert order == ["first", "second"]
     assert repr(bulk) == "BulkReads(users_waiting=0)"
+
+
+@pytest.mark.no_store
+async def test_an_abandoned_batch_stops_before_the_users_next_one_starts() -> None:
+    bulk = BulkReads()
+    started, stopped = threading.Event(), threading.Event()
+    raised: list[BaseException] = []
+
+    def endless(pace: Pace) -> None:
+        started.set()
+        try:
+            for _ in pace(itertools.count()):
+                pass
+        except BaseException as err:
+            raised.append(err)
+            raise
+        finally:
+            stopped.set()
+
+    size = INLINE_BATCH_BYTES + 1
+    call = asyncio.create_task(bulk.run("alice", size, endless))
+    assert await asyncio.to_thread(started.wait, 10)
+    call.cancel()  # the caller's deadline
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    # Stopped at its next item, and awaited: no thread of alice's is left running.
+    assert stopped.is_set() and [type(err) for err in raised] == [BatchAbandoned]
+    assert await bulk.run("alice", size, lambda pace: list(pace(range(3)))) == [0, 1, 2]
 
 
 @pytest.fixture
