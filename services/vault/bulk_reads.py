@@ -15,12 +15,13 @@ interpreter lock with the loop, and a worker that never pauses holds it whenever
 not, so each step of everyone else's requests first waits for the worker to hand it over, and
 the two compete for the CPU. So a batch is paced (`Pace`): it works through its items in
 slices of about `SLICE_S` and after each one sleeps, releasing the lock, long enough to run
-at most `BULK_SHARE` of the time. Measured with a big user keeping 6 ListProviders of 30 MiB
-in flight (tests/vault/test_resolve_isolation.py's user, 2 shared and busy cores): another
-user's median `Resolve` rose 3.6-4.7x on SQLite and 2.2-12.8x on PostgreSQL with an unpaced
-worker, 1.4-3.3x at a share of 1/2 and 1.5-2.4x at 1/4, while the big user's own lists took
-about 1.7 times as long at 1/4 (their median 3.3-4.4 s against 1.5-2.6 s: they wait for their
-own earlier lists).
+at most `BULK_SHARE` of the time. Measured with test_resolve_isolation.py's big user (500
+providers, lists of 30 MiB among 40 calls/s, 6 in flight; 2 shared cores, load average 4-11),
+another user's median `Resolve` loaded/alone: with an unpaced worker 3.6-4.7x on SQLite and
+2.2-12.8x on PostgreSQL (lists only); at a share of 1/4, 0.9-4.8x over 20 runs, 3 of them at 3x
+or more; at 1/8, 0.9-1.8x over 20 runs. The price is the big user's alone: one list of 30 MiB
+takes 1.8-3.6 s instead of 0.5-0.8 s (within the gateway's 5 s deadline), and their lists
+queue behind each other.
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ INLINE_BATCH_BYTES = 1024 * 1024
 
 # The share of the time a batch on a worker thread runs, and how long it runs between pauses.
 # A slice of 2 ms is a few items of the largest kind (a provider of 64 KiB takes about 0.5 ms
-# to open, mask and serialize) and makes the pauses long enough for the loop to get through
-# a request or two without waiting for the interpreter lock.
-BULK_SHARE = 0.25
+# to open, mask and serialize); the pause after it (14 ms at 1/8) lets the loop get through
+# several requests without waiting for the interpreter lock.
+BULK_SHARE = 0.125
 SLICE_S = 0.002
 
 
