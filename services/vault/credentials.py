@@ -14,15 +14,15 @@ stored binding is checked by opening the old value first); replace-all keeps the
 keys that stay; deleting a key drops its binding.
 
 Decrypting is CPU work on the event loop's thread unless moved: a few values are opened right
-there, a larger batch (a whole map) on a worker thread, one at a time per user, together with
-building the response that holds them (`BulkReads`), so that one user's large map does not
-hold up every other request meanwhile.
+there, a larger batch (a whole map) on a worker thread, paced and one at a time per user,
+together with building the response that holds them (`BulkReads`), so that one user's large map
+does not hold up every other request meanwhile.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Protocol, TypeVar
 
@@ -36,7 +36,7 @@ from services.common.credential_rules import (
 from services.common.errors import Unavailable
 from services.common.host_patterns import patterns_from_json
 from services.vault.audit import audit_failures, audit_record
-from services.vault.bulk_reads import BulkReads
+from services.vault.bulk_reads import BulkReads, Pace
 from services.vault.envelope import Envelope, Opener
 from services.vault.errors import CredentialNotFound, DecryptionFailed
 from services.vault.row_seals import CREDENTIAL_ROW, report_integrity_error
@@ -72,8 +72,10 @@ def stored_hosts(stored: StoredCredential) -> tuple[str, ...]:
     return patterns_from_json(stored.hosts) if stored.hosts != UNBOUND_HOSTS else ()
 
 
-def _open_blobs(opener: Opener, blobs: Mapping[str, StoredCredential]) -> dict[str, str]:
-    return {key: open_credential(opener, key, stored) for key, stored in blobs.items()}
+def _opened(opener: Opener, blobs: Mapping[str, StoredCredential]) -> Iterator[tuple[str, str]]:
+    """The values opened one by one as they are asked for, with their keys."""
+    for key, stored in blobs.items():
+        yield key, open_credential(opener, key, stored)
 
 
 def _changed_meanwhile(what: str) -> Unavailable:
@@ -111,17 +113,22 @@ class CredentialMaps:
         self,
         user_id: str,
         blobs: Mapping[str, StoredCredential],
-        present: Callable[[dict[str, str]], T],
+        present: Callable[[Iterable[tuple[str, str]]], T],
     ) -> T:
         opener = await self._envelope.opener_for(user_id) if blobs else None
-        size = sum(len(stored.blob) for stored in blobs.values())
-        return await self._bulk.run(
-            user_id, size, lambda: present(_open_blobs(opener, blobs) if opener else {})
-        )
 
-    async def get_all(self, caller: str, user_id: str, present: Callable[[dict[str, str]], T]) -> T:
+        def opened(pace: Pace) -> T:
+            return present(pace(_opened(opener, blobs)) if opener else iter(()))
+
+        size = sum(len(stored.blob) for stored in blobs.values())
+        return await self._bulk.run(user_id, size, opened)
+
+    async def get_all(
+        self, caller: str, user_id: str, present: Callable[[Iterable[tuple[str, str]]], T]
+    ) -> T:
         """The user's whole map, decrypted (empty for an unknown user), as `present` makes it
-        (e.g. a response message): a large map is decrypted and presented on a worker thread."""
+        (e.g. a serialized response) from the pairs it is handed one at a time: a large map is
+        decrypted and presented on a worker thread, paced (`BulkReads`)."""
         validate_user_id(user_id)
         record = audit_record(caller, user_id, "credentials.get_all")
         async with audit_failures(self._store, record):

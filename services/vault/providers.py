@@ -22,7 +22,7 @@ values, would pass the size bounds the router enforces on every call (SPEC 3.5, 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
@@ -44,7 +44,7 @@ from services.common.provider_rules import (
     validate_provider_name,
 )
 from services.vault.audit import audit_failures, audit_record
-from services.vault.bulk_reads import BulkReads
+from services.vault.bulk_reads import BulkReads, Pace
 from services.vault.credentials import open_credential
 from services.vault.envelope import Envelope, Opener
 from services.vault.errors import (
@@ -223,19 +223,20 @@ class ProviderBook:
         """One provider, masked."""
         return _view(await self.unmasked(user_id, name))
 
-    async def get_all(self, user_id: str, present: Callable[[list[ProviderConfig]], T]) -> T:
+    async def get_all(self, user_id: str, present: Callable[[Iterable[ProviderConfig]], T]) -> T:
         """All of the user's providers, masked, sorted by name, as `present` makes them (e.g. a
-        response message). Opening, masking and presenting grow with what the user stores, so
-        for a large list they run on a worker thread (`BulkReads`)."""
+        serialized response) from the providers it is handed one at a time. Opening, masking
+        and presenting grow with what the user stores, so for a large list they run on a
+        worker thread, paced (`BulkReads`)."""
         validate_user_id(user_id)
         records = await self._store.list_providers(user_id)
         opener = await self._envelope.opener_for(user_id) if records else None
 
-        def masked() -> T:
+        def masked(pace: Pace) -> T:
             # A provider that fails its integrity check is left out (and reported), so that the
             # others stay usable; it can still be deleted or overwritten by name.
-            configs = [c.masked() for c in _opened_intact(records, opener)] if opener else []
-            return present(configs)
+            opened = _opened_intact(records, opener) if opener else iter(())
+            return present(config.masked() for config in pace(opened))
 
         size = sum(len(record.headers_blob) for record in records)
         return await self._bulk.run(user_id, size, masked)
@@ -284,14 +285,13 @@ def open_provider(record: ProviderRecord, opener: Opener) -> ProviderConfig:
         ) from None
 
 
-def _opened_intact(records: Iterable[ProviderRecord], opener: Opener) -> list[ProviderConfig]:
-    configs = []
+def _opened_intact(records: Iterable[ProviderRecord], opener: Opener) -> Iterator[ProviderConfig]:
+    """The records opened one by one as they are asked for, those that fail left out."""
     for record in records:
         try:
-            configs.append(open_provider(record, opener))
+            yield open_provider(record, opener)
         except ProviderIntegrityError:
             continue
-    return configs
 
 
 def _config_of(record: ProviderRecord, headers_text: str) -> ProviderConfig:

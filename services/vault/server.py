@@ -18,8 +18,8 @@ import uvloop
 from aicreds.vault.v1 import (
     audit_pb2_grpc,
     auth_pb2_grpc,
-    credentials_pb2_grpc,
-    providers_pb2_grpc,
+    credentials_pb2,
+    providers_pb2,
     usage_pb2_grpc,
 )
 
@@ -54,6 +54,7 @@ from services.vault.servicers.audit import AuditServicer
 from services.vault.servicers.auth import AuthServicer
 from services.vault.servicers.credentials import CredentialServicer
 from services.vault.servicers.providers import ProviderServicer
+from services.vault.servicers.serialized import add_service
 from services.vault.servicers.usage import UsageServicer
 from services.vault.store.credential_hosts import SqlCredentialHostStore
 from services.vault.store.usage import SqlUsageStore
@@ -107,10 +108,14 @@ def register_services(
     credential_hosts: CredentialHosts,
     usage: UsageBook,
 ) -> None:
-    credentials_pb2_grpc.add_CredentialServiceServicer_to_server(
-        CredentialServicer(credentials, resolver, credential_hosts), server
+    # Both may answer responses serialized off the event loop (`servicers.serialized`).
+    add_service(
+        server,
+        credentials_pb2.DESCRIPTOR,
+        "CredentialService",
+        CredentialServicer(credentials, resolver, credential_hosts),
     )
-    providers_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(providers), server)
+    add_service(server, providers_pb2.DESCRIPTOR, "ProviderService", ProviderServicer(providers))
     auth_pb2_grpc.add_AuthServiceServicer_to_server(
         AuthServicer(auth.tokens, auth.sessions), server
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 
 import grpc.aio
 from aicreds.vault.v1 import credentials_pb2 as pb
@@ -15,10 +15,13 @@ from services.vault.resolve import Resolver
 from services.vault.servicers import caller_name
 from services.vault.servicers.providers import provider_to_proto
 from services.vault.servicers.resolve_stream import answer_resolve_stream
+from services.vault.servicers.serialized import concatenated
 
 
-def _credentials_response(credentials: dict[str, str]) -> pb.GetCredentialsResponse:
-    return pb.GetCredentialsResponse(credentials=credentials)
+def credentials_response_bytes(pairs: Iterable[tuple[str, str]]) -> bytes:
+    """`GetCredentialsResponse(credentials=dict(pairs))` serialized one pair at a time
+    (`serialized.concatenated`): where the map is opened, off the event loop for a large one."""
+    return concatenated(pb.GetCredentialsResponse(credentials={k: v}) for k, v in pairs)
 
 
 class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
@@ -31,10 +34,11 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
 
     async def GetCredentials(
         self, request: pb.GetCredentialsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetCredentialsResponse:
-        # Built where the map is decrypted: off the event loop for a large map.
+    ) -> bytes:
+        # Built and serialized where the map is decrypted: off the event loop for a large map
+        # (registered by `serialized.add_service`, which passes the bytes through).
         return await self._credentials.get_all(
-            caller_name(), request.user_id, _credentials_response
+            caller_name(), request.user_id, credentials_response_bytes
         )
 
     async def ReplaceCredentials(

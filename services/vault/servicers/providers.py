@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import grpc.aio
 from aicreds.vault.v1 import providers_pb2 as pb
 from aicreds.vault.v1 import providers_pb2_grpc
@@ -14,6 +16,7 @@ from services.common.provider_proto import (
 )
 from services.vault.providers import ProviderBook, ProviderConfig, ProviderView
 from services.vault.servicers import caller_name
+from services.vault.servicers.serialized import concatenated
 
 
 def provider_from_proto(message: pb.Provider) -> ProviderConfig:
@@ -43,8 +46,10 @@ def _response(view: ProviderView) -> pb.ProviderResponse:
     return pb.ProviderResponse(provider=provider_to_proto(view.provider), warnings=view.warnings)
 
 
-def _list_response(masked: list[ProviderConfig]) -> pb.ListProvidersResponse:
-    return pb.ListProvidersResponse(providers=[provider_to_proto(p) for p in masked])
+def list_response_bytes(masked: Iterable[ProviderConfig]) -> bytes:
+    """`ListProvidersResponse(providers=masked)` serialized one provider at a time
+    (`serialized.concatenated`): where the list is built, off the event loop for a long one."""
+    return concatenated(pb.ListProvidersResponse(providers=[provider_to_proto(p)]) for p in masked)
 
 
 class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
@@ -64,9 +69,10 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
 
     async def ListProviders(
         self, request: pb.ListProvidersRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListProvidersResponse:
-        # Built where the providers are opened: off the event loop for a long list.
-        return await self._providers.get_all(request.user_id, _list_response)
+    ) -> bytes:
+        # Built and serialized where the providers are opened: off the event loop for a long
+        # list (registered by `serialized.add_service`, which passes the bytes through).
+        return await self._providers.get_all(request.user_id, list_response_bytes)
 
     async def UpdateProvider(
         self, request: pb.UpdateProviderRequest, context: grpc.aio.ServicerContext
