@@ -21,17 +21,47 @@ line, and a writer thread writes what has queued up in one `write`:
 
 Lines keep their order: whoever writes (the thread, a flush, a warning) takes the whole queue
 while holding the one write lock.
+
+- **Lines stay whole beside other stderr writers**: a batch is written in pieces of whole lines,
+  each at most `PIPE_BUF` (4 KiB) bytes (a longer line on its own). stderr is usually a pipe
+  (a container's log collector), and the kernel keeps a pipe write whole only up to `PIPE_BUF`
+  bytes: a bigger one that meets a full pipe goes in part by part, and whatever else writes to
+  stderr meanwhile lands between the parts, in the middle of a line. Nothing in the process
+  orders those other writers with this handler: an uncaught exception's traceback, a warning,
+  faulthandler and gRPC's C core write to stderr directly, and with `PYTHONUNBUFFERED=1` (the
+  image sets it) so does `sys.stderr` (no buffer lock). A 64 KiB batch is still 16 writes
+  instead of hundreds.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import threading
+from collections.abc import Iterator
 from typing import TextIO
 
 DEFAULT_FLUSH_INTERVAL = 0.1
 DEFAULT_BATCH_CHARS = 64 * 1024
 DEFAULT_MAX_PENDING_CHARS = 1024 * 1024
+WHOLE_WRITE_BYTES = select.PIPE_BUF
+"""The largest write a pipe keeps whole (POSIX: at least 512; Linux: 4096)."""
+
+
+def _whole_writes(lines: list[str], limit: int = WHOLE_WRITE_BYTES) -> Iterator[str]:
+    """`lines` joined into pieces of at most `limit` bytes (UTF-8), each of whole lines; a line
+    longer than `limit` is a piece of its own."""
+    piece: list[str] = []
+    size = 0
+    for line in lines:
+        length = len(line) if line.isascii() else len(line.encode("utf-8", "backslashreplace"))
+        if piece and size + length > limit:
+            yield "".join(piece)
+            piece, size = [], 0
+        piece.append(line)
+        size += length
+    if piece:
+        yield "".join(piece)
 
 
 class BufferedStreamHandler(logging.StreamHandler[TextIO]):
@@ -123,8 +153,8 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
                 self._pending_chars = 0
             stream = self.stream
             try:
-                if lines:
-                    stream.write("".join(lines))
+                for piece in _whole_writes(lines):
+                    stream.write(piece)
                 if hasattr(stream, "flush"):
                     stream.flush()
             except (OSError, ValueError):

@@ -190,3 +190,50 @@ def test_the_lines_are_the_formatters_own(make_logger: MakeLogger) -> None:
         "OK",
         1.5,
     )
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_another_stderr_writer_never_lands_inside_a_line(unbuffered: str) -> None:
+    """stderr is a pipe read slower than lines come, and another thread writes to it too (as an
+    uncaught exception's traceback is written, or a library's warning). With PYTHONUNBUFFERED=1
+    (the image sets it) nothing but the kernel orders the writes, and a pipe keeps only writes
+    of up to PIPE_BUF bytes whole: a batch must never be one bigger write."""
+    program = "\n".join(
+        [
+            "import logging, sys, threading, time",
+            "from services.common.logging import configure_logging",
+            "configure_logging('test', 'INFO')",
+            "log = logging.getLogger('aicreds.test')",
+            "def interlope():",
+            "    for n in range(300):",
+            "        sys.stderr.write(f'Traceback {n:03d}: a whole line\\n')",
+            "        time.sleep(0.001)",
+            "other = threading.Thread(target=interlope)",
+            "other.start()",
+            "for n in range(4000):",
+            "    log.info('line', extra={'fields': {'n': n}})",
+            "    if n % 100 == 0: time.sleep(0.005)",
+            "other.join()",
+        ]
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
+        "PYTHONUNBUFFERED": unbuffered,
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", program], env=env, stderr=subprocess.PIPE, text=True
+    )
+    assert child.stderr is not None
+    texts = []
+    with child.stderr:
+        while text := child.stderr.readline(8192):  # a slow reader: the pipe is often full
+            texts.append(text.rstrip("\n"))
+            if len(texts) % 50 == 0:
+                time.sleep(0.002)
+    assert child.wait(timeout=60) == 0
+    assert [t for t in texts if t.startswith("Traceback")] == [
+        f"Traceback {n:03d}: a whole line" for n in range(300)
+    ]
+    lines = [json.loads(text) for text in texts if text.startswith("{")]
+    assert [line["n"] for line in lines] == list(range(4000))
