@@ -238,3 +238,26 @@ async def test_only_the_resolve_right_opens_a_stream(tmp_path: Path) -> None:
                 assert info.value.code().name == code
         finally:
             await unknown.close()
+
+
+async def test_a_caller_that_reads_no_answers_holds_back_the_requests_it_sends() -> None:
+    """Answers not taken count against the bound: a caller that writes requests and never reads
+    must not make the vault resolve (and keep in memory, values and all) every one of them."""
+    resolved = 0
+
+    async def resolve(request: cpb.ResolveRequest) -> cpb.ResolveResponse:
+        nonlocal resolved
+        resolved += 1
+        return cpb.ResolveResponse(values={"k": "a secret value"})
+
+    async def requests() -> AsyncIterator[cpb.ResolveStreamRequest]:
+        for n in range(1000):
+            yield cpb.ResolveStreamRequest(id=n, request=cpb.ResolveRequest(user_id="u"))
+
+    answers = answer_resolve_stream(requests(), resolve, max_in_flight=5)
+    first = await answers.__anext__()  # the stream's writer takes one answer, then is stuck
+    for _ in range(200):
+        await asyncio.sleep(0)
+    assert resolved <= 5 + 1, "requests kept being resolved while no answer was taken"
+    got = [first] + [a async for a in answers]
+    assert sorted(a.id for a in got) == list(range(1000))

@@ -10,7 +10,10 @@ request is counted in the RPC metrics and has the access-log line of a unary `Re
 
 At most `MAX_IN_FLIGHT` requests are worked on at once: the next is read from the stream only
 when one of them is answered, so a caller sending faster than the vault answers is held back by
-the stream's flow control instead of piling up tasks here.
+the stream's flow control instead of piling up tasks here. A request is answered when gRPC has
+taken its answer (the `yield` returned), not when the answer is ready: a caller that sends and
+never reads would otherwise have every request it sends resolved, audited and its answer, with
+the credential values, queued here without bound.
 """
 
 from __future__ import annotations
@@ -55,15 +58,18 @@ async def answer_resolve_stream(
         bind_request_id(message.request_id[:_MAX_REQUEST_ID] or new_request_id())
         try:
             reply = await resolve(message.request)
-            answers.put_nowait(pb.ResolveStreamResponse(id=message.id, response=reply))
-            record_streamed_request(RESOLVE, grpc.StatusCode.OK, start)
         except Exception as err:
             code, text, reason = status_of(err, METHOD)
             error = pb.ResolveError(code=code.value[0], message=text, reason=reason)
-            answers.put_nowait(pb.ResolveStreamResponse(id=message.id, error=error))
-            record_streamed_request(RESOLVE, code, start)
-        finally:
-            slots.release()
+            result = pb.ResolveStreamResponse(id=message.id, error=error)
+        else:
+            code, result = (
+                grpc.StatusCode.OK,
+                pb.ResolveStreamResponse(id=message.id, response=reply),
+            )
+        # Exactly one answer per request: each answer taken frees one place.
+        answers.put_nowait(result)
+        record_streamed_request(RESOLVE, code, start)
 
     async def read() -> None:
         try:
@@ -81,6 +87,7 @@ async def answer_resolve_stream(
     try:
         while (item := await answers.get()) is not None:
             yield item
+            slots.release()  # gRPC took the answer: a place for the next request
         await reader  # the caller's side ended in an error: the stream ends with it
     finally:
         reader.cancel()
