@@ -237,3 +237,54 @@ def test_another_stderr_writer_never_lands_inside_a_line(unbuffered: str) -> Non
     ]
     lines = [json.loads(text) for text in texts if text.startswith("{")]
     assert [line["n"] for line in lines] == list(range(4000))
+
+
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_an_uncaught_exceptions_traceback_is_written_whole_after_the_lines_before_it(
+    where: str,
+) -> None:
+    """The last lines are still queued when the traceback is printed (in pieces: the excepthook
+    writes `RuntimeError`, `: `, `boom` one by one). Written meanwhile by the writer thread, a
+    queued line landed inside the traceback's last line, and was lost to a reader of JSON lines
+    (why test_a_process_that_exits_writes_every_line[raises] failed under load)."""
+    raising = {
+        "main": ["raise RuntimeError('boom')"],
+        "thread": [
+            "def fail():",
+            "    raise RuntimeError('boom')",
+            "failing = threading.Thread(target=fail)",
+            "failing.start()",
+            "failing.join()",
+        ],
+    }[where]
+    program = "\n".join(
+        [
+            "import logging, sys, threading",
+            "from services.common.logging import configure_logging",
+            "configure_logging('test', 'INFO')",
+            "log = logging.getLogger('aicreds.test')",
+            "for n in range(3000):",
+            "    log.info('line', extra={'fields': {'n': n}})",
+            *raising,
+        ]
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
+        "PYTHONUNBUFFERED": "1",
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", program], env=env, stderr=subprocess.PIPE, text=True
+    )
+    assert child.stderr is not None
+    texts = []
+    with child.stderr:
+        while text := child.stderr.readline(8192):  # a slow reader: the pipe is often full
+            texts.append(text.rstrip("\n"))
+            if len(texts) % 20 == 0:
+                time.sleep(0.001)
+    child.wait(timeout=60)
+    lines = [json.loads(text) for text in texts if text.startswith("{")]
+    assert [line["n"] for line in lines] == list(range(3000))
+    assert "RuntimeError: boom" in texts
+    assert texts.index("RuntimeError: boom") == len(texts) - 1  # after every queued line
