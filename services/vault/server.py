@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc.aio
@@ -100,6 +101,7 @@ def load_callers(settings: VaultSettings) -> CallerRegistry:
 
 def register_services(
     server: grpc.aio.Server,
+    on_drain: list[Callable[[], None]],
     credentials: CredentialMaps,
     providers: ProviderBook,
     resolver: Resolver,
@@ -107,9 +109,9 @@ def register_services(
     credential_hosts: CredentialHosts,
     usage: UsageBook,
 ) -> None:
-    credentials_pb2_grpc.add_CredentialServiceServicer_to_server(
-        CredentialServicer(credentials, resolver, credential_hosts), server
-    )
+    credential_servicer = CredentialServicer(credentials, resolver, credential_hosts)
+    credentials_pb2_grpc.add_CredentialServiceServicer_to_server(credential_servicer, server)
+    on_drain.append(credential_servicer.drain)
     providers_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(providers), server)
     auth_pb2_grpc.add_AuthServiceServicer_to_server(
         AuthServicer(auth.tokens, auth.sessions), server
@@ -141,10 +143,11 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
         usage = UsageBook(SqlUsageStore(store.db))
         # RPC metrics only when exported: otherwise no call pays for them.
         registry = vault_registry(keyring) if settings.metrics_listen else None
+        on_drain: list[Callable[[], None]] = []  # what ends the long-lived streams
         server = await start_server(
             listen=settings.listen,
             register=lambda s: register_services(
-                s, credentials, providers, resolver, auth, credential_hosts, usage
+                s, on_drain, credentials, providers, resolver, auth, credential_hosts, usage
             ),
             service_names=[
                 CREDENTIAL_SERVICE,
@@ -171,6 +174,7 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
         await store.close()
         await tracing.shutdown()
         raise
+    server.on_drain.extend(on_drain)
     _log.info(
         "vault serving",
         extra={

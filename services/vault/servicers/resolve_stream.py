@@ -45,9 +45,11 @@ async def answer_resolve_stream(
     requests: AsyncIterator[pb.ResolveStreamRequest],
     resolve: ResolveInto,
     max_in_flight: int = MAX_IN_FLIGHT,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[pb.ResolveStreamResponse]:
     """The answers to `requests`, each as soon as it is ready; ends when the caller has closed
-    its side and every request is answered."""
+    its side, or `stop` is set (the vault is draining: no further request is read), and every
+    request read is answered."""
     answers: asyncio.Queue[pb.ResolveStreamResponse | None] = asyncio.Queue()
     slots = asyncio.Semaphore(max_in_flight)
     working: set[asyncio.Task[None]] = set()
@@ -71,25 +73,43 @@ async def answer_resolve_stream(
         answers.put_nowait(result)
         record_streamed_request(RESOLVE, code, start)
 
+    draining = False
+
     async def read() -> None:
         try:
-            async for message in requests:
-                await slots.acquire()
-                task = asyncio.ensure_future(answer(message))
-                working.add(task)
-                task.add_done_callback(working.discard)
+            try:
+                async for message in requests:
+                    await slots.acquire()
+                    task = asyncio.ensure_future(answer(message))
+                    working.add(task)
+                    task.add_done_callback(working.discard)
+            except asyncio.CancelledError:
+                if not draining:
+                    raise
             if working:
                 await asyncio.wait(set(working))
         finally:
             answers.put_nowait(None)
 
     reader = asyncio.ensure_future(read())
+
+    def drain() -> None:
+        nonlocal draining
+        if not reader.done():
+            draining = True
+            reader.cancel()  # reads no further request; answers those it read, then ends
+
+    watcher = asyncio.ensure_future(stop.wait()) if stop is not None else None
+    if watcher is not None:
+        watcher.add_done_callback(lambda _: drain())
     try:
         while (item := await answers.get()) is not None:
             yield item
             slots.release()  # gRPC took the answer: a place for the next request
         await reader  # the caller's side ended in an error: the stream ends with it
     finally:
+        if watcher is not None:
+            watcher.cancel()
         reader.cancel()
         for task in working:
             task.cancel()
