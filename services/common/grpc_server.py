@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,12 +61,17 @@ class RunningServer:
     port: int
     service_names: tuple[str, ...]
     metrics: MetricsEndpoint | None = None
+    # Called when the drain starts, before the calls in flight get their grace: what must end
+    # long-lived calls (a stream that would otherwise be held open for the whole grace, then cut).
+    on_drain: list[Callable[[], None]] = field(default_factory=list)
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Flip health to NOT_SERVING, then stop, letting calls in flight finish for `grace` s;
-        the metrics endpoint stops last (a scrape during the drain still answers)."""
+        """Flip health to NOT_SERVING, run `on_drain`, then stop, letting calls in flight finish
+        for `grace` s; the metrics endpoint stops last (a scrape during the drain still answers)."""
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        for drain in self.on_drain:
+            drain()
         try:
             await self.server.stop(grace)
         finally:

@@ -23,7 +23,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from services.common.log_buffering import BufferedStreamHandler
+from services.common.log_buffering import BufferedStreamHandler, write_tracebacks_in_turn
 from services.common.request_context import current_request_id
 from services.common.tracing import current_trace_ids
 
@@ -214,6 +214,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    write_tracebacks_in_turn(handler)
     for name in QUIET_LIBRARIES:
         library = logging.getLogger(name)
         library.setLevel(max(logging.WARNING, root.level))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc.aio
@@ -101,6 +102,7 @@ def load_callers(settings: VaultSettings) -> CallerRegistry:
 
 def register_services(
     server: grpc.aio.Server,
+    on_drain: list[Callable[[], None]],
     credentials: CredentialMaps,
     providers: ProviderBook,
     resolver: Resolver,
@@ -109,12 +111,9 @@ def register_services(
     usage: UsageBook,
 ) -> None:
     # Both may answer responses serialized off the event loop (`servicers.serialized`).
-    add_service(
-        server,
-        credentials_pb2.DESCRIPTOR,
-        "CredentialService",
-        CredentialServicer(credentials, resolver, credential_hosts),
-    )
+    credential_servicer = CredentialServicer(credentials, resolver, credential_hosts)
+    add_service(server, credentials_pb2.DESCRIPTOR, "CredentialService", credential_servicer)
+    on_drain.append(credential_servicer.drain)
     add_service(server, providers_pb2.DESCRIPTOR, "ProviderService", ProviderServicer(providers))
     auth_pb2_grpc.add_AuthServiceServicer_to_server(
         AuthServicer(auth.tokens, auth.sessions), server
@@ -146,10 +145,11 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
         usage = UsageBook(SqlUsageStore(store.db))
         # RPC metrics only when exported: otherwise no call pays for them.
         registry = vault_registry(keyring) if settings.metrics_listen else None
+        on_drain: list[Callable[[], None]] = []  # what ends the long-lived streams
         server = await start_server(
             listen=settings.listen,
             register=lambda s: register_services(
-                s, credentials, providers, resolver, auth, credential_hosts, usage
+                s, on_drain, credentials, providers, resolver, auth, credential_hosts, usage
             ),
             service_names=[
                 CREDENTIAL_SERVICE,
@@ -176,6 +176,7 @@ async def start_vault(settings: VaultSettings) -> RunningVault:
         await store.close()
         await tracing.shutdown()
         raise
+    server.on_drain.extend(on_drain)
     _log.info(
         "vault serving",
         extra={

@@ -190,3 +190,101 @@ def test_the_lines_are_the_formatters_own(make_logger: MakeLogger) -> None:
         "OK",
         1.5,
     )
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_another_stderr_writer_never_lands_inside_a_line(unbuffered: str) -> None:
+    """stderr is a pipe read slower than lines come, and another thread writes to it too (as an
+    uncaught exception's traceback is written, or a library's warning). With PYTHONUNBUFFERED=1
+    (the image sets it) nothing but the kernel orders the writes, and a pipe keeps only writes
+    of up to PIPE_BUF bytes whole: a batch must never be one bigger write."""
+    program = "\n".join(
+        [
+            "import logging, sys, threading, time",
+            "from services.common.logging import configure_logging",
+            "configure_logging('test', 'INFO')",
+            "log = logging.getLogger('aicreds.test')",
+            "def interlope():",
+            "    for n in range(300):",
+            "        sys.stderr.write(f'Traceback {n:03d}: a whole line\\n')",
+            "        time.sleep(0.001)",
+            "other = threading.Thread(target=interlope)",
+            "other.start()",
+            "for n in range(4000):",
+            "    log.info('line', extra={'fields': {'n': n}})",
+            "    if n % 100 == 0: time.sleep(0.005)",
+            "other.join()",
+        ]
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
+        "PYTHONUNBUFFERED": unbuffered,
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", program], env=env, stderr=subprocess.PIPE, text=True
+    )
+    assert child.stderr is not None
+    texts = []
+    with child.stderr:
+        while text := child.stderr.readline(8192):  # a slow reader: the pipe is often full
+            texts.append(text.rstrip("\n"))
+            if len(texts) % 50 == 0:
+                time.sleep(0.002)
+    assert child.wait(timeout=60) == 0
+    assert [t for t in texts if t.startswith("Traceback")] == [
+        f"Traceback {n:03d}: a whole line" for n in range(300)
+    ]
+    lines = [json.loads(text) for text in texts if text.startswith("{")]
+    assert [line["n"] for line in lines] == list(range(4000))
+
+
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_an_uncaught_exceptions_traceback_is_written_whole_after_the_lines_before_it(
+    where: str,
+) -> None:
+    """The last lines are still queued when the traceback is printed (in pieces: the excepthook
+    writes `RuntimeError`, `: `, `boom` one by one). Written meanwhile by the writer thread, a
+    queued line landed inside the traceback's last line, and was lost to a reader of JSON lines
+    (why test_a_process_that_exits_writes_every_line[raises] failed under load)."""
+    raising = {
+        "main": ["raise RuntimeError('boom')"],
+        "thread": [
+            "def fail():",
+            "    raise RuntimeError('boom')",
+            "failing = threading.Thread(target=fail)",
+            "failing.start()",
+            "failing.join()",
+        ],
+    }[where]
+    program = "\n".join(
+        [
+            "import logging, sys, threading",
+            "from services.common.logging import configure_logging",
+            "configure_logging('test', 'INFO')",
+            "log = logging.getLogger('aicreds.test')",
+            "for n in range(3000):",
+            "    log.info('line', extra={'fields': {'n': n}})",
+            *raising,
+        ]
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
+        "PYTHONUNBUFFERED": "1",
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", program], env=env, stderr=subprocess.PIPE, text=True
+    )
+    assert child.stderr is not None
+    texts = []
+    with child.stderr:
+        while text := child.stderr.readline(8192):  # a slow reader: the pipe is often full
+            texts.append(text.rstrip("\n"))
+            if len(texts) % 20 == 0:
+                time.sleep(0.001)
+    child.wait(timeout=60)
+    lines = [json.loads(text) for text in texts if text.startswith("{")]
+    assert [line["n"] for line in lines] == list(range(3000))
+    assert "RuntimeError: boom" in texts
+    assert texts.index("RuntimeError: boom") == len(texts) - 1  # after every queued line

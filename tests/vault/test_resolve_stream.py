@@ -238,3 +238,77 @@ async def test_only_the_resolve_right_opens_a_stream(tmp_path: Path) -> None:
                 assert info.value.code().name == code
         finally:
             await unknown.close()
+
+
+async def test_a_caller_that_reads_no_answers_holds_back_the_requests_it_sends() -> None:
+    """Answers not taken count against the bound: a caller that writes requests and never reads
+    must not make the vault resolve (and keep in memory, values and all) every one of them."""
+    resolved = 0
+
+    async def resolve(request: cpb.ResolveRequest) -> cpb.ResolveResponse:
+        nonlocal resolved
+        resolved += 1
+        return cpb.ResolveResponse(values={"k": "a secret value"})
+
+    async def requests() -> AsyncIterator[cpb.ResolveStreamRequest]:
+        for n in range(1000):
+            yield cpb.ResolveStreamRequest(id=n, request=cpb.ResolveRequest(user_id="u"))
+
+    answers = answer_resolve_stream(requests(), resolve, max_in_flight=5)
+    first = await answers.__anext__()  # the stream's writer takes one answer, then is stuck
+    for _ in range(200):
+        await asyncio.sleep(0)
+    assert resolved <= 5 + 1, "requests kept being resolved while no answer was taken"
+    got = [first] + [a async for a in answers]
+    assert sorted(a.id for a in got) == list(range(1000))
+
+
+async def test_draining_answers_what_was_read_and_ends_the_stream() -> None:
+    """The vault is stopping: a stream reads no further request, answers those it read, and
+    ends (OK) instead of holding the vault's shutdown for its whole grace and then being cut."""
+    release = asyncio.Event()
+    draining = asyncio.Event()
+
+    async def resolve(request: cpb.ResolveRequest) -> cpb.ResolveResponse:
+        await release.wait()
+        return cpb.ResolveResponse(upstream_model=request.user_id)
+
+    more = asyncio.Event()  # the caller never closes its side
+
+    async def requests() -> AsyncIterator[cpb.ResolveStreamRequest]:
+        for n in range(2):
+            yield cpb.ResolveStreamRequest(id=n, request=cpb.ResolveRequest(user_id=f"u{n}"))
+        await more.wait()
+
+    answers = answer_resolve_stream(requests(), resolve, stop=draining)
+    got = asyncio.ensure_future(_all(answers))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    draining.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not got.done()  # the two requests read are still being worked on
+    release.set()
+    ended = await asyncio.wait_for(got, 5.0)
+    assert sorted(a.id for a in ended) == [0, 1]
+
+
+async def _all(
+    answers: AsyncIterator[cpb.ResolveStreamResponse],
+) -> list[cpb.ResolveStreamResponse]:
+    return [a async for a in answers]
+
+
+async def test_a_stopping_vault_does_not_wait_out_its_grace_for_an_open_stream(
+    vault: VaultHandle,
+) -> None:
+    stub = CredentialServiceStub(vault.channel("router"))
+    call = stub.ResolveStream(None, timeout=60)
+    await call.write(cpb.ResolveStreamRequest(id=1, request=REQUESTS[0]))
+    assert (await call.read()).HasField("response")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await vault.running.server.stop(10.0)
+    assert loop.time() - started < 5.0
+    assert await call.read() == grpc.aio.EOF
+    assert await call.code() == grpc.StatusCode.OK

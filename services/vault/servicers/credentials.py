@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Iterable
 
 import grpc.aio
@@ -31,6 +32,7 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
         self._credentials = credentials
         self._resolver = resolver
         self._hosts = hosts
+        self._draining = asyncio.Event()  # set by `drain`
 
     async def GetCredentials(
         self, request: pb.GetCredentialsRequest, context: grpc.aio.ServicerContext
@@ -88,8 +90,13 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
         def resolve(request: pb.ResolveRequest) -> Awaitable[pb.ResolveResponse]:
             return self._resolve(caller, request)
 
-        async for answer in answer_resolve_stream(requests, resolve):
+        async for answer in answer_resolve_stream(requests, resolve, stop=self._draining):
             yield answer
+
+    def drain(self) -> None:
+        """The vault is stopping: each `ResolveStream` reads no further request, answers those
+        it read and ends (OK; the router asks again, elsewhere, what it had sent since)."""
+        self._draining.set()
 
     async def _resolve(self, caller: str, request: pb.ResolveRequest) -> pb.ResolveResponse:
         """One `Resolve` for `caller`, unary or on a stream."""

@@ -10,7 +10,10 @@ request is counted in the RPC metrics and has the access-log line of a unary `Re
 
 At most `MAX_IN_FLIGHT` requests are worked on at once: the next is read from the stream only
 when one of them is answered, so a caller sending faster than the vault answers is held back by
-the stream's flow control instead of piling up tasks here.
+the stream's flow control instead of piling up tasks here. A request is answered when gRPC has
+taken its answer (the `yield` returned), not when the answer is ready: a caller that sends and
+never reads would otherwise have every request it sends resolved, audited and its answer, with
+the credential values, queued here without bound.
 """
 
 from __future__ import annotations
@@ -42,9 +45,11 @@ async def answer_resolve_stream(
     requests: AsyncIterator[pb.ResolveStreamRequest],
     resolve: ResolveInto,
     max_in_flight: int = MAX_IN_FLIGHT,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[pb.ResolveStreamResponse]:
     """The answers to `requests`, each as soon as it is ready; ends when the caller has closed
-    its side and every request is answered."""
+    its side, or `stop` is set (the vault is draining: no further request is read), and every
+    request read is answered."""
     answers: asyncio.Queue[pb.ResolveStreamResponse | None] = asyncio.Queue()
     slots = asyncio.Semaphore(max_in_flight)
     working: set[asyncio.Task[None]] = set()
@@ -55,34 +60,56 @@ async def answer_resolve_stream(
         bind_request_id(message.request_id[:_MAX_REQUEST_ID] or new_request_id())
         try:
             reply = await resolve(message.request)
-            answers.put_nowait(pb.ResolveStreamResponse(id=message.id, response=reply))
-            record_streamed_request(RESOLVE, grpc.StatusCode.OK, start)
         except Exception as err:
             code, text, reason = status_of(err, METHOD)
             error = pb.ResolveError(code=code.value[0], message=text, reason=reason)
-            answers.put_nowait(pb.ResolveStreamResponse(id=message.id, error=error))
-            record_streamed_request(RESOLVE, code, start)
-        finally:
-            slots.release()
+            result = pb.ResolveStreamResponse(id=message.id, error=error)
+        else:
+            code, result = (
+                grpc.StatusCode.OK,
+                pb.ResolveStreamResponse(id=message.id, response=reply),
+            )
+        # Exactly one answer per request: each answer taken frees one place.
+        answers.put_nowait(result)
+        record_streamed_request(RESOLVE, code, start)
+
+    draining = False
 
     async def read() -> None:
         try:
-            async for message in requests:
-                await slots.acquire()
-                task = asyncio.ensure_future(answer(message))
-                working.add(task)
-                task.add_done_callback(working.discard)
+            try:
+                async for message in requests:
+                    await slots.acquire()
+                    task = asyncio.ensure_future(answer(message))
+                    working.add(task)
+                    task.add_done_callback(working.discard)
+            except asyncio.CancelledError:
+                if not draining:
+                    raise
             if working:
                 await asyncio.wait(set(working))
         finally:
             answers.put_nowait(None)
 
     reader = asyncio.ensure_future(read())
+
+    def drain() -> None:
+        nonlocal draining
+        if not reader.done():
+            draining = True
+            reader.cancel()  # reads no further request; answers those it read, then ends
+
+    watcher = asyncio.ensure_future(stop.wait()) if stop is not None else None
+    if watcher is not None:
+        watcher.add_done_callback(lambda _: drain())
     try:
         while (item := await answers.get()) is not None:
             yield item
+            slots.release()  # gRPC took the answer: a place for the next request
         await reader  # the caller's side ended in an error: the stream ends with it
     finally:
+        if watcher is not None:
+            watcher.cancel()
         reader.cancel()
         for task in working:
             task.cancel()

@@ -155,7 +155,8 @@ class CredentialServiceServicer:
         most 100 requests are worked on at once per stream: the vault reads no further request
         until one of them is answered. Deadlines are the caller's: it gives up on a request on its
         own (its late answer is dropped). A stream ending in any status fails its unanswered
-        requests; the caller opens another.
+        requests; the caller opens another. A vault that is stopping reads no further request,
+        answers those it read, and ends the stream with OK.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
