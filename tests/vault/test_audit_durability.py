@@ -272,3 +272,11 @@ async def test_audit_batches_skip_the_wal_flush_and_every_other_write_waits_for_
         assert await db._audit_pool.fetchval("SHOW synchronous_commit") == "off"
     finally:
         await db.close()
+
+
+async def test_closing_the_database_twice_is_harmless(tmp_path: Path) -> None:
+    # A vault stopped twice (a test's outage, then its teardown) closes its database twice.
+    db = await open_test_database(tmp_path)
+    await db.append_audit(_audit("resolve"))
+    await db.close()
+    await db.close()

@@ -118,7 +118,10 @@ class BackgroundCheckpoints:
         return checkpoints
 
     async def close(self) -> None:
-        """Stop, after one last checkpoint (and sync) of what has been committed."""
+        """Stop, after one last checkpoint (and sync) of what has been committed. Closing
+        again does nothing (a vault stopped twice closes its database twice)."""
+        if self._conn is None:
+            return
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task])
