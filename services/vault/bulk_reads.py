@@ -71,24 +71,30 @@ def paced(
     *,
     abandoned: threading.Event | None = None,
     clock: Callable[[], float] = time.perf_counter,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] | None = None,
 ) -> Iterator[Item]:
     """`items`, with pauses between them so that taking them, and whatever the consumer does
     with each before asking for the next, runs at most `BULK_SHARE` of the time (worker threads
     only: the pause is a sleep). No pause after the last item.
 
+    A pause ends early once `abandoned` is set: it lasts as long as the slice before it ran,
+    several times over, which a busy machine can stretch to a good part of a second, and the
+    user's next batch waits for this one to stop.
+
     Raises:
         BatchAbandoned: at the next item once `abandoned` is set.
     """
+    if sleep is None:
+        sleep = abandoned.wait if abandoned is not None else time.sleep
     rest_per_run = (1 - BULK_SHARE) / BULK_SHARE
     start = clock()
     for item in items:
-        if abandoned is not None and abandoned.is_set():
-            raise BatchAbandoned
         ran = clock() - start
         if ran >= SLICE_S:
             sleep(ran * rest_per_run)
             start = clock()
+        if abandoned is not None and abandoned.is_set():
+            raise BatchAbandoned
         yield item
 
 

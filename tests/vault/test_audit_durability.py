@@ -280,3 +280,36 @@ async def test_closing_the_database_twice_is_harmless(tmp_path: Path) -> None:
     await db.append_audit(_audit("resolve"))
     await db.close()
     await db.close()
+
+
+@pytest.mark.sqlite_only("SQLite's WAL restart")
+async def test_a_reader_holding_an_old_snapshot_stalls_writes_rarely_and_briefly(
+    tmp_path: Path,
+) -> None:
+    # Another process's long read (a backup, an operator's shell in a transaction) keeps every
+    # RESTART from finishing: it used to hold the write lock for a second at every tick.
+    bound = 64 * WAL_FRAME
+    db = await SqliteDatabase.open(
+        tmp_path / "vault.db", sync_interval=0.05, wal_restart_bytes=bound
+    )
+    other = sqlite3.connect(db.path, isolation_level=None)
+    try:
+        other.execute("BEGIN")
+        other.execute("SELECT count(*) FROM audit_events").fetchone()  # keeps its snapshot
+        i = 0
+        while _wal_frames(db.path) < 200:
+            await db.append_audit(_audit(f"fill{i}"))
+            i += 1
+        waits = []
+        end = asyncio.get_running_loop().time() + 2.5
+        while asyncio.get_running_loop().time() < end:
+            started = asyncio.get_running_loop().time()
+            await db.append_audit(_audit("w"))
+            waits.append(asyncio.get_running_loop().time() - started)
+            await asyncio.sleep(0.01)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        await db.close()
+    assert max(waits) < 0.3
+    assert sum(w for w in waits if w > 0.05) < 0.6

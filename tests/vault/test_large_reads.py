@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -101,6 +102,22 @@ def test_a_paced_batch_runs_its_share_of_the_time_in_slices() -> None:
     rest = SLICE_S * (1 - BULK_SHARE) / BULK_SHARE
     assert sleeps == pytest.approx([rest] * 4)
     assert SLICE_S / (SLICE_S + rest) == pytest.approx(BULK_SHARE)
+
+
+def test_an_abandoned_batch_stops_in_its_pause_not_after_it() -> None:
+    # A slice that a busy machine stretched (here: one slow item) earns a pause seven times as
+    # long; the caller gives up meanwhile, and the user's next batch waits for this one to stop.
+    abandoned = threading.Event()
+    timer = threading.Timer(0.3, abandoned.set)  # in the pause after the first item
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(BatchAbandoned):
+            for _ in paced(range(3), abandoned=abandoned):
+                time.sleep(0.2)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 0.8  # not its pause of 1.4 s and another item
 
 
 @pytest.mark.no_store

@@ -15,11 +15,12 @@ commit that crosses 1,000 WAL pages would run one, with its syncs, inside a requ
 SQLite starts the WAL over from its beginning only when a commit finds every frame copied, which
 a checkpoint running beside steady writes never achieves: the WAL would grow for good. So when a
 tick finds more than `restart_bytes` of frames in it, it holds the vault's write lock (writes
-wait, reads do not) while a RESTART checkpoint copies the last ones. That wait and the sync of
-the new WAL header by the next commit are the only syncs a write of this vault can wait for
-besides its own, once per `restart_bytes` of WAL (64 MiB: every ten seconds or more at full
-load); under light load the checkpoints catch up and SQLite starts the WAL over by itself, with
-the header's sync in the next commit.
+wait, reads do not) while a RESTART checkpoint copies the last ones, for at most
+`_BUSY_TIMEOUT_MS` (a restart kept from finishing is tried again after more and more ticks).
+That wait and the sync of the new WAL header by the next commit are the only syncs a write of
+this vault can wait for besides its own, once per `restart_bytes` of WAL (64 MiB: every ten
+seconds or more at full load); under light load the checkpoints catch up and SQLite starts the
+WAL over by itself, with the header's sync in the next commit.
 """
 
 from __future__ import annotations
@@ -38,9 +39,13 @@ DEFAULT_SYNC_INTERVAL_MS = 1000
 MAX_SYNC_INTERVAL_MS = 60_000
 DEFAULT_RESTART_BYTES = 64 << 20
 """The bytes of frames in the WAL past which a tick starts it over."""
-# How long a restart waits for another process's write or a reader: past it, the next tick
-# tries again (meanwhile this vault's writes wait for it).
-_BUSY_TIMEOUT_MS = 1000
+# How long a restart waits for another process's write or a reader: past it, a later tick
+# tries again (meanwhile this vault's writes wait for it). Short, and a restart that failed is
+# tried again only after twice as many ticks each time (up to `_MAX_RESTART_BACKOFF`): a
+# reader that keeps an old snapshot for long (a backup, an operator's shell in a transaction)
+# would otherwise stall every write of the vault for the whole timeout at every tick.
+_BUSY_TIMEOUT_MS = 100
+_MAX_RESTART_BACKOFF = 32
 _FRAME_HEADER_BYTES = 24
 
 _log = logging.getLogger("aicreds.vault")
@@ -83,6 +88,8 @@ class BackgroundCheckpoints:
         self._conn: sqlite3.Connection | None = None
         self._frame_bytes = 0  # a page and its frame header, once connected
         self._task: asyncio.Task[None] | None = None
+        self._restart_backoff = 1  # ticks between restart attempts: doubled on each failure
+        self._ticks_to_restart = 0
 
     def __repr__(self) -> str:
         return f"BackgroundCheckpoints(path={str(self._path)!r}, interval={self._interval})"
@@ -140,9 +147,17 @@ class BackgroundCheckpoints:
         wal_bytes = await self._on_thread(self._checkpoint_and_sync)
         if wal_bytes <= self._restart_bytes:
             return
+        if self._ticks_to_restart > 0:
+            self._ticks_to_restart -= 1
+            return
         started = time.monotonic()
         async with self._write_lock:
             done = await self._on_thread(self._restart)
+        if done:
+            self._restart_backoff = 1
+        else:
+            self._ticks_to_restart = self._restart_backoff
+            self._restart_backoff = min(2 * self._restart_backoff, _MAX_RESTART_BACKOFF)
         # What the vault's writes waited for: the operator's view of this rare stall.
         _log.log(
             logging.DEBUG if done else logging.WARNING,
