@@ -219,8 +219,10 @@ class PostgresDatabase:
 
     async def close(self) -> None:
         await self._audits.drain()  # appends under way are written first
-        await self._audit_pool.close()
-        await self._pool.close()
+        try:
+            await self._audit_pool.close()
+        finally:
+            await self._pool.close()
 
     @asynccontextmanager
     async def writing(

@@ -134,8 +134,10 @@ class BackgroundCheckpoints:
             await asyncio.wait([self._task])
             self._task = None
         try:
-            # Queued behind a checkpoint the cancellation left running on the thread.
-            await self._on_thread(self._checkpoint_and_sync)
+            # Queued behind a checkpoint the cancellation left running on the thread, and under
+            # the write lock: a write already committing (an unsynced usage count) lands first.
+            async with self._write_lock:
+                await self._on_thread(self._checkpoint_and_sync)
         finally:
             conn, self._conn = self._conn, None
             if conn is not None:
