@@ -227,12 +227,13 @@ def _wrap(
         return grpc.unary_unary_rpc_method_handler(
             unary_unary, handler.request_deserializer, handler.response_serializer
         )
-    if handler.unary_stream is not None:
-        inner_us = handler.unary_stream
 
-        async def unary_stream(
-            request: Any, context: grpc.aio.ServicerContext
-        ) -> AsyncIterator[Any]:
+    def streamed(inner: Callable[[Any, grpc.aio.ServicerContext], Any]) -> Any:
+        """The wrapper of a method that answers a stream (its request one message or a stream:
+        the checks run once, when it opens; the access-log line, the metrics and the span are
+        the RPC's as a whole)."""
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             call = _current_call.get()
             start = time.perf_counter()
             if in_flight is not None:
@@ -243,7 +244,7 @@ def _wrap(
                     call.code = call.denial[0]
                     await context.abort(*call.denial)
                 try:
-                    result = inner_us(request, context)
+                    result = inner(request, context)
                     if inspect.isasyncgen(result):
                         async for item in result:
                             yield item
@@ -256,38 +257,19 @@ def _wrap(
                 if span is not None:
                     span.end(_status(call, context))
 
+        return streaming
+
+    if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            unary_stream, handler.request_deserializer, handler.response_serializer
+            streamed(handler.unary_stream),
+            handler.request_deserializer,
+            handler.response_serializer,
         )
     if handler.stream_stream is not None:
-        inner_ss = handler.stream_stream
-
-        async def stream_stream(
-            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-        ) -> AsyncIterator[Any]:
-            # The checks run once, when the stream opens; the access log line, the metrics and
-            # the span are the stream's as a whole.
-            call = _current_call.get()
-            start = time.perf_counter()
-            if in_flight is not None:
-                in_flight.inc()
-            span = start_rpc_span(tracer, method, context) if tracer is not None else None
-            try:
-                if call.denial is not None:
-                    call.code = call.denial[0]
-                    await context.abort(*call.denial)
-                try:
-                    async for item in inner_ss(requests, context):
-                        yield item
-                except BaseException as err:
-                    await _fail(call, context, err)
-            finally:
-                _finished(call, context, start, observed)
-                if span is not None:
-                    span.end(_status(call, context))
-
         return grpc.stream_stream_rpc_method_handler(
-            stream_stream, handler.request_deserializer, handler.response_serializer
+            streamed(handler.stream_stream),
+            handler.request_deserializer,
+            handler.response_serializer,
         )
     raise TypeError(
         f"{method}: only unary-unary, unary-stream and stream-stream methods are supported"
