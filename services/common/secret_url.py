@@ -2,14 +2,19 @@
 
 `SecretUrl` keeps the URL as given (`.url`, for the driver) and shows it, in `str()`, `repr()`
 and every message built from them, with the password replaced by `***`: the one in the userinfo
-(`user:password@host`) and a `password=` query option (libpq and redis-py both read one). Host
+(`user:password@host`) and the `password=` and `sslpassword=` query options (libpq and redis-py
+read `password`, libpq `sslpassword` for the client key; names are matched as the drivers read
+them, percent-decoded and in any case). Host
 and port are kept as written, never parsed, so a malformed URL can still be named in an error.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
+
+SECRET_OPTIONS = frozenset({"password", "sslpassword"})
+"""Query options whose value is a password (compared percent-decoded, in lower case)."""
 
 
 @dataclass(frozen=True)
@@ -26,13 +31,13 @@ class SecretUrl:
 
     @property
     def redacted(self) -> str:
-        """The URL with its password (userinfo or `password=` query option) as `***`."""
+        """The URL with its passwords (userinfo, `SECRET_OPTIONS` query options) as `***`."""
         parts = urlsplit(self.url)
         netloc = parts.netloc
         if parts.password is not None:
             netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
         query = "&".join(
-            f"{name}=***" if name.lower() == "password" else f"{name}{sep}{value}"
+            f"{name}=***" if unquote(name).lower() in SECRET_OPTIONS else f"{name}{sep}{value}"
             for name, sep, value in (item.partition("=") for item in parts.query.split("&"))
         )
         # Not urlunsplit: it drops the `//` of `unix:///path` (an empty host).

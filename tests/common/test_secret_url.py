@@ -21,6 +21,10 @@ from services.vault.store.location import PostgresUrl, parse_location
         ("unix:///run/redis.sock?db=1&password=s3cret", "unix:///run/redis.sock?db=1&password=***"),
         ("postgresql://vault:s3cret@db:port/aicreds", "postgresql://vault:***@db:port/aicreds"),
         ("postgresql://postgres@127.0.0.1:5432/test", "postgresql://postgres@127.0.0.1:5432/test"),
+        # libpq's password for the client key, and names the drivers percent-decode.
+        ("postgresql://vault@db/a?sslpassword=s3cret", "postgresql://vault@db/a?sslpassword=***"),
+        ("postgresql://vault@db/a?pass%77ord=s3cret", "postgresql://vault@db/a?pass%77ord=***"),
+        ("redis://redis:6379/0?PASSWORD=s3cret", "redis://redis:6379/0?PASSWORD=***"),
     ],
 )
 def test_the_password_is_masked_wherever_the_url_is_shown(url: str, shown: str) -> None:
