@@ -29,6 +29,21 @@ class SecretUrl:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.redacted!r})"
 
+    def scrub(self, text: str) -> str:
+        """`text` (a driver's error message, say) with every password of this URL as `***`,
+        should the driver have echoed one."""
+        for secret in self._passwords():
+            text = text.replace(secret, "***")
+        return text
+
+    def _passwords(self) -> list[str]:
+        parts = urlsplit(self.url)
+        found = [parts.password] if parts.password else []
+        for name, _, value in (item.partition("=") for item in parts.query.split("&")):
+            if value and unquote(name).lower() in SECRET_OPTIONS:
+                found += {value, unquote(value)}
+        return found
+
     @property
     def redacted(self) -> str:
         """The URL with its passwords (userinfo, `SECRET_OPTIONS` query options) as `***`."""

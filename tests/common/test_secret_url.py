@@ -41,3 +41,18 @@ def test_a_bad_postgresql_url_is_refused_without_its_password() -> None:
         parse_location("postgresql://vault:s3cret@db:port/aicreds")
     assert "VAULT_DATABASE" in str(refused.value)
     assert "s3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://vault:s3cret@db/aicreds",
+        "postgresql://vault@db/aicreds?sslpassword=s3cret",
+        "postgresql://vault@db/aicreds?password=s3%63ret",
+    ],
+)
+def test_a_drivers_message_that_echoes_a_password_is_scrubbed(url: str) -> None:
+    message = "could not connect: password s3cret was refused; raw s3%63ret"
+    scrubbed = PostgresUrl(url).scrub(message)
+    assert "s3cret" not in scrubbed
+    assert scrubbed.startswith("could not connect: password *** was refused")

@@ -25,7 +25,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -222,10 +221,9 @@ async def _connect(url: PostgresUrl) -> AsyncIterator[asyncpg.Connection[asyncpg
             },
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-        password = urlsplit(url.url).password
-        message = str(err).replace(password, "***") if password else str(err)
         raise CopyRefused(
-            f"cannot open the PostgreSQL database {url.redacted}: {type(err).__name__}: {message}"
+            f"cannot open the PostgreSQL database {url.redacted}: {type(err).__name__}:"
+            f" {url.scrub(str(err))}"
         ) from None
     try:
         yield conn

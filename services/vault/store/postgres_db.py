@@ -32,7 +32,6 @@ import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Union
-from urllib.parse import urlsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -213,7 +212,7 @@ class PostgresDatabase:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
             raise StartupRefused(
                 f"cannot open the PostgreSQL database {url.redacted}: {type(err).__name__}:"
-                f" {_without(str(err), url)}"
+                f" {url.scrub(str(err))}"
             ) from None
         return cls(url, pool, audit_pool)
 
@@ -267,12 +266,6 @@ async def _end_open_transaction(conn: _Connection) -> None:
     transaction open."""
     if conn.is_in_transaction():
         await conn.execute("ROLLBACK")
-
-
-def _without(message: str, url: PostgresUrl) -> str:
-    """An error message with the URL's password removed, should the driver have echoed it."""
-    password = urlsplit(url.url).password
-    return message.replace(password, "***") if password else message
 
 
 async def _migrate(conn: _Connection, migrations: Sequence[Migration]) -> None:
