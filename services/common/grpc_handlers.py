@@ -285,7 +285,7 @@ def _finished(
     """An RPC is over: its metrics (if kept) and its access-log line."""
     if observed is not None:
         observed.in_flight.dec()
-        observed.finished(call.method, _status(call, context), time.perf_counter() - start)
+        observed.finished(_status(call, context), time.perf_counter() - start)
     _log_access(call, context, start)
 
 
@@ -314,7 +314,7 @@ def record_streamed_request(method: str, code: grpc.StatusCode, start: float) ->
     if call is None:  # not inside an RPC of an intercepted server: nothing to record
         return
     if call.metrics is not None:
-        call.metrics.for_method(method).finished(method, code, time.perf_counter() - start)
+        call.metrics.for_method(method).finished(code, time.perf_counter() - start)
     if access_log.isEnabledFor(logging.INFO):
         _write_access_line(
             call, method, code, start, request_context.current_request_id(), call.method

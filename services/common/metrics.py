@@ -53,19 +53,20 @@ class MethodMetrics:
     """The labelled children of one method, looked up once (when its handler is wrapped):
     `labels()` validates and locks on every call."""
 
-    __slots__ = ("_requests", "_by_code", "in_flight", "latency")
+    __slots__ = ("_method", "_requests", "_by_code", "in_flight", "latency")
 
     def __init__(self, metrics: RpcMetrics, method: str) -> None:
+        self._method = method
         self._requests = metrics.requests
         self._by_code: dict[grpc.StatusCode, Any] = {}
         self.in_flight = metrics.in_flight.labels(method=method)
         self.latency = metrics.latency.labels(method=method)
 
-    def finished(self, method: str, code: grpc.StatusCode, elapsed: float) -> None:
+    def finished(self, code: grpc.StatusCode, elapsed: float) -> None:
         """Count one finished RPC with its code and observe its latency (seconds)."""
         counter = self._by_code.get(code)
         if counter is None:
-            counter = self._requests.labels(method=method, code=code.name)
+            counter = self._requests.labels(method=self._method, code=code.name)
             self._by_code[code] = counter
         counter.inc()
         self.latency.observe(elapsed)
@@ -95,9 +96,15 @@ class RpcMetrics:
             ["method"],
             registry=registry,
         )
+        self._by_method: dict[str, MethodMetrics] = {}
 
     def for_method(self, method: str) -> MethodMetrics:
-        return MethodMetrics(self, method)
+        """The children of `method` (a method the server registered: a bounded set), made once
+        and kept, so that a caller per request (the lookups a stream carries) pays no lookup."""
+        observed = self._by_method.get(method)
+        if observed is None:
+            observed = self._by_method[method] = MethodMetrics(self, method)
+        return observed
 
 
 @dataclass(frozen=True)
