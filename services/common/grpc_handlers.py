@@ -276,7 +276,8 @@ def _wrap(
     )
 
 
-_CODE_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+"""gRPC status codes by number (grpc.aio reports some as plain integers)."""
 
 
 def _finished(
@@ -293,7 +294,7 @@ def _status(call: _Call, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     """The status the RPC ended with."""
     code = call.code or context.code() or grpc.StatusCode.OK
     if isinstance(code, int):  # aio may report the raw integer
-        code = _CODE_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
+        code = CODE_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
     return code
 
 

@@ -16,6 +16,7 @@ from services.common.settings import (
     env_optional,
     env_path,
     env_str,
+    split_listen,
     state_dir,
 )
 from services.common.tracing_setup import TracingSettings
@@ -82,11 +83,11 @@ class GatewaySettings:
 
     @property
     def listen_host(self) -> str:
-        return _split_listen(self.listen)[0]
+        return split_listen(self.listen)[0]
 
     @property
     def listen_port(self) -> int:
-        return _split_listen(self.listen)[1]
+        return split_listen(self.listen)[1]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
@@ -137,7 +138,10 @@ class GatewaySettings:
 
     def validate(self) -> None:
         """Refuse values that cannot work, naming the variable."""
-        _split_listen(self.listen)
+        try:
+            split_listen(self.listen)
+        except ValueError:
+            raise ValueError("GATEWAY_LISTEN must be host:port") from None
         positive = {
             "GATEWAY_AUTH_CACHE_TTL": self.auth_cache_ttl >= 0,
             "GATEWAY_RATE_LIMIT": self.rate_limit > 0,
@@ -162,10 +166,3 @@ class GatewaySettings:
             raise ValueError("GATEWAY_REVOCATION_CHANNEL must not be empty")
         if not self.origin.startswith(("http://", "https://")):
             raise ValueError("GATEWAY_ORIGIN must be an http(s) origin, e.g. https://example.com")
-
-
-def _split_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError("GATEWAY_LISTEN must be host:port")
-    return host.strip("[]"), int(port)

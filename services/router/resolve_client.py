@@ -28,6 +28,7 @@ from services.common.errors import (
     InvalidArgument,
     NotFound,
 )
+from services.common.grpc_handlers import CODE_BY_NUMBER
 from services.common.grpc_server import ClientTls, open_channel
 from services.common.request_context import current_request_id
 from services.router.errors import VaultUnavailable
@@ -95,9 +96,6 @@ def _vault_error(code: grpc.StatusCode, details: str, reason: str | None, where:
             reason="vault_refused",
         )
     return Internal(f"the credential vault{where} failed ({code.name})")
-
-
-_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def _resolution(reply: credentials_pb2.ResolveResponse) -> Resolution:
@@ -169,7 +167,7 @@ class ResolveClient:
             else:
                 if answer.HasField("error"):
                     error = answer.error
-                    code = _CODE_BY_NUMBER.get(error.code, grpc.StatusCode.UNKNOWN)
+                    code = CODE_BY_NUMBER.get(error.code, grpc.StatusCode.UNKNOWN)
                     raise _vault_error(code, error.message, error.reason or None, where)
                 return _resolution(answer.response)
             if timeout <= 0:
