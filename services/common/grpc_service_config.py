@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aicreds.router.v1 import router_pb2
-from aicreds.vault.v1 import audit_pb2, auth_pb2, credentials_pb2, providers_pb2
+from aicreds.vault.v1 import audit_pb2, auth_pb2, credentials_pb2, providers_pb2, usage_pb2
 from google.protobuf.descriptor import FileDescriptor
 
 #: Every RPC of the protos, by service full name and method name: whether it may be retried.
@@ -75,6 +75,11 @@ RETRIED: Mapping[str, Mapping[str, bool]] = {
     "aicreds.vault.v1.AuditService": {
         "ListAuditEvents": True,
     },
+    "aicreds.vault.v1.UsageService": {
+        "GetUsage": True,
+        # Adds to the counts: a retry after a lost answer would count a call twice.
+        "RecordUsage": False,
+    },
     "aicreds.router.v1.RouterService": {
         "Preview": True,
         "CheckUpstream": True,
@@ -90,6 +95,7 @@ PROTO_FILES: tuple[FileDescriptor, ...] = (
     providers_pb2.DESCRIPTOR,
     auth_pb2.DESCRIPTOR,
     audit_pb2.DESCRIPTOR,
+    usage_pb2.DESCRIPTOR,
     router_pb2.DESCRIPTOR,
 )
 

@@ -75,6 +75,8 @@ def test_model_calls_and_second_secrets_are_never_retried() -> None:
     assert not router["Invoke"] and not router["InvokeBuffered"] and not router["CheckProvider"]
     assert not auth["CreateToken"] and not auth["CreateSession"]
     assert RETRIED["aicreds.vault.v1.CredentialService"]["Resolve"]
+    # Usage counts add up: a retry after a lost answer would count a call twice.
+    assert not RETRIED["aicreds.vault.v1.UsageService"]["RecordUsage"]
     config = service_config()
     assert config["loadBalancingConfig"] == [{"round_robin": {}}]
     (method_config,) = config["methodConfig"]
