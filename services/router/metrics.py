@@ -98,7 +98,10 @@ class RouterMetrics:
             "Upstream connections kept open, idle, for reuse.",
             registry=registry,
         )
+        # Labelled children, looked up once (`labels()` validates and locks on every call):
+        # the counter by (provider, status class), the two histograms by provider.
         self._children: dict[tuple[str, str], Any] = {}
+        self._timings: dict[str, tuple[Any, Any]] = {}
 
     def watch_pool(self, in_use: Callable[[], int], idle: Callable[[], int]) -> None:
         """Read the pool's counts at each scrape."""
@@ -123,8 +126,14 @@ class RouterMetrics:
             counter = self.upstream_requests.labels(provider=key[0], status_class=key[1])
             self._children[key] = counter
         counter.inc()
-        self.upstream_latency.labels(provider=provider).observe(elapsed)
+        timings = self._timings.get(provider)
+        if timings is None:
+            timings = self._timings[provider] = (
+                self.upstream_latency.labels(provider=provider),
+                self.upstream_first_byte.labels(provider=provider),
+            )
+        timings[0].observe(elapsed)
         if first_byte is not None:
-            self.upstream_first_byte.labels(provider=provider).observe(first_byte)
+            timings[1].observe(first_byte)
         if egress_refused:
             self.egress_refusals.inc()
