@@ -65,6 +65,7 @@ class RunningRouter:
     vault_channel: grpc.aio.Channel
     tracing: Tracing
     usage: UsageReporter
+    resolve: ResolveClient
 
     @property
     def port(self) -> int:
@@ -79,10 +80,16 @@ class RunningRouter:
         try:
             await self.server.stop(grace)
         finally:
-            await self.upstream.aclose()
-            await self.usage.aclose()
-            await self.vault_channel.close()
-            await self.tracing.shutdown()
+            await self.close_clients()
+
+    async def close_clients(self) -> None:
+        """Close what the router calls out with, once it serves no more: the upstream pool,
+        the usage reports (sent first), the streams to the vault and their channel, tracing."""
+        await self.upstream.aclose()
+        await self.usage.aclose()
+        await self.resolve.aclose()
+        await self.vault_channel.close()
+        await self.tracing.shutdown()
 
 
 async def start_router(
@@ -132,8 +139,9 @@ async def start_router(
         else None
     )
     usage = UsageReporter(channel, token_metrics)
+    resolve = ResolveClient(channel, settings.vault_addr)
     router = Router(
-        ResolveClient(channel, settings.vault_addr),
+        resolve,
         upstream,
         settings.vault_timeout,
         settings.header_bounds,
@@ -183,7 +191,7 @@ async def start_router(
             }
         },
     )
-    return RunningRouter(settings, server, upstream, channel, tracing, usage)
+    return RunningRouter(settings, server, upstream, channel, tracing, usage, resolve)
 
 
 async def serve(settings: RouterSettings) -> None:
@@ -192,10 +200,7 @@ async def serve(settings: RouterSettings) -> None:
     try:
         await run_until_signal(running.server, settings.shutdown_grace)
     finally:
-        await running.upstream.aclose()
-        await running.usage.aclose()
-        await running.vault_channel.close()
-        await running.tracing.shutdown()
+        await running.close_clients()
 
 
 def main() -> None:
