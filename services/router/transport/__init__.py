@@ -4,9 +4,10 @@
 |---|---|
 | `client.py` | `UpstreamClient.stream`: one request, its response streamed back |
 | `target.py` | `UpstreamTarget`: a URL parsed once into origin, `Host` and request target |
-| `pool.py` | `ConnectionPool`: httpcore HTTP/1.1 connections per origin |
+| `pool.py` | `ConnectionPool`: HTTP/1.1 connections per origin |
+| `http11.py` | `HTTP11Connection`: one request at a time, answers parsed by httptools (llhttp) |
 | `egress_backend.py` | the egress policy under every connection (resolve, check, connect) |
-| `asyncio_stream.py` | an httpcore network backend on plain asyncio (uvloop) transports |
+| `asyncio_stream.py` | a network backend (httpcore's interface) on asyncio (uvloop) transports |
 | `errors.py` | the one table that maps httpcore's and httpx's errors to the router's |
 
 **Why it exists.** The router used httpx's `AsyncClient` over httpcore's pool and anyio
@@ -20,29 +21,27 @@ call of `UpstreamClient.stream` against `bench/fake_upstream.py` on uvloop: http
 (commit 2186d19); then this asyncio backend instead of anyio's, 255-293 -> 154-178 µs (commit
 1ca3ab4). Under `make bench` the pool alone took the router's CPU per call at gateway c=64 from
 3.24 to 1.67 ms and its throughput from 227 to 387 req/s (`bench/README.md` has the latest run).
+Then (issue 20) `http11.py` replaced httpcore's `AsyncHTTP11Connection`, whose h11 state
+machine was pure-Python work per request and per response event, and which handed on one
+piece per chunked-encoding chunk: a streamed answer now leaves as one piece per socket read.
 
-**What it costs.** httpcore is used below its public client API: `pool.py` subclasses
-`httpcore.AsyncHTTP11Connection` and overrides its private `_state_lock` (an anyio lock) with an
-asyncio one, so `httpcore==1.0.9` is pinned in `pyproject.toml` (the version httpx 0.28.1
-brings); a release that renames it makes the override inert, not wrong. We own what httpx did
+**What it costs.** We own the HTTP/1.1 client connection (framing, keep-alive, the edge cases
+`tests/router/test_transport_http11.py` lists), on httptools' llhttp parser, and what httpx did
 for us: default headers, URL parsing (`target.py` keeps httpx.URL's results, and a test checks
-it), TLS context, timeouts and error mapping.
+it), TLS context, timeouts and error mapping. httpcore remains for its network-backend
+interface and its error types.
 
-**When to delete it.** When httpcore's pool checks only the connection it hands out and
-httpcore gains a native asyncio backend (or anyio's per-operation cost disappears), or when
-`make bench` no longer shows a gain for this package over `httpx.AsyncClient` with the egress
-backend under it. Then the router sends through httpx again; `egress_backend.py` stays (as
-httpx's network backend), `errors.py` shrinks to httpx's errors, the rest goes.
+**When to delete it.** When `make bench` no longer shows a gain for this package over
+`httpx.AsyncClient` with the egress backend under it (httpcore's pool checking only the
+connection it hands out, a native asyncio backend, a parser in C). Then the router sends
+through httpx again; `egress_backend.py` stays (as httpx's network backend), `errors.py`
+shrinks to httpx's errors, the rest goes.
 """
 
-import httpcore
-
+from services.router.transport.asyncio_stream import NetworkBackend
 from services.router.transport.client import UpstreamClient, UpstreamRequest, UpstreamResponse
 from services.router.transport.errors import base_url_errors, checked_base_url_errors
 from services.router.transport.target import UpstreamTarget, base_url_host_port
-
-NetworkBackend = httpcore.AsyncNetworkBackend
-"""What connects to a checked upstream address (`UpstreamClient(network_backend=...)`)."""
 
 __all__ = [
     "NetworkBackend",

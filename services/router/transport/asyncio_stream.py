@@ -1,9 +1,11 @@
-"""An httpcore network backend on plain asyncio transports (uvloop's, in the router process).
+"""A network backend on plain asyncio transports (uvloop's, in the router process), with
+httpcore's interface (`httpcore.AsyncNetworkBackend`, its streams and its errors).
 
 httpcore's default backend goes through anyio: every read and write of a request enters cancel
 scopes, looks up the running loop and the async library several times, and yields to the loop
 once more per send. This backend is a `asyncio.Protocol` that buffers what arrives and a stream
-that hands it to httpcore, so a request costs a few method calls per read or write.
+that hands it to the HTTP/1.1 connection (`http11.py`), so a request costs a few method calls
+per read or write.
 
 - **Connecting** goes to the address given, which `EgressNetworkBackend` has already checked
   (it never passes a name down), bounded by the connect timeout.
@@ -12,10 +14,12 @@ that hands it to httpcore, so a request costs a few method calls per read or wri
   its certificate), bounded by the same timeout.
 - **Writes** are held until the next read, up to 64 KiB: an HTTP/1.1 client always reads the
   answer after writing a request, so a request's head and a small body leave in one send.
-- **Reads** return what arrived, up to `max_bytes`; reading from the socket pauses while more
-  than 256 KiB wait to be read. `is_readable` (asked of an idle pooled connection: anything
-  there means the server closed it) is answered from that buffer, without a syscall.
-- **Timeouts** passed by httpcore are honoured (ReadTimeout, WriteTimeout, ConnectTimeout);
+- **Reads** return everything that arrived since the last read, as one piece, up to
+  `max_bytes` (so that the HTTP/1.1 parser sees it at once: `http11.py`); reading from the
+  socket pauses while more than 256 KiB wait to be read. `is_readable` (asked of an idle
+  pooled connection: anything there means the server closed it) is answered from that buffer,
+  without a syscall.
+- **Timeouts** passed by the connection are honoured (ReadTimeout, WriteTimeout, ConnectTimeout);
   errors are httpcore's (ConnectError, ReadError, WriteError), as the anyio backend raises them.
 """
 
@@ -30,6 +34,9 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 import httpcore
+
+NetworkBackend = httpcore.AsyncNetworkBackend
+"""What connects to a checked upstream address (`UpstreamClient(network_backend=...)`)."""
 
 _HOLD_WRITES = 64 * 1024  # held writes larger than this are sent at once
 _READ_HIGH = 256 * 1024  # pause reading from the socket above this many unread bytes
@@ -100,7 +107,7 @@ async def _wait(waiter: asyncio.Future[None], timeout: float | None) -> None:
 
 
 class AsyncioStream(httpcore.AsyncNetworkStream):
-    """One connection, as httpcore reads and writes it."""
+    """One connection, as the HTTP/1.1 connection reads and writes it."""
 
     def __init__(self, transport: asyncio.Transport, protocol: _BufferingProtocol) -> None:
         self._transport = transport
@@ -124,9 +131,18 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
                 raise httpcore.ReadTimeout("no data arrived in time") from None
             finally:
                 protocol.read_waiter = None
-        chunk = protocol.chunks.popleft()
+        chunks = protocol.chunks
+        if len(chunks) == 1 or len(chunks[0]) >= max_bytes:
+            chunk = chunks.popleft()
+        else:  # everything that arrived since the last read, as one piece
+            taken = [chunks.popleft()]
+            size = len(taken[0])
+            while chunks and size + len(chunks[0]) <= max_bytes:
+                size += len(chunks[0])
+                taken.append(chunks.popleft())
+            chunk = b"".join(taken)
         if len(chunk) > max_bytes:
-            protocol.chunks.appendleft(chunk[max_bytes:])
+            chunks.appendleft(chunk[max_bytes:])
             chunk = chunk[:max_bytes]
         protocol.buffered -= len(chunk)
         if protocol.reading_paused and protocol.buffered < _READ_LOW:

@@ -8,10 +8,12 @@ together with the upstream's `Content-Encoding`, so that what the caller receive
 what the upstream sent. The router asks for `Accept-Encoding: identity` unless the provider's
 headers say otherwise, because the caller's own Accept-Encoding is not forwarded.
 
-The requests go straight to httpcore's HTTP/1.1 connections, kept in a small pool of our own
-(`pool.py`): httpx's client layers (cookies, redirects, auth, proxies from the
-environment, event hooks) would do nothing here but cost CPU on every call, and httpcore's own
-pool checks every idle connection on every request. What those layers would have decided is
+The requests go to HTTP/1.1 connections of our own on httptools' parser (`http11.py`), kept
+in a small pool of our own (`pool.py`): httpx's client layers (cookies, redirects, auth,
+proxies from the environment, event hooks) would do nothing here but cost CPU on every call,
+httpcore's pool checks every idle connection on every request, and h11 parses every response
+event in Python. Each body chunk handed on is everything one socket read completed: chunks
+that arrived together leave together. What those layers would have decided is
 fixed here instead: no cookie is kept or sent, no redirect is followed, no proxy is used.
 
 Time: the whole exchange is bounded by an absolute deadline (the caller's gRPC deadline, or the
@@ -34,21 +36,17 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-import httpcore
 import httpx
 
 from services.router.egress import EgressPolicy, Resolver
 from services.router.errors import UpstreamTimeout
 from services.router.headers import downstream_response_headers
 from services.router.resolver import ThreadedResolver
+from services.router.transport.asyncio_stream import NetworkBackend
 from services.router.transport.egress_backend import EgressNetworkBackend
 from services.router.transport.errors import body_errors, exchange_errors, resolve_errors
-from services.router.transport.pool import (
-    ConnectionPool,
-    PooledConnection,
-    PoolWait,
-    close_in_background,
-)
+from services.router.transport.http11 import HTTP11Connection, HTTP11Response
+from services.router.transport.pool import ConnectionPool, PoolWait, close_in_background
 from services.router.transport.target import OriginKey, UpstreamTarget
 
 # Sent unless the request's headers name them (what httpx's client sent by default).
@@ -101,7 +99,7 @@ class UpstreamResponse:
     """The upstream's head, and its body as an async iterator of raw chunks."""
 
     def __init__(
-        self, response: httpcore.Response, release: _Release, idle_timeout: float | None = None
+        self, response: HTTP11Response, release: _Release, idle_timeout: float | None = None
     ) -> None:
         self._response = response
         self._release = release
@@ -123,9 +121,10 @@ class UpstreamResponse:
         self._observer = observer
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """Each piece of the body as it arrives; UpstreamUnavailable if the connection drops."""
+        """The body as it arrives, one piece per socket read (all it completed, chunked framing
+        removed); UpstreamUnavailable if the connection drops."""
         with body_errors(self._idle_timeout):
-            async for chunk in self._response.aiter_stream():
+            async for chunk in self._response.pieces():
                 if chunk:
                     self.bytes_received += len(chunk)
                     self.chunks_received += 1
@@ -144,19 +143,19 @@ class _Release:
 
     __slots__ = ("_connection", "_key", "_pool", "done")
 
-    def __init__(self, pool: ConnectionPool, key: OriginKey, connection: PooledConnection) -> None:
+    def __init__(self, pool: ConnectionPool, key: OriginKey, connection: HTTP11Connection) -> None:
         self._pool = pool
         self._key = key
         self._connection = connection
         self.done = False
 
-    async def close(self, response: httpcore.Response | None) -> None:
+    async def close(self, response: HTTP11Response | None) -> None:
         if self.done:
             return
         self.done = True
         try:
             if response is not None:
-                # Closing a response not read to its end closes the connection (httpcore).
+                # Closing a response not read to its end closes the connection.
                 await response.aclose()
         finally:
             await self._pool.release(self._key, self._connection)
@@ -185,7 +184,7 @@ class UpstreamClient:
         resolve_timeout: float = 5.0,
         first_byte_timeout: float = 300.0,
         idle_timeout: float = 120.0,
-        network_backend: httpcore.AsyncNetworkBackend | None = None,
+        network_backend: NetworkBackend | None = None,
         ca_file: str | None = None,
         max_connections: int = 1000,
         max_connections_per_origin: int = 100,
@@ -257,11 +256,8 @@ class UpstreamClient:
         connect = min(self._connect_timeout, remaining)
         release: _Release | None = None
         wait = PoolWait()
-        response: httpcore.Response | None = None
+        response: HTTP11Response | None = None
         first_byte = self._first_byte_timeout
-        # httpcore reads these per read and write; the body's reads switch to the idle timeout
-        # (httpcore looks the read timeout up when the body's first chunk is asked for).
-        timeouts = {"read": first_byte, "write": first_byte}
         try:
             async with asyncio.timeout_at(deadline):
                 with exchange_errors(
@@ -272,24 +268,19 @@ class UpstreamClient:
                 ):
                     target = request.target or UpstreamTarget(request.url)
                     method = request.method.encode("ascii")
-                    outgoing = httpcore.Request(
-                        method,
-                        httpcore.URL(
-                            scheme=target.origin.scheme,
-                            host=target.origin.host,
-                            port=target.origin.port,
-                            target=target.target,
-                        ),
-                        headers=_wire_headers(target.netloc, method, request.headers, request.body),
-                        content=request.body,
-                        extensions={"timeout": timeouts},
-                    )
+                    headers = _wire_headers(target.netloc, method, request.headers, request.body)
                     connection = await self._pool.acquire(
                         target, connect, wait, wait_timeout=first_byte
                     )
                     release = _Release(self._pool, target.key, connection)
-                    response = await connection.handle_async_request(outgoing)
-                    timeouts["read"] = self._idle_timeout
+                    response = await connection.request(
+                        method,
+                        target.target,
+                        headers,
+                        request.body,
+                        first_byte_timeout=first_byte,
+                        idle_timeout=self._idle_timeout,
+                    )
                 yield UpstreamResponse(response, release, self._idle_timeout)
         except TimeoutError:
             if wait.for_origin:

@@ -1,5 +1,7 @@
 """The one place where httpcore's and httpx's errors become the router's.
 
+The transport raises httpcore's error types (its network backend implements httpcore's
+interface; `http11.py` raises `RemoteProtocolError` and `LocalProtocolError` as h11 did).
 httpcore has no common base class for what goes wrong on the wire, and httpx's URL parser has
 its own `InvalidURL`; nothing outside this package catches either. As httpx's
 `_transports/default.py` maps httpcore's exceptions to its own in one table, `EXCHANGE_ERRORS`

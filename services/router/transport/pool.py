@@ -1,4 +1,4 @@
-"""The connection pool: httpcore HTTP/1.1 connections per origin, reused most recent first.
+"""The connection pool: HTTP/1.1 connections (`http11.py`) per origin, reused most recent first.
 
 httpcore's own `AsyncConnectionPool` walks every pooled connection, polling each idle one's
 socket, on every request and again on every response close (O(n^2) in the pool size through
@@ -22,29 +22,8 @@ from typing import Any
 
 import httpcore
 
+from services.router.transport.http11 import HTTP11Connection
 from services.router.transport.target import OriginKey, UpstreamTarget
-
-
-class PooledConnection(httpcore.AsyncHTTP11Connection):
-    """httpcore's HTTP/1.1 connection with an asyncio lock around its state.
-
-    httpcore's own lock is anyio's, whose every acquisition yields to the event loop once (a
-    cancellation checkpoint), twice per request. The pool hands a connection to one request at
-    a time, so the lock is never contended; asyncio's takes a free lock without yielding.
-    """
-
-    def __init__(
-        self,
-        key: OriginKey,
-        origin: httpcore.Origin,
-        stream: httpcore.AsyncNetworkStream,
-        keepalive: float,
-    ) -> None:
-        super().__init__(origin, stream, keepalive)
-        self.key = key
-        # httpcore's private attribute (httpcore 1.0.9, pinned in pyproject.toml): if a later
-        # httpcore renames it, this override is merely inert.
-        self._state_lock = asyncio.Lock()  # type: ignore[assignment]
 
 
 class PoolWait:
@@ -84,7 +63,7 @@ class ConnectionPool:
         self._max_per_origin = max_per_origin or max_connections
         self._max_keepalive = max_keepalive
         self._keepalive_expiry = keepalive_expiry
-        self._idle: dict[OriginKey, list[PooledConnection]] = {}
+        self._idle: dict[OriginKey, list[HTTP11Connection]] = {}
         self._idle_count = 0
         self._open = 0  # connections counted against max_connections (in use, idle, opening)
         self._open_to: dict[OriginKey, int] = {}  # the same, per origin
@@ -103,7 +82,7 @@ class ConnectionPool:
         """Connections kept open for reuse."""
         return self._idle_count
 
-    def _reusable(self, key: OriginKey) -> PooledConnection | None:
+    def _reusable(self, key: OriginKey) -> HTTP11Connection | None:
         """An idle connection to `key`'s origin that is still good, or None; drops bad ones."""
         idle = self._idle.get(key)
         while idle:
@@ -120,7 +99,7 @@ class ConnectionPool:
         connect_timeout: float,
         wait: PoolWait,
         wait_timeout: float | None = None,
-    ) -> PooledConnection:
+    ) -> HTTP11Connection:
         """A connection to `target`'s origin: a checked idle one, or a new one; waits while
         the pool is full or the origin is at its limit, at most `wait_timeout` seconds in all
         (TimeoutError; `wait` says what it waited for)."""
@@ -180,7 +159,7 @@ class ConnectionPool:
 
     async def _connect(
         self, key: OriginKey, origin: httpcore.Origin, host: str, timeout: float
-    ) -> PooledConnection:
+    ) -> HTTP11Connection:
         stream = await self._backend.connect_tcp(
             origin.host.decode("ascii"), origin.port, timeout=timeout
         )
@@ -192,9 +171,9 @@ class ConnectionPool:
         except BaseException:
             await stream.aclose()
             raise
-        return PooledConnection(key, origin, stream, self._keepalive_expiry)
+        return HTTP11Connection(key, stream, self._keepalive_expiry)
 
-    async def release(self, key: OriginKey, connection: PooledConnection) -> None:
+    async def release(self, key: OriginKey, connection: HTTP11Connection) -> None:
         """Take back a connection whose response is closed: keep it idle, or close it."""
         if not self._closed and connection.is_idle() and self._idle_count < self._max_keepalive:
             self._idle.setdefault(key, []).append(connection)
@@ -210,7 +189,7 @@ class ConnectionPool:
             self._next_sweep = now + 1.0
             self._sweep()
 
-    def _forget(self, connection: PooledConnection) -> None:
+    def _forget(self, connection: HTTP11Connection) -> None:
         """Stop counting `connection` and close it (in the background: it may still have a
         socket to close)."""
         self._uncount(connection.key)
