@@ -99,11 +99,24 @@ class _BufferingProtocol(asyncio.Protocol):
 
 
 async def _wait(waiter: asyncio.Future[None], timeout: float | None) -> None:
+    """Wait for `waiter`; TimeoutError after `timeout` seconds.
+
+    A timer that fails the waiter, not `asyncio.timeout` (which looks up the current task and
+    cancels and uncancels it): this runs on every read of every call.
+    """
     if timeout is None:
         await waiter
-    else:
-        async with asyncio.timeout(timeout):
-            await waiter
+        return
+    timer = waiter.get_loop().call_later(timeout, _time_out, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+
+
+def _time_out(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class AsyncioStream(httpcore.AsyncNetworkStream):

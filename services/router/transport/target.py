@@ -10,6 +10,7 @@ maps them to the router's where a caller can meet them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from urllib.parse import unquote
@@ -34,6 +35,13 @@ def _plain_host(host: str) -> bool:
     """A host name httpx.URL keeps as is (lowercased): not number-like, or a canonical IPv4."""
     if not host[-1].isdigit():
         return True
+    return _canonical_ipv4(host)
+
+
+@functools.lru_cache(maxsize=256)
+def _canonical_ipv4(host: str) -> bool:
+    # Cached: an upstream at an IP address (a self-hosted model) is parsed on every call, and
+    # ipaddress parses in Python.
     try:
         return str(ipaddress.IPv4Address(host)) == host
     except ValueError:
