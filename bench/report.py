@@ -52,15 +52,15 @@ SCENARIO_TITLES = {
     "gateway": "gateway `/v1/chat/completions` (wrk)",
     "router_grpc": "router gRPC `Invoke` (Python grpc.aio client)",
     "vault_resolve": "vault gRPC `Resolve` alone (Python grpc.aio client)",
-    "stream_direct": "SSE direct to the fake upstream (httpx)",
-    "stream_gateway": "SSE through the gateway (httpx)",
+    "stream_direct": "SSE direct to the fake upstream (latency client)",
+    "stream_gateway": "SSE through the gateway (latency client)",
     "rest_put": "REST `PUT /ai-credentials/{key}` (wrk)",
     "rest_get": "REST `GET /ai-credentials` (wrk)",
     "direct_disk": "direct, with a competing disk writer (wrk)",
     "gateway_disk": "gateway, with a competing disk writer (wrk)",
     "litellm": "LiteLLM `/v1/chat/completions` (wrk)",
     "litellm_disk": "LiteLLM, with a competing disk writer (wrk)",
-    "stream_litellm": "SSE through LiteLLM (httpx)",
+    "stream_litellm": "SSE through LiteLLM (latency client)",
 }
 
 
@@ -448,13 +448,13 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
             "",
             "## Streaming (SSE)",
             "",
-            "TTFB and end: uncorrected (the httpx client's per-call times); corrected: wrk's "
-            "correction applied to those times.",
+            "TTFB and end: uncorrected (the latency client's per-call times); corrected: wrk's "
+            "correction applied to those times. Client CPU: the latency client's, per stream.",
             "",
             "| scenario | c | streams/s | TTFB p50 / p99 ms | end p50 / p99 ms | errors "
             "| TTFB overhead p50 / p99 ms | end overhead p50 / p99 ms | TTFB p50 / p99 corrected "
-            "| end p50 / p99 corrected |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| end p50 / p99 corrected | client CPU µs/stream |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for run in stream_runs:
             ttfb = run.get("ttfb_ms") or {}
@@ -471,7 +471,8 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
                 f"{_cell(d_ttfb.get('p50'))} / {_cell(d_ttfb.get('p99'))} | "
                 f"{_cell(d_end.get('p50'))} / {_cell(d_end.get('p99'))} | "
                 f"{_cell(ttfb_cor.get('p50'))} / {_cell(ttfb_cor.get('p99'))} | "
-                f"{_cell(end_cor.get('p50'))} / {_cell(end_cor.get('p99'))} |"
+                f"{_cell(end_cor.get('p50'))} / {_cell(end_cor.get('p99'))} | "
+                f"{_cell((run.get('client') or {}).get('cpu_us_per_request'), 1)} |"
             )
     cost_runs = [r for r in runs if r.get("services")]
     if cost_runs:

@@ -47,7 +47,7 @@ from bench.load import (
     round_robin,
     router_invoke_call,
     run_wrk,
-    sse_call,
+    streams_to_run,
     vault_resolve_call,
     wrk_script,
     wrk_to_run,
@@ -275,18 +275,20 @@ class Bench:
         )
 
     def _stream_runner(self, scenario: str, url: str, token: str) -> RunFn:
-        import httpx
-
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        """Streams to `url`, from the latency client in its own process (the same client for
+        every streaming scenario, ours and the peer's)."""
+        target = urlsplit(url)
+        spec = client_spec(
+            target.hostname or "127.0.0.1",
+            target.port or 80,
+            [("POST", target.path, STREAM_BODY)],
+            {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+            stream=True,
+        )
 
         async def run(concurrency: int, duration: float) -> RunResult:
-            limits = httpx.Limits(
-                max_connections=concurrency, max_keepalive_connections=concurrency
-            )
-            async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
-                call = sse_call(client, url, STREAM_BODY.encode(), headers)
-                loop = await closed_loop(call, concurrency, duration)
-            return loop_to_run(scenario, concurrency, loop, "python httpx")
+            client = await run_client(self.work_dir, scenario, spec, concurrency, duration)
+            return streams_to_run(scenario, concurrency, client)
 
         return run
 

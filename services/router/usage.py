@@ -11,8 +11,9 @@ OpenAI- and Anthropic-shaped answers say how many tokens a call took in a `usage
   `message.usage` (input) and `message_delta`'s `usage` (output, cumulative).
 
 `UsageTap` is fed each chunk after it has been handed on (`UpstreamResponse.observe`) and keeps
-bounded memory: for a stream only the current event, at most `MAX_EVENT_BYTES` (a longer event is
-skipped), parsed only when it names `"usage"`; for a JSON body only its last `JSON_TAIL_BYTES`,
+bounded memory: for a stream only the unfinished event, at most `MAX_EVENT_BYTES` (a longer event
+is skipped), an event parsed only when it holds a `"usage"` object, and a chunk without the key
+searched but not copied (`SseUsageScanner`); for a JSON body only its last `JSON_TAIL_BYTES`,
 where vendors put `usage`, searched once at the end. Counts merge field by field, later values
 replacing earlier ones (Anthropic's are cumulative). Input tokens include cached ones (OpenAI's
 `prompt_tokens` already do; Anthropic's cache fields are added), as OpenTelemetry's
@@ -23,6 +24,7 @@ nothing here raises into a call. Compressed answers (`Content-Encoding`) are not
 from __future__ import annotations
 
 import json
+import re
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +38,10 @@ JSON_TAIL_BYTES = 64 * 1024
 """The bytes at the end of a JSON answer searched for its `usage`."""
 _TAIL_TRIES = 8
 _USAGE_KEY = b'"usage"'
+# `"usage"` as the name of an object: only an event holding one is parsed.
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+# A blank line: the end of an event (lines end with LF or CRLF).
+_EVENT_END = re.compile(rb"\n\r?\n")
 _WHITESPACE = b" \t\r\n"
 _COUNT_FIELDS = (
     "prompt_tokens",
@@ -115,61 +121,73 @@ def usage_of_event(event: object) -> object:
 
 
 class SseUsageScanner:
-    """Reads the `data:` of server-sent events as they pass; parses those naming `usage`."""
+    """Finds the server-sent events that hold a `usage` object and parses only those.
+
+    Fed every chunk of a stream, so the common chunk costs a few searches and no copy: a chunk
+    of whole events without `"usage"` (a chat completion's deltas) is searched for its last
+    event end and for the key, and dropped. Only the unfinished event at the end of what was
+    fed is kept, and the next chunk searched from where it joins it; an event longer than
+    `MAX_EVENT_BYTES` is skipped (while it lasts, only its last two bytes are kept, to see where
+    it ends). An event is parsed only when `"usage"` names an object (OpenAI's earlier chunks
+    say `"usage": null`). Lines end with LF or CRLF (a lone CR, which SSE also allows, is not
+    taken for one).
+    """
 
     def __init__(self, counts: UsageCounts) -> None:
         self._counts = counts
-        self._line = bytearray()  # the unfinished line
-        self._data = bytearray()  # the current event's data
-        self._skipping = False  # the current event (or line) passed MAX_EVENT_BYTES
+        self._pending = bytearray()  # the unfinished event at the end of what was fed
+        self._skipping = False  # that event passed MAX_EVENT_BYTES: it is dropped to its end
 
     def feed(self, chunk: bytes) -> None:
+        pending = self._pending
+        data: bytes | bytearray = chunk
+        joined_at = 0
+        if pending:
+            # A blank line may begin in the last two bytes kept.
+            joined_at = max(0, len(pending) - 2)
+            pending += chunk
+            data = pending
+        end = _events_end(data, joined_at)
         start = 0
-        while True:
-            end = chunk.find(b"\n", start)
-            if end < 0:
-                self._keep(chunk[start:])
-                return
-            self._keep(chunk[start:end])
-            self._line_done()
-            start = end + 1
-
-    def _keep(self, piece: bytes) -> None:
-        if self._skipping or not piece:
-            return
-        if len(self._line) + len(self._data) + len(piece) > MAX_EVENT_BYTES:
-            self._skipping = True
-            self._line.clear()
-            self._data.clear()
-            return
-        self._line += piece
-
-    def _line_done(self) -> None:
-        line = bytes(self._line).rstrip(b"\r")
-        self._line.clear()
-        if not line:  # a blank line ends the event
-            if not self._skipping and self._data:
-                self._event(bytes(self._data))
-            self._data.clear()
+        if end and self._skipping:
+            first = _EVENT_END.search(data)  # the skipped event ends at the first blank line
+            start = first.end() if first is not None else end
             self._skipping = False
-            return
-        if self._skipping or not line.startswith(b"data:"):
-            return
-        value = line[5:]
-        if value.startswith(b" "):
-            value = value[1:]
-        if self._data:
-            self._data += b"\n"
-        self._data += value
+        if end > start and data.find(_USAGE_KEY, start, end) >= 0:
+            for event in _EVENT_END.split(data[start:end]):
+                self._event(event)
+        rest = len(data) - end
+        if self._skipping or rest > MAX_EVENT_BYTES:
+            self._skipping = True
+            self._pending = bytearray(data[-2:])
+        elif data is pending:
+            del pending[:end]
+        elif rest:
+            self._pending = bytearray(data[end:])
 
-    def _event(self, data: bytes) -> None:
-        if _USAGE_KEY not in data:
+    def _event(self, event: bytes | bytearray) -> None:
+        """One whole event: its data parsed when it holds a `usage` object."""
+        if len(event) > MAX_EVENT_BYTES or _USAGE_OBJECT.search(event) is None:
             return
+        values = []
+        for line in event.split(b"\n"):
+            line = line.rstrip(b"\r")
+            if line.startswith(b"data:"):
+                value = line[5:]
+                values.append(value[1:] if value.startswith(b" ") else value)
         try:
-            event = json.loads(data)
+            parsed = json.loads(b"\n".join(values))
         except ValueError:
             return
-        self._counts.merge(usage_of_event(event))
+        self._counts.merge(usage_of_event(parsed))
+
+
+def _events_end(data: bytes | bytearray, start: int) -> int:
+    """Where the last whole event in `data` ends (just after its blank line), or 0 when no
+    blank line ends in `data[start:]`."""
+    lf = data.rfind(b"\n\n", start)
+    crlf = data.rfind(b"\n\r\n", start)
+    return max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
 
 
 class JsonTailScanner:

@@ -15,6 +15,7 @@ import pytest
 from bench import fake_upstream
 from bench.config import ALL_SCENARIOS, BenchConfig
 from bench.load import (
+    STREAM_CLIENT,
     CallOutcome,
     HttpRequestSpec,
     LoopResult,
@@ -133,7 +134,7 @@ def test_loop_to_run_reports_ttfb_and_end_for_streams() -> None:
         errors={"http_502": 1},
         cpu_s=0.004,
     )
-    run = loop_to_run("stream_gateway", 1, loop, "python httpx")
+    run = loop_to_run("stream_gateway", 1, loop, STREAM_CLIENT)
     assert run.requests == 3
     assert run.errors == 1
     assert run.rps == 1.5

@@ -24,7 +24,14 @@ from bench.latency_client import (
     parse_report,
     response_complete,
 )
-from bench.load import LoopResult, RunResult, attach_uncorrected, loop_to_run
+from bench.load import (
+    STREAM_CLIENT,
+    LoopResult,
+    RunResult,
+    attach_uncorrected,
+    loop_to_run,
+    streams_to_run,
+)
 from bench.peer import log_problems, peer_config, peer_environment, pinned_requirements
 from bench.report import derive, summary_markdown
 from bench.side_by_side import side_by_side_markdown
@@ -74,7 +81,7 @@ def test_one_stall_at_c1_fattens_the_corrected_p99_only() -> None:
         "stream_gateway",
         1,
         LoopResult(runtime_ns / 1e9, [ns / 1e6 for ns in samples_ns], [], {}, 0.1),
-        "python httpx",
+        STREAM_CLIENT,
     )
     assert run.latency_uncorrected_ms is not None and run.latency_corrected_ms is not None
     assert run.latency_uncorrected_ms["p99"] == pytest.approx(1.0)
@@ -202,6 +209,151 @@ def test_run_client_runs_in_its_own_process_and_reports_every_status(tmp_path: P
     assert run.error_count == run.completed > 0
     assert list(run.error_detail) == ["http_401"]
     assert not (tmp_path / "probe.latency.bin").exists()
+
+
+_STREAM_BODY = '{"model":"bench-model","stream":true,"messages":[]}'
+_PLAIN_BODY = '{"model":"bench-model","messages":[]}'
+
+
+def _chat(body: str, auth: str = "Bearer right") -> bytes:
+    return build_request("h", "POST", "/v1/chat/completions", {"Authorization": auth}, body)
+
+
+def test_stream_mode_times_first_byte_and_end_of_each_whole_stream() -> None:
+    async def scenario() -> Any:
+        server, port = await _upstream(b"Bearer right")
+        try:
+            rec, _ = await latency_client.run(
+                "127.0.0.1", port, [_chat(_STREAM_BODY)], 2, 0.3, stream=True
+            )
+        finally:
+            server.close()
+        return rec
+
+    rec = asyncio.run(scenario())
+    assert len(rec.latencies_ns) > 2
+    assert set(rec.statuses) == {200}
+    assert rec.errors == {}
+    # One first-byte time per stream, each after the request and no later than its end.
+    assert len(rec.first_bytes_ns) == len(rec.latencies_ns)
+    assert all(0 < f <= e for f, e in zip(rec.first_bytes_ns, rec.latencies_ns, strict=True))
+
+
+def test_stream_mode_counts_answers_without_done_and_refusals_as_errors() -> None:
+    async def scenario() -> tuple[Any, Any]:
+        server, port = await _upstream(b"Bearer right")
+        try:
+            # A whole JSON answer is a 200 without `[DONE]`: not a complete stream.
+            plain, _ = await latency_client.run(
+                "127.0.0.1", port, [_chat(_PLAIN_BODY)], 1, 0.2, stream=True
+            )
+            refused, _ = await latency_client.run(
+                "127.0.0.1", port, [_chat(_STREAM_BODY, "Bearer wrong")], 1, 0.2, stream=True
+            )
+        finally:
+            server.close()
+        return plain, refused
+
+    plain, refused = asyncio.run(scenario())
+    assert plain.errors["truncated_stream"] == plain.statuses[200] > 0
+    assert len(plain.latencies_ns) == len(plain.first_bytes_ns) == 0
+    assert set(refused.statuses) == {401}
+    assert len(refused.latencies_ns) == len(refused.first_bytes_ns) == 0
+
+
+class _CutStream(asyncio.Protocol):
+    """Answers each request with the head and one event of a chunked stream, then closes."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        transport = self._transport
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + b"a\r\ndata: x\n\n\r\n"
+        )
+        transport.close()
+
+
+def test_stream_mode_counts_a_connection_closed_mid_stream_as_an_error() -> None:
+    async def scenario() -> Any:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_CutStream, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            rec, _ = await latency_client.run(
+                "127.0.0.1", port, [_chat(_STREAM_BODY)], 1, 0.2, stream=True
+            )
+        finally:
+            server.close()
+        return rec
+
+    rec = asyncio.run(scenario())
+    assert rec.errors["closed"] > 0
+    assert rec.statuses == {}
+    assert len(rec.latencies_ns) == 0
+
+
+def test_streams_run_in_the_clients_own_process_and_become_a_stream_result(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> UncorrectedRun:
+        server, port = await _upstream(b"Bearer right")
+        spec = client_spec(
+            "127.0.0.1",
+            port,
+            [("POST", "/v1/chat/completions", _STREAM_BODY)],
+            {"Authorization": "Bearer right"},
+            stream=True,
+        )
+        try:
+            return await latency_client.run_client(tmp_path, "probe", spec, 2, 0.3)
+        finally:
+            server.close()
+
+    run = asyncio.run(scenario())
+    assert run.ok > 2 and run.error_count == 0
+    assert len(run.first_bytes_ns) == run.ok
+    assert not (tmp_path / "probe.latency.bin").exists()
+    assert not (tmp_path / "probe.first-byte.bin").exists()
+    result = streams_to_run("stream_direct", 2, run)
+    assert result.requests == run.ok and result.errors == 0
+    assert result.ttfb_ms is not None and result.end_ms is not None
+    assert result.ttfb_ms["p50"] <= result.end_ms["p50"]
+    assert result.client["tool"].startswith("bench.latency_client")
+    assert result.client["cpu_us_per_request"] is not None
+
+
+def test_streams_to_run_counts_truncated_streams_and_statuses_as_errors() -> None:
+    run = UncorrectedRun(
+        elapsed_s=2.0,
+        statuses={200: 5, 502: 1},
+        errors={"truncated_stream": 1, "closed": 1},
+        cpu_s=0.0007,
+        latencies_ns=[20_000_000] * 4,
+        first_bytes_ns=[2_000_000] * 4,
+    )
+    result = streams_to_run("stream_gateway", 4, run)
+    assert result.requests == 4
+    assert result.rps == 2.0
+    assert result.error_detail == {"http_502": 1, "truncated_stream": 1, "closed": 1}
+    assert result.errors == 3
+    assert result.ttfb_ms is not None and result.ttfb_ms["p50"] == 2.0
+    assert result.end_ms is not None and result.end_ms["p50"] == 20.0
+    assert result.client["cpu_us_per_request"] == 100.0  # 0.7 ms over 7 calls
+
+
+def test_parse_report_reads_first_byte_times_of_streams() -> None:
+    stdout = json.dumps(
+        {"elapsed_s": 1.0, "ok": 2, "statuses": {"200": 2}, "errors": {}, "cpu_s": 0.01}
+    )
+    ends = array.array("q", [5, 6]).tobytes()
+    run = parse_report(stdout, ends, array.array("q", [1, 2]).tobytes())
+    assert run.first_bytes_ns == [1, 2]
+    with pytest.raises(ValueError, match="first-byte file holds 1 times for 2"):
+        parse_report(stdout, ends, array.array("q", [1]).tobytes())
 
 
 def test_client_spec_round_trips_through_json() -> None:

@@ -68,6 +68,13 @@ def test_openai_stream_with_crlf_lines() -> None:
     assert read(split_every(stream, 5), SSE) == TokenUsage(3, 4)
 
 
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_a_stream_cut_anywhere_in_two_is_read_the_same(newline: bytes) -> None:
+    stream = b"".join(openai_events("gpt-4", (5, 6))[-3:]).replace(b"\n", newline)
+    for cut in range(len(stream) + 1):
+        assert read([stream[:cut], stream[cut:]], SSE) == TokenUsage(5, 6), cut
+
+
 def test_openai_stream_without_usage_counts_nothing() -> None:
     assert read(openai_events("gpt-4"), SSE) is None
 
@@ -146,6 +153,9 @@ def test_an_event_longer_than_the_cap_is_skipped_and_the_next_one_read() -> None
     assert read(split_every(stream, 1000), SSE) is None
     stream += b"data: " + json.dumps(small).encode() + b"\n\n"
     assert read(split_every(stream, 1000), SSE) == TokenUsage(1, 2)
+    # The same when the long event comes whole in one chunk, or byte by byte.
+    assert read([stream], SSE) == TokenUsage(1, 2)
+    assert read(split_every(stream, 1), SSE) == TokenUsage(1, 2)
 
 
 @pytest.mark.parametrize(
