@@ -85,6 +85,9 @@ RETRIED: Mapping[str, Mapping[str, bool]] = {
         "CheckUpstream": True,
         "Invoke": False,
         "InvokeBuffered": False,
+        # Never retried by gRPC: the gateway sends again, as unary calls, only the calls of
+        # a stream that ended OK without reading them (`services.gateway.router_streams`).
+        "InvokeBufferedStream": False,
         "CheckProvider": False,
     },
 }

@@ -107,6 +107,7 @@ def model_backend(
     return LlmBackend(
         authenticate=authenticate,
         router_stub=lambda: router.stub,
+        invoke_buffered=router.invoke_buffered,
         list_providers=vault.list_providers,
         router_timeout=settings.router_timeout,
         max_body=settings.llm_max_body,

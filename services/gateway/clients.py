@@ -5,8 +5,9 @@ failed call into an `ApiError` through the one table in `errors.py`. The channel
 (`services.common.grpc_server.open_channel`) adds the caller token and the current request id
 (`x-request-id`, from `services.common.request_context`) to every call, so no call here passes
 metadata of its own. `VaultClient` adds typed methods for the RPCs the REST API needs;
-`RouterClient` exposes the router stub for the model endpoints, and the egress check of a
-provider's base URL.
+`RouterClient` exposes the router stub for the model endpoints, sends their non-streamed calls
+on a few long-lived streams (`router_streams`), and checks a provider's base URL against the
+egress policy.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ from aicreds.vault.v1 import (
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common import tracing
 from services.common.callers import read_secret_file
 from services.common.grpc_server import ClientTls, open_channel
 from services.gateway.errors import from_rpc_error
+from services.gateway.router_streams import STREAM_BODY_LIMIT, BufferedCall, RouterStreams
 
 Reply = TypeVar("Reply")
 
@@ -278,9 +281,41 @@ class RouterClient(Backend):
     """The router: `stub` is `RouterServiceStub`; calls should use `timeout` as deadline."""
 
     name = "router"
+    _streams: RouterStreams | None = None
 
     def _bind(self, channel: grpc.aio.Channel) -> None:
         self.stub = router_pb2_grpc.RouterServiceStub(channel)
+        self._streams = RouterStreams(self.stub, self._unary_buffered)
+
+    def _unary_buffered(
+        self, request: router_pb2.InvokeBufferedRequest, timeout: float
+    ) -> BufferedCall:
+        call: BufferedCall = self.stub.InvokeBuffered(request, timeout=timeout)
+        return call
+
+    def invoke_buffered(
+        self, request: router_pb2.InvokeBufferedRequest, timeout: float
+    ) -> BufferedCall:
+        """A non-streamed model call, answered within `timeout` seconds: on one of the
+        long-lived streams, or as a unary `InvokeBuffered` when tracing is on (a unary call
+        carries its span), its body is large, or no stream can take it now."""
+        streams = self._streams
+        if (
+            streams is not None
+            and not tracing.active
+            and len(request.call.body) <= STREAM_BODY_LIMIT
+        ):
+            call = streams.start(request, timeout)
+            if call is not None:
+                return call
+        return self._unary_buffered(request, timeout)
+
+    async def close(self) -> None:
+        """End the streams (their calls in flight fail), then close the channel."""
+        streams, self._streams = self._streams, None
+        if streams is not None:
+            await streams.aclose()
+        await super().close()
 
     async def check_upstream(self, base_url: str) -> router_pb2.CheckUpstreamResponse:
         """The router's egress policy on `base_url` (SPEC 2.3); nothing is sent upstream."""

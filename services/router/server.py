@@ -28,13 +28,13 @@ from services.common.logging import configure_logging
 from services.common.metrics import MetricsExport, RpcMetrics
 from services.common.startup_heap import freeze_startup_heap
 from services.common.tracing_setup import Tracing, start_tracing
+from services.router.buffered_stream import StreamingRouterServicer
 from services.router.config import RouterSettings
 from services.router.egress import Resolver
 from services.router.invocation import Router
 from services.router.metrics import RouterMetrics
 from services.router.provider_check import ProviderChecker
 from services.router.resolve_client import ResolveClient, open_vault_channel
-from services.router.servicer import RouterServicer
 from services.router.token_metrics import TokenMetrics
 from services.router.transport import NetworkBackend, UpstreamClient
 from services.router.usage_reporter import UsageReporter
@@ -43,6 +43,7 @@ ROUTER_SERVICE = "aicreds.router.v1.RouterService"
 REQUIRED_RIGHTS: Mapping[str, Right] = {
     f"/{ROUTER_SERVICE}/Invoke": Right.INVOKE,
     f"/{ROUTER_SERVICE}/InvokeBuffered": Right.INVOKE,
+    f"/{ROUTER_SERVICE}/InvokeBufferedStream": Right.INVOKE,
     f"/{ROUTER_SERVICE}/Preview": Right.INVOKE,
     f"/{ROUTER_SERVICE}/CheckUpstream": Right.INVOKE,
     f"/{ROUTER_SERVICE}/CheckProvider": Right.INVOKE,
@@ -149,7 +150,7 @@ async def start_router(
         usage,
         tracer=tracing.tracer,
     )
-    servicer = RouterServicer(router, ProviderChecker(router), settings.upstream_timeout)
+    servicer = StreamingRouterServicer(router, ProviderChecker(router), settings.upstream_timeout)
     try:
         server = await start_server(
             listen=settings.listen,
@@ -174,6 +175,8 @@ async def start_router(
         await channel.close()
         await tracing.shutdown()
         raise
+    # The gateway's streams of buffered calls end (OK) once the calls they carry are answered.
+    server.on_drain.append(servicer.drain)
     usage.start()
     _log.info(
         "router serving",

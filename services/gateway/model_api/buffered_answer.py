@@ -13,14 +13,16 @@ The HTTP answer is the one the streamed relay (`stream_relay.RouterRelay`) gave 
   clean error; the router fails a buffered call whose upstream broke mid-body, or whose body is
   over the router's 32 MiB limit).
 
-The client going away before the answer cancels the gRPC call, which cancels the upstream
-request.
+The call is a unary `InvokeBuffered` or one on a long-lived stream (`router_streams`); both are
+awaited and cancelled alike. The client going away before the answer cancels the call, which
+cancels the upstream request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import grpc.aio
 from aicreds.router.v1 import router_pb2
@@ -41,8 +43,9 @@ from services.gateway.model_api.stream_relay import (
 _log = logging.getLogger("aicreds.gateway.llm")
 
 
-class BufferedAnswer(RouterAnswer[grpc.aio.UnaryUnaryCall]):
-    """The ASGI response of one `RouterService.InvokeBuffered` call."""
+class BufferedAnswer(RouterAnswer[Any]):
+    """The ASGI response of one `RouterService.InvokeBuffered` call (a `BufferedCall`: grpc.aio's
+    unary call, or `router_streams.StreamedCall`)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         reply = await self._answer(receive)

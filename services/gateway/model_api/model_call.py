@@ -5,9 +5,10 @@ it arrives (`stream_relay.RouterRelay`); any other is answered from `InvokeBuffe
 answer in one message (`buffered_answer.BufferedAnswer`), which costs both sides less.
 
 `LlmBackend` is everything the model endpoints need from the gateway: its admission (which
-authenticates, rate-limits and checks the scope), the router stub, the vault's provider list and
-the limits. The two vendors (`OPENAI`, `ANTHROPIC`) differ only in where their SDK's base URL
-stops and in how errors look; `model_call(backend, vendor)` is the route handler for either.
+authenticates, rate-limits and checks the scope), the router stub and its buffered calls (on
+long-lived streams, `router_streams`), the vault's provider list and the limits. The two
+vendors (`OPENAI`, `ANTHROPIC`) differ only in where their SDK's base URL stops and in how
+errors look; `model_call(backend, vendor)` is the route handler for either.
 
 What goes to the router (SPEC 2.6): the body's bytes untouched; the `model` read from it; the
 HTTP method; the path as the vendor's SDK appends it to its own `base_url`; the query; and only
@@ -44,6 +45,7 @@ from services.gateway.model_api.vendor_errors import (
     openai_error_response,
     openai_stream_error_event,
 )
+from services.gateway.router_streams import BufferedCall
 
 API_PREFIX = "/v1"
 
@@ -75,6 +77,8 @@ class LlmBackend:
     authenticate: LlmAuthenticator
     # The RouterServiceStub; looked up per call since the channel opens with the application.
     router_stub: Callable[[], Any]
+    # A non-streamed call: `RouterClient.invoke_buffered` (request, timeout in seconds).
+    invoke_buffered: Callable[[router_pb2.InvokeBufferedRequest, float], BufferedCall]
     # A user's providers; a failure raises the mapped ApiError.
     list_providers: Callable[[str], Awaitable[Sequence[providers_pb2.Provider]]]
     router_timeout: float = 300.0
@@ -178,18 +182,20 @@ async def invoke(request: Request, backend: LlmBackend, vendor: Vendor) -> Respo
         "headers": forwarded_headers(request),
         "body": body,
     }
-    # The router's channel adds the caller token and this request's id to the call's metadata.
-    stub = backend.router_stub()
+    # The router's channel adds the caller token and this request's id to the call's metadata
+    # (a call on a stream carries the id in its message).
     if not options.stream:
         return BufferedAnswer(
-            stub.InvokeBuffered(
-                router_pb2.InvokeBufferedRequest(call=call), timeout=backend.router_timeout
+            backend.invoke_buffered(
+                router_pb2.InvokeBufferedRequest(call=call), backend.router_timeout
             ),
             render_error=render_error,
             extra_headers=headers,
         )
     return RouterRelay(
-        stub.Invoke(router_pb2.InvokeRequest(**call), timeout=backend.router_timeout),
+        backend.router_stub().Invoke(
+            router_pb2.InvokeRequest(**call), timeout=backend.router_timeout
+        ),
         render_error=render_error,
         stream_error_event=vendor.stream_error_event,
         extra_headers=headers,

@@ -89,6 +89,40 @@ class InvokeBufferedResponse(_message.Message):
     warnings: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, head: _Optional[_Union[ResponseHead, _Mapping]] = ..., body: _Optional[bytes] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class InvokeBufferedStreamRequest(_message.Message):
+    __slots__ = ("id", "call", "cancel", "request_id", "timeout_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    call: InvokeBufferedRequest
+    cancel: bool
+    request_id: str
+    timeout_ms: int
+    def __init__(self, id: _Optional[int] = ..., call: _Optional[_Union[InvokeBufferedRequest, _Mapping]] = ..., cancel: _Optional[bool] = ..., request_id: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class InvokeBufferedStreamResponse(_message.Message):
+    __slots__ = ("id", "response", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    response: InvokeBufferedResponse
+    error: CallError
+    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[InvokeBufferedResponse, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ...) -> None: ...
+
+class CallError(_message.Message):
+    __slots__ = ("code", "message", "reason")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    reason: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class PreviewRequest(_message.Message):
     __slots__ = ("user_id", "provider_name")
     USER_ID_FIELD_NUMBER: _ClassVar[int]

@@ -45,6 +45,11 @@ class RouterServiceStub:
                 request_serializer=aicreds_dot_router_dot_v1_dot_router__pb2.InvokeBufferedRequest.SerializeToString,
                 response_deserializer=aicreds_dot_router_dot_v1_dot_router__pb2.InvokeBufferedResponse.FromString,
                 _registered_method=True)
+        self.InvokeBufferedStream = channel.stream_stream(
+                '/aicreds.router.v1.RouterService/InvokeBufferedStream',
+                request_serializer=aicreds_dot_router_dot_v1_dot_router__pb2.InvokeBufferedStreamRequest.SerializeToString,
+                response_deserializer=aicreds_dot_router_dot_v1_dot_router__pb2.InvokeBufferedStreamResponse.FromString,
+                _registered_method=True)
         self.Preview = channel.unary_unary(
                 '/aicreds.router.v1.RouterService/Preview',
                 request_serializer=aicreds_dot_router_dot_v1_dot_router__pb2.PreviewRequest.SerializeToString,
@@ -82,6 +87,28 @@ class RouterServiceServicer:
         deadline and cancellation are Invoke's; in addition, an upstream body longer than
         `max_body_bytes` fails the call with UNAVAILABLE (reason `upstream_unavailable`, the
         message naming the limit) and closes the upstream connection.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InvokeBufferedStream(self, request_iterator, context):
+        """InvokeBufferedStream is `InvokeBuffered` for many calls on one long-lived stream (right
+        `invoke`, checked once, when the stream opens; a refused stream ends with UNAUTHENTICATED or
+        PERMISSION_DENIED): one message each way per call instead of a call of its own. Each
+        request either starts a call, with an id chosen by the caller and unique among its calls in
+        flight on the stream, or cancels the call in flight with that id. Every call gets exactly
+        one answer with its id, cancelled or not: the `InvokeBufferedResponse` the unary RPC would
+        return, or the status it would end with (same code, message and reason; a cancelled call
+        CANCELLED, one past its deadline DEADLINE_EXCEEDED). Answers come in the order they are
+        ready. At most 1000 calls are in flight per stream (until its answer was taken): the router
+        reads no further request until one of them is answered, so a caller that keeps its own count
+        within that limit has its cancellations read at once. A call whose id is already in flight
+        is answered INVALID_ARGUMENT. A router that is stopping reads no further request, finishes
+        the calls it read (within its shutdown grace) and ends the stream with OK: a call the
+        caller sent that was not answered then was never read, and may be sent again. A stream
+        ending in any other status fails its unanswered calls, which may have reached the upstream:
+        they are not sent again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +157,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.InvokeBuffered,
                     request_deserializer=aicreds_dot_router_dot_v1_dot_router__pb2.InvokeBufferedRequest.FromString,
                     response_serializer=aicreds_dot_router_dot_v1_dot_router__pb2.InvokeBufferedResponse.SerializeToString,
+            ),
+            'InvokeBufferedStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.InvokeBufferedStream,
+                    request_deserializer=aicreds_dot_router_dot_v1_dot_router__pb2.InvokeBufferedStreamRequest.FromString,
+                    response_serializer=aicreds_dot_router_dot_v1_dot_router__pb2.InvokeBufferedStreamResponse.SerializeToString,
             ),
             'Preview': grpc.unary_unary_rpc_method_handler(
                     servicer.Preview,
@@ -202,6 +234,33 @@ class RouterService:
             '/aicreds.router.v1.RouterService/InvokeBuffered',
             aicreds_dot_router_dot_v1_dot_router__pb2.InvokeBufferedRequest.SerializeToString,
             aicreds_dot_router_dot_v1_dot_router__pb2.InvokeBufferedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InvokeBufferedStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/aicreds.router.v1.RouterService/InvokeBufferedStream',
+            aicreds_dot_router_dot_v1_dot_router__pb2.InvokeBufferedStreamRequest.SerializeToString,
+            aicreds_dot_router_dot_v1_dot_router__pb2.InvokeBufferedStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
