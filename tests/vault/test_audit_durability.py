@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
 from services.vault.config import VaultSettings
 from services.vault.resolve import ACTION
 from services.vault.store import AuditRecord
-from services.vault.store.database import insert_audit
+from services.vault.store.database import insert_audit, parse_utc_text, utc_text
 from services.vault.store.location import DatabaseLocation
 from services.vault.store.postgres_db import AUDIT_APPLICATION_NAME, PostgresDatabase
 from services.vault.store.sqlite_db import SqliteDatabase
@@ -109,6 +109,21 @@ def test_the_audit_sync_interval_is_read_in_milliseconds() -> None:
     assert VaultSettings.from_env({}).audit_sync_interval_ms == 1000
     settings = VaultSettings.from_env({"VAULT_AUDIT_SYNC_INTERVAL_MS": "250"})
     assert settings.audit_sync_interval_ms == 250
+
+
+@pytest.mark.no_store
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 11, 27, 20, 5, 9, 123456, tzinfo=UTC),
+        datetime(2026, 1, 1, tzinfo=UTC),  # no fraction: still six digits of it
+        datetime(2026, 1, 1, 2, 30, tzinfo=timezone(timedelta(hours=5))),  # the day before
+    ],
+)
+def test_audit_times_are_stored_as_iso_8601_utc_with_microseconds(moment: datetime) -> None:
+    # The stored text sorts as it compares, and reads back as the same moment.
+    assert utc_text(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert parse_utc_text(utc_text(moment)) == moment
 
 
 # -- SQLite -------------------------------------------------------------------------------------
