@@ -29,11 +29,16 @@ _CHECK_USER = ""
 
 @dataclass(frozen=True)
 class DataKey:
-    """A user's unwrapped data key."""
+    """A user's unwrapped data key, with its AES-GCM cipher (set up once: see
+    `crypto.open_sealed_with`)."""
 
     user_id: str
     dek_id: str
     key: bytes = field(repr=False)
+    cipher: AESGCM = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cipher", AESGCM(self.key))
 
 
 def _dek_purpose(dek_id: str) -> str:
@@ -225,8 +230,8 @@ def _open_user_blob(
     sealed = crypto.SealedBlob.parse(blob)
     if dek is None or dek.dek_id != sealed.key_id:
         raise DecryptionFailed("stored blob was not sealed with this user's data key")
-    plaintext = crypto.open_sealed(
-        dek.key, sealed, user_id=user_id, purpose=purpose, binding=binding
+    plaintext = crypto.open_sealed_with(
+        dek.cipher, sealed, user_id=user_id, purpose=purpose, binding=binding
     )
     try:
         return plaintext.decode("utf-8")

@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from aicreds.vault.v1.credentials_pb2_grpc import CredentialServiceStub
 from services.vault.config import VaultSettings
 from services.vault.resolve import ACTION
 from services.vault.store import AuditRecord
-from services.vault.store.database import insert_audit
+from services.vault.store.database import insert_audit, parse_utc_text, utc_text
 from services.vault.store.location import DatabaseLocation
 from services.vault.store.postgres_db import AUDIT_APPLICATION_NAME, PostgresDatabase
 from services.vault.store.sqlite_db import SqliteDatabase
@@ -111,6 +111,21 @@ def test_the_audit_sync_interval_is_read_in_milliseconds() -> None:
     assert settings.audit_sync_interval_ms == 250
 
 
+@pytest.mark.no_store
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 11, 27, 20, 5, 9, 123456, tzinfo=UTC),
+        datetime(2026, 1, 1, tzinfo=UTC),  # no fraction: still six digits of it
+        datetime(2026, 1, 1, 2, 30, tzinfo=timezone(timedelta(hours=5))),  # the day before
+    ],
+)
+def test_audit_times_are_stored_as_iso_8601_utc_with_microseconds(moment: datetime) -> None:
+    # The stored text sorts as it compares, and reads back as the same moment.
+    assert utc_text(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert parse_utc_text(utc_text(moment)) == moment
+
+
 # -- SQLite -------------------------------------------------------------------------------------
 
 
@@ -121,15 +136,65 @@ async def test_audit_batches_commit_unsynced_and_every_other_write_synced(
     # synchronous=FULL (2) syncs the WAL in every commit; NORMAL (1) leaves it to checkpoints.
     # Which connection wrote is read from its own count of changed rows.
     writer, audit_writer = sqlite_db._writer, sqlite_db._audit_writer
-    before = (writer.total_changes, audit_writer.total_changes)
+    inline = sqlite_db._inline_audit
+    before = (writer.total_changes, audit_writer.total_changes + inline.total_changes)
     await asyncio.gather(*(sqlite_db.append_audit(_audit(f"resolve{i}")) for i in range(5)))
+    await sqlite_db.append_audit(_audit("resolve5"))
     assert writer.total_changes == before[0]
-    assert audit_writer.total_changes == before[1] + 5
+    assert audit_writer.total_changes + inline.total_changes == before[1] + 6
     async with sqlite_db.writing(lock=None) as tx:
         assert await tx.fetch_one("PRAGMA synchronous") == (2,)
         await insert_audit(tx, _audit("credentials.put"))
     assert writer.total_changes == before[0] + 1
     assert (await audit_writer.execute_fetchall("PRAGMA synchronous")) == [(1,)]
+    assert inline.execute("PRAGMA synchronous").fetchall() == [(1,)]
+
+
+def _audit_connections(db: SqliteDatabase) -> tuple[int, int]:
+    """Rows written so far through the audit batches' connection on the event loop, and
+    through the one on its thread."""
+    return db._inline_audit.total_changes, db._audit_writer.total_changes
+
+
+@pytest.mark.sqlite_only("SQLite's connections")
+async def test_an_audit_batch_that_may_start_the_wal_over_is_written_on_the_thread(
+    sqlite_db: SqliteDatabase,
+) -> None:
+    # Such a commit syncs the WAL's new header: never on the event loop. Any other batch is
+    # written right on the loop. Either way it is committed for other connections on return.
+    other = sqlite3.connect(sqlite_db.path)
+    try:
+        for round_ in range(2):
+            await sqlite_db._checkpoints.checkpoint()  # copies every frame
+            before = _audit_connections(sqlite_db)
+            await sqlite_db.append_audit(_audit(f"first{round_}"))
+            assert _audit_connections(sqlite_db) == (before[0], before[1] + 1)
+            await sqlite_db.append_audit(_audit(f"second{round_}"))
+            assert _audit_connections(sqlite_db) == (before[0] + 1, before[1] + 1)
+            seen = other.execute("SELECT action FROM audit_events ORDER BY id").fetchall()
+            assert seen[-2:] == [(f"first{round_}",), (f"second{round_}",)]
+    finally:
+        other.close()
+
+
+@pytest.mark.sqlite_only("SQLite's write lock")
+async def test_an_audit_batch_waits_on_the_thread_while_another_process_writes(
+    sqlite_db: SqliteDatabase,
+) -> None:
+    await sqlite_db.append_audit(_audit("first"))  # the next batch may go on the event loop
+    other = sqlite3.connect(sqlite_db.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # an operator's command writing meanwhile
+        before = _audit_connections(sqlite_db)
+        append = asyncio.create_task(sqlite_db.append_audit(_audit("waited")))
+        await asyncio.sleep(0.05)
+        other.execute("COMMIT")
+        await append
+        assert _audit_connections(sqlite_db) == (before[0], before[1] + 1)
+        seen = other.execute("SELECT action FROM audit_events ORDER BY id").fetchall()
+        assert seen[-1] == ("waited",)
+    finally:
+        other.close()
 
 
 @pytest.mark.sqlite_only("SQLite's synchronous pragma per connection")

@@ -117,3 +117,16 @@ def test_reprs_hold_no_key_material() -> None:
         for material in (keyring.primary_key, keyring.pepper, dek.key, wrapped.blob):
             assert material.hex() not in text
             assert repr(material) not in text
+
+
+def test_a_data_keys_cipher_opens_what_its_key_sealed_and_nothing_misplaced() -> None:
+    dek = DataKey("alice", "d1", KEY)
+    parsed = crypto.SealedBlob.parse(_seal())
+    opened = crypto.open_sealed_with(dek.cipher, parsed, user_id="alice", purpose="openai_api_key")
+    assert opened.decode() == SECRET
+    for user, purpose in (("bob", "openai_api_key"), ("alice", "other_key")):
+        with pytest.raises(DecryptionFailed):
+            crypto.open_sealed_with(dek.cipher, parsed, user_id=user, purpose=purpose)
+    other = DataKey("alice", "d1", os.urandom(32))
+    with pytest.raises(DecryptionFailed):
+        crypto.open_sealed_with(other.cipher, parsed, user_id="alice", purpose="openai_api_key")

@@ -68,6 +68,13 @@ async def test_every_connection_is_wal_with_synchronous_full(db: SqliteDatabase)
         for p in ("journal_mode", "synchronous", "busy_timeout", "query_only")
     ]
     assert inline == ["wal", 2, 0, 1]
+    # Its connection for audit batches neither (see `_write_audit_batch`), and those wait for
+    # no sync (1).
+    inline_audit = [
+        db._inline_audit.execute(f"PRAGMA {p}").fetchone()[0]
+        for p in ("journal_mode", "synchronous", "busy_timeout", "query_only")
+    ]
+    assert inline_audit == ["wal", 1, 0, 0]
     assert Path(f"{db.path}-wal").exists()
 
 
@@ -99,9 +106,13 @@ async def test_a_write_cancelled_while_another_process_holds_the_lock_leaves_no_
 async def test_an_audit_batch_is_one_statement_in_autocommit_on_the_writer(
     db: SqliteDatabase,
 ) -> None:
-    # A batch holds the write lock like any write and leaves no transaction open behind it.
-    await asyncio.gather(*(db.append_audit(_audit(f"a{i}")) for i in range(5)))
+    # A batch holds the write lock like any write and leaves no transaction open behind it
+    # (the first on the audit batches' thread, the next on the event loop).
+    await asyncio.gather(*(db.append_audit(_audit(f"a{i}")) for i in range(4)))
+    await db.append_audit(_audit("a4"))
     assert not db._writer.in_transaction
+    assert not db._audit_writer.in_transaction
+    assert not db._inline_audit.in_transaction
     async with db.writing(lock=None) as tx:
         assert await tx.fetch_one("SELECT count(*) FROM audit_events") == (5,)
 

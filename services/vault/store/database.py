@@ -33,7 +33,9 @@ def utc_text(moment: datetime | None = None) -> str:
     """A UTC timestamp as stored (both backends): ISO 8601 with microseconds and `Z`, which
     sorts as it compares."""
     moment = moment or datetime.now(UTC)
-    return moment.astimezone(UTC).strftime(_UTC_FORMAT)
+    # What strftime(_UTC_FORMAT) writes, at a fraction of its cost (it rewrites the format's
+    # %f on every call); every audit row has one. Years below 1000 get their four digits.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_utc_text(text: str) -> datetime:

@@ -20,7 +20,8 @@ wait, reads do not) while a RESTART checkpoint copies the last ones, for at most
 That wait and the sync of the new WAL header by the next commit are the only syncs a write of
 this vault can wait for besides its own, once per `restart_bytes` of WAL (64 MiB: every ten
 seconds or more at full load); under light load the checkpoints catch up and SQLite starts the
-WAL over by itself, with the header's sync in the next commit.
+WAL over by itself, with the header's sync in the next commit. Such a commit is never one
+written on the event loop: `next_commit_may_sync` tells `sqlite_db` when the next one may be it.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ class BackgroundCheckpoints:
         self._task: asyncio.Task[None] | None = None
         self._restart_backoff = 1  # ticks between restart attempts: doubled on each failure
         self._ticks_to_restart = 0
+        self._checkpointing = False
+        self._all_copied = True  # unknown at start: as if the WAL were to start over
 
     def __repr__(self) -> str:
         return f"BackgroundCheckpoints(path={str(self._path)!r}, interval={self._interval})"
@@ -144,17 +147,41 @@ class BackgroundCheckpoints:
                 await self._on_thread(conn.close)
             self._thread.shutdown(wait=False)
 
+    @property
+    def next_commit_may_sync(self) -> bool:
+        """Whether the next commit may start the WAL over, and so sync its header: while a
+        checkpoint runs, and after one that copied every frame, until `committed` is told.
+
+        Only this vault's checkpoints are known here: another process's (an operator's) can
+        also leave every frame copied.
+        """
+        return self._checkpointing or self._all_copied
+
+    def committed(self) -> None:
+        """A commit went through (and started the WAL over if it was to); unless a checkpoint
+        is running meanwhile, the next one appends to the WAL and syncs nothing."""
+        if not self._checkpointing:
+            self._all_copied = False
+
     async def checkpoint(self) -> None:
         """One tick now: checkpoint and sync the WAL, and start it over if it is too long."""
-        wal_bytes = await self._on_thread(self._checkpoint_and_sync)
-        if wal_bytes <= self._restart_bytes:
-            return
+        self._checkpointing = True
+        self._all_copied = True  # until the checkpoint tells otherwise (it may fail half-way)
+        try:
+            wal_bytes, self._all_copied = await self._on_thread(self._checkpoint_and_sync)
+            if wal_bytes > self._restart_bytes:
+                await self._restart_if_due(wal_bytes)
+        finally:
+            self._checkpointing = False
+
+    async def _restart_if_due(self, wal_bytes: int) -> None:
         if self._ticks_to_restart > 0:
             self._ticks_to_restart -= 1
             return
         started = time.monotonic()
         async with self._write_lock:
             done = await self._on_thread(self._restart)
+        self._all_copied = True  # or nearly: the next commit may start the WAL over
         if done:
             self._restart_backoff = 1
         else:
@@ -183,16 +210,17 @@ class BackgroundCheckpoints:
                     extra={"fields": {"problem": type(err).__name__}},
                 )
 
-    def _checkpoint_and_sync(self) -> int:
+    def _checkpoint_and_sync(self) -> tuple[int, bool]:
         """A PASSIVE checkpoint, the WAL synced even where it stopped short; the bytes of WAL
-        written since it last started over (on the thread)."""
+        written since it last started over, and whether every frame was copied (on the
+        thread)."""
         if self._conn is None:
-            return 0
+            return 0, True
         row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         busy, wal_frames, copied = (int(v) for v in row)
         if busy or copied < wal_frames:
             self._sync_wal()
-        return wal_frames * self._frame_bytes
+        return wal_frames * self._frame_bytes, copied >= wal_frames
 
     def _restart(self) -> bool:
         """A RESTART checkpoint: every frame copied, and the next commit starts the WAL over

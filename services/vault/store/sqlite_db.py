@@ -1,6 +1,6 @@
-"""SQLite plumbing: one writer connection, one for audit batches, readers, pragmas, migrations.
+"""SQLite plumbing: one writer connection, two for audit batches, readers, pragmas, migrations.
 
-WAL mode lets readers run while the writer writes. All writes go through the two writer
+WAL mode lets readers run while the writer writes. All writes go through the writer
 connections under one asyncio lock, each in a `BEGIN IMMEDIATE` transaction (or one statement),
 so concurrent requests never interleave and never lose an update. A `busy_timeout` lets an
 operator command in another process write too.
@@ -11,8 +11,9 @@ Durability has two classes (docs/architecture.md, "Audit durability"):
   runs with `synchronous=FULL`, so a commit is synced to disk before it is acknowledged
   (SPEC 4.4).
 - Audit rows appended on their own (every `Resolve`; see `audit_batches`), and the transactions
-  that ask for it (`writing(synced=False)`: usage counts): on a second connection with
-  `synchronous=NORMAL`, under the same asyncio lock. An audit batch is one statement in
+  that ask for it (`writing(synced=False)`: usage counts): on connections with
+  `synchronous=NORMAL` (an audit batch mostly on one used right on the event loop, see
+  `_write_audit_batch`), under the same asyncio lock. An audit batch is one statement in
   autocommit mode, so one atomic transaction in the WAL. Such a commit is visible to every
   connection and process, and kept through a crash of the vault, before it returns, but does
   not wait for a sync that another process's writes to the same disk can hold up for tens of
@@ -96,6 +97,22 @@ def _connect_inline(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _connect_inline_audit(path: Path, wal_restart_bytes: int) -> sqlite3.Connection:
+    """The audit batches' connection on the event loop (see `_write_audit_batch`): no busy
+    timeout, `synchronous=NORMAL` as on the audit batches' thread connection."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute(f"PRAGMA journal_size_limit = {wal_size_limit(wal_restart_bytes)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class SqliteDatabase:
     """An open SQLite database (`database.Database`)."""
 
@@ -108,6 +125,7 @@ class SqliteDatabase:
         audit_writer: aiosqlite.Connection,
         readers: Sequence[aiosqlite.Connection],
         inline: sqlite3.Connection,
+        inline_audit: sqlite3.Connection,
         write_lock: asyncio.Lock,
         checkpoints: BackgroundCheckpoints,
     ) -> None:
@@ -121,7 +139,9 @@ class SqliteDatabase:
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         for reader in readers:
             self._readers.put_nowait(reader)
-        self._inline = inline  # used on the event loop's thread only, which opened it
+        # Both used on the event loop's thread only, which opened them.
+        self._inline = inline
+        self._inline_audit = inline_audit
 
     def __repr__(self) -> str:
         return f"SqliteDatabase(path={str(self.path)!r})"
@@ -153,7 +173,7 @@ class SqliteDatabase:
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         opened: list[aiosqlite.Connection] = []
-        inline: sqlite3.Connection | None = None
+        inline: list[sqlite3.Connection] = []
         try:
             writer = await _connect(path, wal_restart_bytes=wal_restart_bytes)
             opened.append(writer)
@@ -163,7 +183,8 @@ class SqliteDatabase:
             )
             for _ in range(readers):
                 opened.append(await _connect(path))
-            inline = _connect_inline(path)
+            inline.append(_connect_inline(path))
+            inline.append(_connect_inline_audit(path, wal_restart_bytes))
             write_lock = asyncio.Lock()
             checkpoints = await BackgroundCheckpoints.start(
                 path, sync_interval, write_lock, restart_bytes=wal_restart_bytes
@@ -171,10 +192,11 @@ class SqliteDatabase:
         except BaseException:
             for conn in opened:
                 await conn.close()
-            if inline is not None:
-                inline.close()
+            for connection in inline:
+                connection.close()
             raise
-        return cls(path, writer, opened[1], opened[2:], inline, write_lock, checkpoints)
+        reads, audits = inline
+        return cls(path, writer, opened[1], opened[2:], reads, audits, write_lock, checkpoints)
 
     async def close(self) -> None:
         """Close, once the appends under way are written and a last checkpoint synced them."""
@@ -185,6 +207,7 @@ class SqliteDatabase:
             for conn in (*self._all_readers, self._audit_writer, self._writer):
                 await conn.close()
             self._inline.close()
+            self._inline_audit.close()
 
     @asynccontextmanager
     async def writing(
@@ -225,12 +248,26 @@ class SqliteDatabase:
 
     async def _write_audit_batch(self, sql: str, params: Sequence[object]) -> None:
         # In autocommit mode one statement is one transaction (atomic; committed, unsynced, on
-        # this `synchronous=NORMAL` connection), so the whole batch is one trip to its thread
-        # instead of three (BEGIN, INSERT, COMMIT). It holds the write lock like any write
+        # a `synchronous=NORMAL` connection). It holds the write lock like any write
         # transaction, so it never waits on SQLite's own lock for another of our writes.
         async with self._write_lock:
-            # execute_fetchall runs the statement and drops its cursor on the thread, in one trip.
+            if not self._checkpoints.next_commit_may_sync:
+                # Right here on the event loop: such a commit appends the batch to the WAL and
+                # syncs nothing, which costs less than a trip to a thread and back (a thread
+                # wake-up, a hand-off of the interpreter lock, an event-loop wake-up, for each
+                # batch: at low load, each Resolve). With no busy timeout: if another process
+                # holds SQLite's write lock, the batch goes to the thread, which waits.
+                try:
+                    self._inline_audit.execute(sql, params).close()
+                    return
+                except sqlite3.OperationalError as err:
+                    if err.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                        raise
+            # The commit that starts the WAL over syncs its new header (even at NORMAL), which
+            # a busy disk can hold up for long: on the thread, where only its batch waits.
+            # execute_fetchall runs the statement and drops its cursor there, in one trip.
             await _to_the_end(self._audit_writer.execute_fetchall(sql, params))
+            self._checkpoints.committed()
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[aiosqlite.Connection]:
