@@ -228,10 +228,17 @@ def _wrap(
             unary_unary, handler.request_deserializer, handler.response_serializer
         )
 
-    def streamed(inner: Callable[[Any, grpc.aio.ServicerContext], Any]) -> Any:
+    def streamed(inner: Callable[[Any, grpc.aio.ServicerContext], Any], bidi: bool) -> Any:
         """The wrapper of a method that answers a stream (its request one message or a stream:
         the checks run once, when it opens; the access-log line, the metrics and the span are
-        the RPC's as a whole)."""
+        the RPC's as a whole).
+
+        A bidi stream that passed them is accepted at once with (empty) initial metadata: its
+        clients (`services.router.resolve_stream`, `services.gateway.router_streams`) wait for
+        that, or for the refusal, before they write. A client message in flight when the server
+        ends the RPC fails in grpc.aio, and grpc.aio then replaces the RPC's status with
+        INTERNAL ("Internal error from Core"), so a refused stream's calls would see INTERNAL
+        instead of the refusal's status."""
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             call = _current_call.get()
@@ -243,6 +250,8 @@ def _wrap(
                 if call.denial is not None:
                     call.code = call.denial[0]
                     await context.abort(*call.denial)
+                if bidi:
+                    await context.send_initial_metadata(())
                 try:
                     result = inner(request, context)
                     if inspect.isasyncgen(result):
@@ -261,13 +270,13 @@ def _wrap(
 
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            streamed(handler.unary_stream),
+            streamed(handler.unary_stream, bidi=False),
             handler.request_deserializer,
             handler.response_serializer,
         )
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(
-            streamed(handler.stream_stream),
+            streamed(handler.stream_stream, bidi=True),
             handler.request_deserializer,
             handler.response_serializer,
         )

@@ -32,6 +32,12 @@ with what a model call needs besides:
   read nothing either: its calls go as unary calls, and so do all calls for
   `UNSUPPORTED_RETRY_S`.
 
+A stream's first message waits for the router to accept it (initial metadata, sent by
+`services.common.grpc_handlers` once its checks pass): a message in flight when the router
+refuses the stream makes grpc.aio report INTERNAL instead of the refusal (UNAUTHENTICATED,
+PERMISSION_DENIED), which every call on it would then report. So routers are upgraded before
+their gateways: a router serving this stream without accepting it first would get no call.
+
 The call objects behave as grpc.aio's unary call does for `BufferedAnswer`: awaiting one gives
 the `InvokeBufferedResponse` or raises `grpc.aio.AioRpcError` with the code, message and
 `x-error-reason` the unary call would have had, so errors are mapped in the one place they are
@@ -260,6 +266,13 @@ class _Stream:
 
     async def _write(self) -> None:
         try:
+            # Not a message before the server accepted the stream (grpc_handlers sends initial
+            # metadata once its checks pass): one in flight when it refuses the stream would
+            # turn the refusal's status into INTERNAL (grpc.aio replaces the status when a
+            # write fails), and every call on it would report that.
+            await self._call.initial_metadata()
+            if self._call.done():
+                return  # refused (or ended): the reader reports its status
             while (message := await self._outbox.get()) is not _END:
                 await self._call.write(message)
             await self._call.done_writing()

@@ -22,6 +22,11 @@ is honoured. Each lookup:
   all, as the channel's retry policy does for the unary `Resolve`. A vault that does not know
   `ResolveStream` (UNIMPLEMENTED: an older vault) makes `ask` raise `StreamsUnsupported`, and
   `available()` false for `UNSUPPORTED_RETRY_S`: the caller uses the unary `Resolve` meanwhile.
+
+A stream's first lookup waits for the vault to accept the stream (initial metadata, sent by
+`services.common.grpc_handlers` once its checks pass): one in flight when the vault refuses it
+makes grpc.aio report INTERNAL instead of the refusal (PERMISSION_DENIED), which is then retried
+and reported as the vault's error. So vaults are upgraded before their routers.
 """
 
 from __future__ import annotations
@@ -110,6 +115,13 @@ class _Stream:
 
     async def _write(self) -> None:
         try:
+            # Not a message before the server accepted the stream (grpc_handlers sends initial
+            # metadata once its checks pass): one in flight when it refuses the stream would
+            # turn the refusal's status into INTERNAL (grpc.aio replaces the status when a
+            # write fails), and every call on it would report that.
+            await self._call.initial_metadata()
+            if self._call.done():
+                return  # refused (or ended): the reader reports its status
             while (message := await self._outbox.get()) is not _END:
                 await self._call.write(message)
             await self._call.done_writing()

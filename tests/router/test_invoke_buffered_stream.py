@@ -252,6 +252,7 @@ class FakeRouter:
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.InvokeBufferedStreamResponse]:
         self.streams_opened += 1
+        await context.send_initial_metadata(())  # accepted, as grpc_handlers does
         if self.streams_opened <= self._unread:
             await asyncio.sleep(0.05)  # let the call arrive, then end OK without reading it
             return

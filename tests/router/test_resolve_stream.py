@@ -25,6 +25,7 @@ from services.common.errors import AicredsError
 from services.router.errors import VaultUnavailable
 from services.router.invocation import Resolution
 from services.router.resolve_client import ResolveClient, open_vault_channel
+from services.router.resolve_stream import ResolveStreams, StreamEnded
 from tests.support.vault import VaultHandle, running_vault
 from tests.vault.test_resolve import CREDENTIALS, PROVIDERS
 
@@ -123,6 +124,36 @@ async def test_a_router_without_the_resolve_right_is_refused_on_the_stream_too(
     assert "PERMISSION_DENIED" in outcome[1]
 
 
+async def test_a_refused_stream_always_reports_the_refusal_and_is_not_asked_again(
+    vault: VaultHandle,
+) -> None:
+    # The vault refuses the stream as it opens. A lookup written meanwhile used to make grpc.aio
+    # report INTERNAL instead (about one stream in 300 here), and INTERNAL is asked again on a
+    # new stream: every lookup here must end on its one stream, with the refusal.
+    channel = open_vault_channel(vault.address, vault.token("gateway"))
+    stub = CredentialServiceStub(channel)
+    opened = 0
+
+    class CountingStub:
+        def ResolveStream(self, *args: object, **kwargs: object) -> object:  # noqa: N802
+            nonlocal opened
+            opened += 1
+            return stub.ResolveStream(*args, **kwargs)
+
+    try:
+        for lookup in range(1, 301):
+            streams = ResolveStreams(CountingStub(), streams=1)
+            try:
+                with pytest.raises(StreamEnded) as ended:
+                    await streams.ask(cpb.ResolveStreamRequest(), 10)
+            finally:
+                await streams.aclose()
+            assert ended.value.code == grpc.StatusCode.PERMISSION_DENIED
+            assert opened == lookup
+    finally:
+        await channel.close()
+
+
 # -- against a vault of the test's own: deadlines, bounds, broken streams, replicas ------------
 
 
@@ -146,6 +177,7 @@ class StreamVault:
         self, requests: AsyncIterator[cpb.ResolveStreamRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[cpb.ResolveStreamResponse]:
         self.streams_opened += 1
+        await context.send_initial_metadata(())  # accepted, as grpc_handlers does
         breaking = self.break_streams > 0
         if breaking:
             self.break_streams -= 1
