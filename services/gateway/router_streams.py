@@ -23,13 +23,18 @@ with what a model call needs besides:
   goes as a unary `InvokeBuffered` (`RouterClient.invoke_buffered`), as does a body over
   `STREAM_BODY_LIMIT` (one large message would hold up every call behind it on its stream) and,
   with tracing on, every call (a unary call carries its span's `traceparent`).
+- **A stopping router.** It sends `draining` on each stream: the stream takes no new call
+  (the next goes on another stream, or unary) and closes its side at once; the router answers
+  every call it read and then ends the stream OK.
 - **Sent again only when it never left.** A model call may cost money upstream, so a call whose
-  stream ended before its answer fails with the stream's status - unless the stream ended OK:
-  the router ends a stream OK only when it is stopping, after answering every call it read, so
-  an unanswered call was never read. That one is sent again as a unary call (which the
-  channel's balancing sends to a replica that is not stopping, and retries by itself if it
-  never reached one). A router that does not know the stream (UNIMPLEMENTED: an older router)
-  read nothing either: its calls go as unary calls, and so do all calls for
+  stream ended before its answer fails with the stream's status - unless it was never sent:
+  its message was not yet written when the stream ended (a stream refused or broken before it
+  was accepted, or ended while the call waited in the outbox), or the stream ended OK (the
+  router ends a stream OK only after the gateway closed its side and every call it read was
+  answered, so an unanswered call was never read). That one is sent again as a unary call
+  (which the channel's balancing sends to a replica that is not stopping, and retries by itself
+  if it never reached one). A router that does not know the stream (UNIMPLEMENTED: an older
+  router) read nothing either: its calls go as unary calls, and so do all calls for
   `UNSUPPORTED_RETRY_S`.
 
 A stream's first message waits for the router to accept it (initial metadata, sent by
@@ -215,7 +220,7 @@ class _Stream:
         call: Any,
         max_in_flight: int,
         opened_at: float,
-        on_end: Callable[[StreamedCall, grpc.StatusCode | None], None],
+        on_end: Callable[[StreamedCall, grpc.StatusCode | None, bool], None],
     ) -> None:
         self.opened_at = opened_at
         self._call = call
@@ -225,6 +230,10 @@ class _Stream:
         self._pending: dict[int, StreamedCall] = {}
         self._outbox: asyncio.Queue[pb.InvokeBufferedStreamRequest | None] = asyncio.Queue()
         self._retired = False
+        self._closing = False  # the end of our side is in the outbox
+        # The id of the last call whose message was handed to gRPC: a call with a higher id was
+        # never sent (ids grow, and the outbox is written in order).
+        self._last_written = 0
         self.ended = False
         self._writer = asyncio.ensure_future(self._write())
         self._reader = asyncio.ensure_future(self._read())
@@ -262,6 +271,14 @@ class _Stream:
         """Take no new call; close the stream once those in flight are answered."""
         self._retired = True
         if not self._pending:
+            self._close_our_side()
+
+    def _close_our_side(self) -> None:
+        """Take no new call and close our side once the outbox is written (answers still
+        come)."""
+        self._retired = True
+        if not self._closing:
+            self._closing = True
             self._outbox.put_nowait(_END)
 
     async def _write(self) -> None:
@@ -274,6 +291,8 @@ class _Stream:
             if self._call.done():
                 return  # refused (or ended): the reader reports its status
             while (message := await self._outbox.get()) is not _END:
+                if message.HasField("call"):
+                    self._last_written = message.id
                 await self._call.write(message)
             await self._call.done_writing()
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
@@ -283,12 +302,15 @@ class _Stream:
         code: grpc.StatusCode | None = None
         try:
             async for answer in self._call:
+                if answer.draining:
+                    self._close_our_side()  # the router is stopping
+                    continue
                 waiting = self._pending.pop(answer.id, None)
                 if waiting is None:
                     continue  # not an id of ours in flight: nothing to answer
                 waiting.answered(answer)
                 if self._retired and not self._pending:
-                    self._outbox.put_nowait(_END)
+                    self._close_our_side()
             code = await self._call.code()
         except grpc.aio.AioRpcError as err:
             code = err.code()
@@ -301,8 +323,8 @@ class _Stream:
         self.ended = True
         self._writer.cancel()
         pending, self._pending = self._pending, {}
-        for call in pending.values():
-            self._on_end(call, code)
+        for ident, call in pending.items():
+            self._on_end(call, code, ident > self._last_written)
 
     async def aclose(self) -> None:
         self._call.cancel()
@@ -372,7 +394,9 @@ class RouterStreams:
             return stream
         return None
 
-    def _stream_ended(self, call: StreamedCall, code: grpc.StatusCode | None) -> None:
+    def _stream_ended(
+        self, call: StreamedCall, code: grpc.StatusCode | None, never_sent: bool
+    ) -> None:
         """`call`'s stream ended before its answer: send it again if it was never read, else
         fail it with the stream's status."""
         if call.done():
@@ -380,6 +404,9 @@ class RouterStreams:
         if code == grpc.StatusCode.UNIMPLEMENTED:
             loop = asyncio.get_running_loop()
             self._unsupported_until = loop.time() + UNSUPPORTED_RETRY_S
+            call.go_unary(self._unary)
+            return
+        if never_sent and not self._closed:
             call.go_unary(self._unary)
             return
         if code == grpc.StatusCode.OK and not self._closed:

@@ -52,6 +52,10 @@ InvokeOne = Callable[[pb.InvokeBufferedRequest, float | None], Awaitable[pb.Invo
 """One buffered call: the request and its timeout in seconds (None: the router's default)."""
 
 
+DRAINING = pb.InvokeBufferedStreamResponse(draining=True)
+"""Sent once when the router begins to stop: the caller closes its side."""
+
+
 def _error(ident: int, code: grpc.StatusCode, message: str, reason: str = "") -> Any:
     error = pb.CallError(code=code.value[0], message=message, reason=reason)
     return pb.InvokeBufferedStreamResponse(id=ident, error=error)
@@ -64,8 +68,13 @@ async def answer_invoke_stream(
     stop: asyncio.Event | None = None,
 ) -> AsyncIterator[pb.InvokeBufferedStreamResponse]:
     """The answers to the calls `requests` start, each as soon as it is ready; ends when the
-    caller has closed its side, or `stop` is set (the router is draining: no further request is
-    read), and every call read is answered."""
+    caller has closed its side and every call read is answered.
+
+    When `stop` is set (the router is stopping) the caller is told first, in a `draining`
+    message, and closes its side; calls read until then still run. The stream ends only after
+    the caller closed its side, so no message of the caller's is in flight when it ends (one
+    would make grpc.aio report the stream's end as INTERNAL at the caller). A caller that never
+    closes its side is cut off when the server's shutdown grace ends."""
     answers: asyncio.Queue[pb.InvokeBufferedStreamResponse | None] = asyncio.Queue()
     slots = asyncio.Semaphore(max_in_flight)
     working: dict[int, asyncio.Task[None]] = {}
@@ -112,30 +121,24 @@ async def answer_invoke_stream(
             cancelled.add(ident)
             task.cancel()
 
-    draining = False
-
     async def read() -> None:
         try:
-            try:
-                async for message in requests:
-                    if message.WhichOneof("kind") != "call":
-                        if message.cancel:
-                            cancel(message.id)
-                        continue
-                    await slots.acquire()
-                    if message.id in working:
-                        answers.put_nowait(
-                            _error(
-                                message.id,
-                                grpc.StatusCode.INVALID_ARGUMENT,
-                                "a call with this id is already in flight on the stream",
-                            )
+            async for message in requests:
+                if message.WhichOneof("kind") != "call":
+                    if message.cancel:
+                        cancel(message.id)
+                    continue
+                await slots.acquire()
+                if message.id in working:
+                    answers.put_nowait(
+                        _error(
+                            message.id,
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                            "a call with this id is already in flight on the stream",
                         )
-                        continue
-                    working[message.id] = asyncio.ensure_future(run(message))
-            except asyncio.CancelledError:
-                if not draining:
-                    raise
+                    )
+                    continue
+                working[message.id] = asyncio.ensure_future(run(message))
             if working:
                 await asyncio.wait(set(working.values()))
         finally:
@@ -144,10 +147,9 @@ async def answer_invoke_stream(
     reader = asyncio.ensure_future(read())
 
     def drain() -> None:
-        nonlocal draining
         if not reader.done():
-            draining = True
-            reader.cancel()  # reads no further request; finishes the calls it read, then ends
+            # Not a call's answer: it takes no place (the answer loop frees none for it).
+            answers.put_nowait(DRAINING)
 
     watcher = asyncio.ensure_future(stop.wait()) if stop is not None else None
     if watcher is not None:
@@ -155,7 +157,8 @@ async def answer_invoke_stream(
     try:
         while (item := await answers.get()) is not None:
             yield item
-            slots.release()  # gRPC took the answer: a place for the next call
+            if item is not DRAINING:
+                slots.release()  # gRPC took the answer: a place for the next call
         await reader  # the caller's side ended in an error: the stream ends with it
     finally:
         if watcher is not None:
@@ -209,7 +212,7 @@ class StreamingRouterServicer(RouterServicer):
             yield answer
 
     def drain(self) -> None:
-        """The router is stopping: each `InvokeBufferedStream` reads no further request,
-        finishes the calls it read and ends (OK; the gateway sends again, elsewhere, what it
-        had sent since)."""
+        """The router is stopping: each `InvokeBufferedStream` tells its caller (`draining`),
+        which closes its side; the calls read until then are answered, then the stream ends
+        OK."""
         self._draining.set()

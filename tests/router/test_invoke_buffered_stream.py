@@ -214,11 +214,20 @@ class FakeRouter:
     and otherwise answers 200."""
 
     def __init__(
-        self, *, streams: bool, unread: int = 0, fail: grpc.StatusCode | None = None
+        self,
+        *,
+        streams: bool,
+        unread: int = 0,
+        fail: grpc.StatusCode | None = None,
+        refuse: grpc.StatusCode | None = None,
+        drain_after_first: bool = False,
     ) -> None:
         self._fail = fail
+        self._refuse = refuse
+        self.stop = asyncio.Event() if drain_after_first else None
         self.unary_calls = 0
         self.streams_opened = 0
+        self.streams_ended = 0  # ended OK after the caller closed its side
         self.read_calls = 0
         self._unread = unread
         self._server = grpc.aio.server()
@@ -252,6 +261,8 @@ class FakeRouter:
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.InvokeBufferedStreamResponse]:
         self.streams_opened += 1
+        if self._refuse is not None:  # refused before it was accepted: nothing was sent
+            await context.abort(self._refuse, "not now")
         await context.send_initial_metadata(())  # accepted, as grpc_handlers does
         if self.streams_opened <= self._unread:
             await asyncio.sleep(0.05)  # let the call arrive, then end OK without reading it
@@ -264,10 +275,12 @@ class FakeRouter:
         async def answer(invoke: pb.InvokeBufferedRequest) -> pb.InvokeBufferedResponse:
             return pb.InvokeBufferedResponse(head=pb.ResponseHead(status=200), body=b"streamed")
 
+        stop = self.stop if self.streams_opened == 1 else None
         async for answer_message in answer_invoke_stream(
-            self._counted(requests), lambda r, t: answer(r)
+            self._counted(requests), lambda r, t: answer(r), stop=stop
         ):
             yield answer_message
+        self.streams_ended += 1
 
     async def _counted(
         self, requests: AsyncIterator[pb.InvokeBufferedStreamRequest]
@@ -323,6 +336,41 @@ async def test_calls_a_draining_router_never_read_are_sent_again_unary(
         reply = await _outcome(streams.start(_buffered(), 10))
         assert isinstance(reply, pb.InvokeBufferedResponse) and reply.body == b"streamed"
         assert router.streams_opened == 2 and router.read_calls == 1
+    finally:
+        await streams.aclose()
+
+
+async def test_calls_of_a_stream_refused_before_it_was_accepted_are_sent_again_unary(
+    fake_router_factory: Callable[..., asyncio.Future[tuple[FakeRouter, RouterStreams]]],
+) -> None:
+    router, streams = await fake_router_factory(streams=True, refuse=grpc.StatusCode.UNAVAILABLE)
+    try:
+        reply = await _outcome(streams.start(_buffered(), 10))
+        # Never written (the stream was not accepted), so safe to send again.
+        assert isinstance(reply, pb.InvokeBufferedResponse) and reply.body == b"unary"
+        assert router.read_calls == 0 and router.unary_calls == 1
+    finally:
+        await streams.aclose()
+
+
+async def test_a_draining_router_has_the_gateway_close_its_side_and_move_on(
+    fake_router_factory: Callable[..., asyncio.Future[tuple[FakeRouter, RouterStreams]]],
+) -> None:
+    router, streams = await fake_router_factory(streams=True, drain_after_first=True)
+    try:
+        reply = await _outcome(streams.start(_buffered(), 10))
+        assert isinstance(reply, pb.InvokeBufferedResponse) and reply.body == b"streamed"
+        assert router.stop is not None
+        router.stop.set()  # the router begins to stop: `draining` on the first stream
+        for _ in range(100):
+            if router.streams_ended == 1:
+                break
+            await asyncio.sleep(0.02)
+        # The gateway closed its side, so the stream ended OK, with nothing in flight.
+        assert router.streams_ended == 1
+        reply = await _outcome(streams.start(_buffered(), 10))
+        assert isinstance(reply, pb.InvokeBufferedResponse) and reply.body == b"streamed"
+        assert router.streams_opened == 2 and router.unary_calls == 0
     finally:
         await streams.aclose()
 
@@ -403,7 +451,7 @@ async def test_a_cancel_and_a_duplicate_id_are_answered_and_the_stream_goes_on()
         await anext(answers)
 
 
-async def test_a_draining_stream_finishes_the_calls_it_read_and_reads_no_more() -> None:
+async def test_a_draining_stream_tells_the_caller_and_ends_after_its_side_closed() -> None:
     queue: asyncio.Queue[pb.InvokeBufferedStreamRequest | None] = asyncio.Queue()
     started, release, stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
     invoked: list[pb.InvokeBufferedRequest] = []
@@ -421,10 +469,14 @@ async def test_a_draining_stream_finishes_the_calls_it_read_and_reads_no_more() 
     first = asyncio.ensure_future(anext(answers))
     await started.wait()
     stop.set()
-    await asyncio.sleep(0.01)
-    queue.put_nowait(_call(2))  # sent after the drain began: never read
+    assert (await first).draining  # the caller is told first, before any answer
+    queue.put_nowait(_call(2))  # sent before the caller saw it: still read and answered
     release.set()
-    assert (await first).id == 1
+    assert sorted([(await anext(answers)).id, (await anext(answers)).id]) == [1, 2]
+    ended = asyncio.ensure_future(anext(answers))
+    await asyncio.sleep(0.05)
+    assert not ended.done()  # the stream waits for the caller to close its side
+    queue.put_nowait(None)
     with pytest.raises(StopAsyncIteration):
-        await anext(answers)
-    assert len(invoked) == 1
+        await ended
+    assert len(invoked) == 2

@@ -104,14 +104,16 @@ class InvokeBufferedStreamRequest(_message.Message):
     def __init__(self, id: _Optional[int] = ..., call: _Optional[_Union[InvokeBufferedRequest, _Mapping]] = ..., cancel: _Optional[bool] = ..., request_id: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
 class InvokeBufferedStreamResponse(_message.Message):
-    __slots__ = ("id", "response", "error")
+    __slots__ = ("id", "response", "error", "draining")
     ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     id: int
     response: InvokeBufferedResponse
     error: CallError
-    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[InvokeBufferedResponse, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ...) -> None: ...
+    draining: bool
+    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[InvokeBufferedResponse, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class CallError(_message.Message):
     __slots__ = ("code", "message", "reason")
