@@ -13,10 +13,12 @@ The pattern is that of the router's streams to the vault (`services.router.resol
 with what a model call needs besides:
 
 - **Cancellation.** `StreamedCall.cancel()` (the client went away) sends a cancel for the call's
-  id, and the router closes its upstream request, as cancelling the unary RPC does.
-- **Deadline.** The call carries its timeout; the router ends it with DEADLINE_EXCEEDED when it
-  is over, and the gateway gives up on it at the same moment on its own (a late answer is
-  dropped).
+  id, and the router closes its upstream request, as cancelling the unary RPC does. A call
+  given up on (cancelled, or past its deadline) while its message still waits in the outbox is
+  not written at all.
+- **Deadline.** The call carries the time it has left when it is written; the router ends it
+  with DEADLINE_EXCEEDED when that is over, and the gateway gives up on it at its deadline on
+  its own (a late answer is dropped).
 - **Never a wait for a place.** A stream carries at most `MAX_IN_FLIGHT` calls until their
   answers arrive (the router's own limit, so the router never stops reading a stream of ours
   and a cancel is read at once). When no stream has a place, `start` returns None and the call
@@ -24,10 +26,13 @@ with what a model call needs besides:
   `STREAM_BODY_LIMIT` (one large message would hold up every call behind it on its stream) and,
   with tracing on, every call (a unary call carries its span's `traceparent`).
 - **A stopping router.** It sends `draining` on each stream: the stream takes no new call
-  (the next goes on another stream, or unary) and closes its side at once; the router answers
-  every call it read and then ends the stream OK.
+  (the next goes on another stream, or unary) and closes its side once the calls it carries
+  are answered (until then their cancels still reach the router, which reads them); the router
+  answers every call it read and then ends the stream OK.
 - **Sent again only when it never left.** A model call may cost money upstream, so a call whose
-  stream ended before its answer fails with the stream's status - unless it was never sent:
+  stream ended before its answer fails with the stream's status (UNAVAILABLE when grpc.aio
+  made it INTERNAL because the stream ended under one of our writes: a unary call whose
+  connection breaks fails UNAVAILABLE too) - unless it was never sent:
   its message was not yet written when the stream ended (a stream refused or broken before it
   was accepted, or ended while the call waited in the outbox), or the stream ended OK (the
   router ends a stream OK only after the gateway closed its side and every call it read was
@@ -77,6 +82,9 @@ STREAM_BODY_LIMIT = 1024 * 1024
 """Request bodies above this many bytes go as unary calls."""
 
 _END = None  # in a stream's outbox: half-close the stream
+# The details grpc.aio gives a call whose message could not be sent (`set_internal_error`): it
+# replaces the call's status, e.g. UNAVAILABLE from a router that went away, with INTERNAL.
+_WRITE_FAILED = "Internal error from Core"
 
 
 class BufferedCall(Protocol):
@@ -253,25 +261,52 @@ class _Stream:
         ident = next(self._ids)
         call.sent(self, ident)
         self._pending[ident] = call
-        remaining = call.deadline - asyncio.get_running_loop().time()
+        # Its `timeout_ms` is set when it is written (the time it waited here is not the
+        # router's to spend).
         self._outbox.put_nowait(
-            pb.InvokeBufferedStreamRequest(
-                id=ident,
-                call=call.request,
-                request_id=call.request_id,
-                timeout_ms=max(1, min(int(remaining * 1000), 0xFFFFFFFF)),
-            )
+            pb.InvokeBufferedStreamRequest(id=ident, call=call.request, request_id=call.request_id)
         )
 
     def cancel(self, ident: int) -> None:
         if not self.ended and ident in self._pending:
             self._outbox.put_nowait(pb.InvokeBufferedStreamRequest(id=ident, cancel=True))
+            if self._retired:
+                self._end_if_given_up()
 
     def retire(self) -> None:
-        """Take no new call; close the stream once those in flight are answered."""
+        """Take no new call; close the stream once those in flight are answered (until then
+        their cancels still go: a draining router reads them)."""
         self._retired = True
         if not self._pending:
             self._close_our_side()
+        else:
+            self._end_if_given_up()
+
+    def _end_if_given_up(self) -> None:
+        """A retired stream whose calls in flight were all given up on waits for nobody: it is
+        ended (the router stops those calls too) rather than kept for answers that a router
+        which stopped answering would never send (it would hold their requests for good)."""
+        if all(waiting.done() for waiting in self._pending.values()):
+            self._call.cancel()
+
+    def _to_write(
+        self, message: pb.InvokeBufferedStreamRequest, now: float
+    ) -> pb.InvokeBufferedStreamRequest | None:
+        """`message` as it goes now, or None if it need not go: a call given up on (cancelled,
+        or its deadline passed) while it waited in the outbox is never written (it would reach
+        the upstream, which may cost money, for nobody), and its place is free at once; so is
+        the cancel of a call that is not in flight."""
+        waiting = self._pending.get(message.id)
+        if not message.HasField("call"):
+            return message if waiting is not None else None
+        if waiting is None or waiting.done():
+            if self._pending.pop(message.id, None) is not None and self._retired:
+                self.retire()  # it may have been the last one in flight
+            return None
+        remaining = waiting.deadline - now
+        message.timeout_ms = max(1, min(int(remaining * 1000), 0xFFFFFFFF))
+        self._last_written = message.id
+        return message
 
     def _close_our_side(self) -> None:
         """Take no new call and close our side once the outbox is written (answers still
@@ -290,10 +325,10 @@ class _Stream:
             await self._call.initial_metadata()
             if self._call.done():
                 return  # refused (or ended): the reader reports its status
+            loop = asyncio.get_running_loop()
             while (message := await self._outbox.get()) is not _END:
-                if message.HasField("call"):
-                    self._last_written = message.id
-                await self._call.write(message)
+                if (message := self._to_write(message, loop.time())) is not None:
+                    await self._call.write(message)
             await self._call.done_writing()
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
             self._call.cancel()  # the reader then ends, failing what is in flight
@@ -303,7 +338,9 @@ class _Stream:
         try:
             async for answer in self._call:
                 if answer.draining:
-                    self._close_our_side()  # the router is stopping
+                    # The router is stopping: no new call here, and our side closes once the
+                    # calls in flight are answered (their cancels must still reach it).
+                    self.retire()
                     continue
                 waiting = self._pending.pop(answer.id, None)
                 if waiting is None:
@@ -314,6 +351,10 @@ class _Stream:
             code = await self._call.code()
         except grpc.aio.AioRpcError as err:
             code = err.code()
+            if code == grpc.StatusCode.INTERNAL and err.details() == _WRITE_FAILED:
+                # grpc.aio's status for a stream that ended under one of our writes, whatever
+                # its real one: the stream broke, as a unary call's connection breaks.
+                code = grpc.StatusCode.UNAVAILABLE
         except asyncio.CancelledError:
             code = None
         finally:

@@ -120,6 +120,16 @@ async def answer_invoke_stream(
         if task is not None and ident not in cancelled:
             cancelled.add(ident)
             task.cancel()
+            task.add_done_callback(lambda _: never_ran(ident, task))
+
+    def never_ran(ident: int, task: asyncio.Task[None]) -> None:
+        # A task cancelled before its first step never runs `run` (not even its `finally`):
+        # its cancel came with it. It is answered here, so that its place is freed.
+        if working.get(ident) is task:
+            del working[ident]
+            cancelled.discard(ident)
+            answers.put_nowait(_error(ident, grpc.StatusCode.CANCELLED, "the call was cancelled"))
+            record_streamed_request(INVOKE_BUFFERED, grpc.StatusCode.CANCELLED, time.perf_counter())
 
     async def read() -> None:
         try:

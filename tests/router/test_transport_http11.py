@@ -209,6 +209,12 @@ async def test_a_head_too_large_is_refused() -> None:
         await _exchange(b"HTTP/1.1 200 OK\r\n", b"X-Big: " + b"a" * MAX_HEAD + b"\r\n")
 
 
+async def test_a_head_too_large_is_refused_when_it_arrives_in_one_read() -> None:
+    lines = b"".join(b"X-%d: %s\r\n" % (i, b"a" * 1000) for i in range(MAX_HEAD // 1000 + 1))
+    with pytest.raises(httpcore.RemoteProtocolError, match="too large"):
+        await _exchange(b"HTTP/1.1 200 OK\r\n" + lines + b"Content-Length: 0\r\n\r\n")
+
+
 async def test_a_malformed_answer_is_a_protocol_error_that_quotes_nothing() -> None:
     with pytest.raises(httpcore.RemoteProtocolError) as caught:
         await _exchange(f"HTTP/1.1 200 OK\r\nX-Key: {SECRET}\x00\r\n\r\n".encode())

@@ -65,6 +65,7 @@ class _ResponseParser:
         "body",
         "complete",
         "eof_delimited",
+        "head_bytes",
         "head_done",
         "head_only",
         "headers",
@@ -87,6 +88,9 @@ class _ResponseParser:
         self.keep_alive = False
         self.eof_delimited = False
         self.received = 0  # bytes fed while the head was incomplete
+        # Header bytes of the heads parsed (a head that arrived whole in one read, with the
+        # body after it, is bounded by these: `received` counts that read's body too).
+        self.head_bytes = 0
 
     def feed(self, data: bytes) -> None:
         """Parse `data`; RemoteProtocolError if it is not a valid answer."""
@@ -100,7 +104,7 @@ class _ResponseParser:
             if not self.complete:
                 raise httpcore.RemoteProtocolError("the upstream sent a malformed answer") from None
             self.keep_alive = False  # the response is whole; what followed it is not ours
-        if not self.head_done and self.received > MAX_HEAD:
+        if self.head_bytes > MAX_HEAD or (not self.head_done and self.received > MAX_HEAD):
             raise httpcore.RemoteProtocolError("the upstream's response head is too large")
 
     def end_of_stream(self) -> None:
@@ -122,6 +126,7 @@ class _ResponseParser:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.head_done:  # trailers are dropped
+            self.head_bytes += len(name) + len(value)
             self.headers.append((name.lower(), value.rstrip(_OWS)))
 
     def on_headers_complete(self) -> None:

@@ -105,9 +105,10 @@ class RouterServiceServicer:
         reads no further request until one of them is answered, so a caller that keeps its own count
         within that limit has its cancellations read at once. A call whose id is already in flight
         is answered INVALID_ARGUMENT. A router that is stopping first sends one message with
-        `draining` set: the caller sends no further call on the stream and closes its side. The
-        router still runs every call it reads until then (within its shutdown grace), answers
-        them, and ends the stream with OK once the caller has closed its side: a call that was not
+        `draining` set: the caller sends no further call on the stream and closes its side (at
+        once, or once its calls are answered: the router still reads its cancels). The router
+        still runs every call it reads until then (within its shutdown grace), answers them, and
+        ends the stream with OK once the caller has closed its side: a call that was not
         answered then was never read, and may be sent again. (Closing its side first means the
         caller has no message in flight when the stream ends: grpc.aio reports a stream that ends
         during a write as INTERNAL, whatever its status.) A stream ending in any other status fails
