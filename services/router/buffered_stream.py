@@ -53,7 +53,8 @@ InvokeOne = Callable[[pb.InvokeBufferedRequest, float | None], Awaitable[pb.Invo
 
 
 DRAINING = pb.InvokeBufferedStreamResponse(draining=True)
-"""Sent once when the router begins to stop: the caller closes its side."""
+"""Sent once when the router begins to stop: the caller sends no further call and closes
+its side (once its calls are answered; it may still cancel them)."""
 
 
 def _error(ident: int, code: grpc.StatusCode, message: str, reason: str = "") -> Any:
@@ -71,7 +72,8 @@ async def answer_invoke_stream(
     caller has closed its side and every call read is answered.
 
     When `stop` is set (the router is stopping) the caller is told first, in a `draining`
-    message, and closes its side; calls read until then still run. The stream ends only after
+    message, and closes its side (once its calls are answered: its cancels are still read);
+    calls read until then still run. The stream ends only after
     the caller closed its side, so no message of the caller's is in flight when it ends (one
     would make grpc.aio report the stream's end as INTERNAL at the caller). A caller that never
     closes its side is cut off when the server's shutdown grace ends."""
@@ -223,6 +225,5 @@ class StreamingRouterServicer(RouterServicer):
 
     def drain(self) -> None:
         """The router is stopping: each `InvokeBufferedStream` tells its caller (`draining`),
-        which closes its side; the calls read until then are answered, then the stream ends
-        OK."""
+        which closes its side once its calls are answered; then the stream ends OK."""
         self._draining.set()
