@@ -100,6 +100,12 @@ _CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
     ("grpc.http2.max_pings_without_data", 0),
     # gRPC asks DNS again when a connection is lost; at most every 2 s rather than every 30 s.
     ("grpc.dns_min_time_between_resolutions_ms", 2_000),
+    # Each channel keeps its own connections. In grpc's process-wide pool a new channel to an
+    # address shares the connection state of any other channel to it, so one to a server that
+    # just came up on a port an old, gone server had (tests start many on 127.0.0.1:0) could
+    # inherit that connection's reconnect back-off and fail at once with UNAVAILABLE. A service
+    # opens one channel per target, so nothing is lost by not sharing.
+    ("grpc.use_local_subchannel_pool", 1),
 )
 """Client channel arguments; `open_channel`'s `options` replace those of the same name."""
 
