@@ -68,6 +68,7 @@ from aicreds.router.v1 import router_pb2 as pb
 from services.common.error_reason import reason_metadata
 from services.common.grpc_handlers import CODE_BY_NUMBER
 from services.common.request_context import REQUEST_ID_KEY, current_request_id, new_request_id
+from services.common.stream_outbox import OUTBOX_END, write_outbox
 
 STREAMS = 4
 """Streams per router channel: enough to reach a few router replicas in turn."""
@@ -81,7 +82,6 @@ again (a router upgraded meanwhile gets streams)."""
 STREAM_BODY_LIMIT = 1024 * 1024
 """Request bodies above this many bytes go as unary calls."""
 
-_END = None  # in a stream's outbox: half-close the stream
 # The details grpc.aio gives a call whose message could not be sent (`set_internal_error`): it
 # replaces the call's status, e.g. UNAVAILABLE from a router that went away, with INTERNAL.
 _WRITE_FAILED = "Internal error from Core"
@@ -314,24 +314,11 @@ class _Stream:
         self._retired = True
         if not self._closing:
             self._closing = True
-            self._outbox.put_nowait(_END)
+            self._outbox.put_nowait(OUTBOX_END)
 
     async def _write(self) -> None:
-        try:
-            # Not a message before the server accepted the stream (grpc_handlers sends initial
-            # metadata once its checks pass): one in flight when it refuses the stream would
-            # turn the refusal's status into INTERNAL (grpc.aio replaces the status when a
-            # write fails), and every call on it would report that.
-            await self._call.initial_metadata()
-            if self._call.done():
-                return  # refused (or ended): the reader reports its status
-            loop = asyncio.get_running_loop()
-            while (message := await self._outbox.get()) is not _END:
-                if (message := self._to_write(message, loop.time())) is not None:
-                    await self._call.write(message)
-            await self._call.done_writing()
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
-            self._call.cancel()  # the reader then ends, failing what is in flight
+        loop = asyncio.get_running_loop()
+        await write_outbox(self._call, self._outbox, lambda m: self._to_write(m, loop.time()))
 
     async def _read(self) -> None:
         code: grpc.StatusCode | None = None

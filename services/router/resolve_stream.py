@@ -40,6 +40,7 @@ import grpc.aio
 from aicreds.vault.v1 import credentials_pb2 as pb
 
 from services.common.request_context import REQUEST_ID_KEY, new_request_id
+from services.common.stream_outbox import OUTBOX_END, write_outbox
 
 STREAMS = 4
 """Streams per vault channel: enough to reach a few vault replicas in turn."""
@@ -52,8 +53,6 @@ ATTEMPTS = 3
 UNSUPPORTED_RETRY_S = 60.0
 """After a vault answered UNIMPLEMENTED, how long the unary `Resolve` is used before asking for
 a stream again (a vault upgraded meanwhile gets streams)."""
-
-_END = None  # in a stream's outbox: half-close the stream
 
 
 class StreamEnded(Exception):
@@ -111,22 +110,10 @@ class _Stream:
         """Take no new lookups; close the stream once those in flight are answered."""
         self._retired = True
         if not self._pending:
-            self._outbox.put_nowait(_END)
+            self._outbox.put_nowait(OUTBOX_END)
 
     async def _write(self) -> None:
-        try:
-            # Not a message before the server accepted the stream (grpc_handlers sends initial
-            # metadata once its checks pass): one in flight when it refuses the stream would
-            # turn the refusal's status into INTERNAL (grpc.aio replaces the status when a
-            # write fails), and every call on it would report that.
-            await self._call.initial_metadata()
-            if self._call.done():
-                return  # refused (or ended): the reader reports its status
-            while (message := await self._outbox.get()) is not _END:
-                await self._call.write(message)
-            await self._call.done_writing()
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
-            self._call.cancel()  # the reader then ends, failing what is in flight
+        await write_outbox(self._call, self._outbox)
 
     async def _read(self) -> None:
         code: grpc.StatusCode | None = None
@@ -139,7 +126,7 @@ class _Stream:
                 if not waiting.done():  # else its caller gave up (its deadline)
                     waiting.set_result(answer)
                 if self._retired and not self._pending:
-                    self._outbox.put_nowait(_END)
+                    self._outbox.put_nowait(OUTBOX_END)
             code = await self._call.code()
         except grpc.aio.AioRpcError as err:
             code = err.code()
