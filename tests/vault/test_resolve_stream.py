@@ -293,6 +293,32 @@ async def test_draining_answers_what_was_read_and_ends_the_stream() -> None:
     assert sorted(a.id for a in ended) == [0, 1]
 
 
+async def test_draining_after_the_caller_closed_its_side_still_answers_everything() -> None:
+    """The caller has closed its side and waits for its answers when the vault begins to stop:
+    the drain has nothing left to cut short, and every request read is still answered."""
+    release = asyncio.Event()
+    draining = asyncio.Event()
+
+    async def resolve(request: cpb.ResolveRequest) -> cpb.ResolveResponse:
+        await release.wait()
+        return cpb.ResolveResponse(upstream_model=request.user_id)
+
+    async def requests() -> AsyncIterator[cpb.ResolveStreamRequest]:
+        for n in range(2):
+            yield cpb.ResolveStreamRequest(id=n, request=cpb.ResolveRequest(user_id=f"u{n}"))
+
+    answers = answer_resolve_stream(requests(), resolve, stop=draining)
+    got = asyncio.ensure_future(_all(answers))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    draining.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    release.set()
+    ended = await asyncio.wait_for(got, 5.0)
+    assert sorted(a.id for a in ended) == [0, 1]
+
+
 async def _all(
     answers: AsyncIterator[cpb.ResolveStreamResponse],
 ) -> list[cpb.ResolveStreamResponse]:

@@ -73,9 +73,13 @@ async def answer_resolve_stream(
         answers.put_nowait(result)
         record_streamed_request(RESOLVE, code, start)
 
-    draining = False
+    def stopping() -> bool:
+        return stop is not None and stop.is_set()
+
+    reading = True  # drain cuts the reading short, never the wait for the answers
 
     async def read() -> None:
+        nonlocal reading
         try:
             try:
                 async for message in requests:
@@ -84,19 +88,22 @@ async def answer_resolve_stream(
                     working.add(task)
                     task.add_done_callback(working.discard)
             except asyncio.CancelledError:
-                if not draining:
+                if not stopping():
                     raise
-            if working:
-                await asyncio.wait(set(working))
+            reading = False
+            while working:
+                try:
+                    await asyncio.wait(set(working))
+                except asyncio.CancelledError:
+                    if not stopping():  # the drain's cancel, delivered late: keep waiting
+                        raise
         finally:
             answers.put_nowait(None)
 
     reader = asyncio.ensure_future(read())
 
     def drain() -> None:
-        nonlocal draining
-        if not reader.done():
-            draining = True
+        if reading and not reader.done():
             reader.cancel()  # reads no further request; answers those it read, then ends
 
     watcher = asyncio.ensure_future(stop.wait()) if stop is not None else None
