@@ -38,7 +38,8 @@ class SecretUrl:
 
     def _passwords(self) -> list[str]:
         parts = urlsplit(self.url)
-        found = [parts.password] if parts.password else []
+        # As written and as a driver decodes it (asyncpg unquotes the userinfo password).
+        found = list({parts.password, unquote(parts.password)}) if parts.password else []
         for name, _, value in (item.partition("=") for item in parts.query.split("&")):
             if value and unquote(name).lower() in SECRET_OPTIONS:
                 found += {value, unquote(value)}

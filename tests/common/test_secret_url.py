@@ -49,6 +49,7 @@ def test_a_bad_postgresql_url_is_refused_without_its_password() -> None:
         "postgresql://vault:s3cret@db/aicreds",
         "postgresql://vault@db/aicreds?sslpassword=s3cret",
         "postgresql://vault@db/aicreds?password=s3%63ret",
+        "postgresql://vault:s3%63ret@db/aicreds",
     ],
 )
 def test_a_drivers_message_that_echoes_a_password_is_scrubbed(url: str) -> None:
