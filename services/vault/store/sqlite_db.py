@@ -83,30 +83,14 @@ async def _connect(
     return conn
 
 
-def _connect_inline(path: Path) -> sqlite3.Connection:
-    """The read-only connection for `fetch_small` (see there why it has no busy timeout)."""
+def _connect_on_loop(path: Path, *pragmas: str) -> sqlite3.Connection:
+    """A connection used right on the event loop's thread, with no busy timeout (a statement
+    that meets another process's lock fails at once, and its caller goes to a thread instead),
+    auto-checkpoint off, and `pragmas`."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        conn.execute("PRAGMA busy_timeout = 0")
-        conn.execute("PRAGMA query_only = ON")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _connect_inline_audit(path: Path, wal_restart_bytes: int) -> sqlite3.Connection:
-    """The audit batches' connection on the event loop (see `_write_audit_batch`): no busy
-    timeout, `synchronous=NORMAL` as on the audit batches' thread connection."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA busy_timeout = 0")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
-        conn.execute(f"PRAGMA journal_size_limit = {wal_size_limit(wal_restart_bytes)}")
-        conn.execute("PRAGMA foreign_keys = ON")
+        for pragma in ("busy_timeout = 0", "wal_autocheckpoint = 0", *pragmas):
+            conn.execute(f"PRAGMA {pragma}")
     except BaseException:
         conn.close()
         raise
@@ -183,8 +167,17 @@ class SqliteDatabase:
             )
             for _ in range(readers):
                 opened.append(await _connect(path))
-            inline.append(_connect_inline(path))
-            inline.append(_connect_inline_audit(path, wal_restart_bytes))
+            # `fetch_small`'s reads (read-only), and the audit batches written on the loop
+            # (`_write_audit_batch`: synchronous=NORMAL, as on the audit batches' thread).
+            inline.append(_connect_on_loop(path, "query_only = ON", "synchronous = FULL"))
+            inline.append(
+                _connect_on_loop(
+                    path,
+                    "synchronous = NORMAL",
+                    f"journal_size_limit = {wal_size_limit(wal_restart_bytes)}",
+                    "foreign_keys = ON",
+                )
+            )
             write_lock = asyncio.Lock()
             checkpoints = await BackgroundCheckpoints.start(
                 path, sync_interval, write_lock, restart_bytes=wal_restart_bytes
