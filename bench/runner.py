@@ -367,13 +367,15 @@ class Bench:
         async with ProcessSampler(pids) as sampler:
             result = await run(concurrency, duration)
         after = {name: procstats.snapshot(pid) for name, pid in pids.items()}
+        # The calls the CPU above was spent on: this run's, before the latency client's run
+        # (measured after it) adds its errors to the result.
+        calls = result.requests + result.errors
         spec = self.http_loads.get(scenario)
         if spec is not None:
             # The same load again, right after wrk's run, timed per request (uncorrected).
             client = await run_client(self.work_dir, scenario, spec, concurrency, duration)
             attach_uncorrected(result, client)
         pg_after = await self._pg_counters()
-        calls = result.requests + result.errors
         for name in pids:
             cpu = after[name].cpu_seconds - before[name].cpu_seconds
             result.services[name] = {
