@@ -116,6 +116,41 @@ def test_bind_with_a_provider_suggestion_then_unbind(
     assert SECRET not in page.content()
 
 
+def test_the_providers_arriving_late_keep_the_focus_on_a_remove_button(
+    browsing: Browsing, stack: UiStack, new_user: str, upstream: FakeUpstream
+) -> None:
+    """The suggestions load after the editor opens; that must not redraw the chips under focus.
+
+    A keyboard user who has reached a chip's Remove button before the provider list arrives
+    keeps that button (it once was replaced, so Enter went nowhere).
+    """
+    origin = setup(stack, new_user, upstream)
+    put_hosts(stack, new_user, [origin])
+    page = browsing.page
+    browsing.sign_in(new_user)
+    browsing.open_tab("Credentials")
+    held: list[Any] = []
+    page.route(f"**{ME}/ai-providers", lambda route: held.append(route))
+    row = page.locator(f'tr[data-key="{KEY}"]')
+    row.get_by_role("button", name=f"Edit hosts for {KEY}").click()
+    editor = page.get_by_role("group", name=f"Hosts for {KEY}")
+    remove = editor.get_by_role("button", name=f"Remove {origin}")
+    expect(editor.get_by_label("Add a host pattern")).to_be_focused()
+    for _ in range(100):  # the handler runs while Playwright waits
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert len(held) == 1, "the provider list is held on its way"
+    remove.focus()
+    expect(remove).to_be_focused()
+    held[0].continue_()
+    expect(editor).to_contain_text("The hosts of the providers that use this key are all listed.")
+    expect(remove).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(editor).to_contain_text("No patterns: any host.")
+    assert stored_hosts(stack, new_user) == [origin], "nothing is stored before Save"
+
+
 def test_a_bad_pattern_shows_the_apis_message_and_changes_nothing(
     browsing: Browsing, stack: UiStack, new_user: str, upstream: FakeUpstream
 ) -> None:

@@ -318,7 +318,13 @@ export async function renderCredentials(panel, ui) {
       toggle.setAttribute("aria-expanded", "false");
       toggle.focus();
     };
+    // The chips depend on the draft only; the suggestions also on the providers, which arrive
+    // later: redrawing the chips then would replace a Remove button under the user's focus.
     const draw = () => {
+      drawChips();
+      drawSuggestions();
+    };
+    const drawChips = () => {
       replaceChildren(chips, ...(draft.length ? draft.map((host) => {
         const removeHost = el("button", { type: "button", class: "link", text: "×",
           "aria-label": `Remove ${host}` });
@@ -329,6 +335,8 @@ export async function renderCredentials(panel, ui) {
         });
         return el("li", { class: "chip" }, el("code", { text: host }), removeHost);
       }) : [el("li", { class: "empty", text: "No patterns: any host." })]));
+    };
+    const drawSuggestions = () => {
       const offered = [];
       for (const provider of providers) {
         const origin = originOf(provider.base_url);
@@ -420,7 +428,7 @@ export async function renderCredentials(panel, ui) {
     try {
       const all = (await get(`${ME}/ai-providers`)).providers;
       providers = all.filter((provider) => referencedKeys(provider.headers).includes(key));
-      draw();
+      drawSuggestions();
     } catch (error) {
       ui.showError(error, "Loading providers for suggestions");
     }
