@@ -239,6 +239,8 @@ def gateway_settings(directory: Path, vault: VaultHandle, **overrides: Any) -> G
         cookie_secure=True,
         rate_limit=1000.0,
         rate_burst=1000,
+        user_rate_limit=1000.0,
+        user_rate_burst=1000,
         auth_fail_rate=1000.0,
         auth_fail_burst=1000,
     )
