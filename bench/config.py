@@ -8,6 +8,8 @@ from pathlib import Path
 
 from services.common.settings import env_bool, env_float, env_int, env_str
 
+# The runs `BENCH_PROFILE` can profile (through the gateway, so all three services are busy).
+PROFILED_SCENARIOS = ("gateway", "stream_gateway")
 ALL_SCENARIOS = (
     "direct",
     "gateway",
@@ -69,6 +71,8 @@ class BenchConfig:
     BENCH_UPSTREAM_WORKERS  fake-upstream processes (default 1)
     BENCH_STREAM_CHUNKS, BENCH_STREAM_INTERVAL_MS  the fake SSE answer (default 16 events, 1 ms)
     BENCH_PROFILE       true: py-spy profiles of the services during one gateway run
+    BENCH_PROFILE_SCENARIO  which run is profiled: `gateway` (default) or `stream_gateway`
+    BENCH_PROFILE_CONCURRENCY  at which concurrency (default 16)
     BENCH_RESULTS_DIR   where `<timestamp>/` folders go (default bench/results)
     BENCH_VAULT_POSTGRES  a PostgreSQL server URL (e.g. postgresql://postgres@127.0.0.1:5432/
                         postgres): `vault_resolve` also runs with the vault on PostgreSQL, in a
@@ -93,6 +97,8 @@ class BenchConfig:
     stream_chunks: int = 16
     stream_interval_ms: float = 1.0
     profile: bool = False
+    profile_scenario: str = "gateway"
+    profile_concurrency: int = 16
     results_root: Path = RESULTS_ROOT
     vault_postgres: str = field(default="", repr=False)
     vault_replicas: tuple[int, ...] = (1, 3)
@@ -132,6 +138,12 @@ class BenchConfig:
             )
         # Keep the canonical order whatever order they were named in.
         scenarios = tuple(s for s in ALL_SCENARIOS if s in scenarios)
+        profile_scenario = env_str(environ, "BENCH_PROFILE_SCENARIO", "gateway").strip()
+        if profile_scenario not in PROFILED_SCENARIOS:
+            raise ValueError(
+                f"BENCH_PROFILE_SCENARIO: {profile_scenario!r} is not one of "
+                f"{', '.join(PROFILED_SCENARIOS)}"
+            )
         vault_postgres = env_str(environ, "BENCH_VAULT_POSTGRES", "").strip()
         if vault_postgres and not vault_postgres.startswith(("postgresql://", "postgres://")):
             raise ValueError("BENCH_VAULT_POSTGRES must be a postgresql:// URL")
@@ -153,6 +165,8 @@ class BenchConfig:
             stream_chunks=max(1, env_int(environ, "BENCH_STREAM_CHUNKS", 16)),
             stream_interval_ms=max(0.0, env_float(environ, "BENCH_STREAM_INTERVAL_MS", 1.0)),
             profile=env_bool(environ, "BENCH_PROFILE", False),
+            profile_scenario=profile_scenario,
+            profile_concurrency=max(1, env_int(environ, "BENCH_PROFILE_CONCURRENCY", 16)),
             results_root=Path(env_str(environ, "BENCH_RESULTS_DIR", str(RESULTS_ROOT))),
             vault_postgres=vault_postgres,
             vault_replicas=_int_list(environ, "BENCH_VAULT_REPLICAS", cls.vault_replicas),

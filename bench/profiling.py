@@ -120,9 +120,9 @@ def finish(
     return summaries
 
 
-def markdown(profiles: Mapping[str, Any], top: int = 8) -> list[str]:
+def markdown(profiles: Mapping[str, Any], scenario: str = "gateway", top: int = 8) -> list[str]:
     """Lines for summary.md: per service, the frames with the most self samples."""
-    out = ["", "## Profiles (py-spy, gateway load)", ""]
+    out = ["", f"## Profiles (py-spy, {scenario} load)", ""]
     for name, summary in profiles.items():
         if "top_self" not in summary:
             out.append(f"- {name}: {summary.get('error', 'no samples')}")

@@ -544,7 +544,7 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
     if profile:
         from bench.profiling import markdown
 
-        out += markdown(profile["services"])
+        out += markdown(profile["services"], profile.get("scenario", "gateway"))
     charts = meta.get("charts") or []
     if charts:
         out += ["", "Charts: " + ", ".join(f"`{c}`" for c in charts) + "."]

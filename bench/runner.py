@@ -614,8 +614,8 @@ class Bench:
             "timeline": sampler.timeline,
         }
 
-    async def profile(self, concurrency: int = 16) -> dict[str, Any] | None:
-        """py-spy on every service while the gateway is under load; not one of the figures."""
+    async def profile(self) -> dict[str, Any] | None:
+        """py-spy on every service under `BENCH_PROFILE_SCENARIO`'s load; not one of the figures."""
         from bench import profiling
 
         tool = profiling.py_spy()
@@ -625,21 +625,23 @@ class Bench:
         if self.stack is None:
             self.skipped["profile"] = "the stack is not running"
             return None
-        why = await self.first_call("gateway")
+        scenario = self.config.profile_scenario
+        concurrency = self.config.profile_concurrency
+        why = await self.first_call(scenario)
         if why is not None:
             self.skipped["profile"] = why
             return None
-        run = self.runner("gateway")
+        run = self.runner(scenario)
         await run(concurrency, self.config.warmup_s or 1.0)
         pids = {n: self.stack.pid(n) for n in self.stack.procs}
         duration = self.config.duration_s
-        print(f"bench: profiling the services under gateway load, c={concurrency}", flush=True)
+        print(f"bench: profiling the services under {scenario} load, c={concurrency}", flush=True)
         recorders = profiling.start(tool, pids, duration, self.out_dir)
         await asyncio.sleep(0.5)  # py-spy attaches before the load starts
         result = await run(concurrency, duration)
         services = await asyncio.to_thread(profiling.finish, recorders, duration + 30)
         return {
-            "scenario": "gateway",
+            "scenario": scenario,
             "concurrency": concurrency,
             "rps_while_profiled": round(result.rps, 1),
             "services": services,
