@@ -106,7 +106,7 @@ def model_backend(
 
     return LlmBackend(
         authenticate=authenticate,
-        router_stub=lambda: router.stub,
+        invoke_stream=router.invoke_stream,
         invoke_buffered=router.invoke_buffered,
         list_providers=vault.list_providers,
         router_timeout=settings.router_timeout,

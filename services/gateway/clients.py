@@ -37,7 +37,12 @@ from services.common import tracing
 from services.common.callers import read_secret_file
 from services.common.grpc_server import ClientTls, open_channel
 from services.gateway.errors import from_rpc_error
-from services.gateway.router_streams import STREAM_BODY_LIMIT, BufferedCall, RouterStreams
+from services.gateway.router_streams import (
+    STREAM_BODY_LIMIT,
+    BufferedCall,
+    RouterStreams,
+    StreamCall,
+)
 
 Reply = TypeVar("Reply")
 
@@ -285,13 +290,27 @@ class RouterClient(Backend):
 
     def _bind(self, channel: grpc.aio.Channel) -> None:
         self.stub = router_pb2_grpc.RouterServiceStub(channel)
-        self._streams = RouterStreams(self.stub, self._unary_buffered)
+        self._streams = RouterStreams(self.stub, self._unary_buffered, self._unary_invoke)
 
     def _unary_buffered(
         self, request: router_pb2.InvokeBufferedRequest, timeout: float
     ) -> BufferedCall:
         call: BufferedCall = self.stub.InvokeBuffered(request, timeout=timeout)
         return call
+
+    def _unary_invoke(self, request: router_pb2.InvokeRequest, timeout: float) -> StreamCall:
+        call: StreamCall = self.stub.Invoke(request, timeout=timeout)
+        return call
+
+    def invoke_stream(self, request: router_pb2.InvokeRequest, timeout: float) -> StreamCall:
+        """A streamed model call, to end within `timeout` seconds: on one of the long-lived
+        streams, or as a unary-stream `Invoke` under the same conditions as `invoke_buffered`."""
+        streams = self._streams
+        if streams is not None and not tracing.active and len(request.body) <= STREAM_BODY_LIMIT:
+            call = streams.start_stream(request, timeout)
+            if call is not None:
+                return call
+        return self._unary_invoke(request, timeout)
 
     def invoke_buffered(
         self, request: router_pb2.InvokeBufferedRequest, timeout: float

@@ -1,13 +1,19 @@
 """The gateway's long-lived streams to the router's `InvokeBufferedStream`.
 
-A non-streamed model call is one `InvokeBuffered` at the router. As its own unary RPC it costs a
-gRPC call on each side: on this project's 2-core machine a bare grpc.aio unary round trip took
-about 0.54 ms where a message each way on an open stream took 0.23 ms. So the gateway keeps a
-few streams per router channel and sends each such call as one message on the next one in turn
-(`RouterStreams.start`); the router runs it exactly as the unary RPC (same checks, answer,
-errors; `services.router.buffered_stream`). Streams are opened through the channel's round
-robin, so they land on the router replicas in turn, and one is replaced after `MAX_AGE_S`
-(it finishes the calls it carries first), so that replicas added since are reached.
+A non-streamed model call is one `InvokeBuffered` at the router, a streamed one an `Invoke`. As
+its own RPC each costs a gRPC call on each side: on this project's 2-core machine a bare
+grpc.aio unary round trip took about 0.54 ms where a message each way on an open stream took
+0.23 ms. So the gateway keeps a few streams per router channel and sends each call as one
+message on the next one in turn (`RouterStreams.start`, `RouterStreams.start_stream`); the
+router runs it exactly as the RPC (same checks, answer, errors;
+`services.router.buffered_stream`), and sends the answers that are ready together in one
+message. A streamed call's parts (head, chunks, then its end) come with its id; the router
+sends at most a window of its body beyond what the call has credited (`StreamedInvoke.read`
+credits what it hands on), so a slow client holds back only its own call.
+
+Streams are opened through the channel's round robin, so they land on the router replicas in
+turn, and one is replaced after `MAX_AGE_S` (it finishes the calls it carries first), so that
+replicas added since are reached.
 
 The pattern is that of the router's streams to the vault (`services.router.resolve_stream`),
 with what a model call needs besides:
@@ -20,11 +26,12 @@ with what a model call needs besides:
   with DEADLINE_EXCEEDED when that is over, and the gateway gives up on it at its deadline on
   its own (a late answer is dropped).
 - **Never a wait for a place.** A stream carries at most `MAX_IN_FLIGHT` calls until their
-  answers arrive (the router's own limit, so the router never stops reading a stream of ours
+  (last) answers arrive (the router's own limit, so the router never stops reading a stream of ours
   and a cancel is read at once). When no stream has a place, `start` returns None and the call
   goes as a unary `InvokeBuffered` (`RouterClient.invoke_buffered`), as does a body over
   `STREAM_BODY_LIMIT` (one large message would hold up every call behind it on its stream) and,
-  with tracing on, every call (a unary call carries its span's `traceparent`).
+  with tracing on, every call (a unary call carries its span's `traceparent`); a streamed call
+  goes as a unary `Invoke` under the same conditions (`RouterClient.invoke_stream`).
 - **A stopping router.** It sends `draining` on each stream: the stream takes no new call
   (the next goes on another stream, or unary) and closes its side once the calls it carries
   are answered (until then their cancels still reach the router, which reads them); the router
@@ -81,6 +88,10 @@ UNSUPPORTED_RETRY_S = 60.0
 again (a router upgraded meanwhile gets streams)."""
 STREAM_BODY_LIMIT = 1024 * 1024
 """Request bodies above this many bytes go as unary calls."""
+CREDIT_AT = 64 * 1024
+"""A streamed call credits the router once it has passed on this many body bytes (the router
+sends at most 256 KiB beyond the credit: `services.router.buffered_stream.STREAM_WINDOW`)."""
+WARNING_KEY = "x-credential-warning"
 
 # The details grpc.aio gives a call whose message could not be sent (`set_internal_error`): it
 # replaces the call's status, e.g. UNAVAILABLE from a router that went away, with INTERNAL.
@@ -98,6 +109,24 @@ class BufferedCall(Protocol):
 
 Unary = Callable[[pb.InvokeBufferedRequest, float], BufferedCall]
 """The unary `InvokeBuffered`: a request and its timeout in seconds."""
+
+
+class StreamCall(Protocol):
+    """A streamed call in flight, read as grpc.aio's `UnaryStreamCall` is: `read()` gives
+    `Invoke`'s messages in order, then `grpc.aio.EOF`, or raises `grpc.aio.AioRpcError`;
+    `initial_metadata()` carries the credential warnings once the head was read; `cancel()`
+    stops it (a pending `read()` raises `asyncio.CancelledError`). grpc.aio's call is one, and
+    so is `StreamedInvoke`."""
+
+    async def read(self) -> Any: ...
+
+    async def initial_metadata(self) -> Any: ...
+
+    def cancel(self) -> bool: ...
+
+
+UnaryStream = Callable[[pb.InvokeRequest, float], StreamCall]
+"""The unary-stream `Invoke`: a request and its timeout in seconds."""
 
 
 def _rpc_error(code: grpc.StatusCode, message: str, reason: str = "") -> grpc.aio.AioRpcError:
@@ -154,8 +183,18 @@ class StreamedCall:
         self._let_go()
         return True
 
-    def sent(self, stream: _Stream, ident: int) -> None:
+    def sent(self, stream: _Stream, ident: int) -> pb.InvokeBufferedStreamRequest:
+        """The call goes on `stream` as `ident`: its message (`timeout_ms` is set when it is
+        written: the time it waits in the outbox is not the router's to spend)."""
         self._stream, self._id = stream, ident
+        return pb.InvokeBufferedStreamRequest(
+            id=ident, call=self.request, request_id=self.request_id
+        )
+
+    def take(self, answer: pb.InvokeBufferedStreamResponse) -> bool:
+        """`answer` arrived for this call: it is the last (True)."""
+        self.answered(answer)
+        return True
 
     def answered(self, answer: pb.InvokeBufferedStreamResponse) -> None:
         self._stream = None
@@ -220,6 +259,160 @@ class StreamedCall:
             self._unary.cancel()
 
 
+_GO_UNARY = object()
+"""In a `StreamedInvoke`'s parts: read on from its unary call from here."""
+
+
+class StreamedInvoke:
+    """One streamed call sent on a stream (or, if the stream could not take it after all, as a
+    unary `Invoke`): read, and cancelled, like grpc.aio's `UnaryStreamCall` (`StreamCall`).
+
+    The parts wait here until read; the router sends at most its window of body bytes beyond
+    what this call credited, and `read()` credits what it hands on, `CREDIT_AT` bytes at a
+    time, so a client that reads slowly holds back only its own call."""
+
+    __slots__ = (
+        "request",
+        "request_id",
+        "deadline",
+        "_parts",
+        "_over",
+        "_warnings",
+        "_stream",
+        "_id",
+        "_timer",
+        "_unary",
+        "_uncredited",
+    )
+
+    def __init__(self, request: pb.InvokeRequest, request_id: str, deadline: float) -> None:
+        self.request = request
+        self.request_id = request_id
+        self.deadline = deadline  # loop time
+        loop = asyncio.get_running_loop()
+        # Parts, then `grpc.aio.EOF` or the error to raise, or `_GO_UNARY`.
+        self._parts: asyncio.Queue[Any] = asyncio.Queue()
+        self._over = False  # its last answer arrived, or it was given up on
+        self._warnings: tuple[str, ...] = ()
+        self._stream: _Stream | None = None
+        self._id = 0
+        self._timer = loop.call_at(deadline, self._expire)
+        self._unary: StreamCall | None = None
+        self._uncredited = 0
+
+    def __repr__(self) -> str:
+        return f"StreamedInvoke(id={self._id}, over={self._over})"
+
+    def done(self) -> bool:
+        return self._over
+
+    async def read(self) -> Any:
+        if self._unary is not None:
+            return await self._unary.read()
+        item = await self._parts.get()
+        if item is _GO_UNARY:
+            assert self._unary is not None
+            return await self._unary.read()
+        if isinstance(item, BaseException):
+            self._parts.put_nowait(item)  # every later read raises it too
+            raise item
+        if item is grpc.aio.EOF:
+            self._parts.put_nowait(item)
+            return item
+        if item.chunk and self._stream is not None:
+            self._uncredited += len(item.chunk)
+            if self._uncredited >= CREDIT_AT:
+                self._stream.credit(self._id, self._uncredited)
+                self._uncredited = 0
+        return item
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        if self._unary is not None:
+            return await self._unary.initial_metadata()
+        return grpc.aio.Metadata(*((WARNING_KEY, warning) for warning in self._warnings))
+
+    def cancel(self) -> bool:
+        """Stop the call (its upstream request is closed); False if it had ended."""
+        if self._unary is not None:
+            return self._unary.cancel()
+        if self._over:
+            return False
+        self._finish(asyncio.CancelledError(), drop_parts=True)
+        self._let_go()
+        return True
+
+    def sent(self, stream: _Stream, ident: int) -> pb.InvokeBufferedStreamRequest:
+        """As `StreamedCall.sent`."""
+        self._stream, self._id = stream, ident
+        return pb.InvokeBufferedStreamRequest(
+            id=ident, stream=self.request, request_id=self.request_id
+        )
+
+    def take(self, answer: pb.InvokeBufferedStreamResponse) -> bool:
+        """`answer` arrived for this call: a part (False), or its last answer (True)."""
+        kind = answer.WhichOneof("result")
+        if kind == "part":
+            if not self._over:
+                if answer.part.HasField("head"):
+                    self._warnings = tuple(answer.warnings)
+                self._parts.put_nowait(answer.part)
+            return False
+        self._stream = None
+        if kind == "end":
+            self._finish(grpc.aio.EOF)
+        elif kind == "error":
+            error = answer.error
+            code = CODE_BY_NUMBER.get(error.code, grpc.StatusCode.UNKNOWN)
+            self._finish(_rpc_error(code, error.message, error.reason))
+        else:
+            self._finish(_rpc_error(grpc.StatusCode.INTERNAL, "the router answered amiss"))
+        return True
+
+    def fail(self, error: BaseException) -> None:
+        self._stream = None
+        self._finish(error)
+
+    def go_unary(self, unary: UnaryStream) -> None:
+        """Send the call as a unary `Invoke` with the time it has left (it had no answer)."""
+        self._stream = None
+        if self._over:
+            return
+        remaining = self.deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            self._expire()
+            return
+        self._timer.cancel()  # the unary call has its own deadline
+        self._unary = unary(self.request, remaining)
+        self._parts.put_nowait(_GO_UNARY)
+
+    def _finish(self, last: Any, *, drop_parts: bool = False) -> None:
+        """The call is over: `last` (EOF or an error) is read after the parts that came, or
+        at once (`drop_parts`: it was given up on)."""
+        if self._over:
+            return
+        self._over = True
+        self._timer.cancel()
+        while drop_parts and not self._parts.empty():
+            self._parts.get_nowait()
+        self._parts.put_nowait(last)
+
+    def _expire(self) -> None:
+        if self._over:
+            return
+        error = _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        self._finish(error, drop_parts=True)
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """The call was given up on: the router should stop it too."""
+        if self._stream is not None:
+            self._stream.cancel(self._id)  # its place stays taken until the router answers
+
+
+OnStream = StreamedCall | StreamedInvoke
+"""A call carried on a stream."""
+
+
 class _Stream:
     """One `InvokeBufferedStream` call with its calls in flight."""
 
@@ -228,14 +421,14 @@ class _Stream:
         call: Any,
         max_in_flight: int,
         opened_at: float,
-        on_end: Callable[[StreamedCall, grpc.StatusCode | None, bool], None],
+        on_end: Callable[[OnStream, grpc.StatusCode | None, bool], None],
     ) -> None:
         self.opened_at = opened_at
         self._call = call
         self._max_in_flight = max_in_flight
         self._on_end = on_end
         self._ids = itertools.count(1)
-        self._pending: dict[int, StreamedCall] = {}
+        self._pending: dict[int, OnStream] = {}
         self._outbox: asyncio.Queue[pb.InvokeBufferedStreamRequest | None] = asyncio.Queue()
         self._retired = False
         self._closing = False  # the end of our side is in the outbox
@@ -256,22 +449,22 @@ class _Stream:
     def has_place(self) -> bool:
         return len(self._pending) < self._max_in_flight
 
-    def send(self, call: StreamedCall) -> None:
+    def send(self, call: OnStream) -> None:
         """Send `call` (the caller checked `usable` and `has_place`)."""
         ident = next(self._ids)
-        call.sent(self, ident)
         self._pending[ident] = call
-        # Its `timeout_ms` is set when it is written (the time it waited here is not the
-        # router's to spend).
-        self._outbox.put_nowait(
-            pb.InvokeBufferedStreamRequest(id=ident, call=call.request, request_id=call.request_id)
-        )
+        self._outbox.put_nowait(call.sent(self, ident))
 
     def cancel(self, ident: int) -> None:
         if not self.ended and ident in self._pending:
             self._outbox.put_nowait(pb.InvokeBufferedStreamRequest(id=ident, cancel=True))
             if self._retired:
                 self._end_if_given_up()
+
+    def credit(self, ident: int, size: int) -> None:
+        """The streamed call `ident` passed on `size` more body bytes."""
+        if not self.ended and ident in self._pending:
+            self._outbox.put_nowait(pb.InvokeBufferedStreamRequest(id=ident, credit=size))
 
     def retire(self) -> None:
         """Take no new call; close the stream once those in flight are answered (until then
@@ -297,7 +490,7 @@ class _Stream:
         the upstream, which may cost money, for nobody), and its place is free at once; so is
         the cancel of a call that is not in flight."""
         waiting = self._pending.get(message.id)
-        if not message.HasField("call"):
+        if message.WhichOneof("kind") not in ("call", "stream"):
             return message if waiting is not None else None
         if waiting is None or waiting.done():
             if self._pending.pop(message.id, None) is not None and self._retired:
@@ -329,12 +522,9 @@ class _Stream:
                     # calls in flight are answered (their cancels must still reach it).
                     self.retire()
                     continue
-                waiting = self._pending.pop(answer.id, None)
-                if waiting is None:
-                    continue  # not an id of ours in flight: nothing to answer
-                waiting.answered(answer)
-                if self._retired and not self._pending:
-                    self._close_our_side()
+                self._take(answer)
+                for more in answer.more:  # answers sent together: each as if it came alone
+                    self._take(more)
             code = await self._call.code()
         except grpc.aio.AioRpcError as err:
             code = err.code()
@@ -346,6 +536,15 @@ class _Stream:
             code = None
         finally:
             self._end(code)
+
+    def _take(self, answer: pb.InvokeBufferedStreamResponse) -> None:
+        waiting = self._pending.get(answer.id)
+        if waiting is None:
+            return  # not an id of ours in flight: nothing to answer
+        if waiting.take(answer):
+            del self._pending[answer.id]
+            if self._retired and not self._pending:
+                self._close_our_side()
 
     def _end(self, code: grpc.StatusCode | None) -> None:
         self.ended = True
@@ -366,17 +565,20 @@ class RouterStreams:
         self,
         stub: Any,
         unary: Unary,
+        unary_stream: UnaryStream,
         *,
         streams: int = STREAMS,
         max_in_flight: int = MAX_IN_FLIGHT,
         max_age: float = MAX_AGE_S,
     ) -> None:
-        """`stub`: a `RouterServiceStub` on an authenticated channel (`open_channel`); `unary`:
-        the unary `InvokeBuffered`, for the calls no stream takes."""
+        """`stub`: a `RouterServiceStub` on an authenticated channel (`open_channel`); `unary`
+        and `unary_stream`: the unary `InvokeBuffered` and `Invoke`, for the calls no stream
+        takes."""
         if streams < 1 or max_in_flight < 1:
             raise ValueError("streams and max_in_flight must be at least 1")
         self._stub = stub
         self._unary = unary
+        self._unary_stream = unary_stream
         self._streams: list[_Stream | None] = [None] * streams
         self._turn = 0
         self._max_in_flight = max_in_flight
@@ -390,16 +592,29 @@ class RouterStreams:
     def start(self, request: pb.InvokeBufferedRequest, timeout: float) -> StreamedCall | None:
         """Send `request` on a stream, to be answered within `timeout` seconds; None when no
         stream can take it now (the caller sends it as a unary call)."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if self._closed or now < self._unsupported_until:
-            return None
-        stream = self._stream_with_place(now)
+        now = asyncio.get_running_loop().time()
+        stream = self._stream_for_a_call(now)
         if stream is None:
             return None
         call = StreamedCall(request, current_request_id() or new_request_id(), now + timeout)
         stream.send(call)
         return call
+
+    def start_stream(self, request: pb.InvokeRequest, timeout: float) -> StreamedInvoke | None:
+        """Send the streamed call `request` on a stream, to end within `timeout` seconds; None
+        when no stream can take it now (the caller sends it as a unary `Invoke`)."""
+        now = asyncio.get_running_loop().time()
+        stream = self._stream_for_a_call(now)
+        if stream is None:
+            return None
+        call = StreamedInvoke(request, current_request_id() or new_request_id(), now + timeout)
+        stream.send(call)
+        return call
+
+    def _stream_for_a_call(self, now: float) -> _Stream | None:
+        if self._closed or now < self._unsupported_until:
+            return None
+        return self._stream_with_place(now)
 
     def _stream_with_place(self, now: float) -> _Stream | None:
         """The next stream in turn that can take a call (opened if needed), or None."""
@@ -422,26 +637,30 @@ class RouterStreams:
             return stream
         return None
 
-    def _stream_ended(
-        self, call: StreamedCall, code: grpc.StatusCode | None, never_sent: bool
-    ) -> None:
-        """`call`'s stream ended before its answer: send it again if it was never read, else
-        fail it with the stream's status."""
+    def _stream_ended(self, call: OnStream, code: grpc.StatusCode | None, never_sent: bool) -> None:
+        """`call`'s stream ended before its (last) answer: send it again if it was never read,
+        else fail it with the stream's status."""
         if call.done():
             return
         if code == grpc.StatusCode.UNIMPLEMENTED:
             loop = asyncio.get_running_loop()
             self._unsupported_until = loop.time() + UNSUPPORTED_RETRY_S
-            call.go_unary(self._unary)
+            self._go_unary(call)
             return
         if never_sent and not self._closed:
-            call.go_unary(self._unary)
+            self._go_unary(call)
             return
         if code == grpc.StatusCode.OK and not self._closed:
-            call.go_unary(self._unary)  # never read: the router was stopping
+            self._go_unary(call)  # never read: the router was stopping
             return
         status = code or grpc.StatusCode.UNAVAILABLE
         call.fail(_rpc_error(status, "the router stream ended before the answer"))
+
+    def _go_unary(self, call: OnStream) -> None:
+        if isinstance(call, StreamedInvoke):
+            call.go_unary(self._unary_stream)
+        else:
+            call.go_unary(self._unary)
 
     async def aclose(self) -> None:
         """End every stream (their calls in flight fail with CANCELLED, or UNAVAILABLE)."""

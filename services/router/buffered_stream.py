@@ -16,8 +16,17 @@ DEADLINE_EXCEEDED; one the caller cancelled with CANCELLED (its upstream request
 once). Each call is counted in the RPC metrics and has the access-log line of a unary
 `InvokeBuffered`, with `via` naming the stream.
 
+A stream also carries streamed calls (`Invoke`'s): each runs through the servicer's own
+`Invoke`, and its messages go back as parts with its id, then `end` or the error `Invoke` would
+end with. Its body goes at most `STREAM_WINDOW` bytes ahead of what the caller has credited
+(`_Window`): beyond that the call stops reading its upstream answer until credit comes, so a
+slow reader holds back its own call and neither this stream nor the router's memory.
+
+The answers that are ready together go in one message (`more`), up to `BATCH_BYTES`: under load
+several calls' chunks and answers then cost gRPC one message instead of one each.
+
 At most `MAX_IN_FLIGHT` calls are in flight per stream, a place being freed when gRPC has taken
-the call's answer: beyond that the next request is read only when a call was answered, so a
+the call's (last) answer: beyond that the next request is read only when a call was answered, so a
 caller that sends faster than the router answers, or never reads, is held back by the stream's
 flow control instead of piling up tasks and answers here. A caller that counts its own calls in
 flight against the same limit (the gateway does) never meets it, so its cancellations are read
@@ -28,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 import grpc
@@ -37,19 +46,28 @@ from aicreds.router.v1 import router_pb2 as pb
 
 from services.common.grpc_handlers import record_streamed_request, status_of
 from services.common.request_context import bind_request_id, new_request_id
-from services.router.servicer import RouterServicer
+from services.router.servicer import WARNING_KEY, RouterServicer
 
 MAX_IN_FLIGHT = 1000
 """Calls in flight per stream (the proto's promise)."""
+STREAM_WINDOW = 256 * 1024
+"""Body bytes of a streamed call sent beyond the caller's credit (the proto's promise)."""
+BATCH_BYTES = 256 * 1024
+"""Answers are put together in one message up to this many bytes (a larger one goes alone)."""
 
 METHOD = "/aicreds.router.v1.RouterService/InvokeBufferedStream"
 # Each call's access-log line is that of the unary call it stands for (`via` the stream).
 INVOKE_BUFFERED = "/aicreds.router.v1.RouterService/InvokeBuffered"
+INVOKE = "/aicreds.router.v1.RouterService/Invoke"
 # A request id arrives in a message, not in metadata: bounded before it goes on log lines.
 _MAX_REQUEST_ID = 128
 
 InvokeOne = Callable[[pb.InvokeBufferedRequest, float | None], Awaitable[pb.InvokeBufferedResponse]]
 """One buffered call: the request and its timeout in seconds (None: the router's default)."""
+InvokeStreamed = Callable[
+    [pb.InvokeRequest, "CallContext"], AsyncGenerator[pb.InvokeResponse, None]
+]
+"""One streamed call: the request and its context (deadline; it keeps the warnings)."""
 
 
 DRAINING = pb.InvokeBufferedStreamResponse(draining=True)
@@ -62,14 +80,53 @@ def _error(ident: int, code: grpc.StatusCode, message: str, reason: str = "") ->
     return pb.InvokeBufferedStreamResponse(id=ident, error=error)
 
 
+def _is_last(answer: pb.InvokeBufferedStreamResponse) -> bool:
+    """Whether `answer` is a call's last one (which frees its place): not a part, not
+    `draining`."""
+    return answer.WhichOneof("result") not in (None, "part")
+
+
+class _Window:
+    """How much more of a streamed call's body may be sent before the caller credits it."""
+
+    __slots__ = ("_left", "_open")
+
+    def __init__(self, size: int) -> None:
+        self._left = size
+        self._open = asyncio.Event()
+        self._open.set()
+
+    async def take(self, size: int) -> None:
+        """Wait until some window is left, then take `size` (it may go below zero once)."""
+        await self._open.wait()
+        self._left -= size
+        if self._left <= 0:
+            self._open.clear()
+
+    def give(self, size: int) -> None:
+        self._left += size
+        if self._left > 0:
+            self._open.set()
+
+
+def _batch(first: pb.InvokeBufferedStreamResponse, more: list[Any]) -> Any:
+    """`first` carrying `more` (each as if it came alone)."""
+    if more:
+        first.more.extend(more)
+    return first
+
+
 async def answer_invoke_stream(
     requests: AsyncIterator[pb.InvokeBufferedStreamRequest],
     invoke: InvokeOne,
+    invoke_streamed: InvokeStreamed | None = None,
     max_in_flight: int = MAX_IN_FLIGHT,
     stop: asyncio.Event | None = None,
+    window: int = STREAM_WINDOW,
 ) -> AsyncIterator[pb.InvokeBufferedStreamResponse]:
-    """The answers to the calls `requests` start, each as soon as it is ready; ends when the
-    caller has closed its side and every call read is answered.
+    """The answers to the calls `requests` start, each as soon as it is ready (those ready
+    together in one message); ends when the caller has closed its side and every call read is
+    answered.
 
     When `stop` is set (the router is stopping) the caller is told first, in a `draining`
     message, and closes its side (once its calls are answered: its cancels are still read);
@@ -81,22 +138,55 @@ async def answer_invoke_stream(
     slots = asyncio.Semaphore(max_in_flight)
     working: dict[int, asyncio.Task[None]] = {}
     cancelled: set[int] = set()
+    windows: dict[int, _Window] = {}
+
+    async def answer_buffered(ident: int, message: pb.InvokeBufferedStreamRequest) -> Any:
+        timeout = message.timeout_ms / 1000 if message.timeout_ms else None
+        reply = await invoke(message.call, timeout)
+        return pb.InvokeBufferedStreamResponse(id=ident, response=reply)
+
+    async def answer_streamed(ident: int, message: pb.InvokeBufferedStreamRequest) -> Any:
+        assert invoke_streamed is not None
+        timeout = message.timeout_ms / 1000 if message.timeout_ms else None
+        context = CallContext(timeout)
+        credit = windows[ident]
+        parts = invoke_streamed(message.stream, context)
+        try:
+            async for part in parts:
+                if part.HasField("head"):
+                    answers.put_nowait(
+                        pb.InvokeBufferedStreamResponse(
+                            id=ident, part=part, warnings=context.warnings
+                        )
+                    )
+                    continue
+                await credit.take(len(part.chunk))
+                answers.put_nowait(pb.InvokeBufferedStreamResponse(id=ident, part=part))
+        finally:
+            # Parked at `await credit.take` its generator is not closed by the cancellation:
+            # closing it leaves the upstream request at once.
+            await parts.aclose()
+        return pb.InvokeBufferedStreamResponse(id=ident, end=True)
 
     async def run(message: pb.InvokeBufferedStreamRequest) -> None:
         # A task of its own: its request id stays its own (a copy of the stream's context).
         ident = message.id
+        streamed = message.HasField("stream")
+        method = INVOKE if streamed else INVOKE_BUFFERED
         start = time.perf_counter()
         bind_request_id(message.request_id[:_MAX_REQUEST_ID] or new_request_id())
         timeout = message.timeout_ms / 1000 if message.timeout_ms else None
         code = grpc.StatusCode.OK
         try:
             async with asyncio.timeout(timeout) as within:
-                reply = await invoke(message.call, timeout)
-            result = pb.InvokeBufferedStreamResponse(id=ident, response=reply)
+                if streamed:
+                    result = await answer_streamed(ident, message)
+                else:
+                    result = await answer_buffered(ident, message)
         except asyncio.CancelledError:
             if ident not in cancelled:
                 # The stream itself is ending: nobody is left to answer; the log still says.
-                record_streamed_request(INVOKE_BUFFERED, grpc.StatusCode.CANCELLED, start)
+                record_streamed_request(method, grpc.StatusCode.CANCELLED, start)
                 raise
             code = grpc.StatusCode.CANCELLED
             result = _error(ident, code, "the call was cancelled")
@@ -113,9 +203,10 @@ async def answer_invoke_stream(
         finally:
             working.pop(ident, None)
             cancelled.discard(ident)
-        # Exactly one answer per call: each answer taken frees one place.
+            windows.pop(ident, None)
+        # Exactly one last answer per call: each one taken frees one place.
         answers.put_nowait(result)
-        record_streamed_request(INVOKE_BUFFERED, code, start)
+        record_streamed_request(method, code, start)
 
     def cancel(ident: int) -> None:
         task = working.get(ident)
@@ -130,27 +221,34 @@ async def answer_invoke_stream(
         if working.get(ident) is task:
             del working[ident]
             cancelled.discard(ident)
+            method = INVOKE if windows.pop(ident, None) is not None else INVOKE_BUFFERED
             answers.put_nowait(_error(ident, grpc.StatusCode.CANCELLED, "the call was cancelled"))
-            record_streamed_request(INVOKE_BUFFERED, grpc.StatusCode.CANCELLED, time.perf_counter())
+            record_streamed_request(method, grpc.StatusCode.CANCELLED, time.perf_counter())
+
+    def refuse(ident: int, text: str) -> None:
+        answers.put_nowait(_error(ident, grpc.StatusCode.INVALID_ARGUMENT, text))
 
     async def read() -> None:
         try:
             async for message in requests:
-                if message.WhichOneof("kind") != "call":
+                kind = message.WhichOneof("kind")
+                if kind == "credit":
+                    if (credit := windows.get(message.id)) is not None:
+                        credit.give(message.credit)
+                    continue
+                if kind not in ("call", "stream"):
                     if message.cancel:
                         cancel(message.id)
                     continue
                 await slots.acquire()
                 if message.id in working:
-                    answers.put_nowait(
-                        _error(
-                            message.id,
-                            grpc.StatusCode.INVALID_ARGUMENT,
-                            "a call with this id is already in flight on the stream",
-                        )
-                    )
-                    continue
-                working[message.id] = asyncio.ensure_future(run(message))
+                    refuse(message.id, "a call with this id is already in flight on the stream")
+                elif kind == "stream" and invoke_streamed is None:
+                    refuse(message.id, "this stream takes no streamed call")
+                else:
+                    if kind == "stream":  # credit may come before its task first runs
+                        windows[message.id] = _Window(window)
+                    working[message.id] = asyncio.ensure_future(run(message))
             if working:
                 await asyncio.wait(set(working.values()))
         finally:
@@ -160,17 +258,37 @@ async def answer_invoke_stream(
 
     def drain() -> None:
         if not reader.done():
-            # Not a call's answer: it takes no place (the answer loop frees none for it).
             answers.put_nowait(DRAINING)
 
     watcher = asyncio.ensure_future(stop.wait()) if stop is not None else None
     if watcher is not None:
         watcher.add_done_callback(lambda _: drain())
     try:
-        while (item := await answers.get()) is not None:
-            yield item
-            if item is not DRAINING:
-                slots.release()  # gRPC took the answer: a place for the next call
+        ended = False
+        while not ended:
+            item = await answers.get()
+            if item is None:
+                break
+            if item is DRAINING:  # not a call's answer: alone, and it takes no place
+                yield item
+                continue
+            # What else is ready goes in the same message, up to `BATCH_BYTES`.
+            together: list[pb.InvokeBufferedStreamResponse] = []
+            size = item.ByteSize()
+            while size < BATCH_BYTES and not answers.empty():
+                queued = answers.get_nowait()
+                if queued is None:
+                    ended = True
+                    break
+                if queued is DRAINING:
+                    answers.put_nowait(DRAINING)  # after this message: order does not matter
+                    break
+                size += queued.ByteSize()
+                together.append(queued)
+            last = sum(1 for answer in (item, *together) if _is_last(answer))
+            yield _batch(item, together)
+            for _ in range(last):
+                slots.release()  # gRPC took the answers: a place for each next call
         await reader  # the caller's side ended in an error: the stream ends with it
     finally:
         if watcher is not None:
@@ -180,14 +298,16 @@ async def answer_invoke_stream(
             task.cancel()
 
 
-class _CallContext:
-    """What `RouterServicer.InvokeBuffered` uses of its context, for a call on a stream: its
-    deadline. Its trailing metadata goes nowhere: the warnings are in the answer."""
+class CallContext:
+    """What the servicer's `Invoke` and `InvokeBuffered` use of their context, for a call on a
+    stream: its deadline; the warnings `Invoke` sends as initial metadata are kept for its
+    head's answer. Its trailing metadata goes nowhere: the warnings are in the answer."""
 
-    __slots__ = ("_deadline",)
+    __slots__ = ("_deadline", "warnings")
 
     def __init__(self, timeout: float | None) -> None:
         self._deadline = None if timeout is None else time.monotonic() + timeout
+        self.warnings: list[str] = []
 
     def time_remaining(self) -> float | None:
         if self._deadline is None:
@@ -198,7 +318,10 @@ class _CallContext:
         pass
 
     async def send_initial_metadata(self, metadata: Any) -> None:
-        pass
+        self.warnings = [value for key, value in metadata if key == WARNING_KEY]
+
+    def add_done_callback(self, callback: Any) -> None:
+        pass  # the call's task closes its `Invoke` itself when it ends
 
 
 class StreamingRouterServicer(RouterServicer):
@@ -217,10 +340,17 @@ class StreamingRouterServicer(RouterServicer):
         def invoke(
             request: pb.InvokeBufferedRequest, timeout: float | None
         ) -> Awaitable[pb.InvokeBufferedResponse]:
-            call_context = cast(grpc.aio.ServicerContext, _CallContext(timeout))
+            call_context = cast(grpc.aio.ServicerContext, CallContext(timeout))
             return self.InvokeBuffered(request, call_context)
 
-        async for answer in answer_invoke_stream(requests, invoke, stop=self._draining):
+        def invoke_streamed(
+            request: pb.InvokeRequest, context: CallContext
+        ) -> AsyncGenerator[pb.InvokeResponse, None]:
+            return self.Invoke(request, cast(grpc.aio.ServicerContext, context))
+
+        async for answer in answer_invoke_stream(
+            requests, invoke, invoke_streamed, stop=self._draining
+        ):
             yield answer
 
     def drain(self) -> None:

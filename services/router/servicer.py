@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import grpc.aio
 from aicreds.router.v1 import router_pb2, router_pb2_grpc
@@ -106,7 +106,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 
     async def Invoke(  # noqa: N802 - the RPC's name
         self, request: router_pb2.InvokeRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[router_pb2.InvokeResponse]:
+    ) -> AsyncGenerator[router_pb2.InvokeResponse, None]:
         deadline = self._deadline(context)
         prepared = await self._prepare(request, context, deadline=deadline, streamed=True)
         async with self._router.stream(prepared, deadline=deadline) as upstream:

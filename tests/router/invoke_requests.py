@@ -3,7 +3,10 @@ behind the fake vault, and an Invoke request for it."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aicreds.router.v1 import router_pb2
+from aicreds.router.v1 import router_pb2 as pb
 
 from tests.router.conftest import provider
 from tests.router.fake_vault import FakeVault
@@ -44,3 +47,15 @@ def invoke_request(**fields: object) -> router_pb2.InvokeRequest:
     }
     defaults.update(fields)
     return router_pb2.InvokeRequest(**defaults)  # type: ignore[arg-type]
+
+
+async def one_by_one(
+    messages: AsyncIterator[pb.InvokeBufferedStreamResponse],
+) -> AsyncIterator[pb.InvokeBufferedStreamResponse]:
+    """The answers of the router's messages one by one (a message may carry more: `more`)."""
+    async for message in messages:
+        more = list(message.more)
+        message.ClearField("more")
+        yield message
+        for answer in more:
+            yield answer

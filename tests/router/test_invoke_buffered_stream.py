@@ -22,7 +22,7 @@ from services.gateway.router_streams import RouterStreams, StreamedCall
 from services.router.buffered_stream import answer_invoke_stream
 from tests.router.conftest import RouterEnv, RouterFactory
 from tests.router.fake_vault import FakeVault
-from tests.router.invoke_requests import SECRET, invoke_request, setup_openai
+from tests.router.invoke_requests import SECRET, invoke_request, one_by_one, setup_openai
 from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply, echo_handler
 
 Outcome = pb.InvokeBufferedResponse | tuple[grpc.StatusCode, str, str | None]
@@ -38,7 +38,12 @@ def _reason(err: grpc.aio.AioRpcError) -> str | None:
 
 def _streams(env: RouterEnv, caller: str = "gateway", **options: int) -> RouterStreams:
     stub = env.stub(caller)
-    return RouterStreams(stub, lambda r, t: stub.InvokeBuffered(r, timeout=t), **options)
+    return RouterStreams(
+        stub,
+        lambda r, t: stub.InvokeBuffered(r, timeout=t),
+        lambda r, t: stub.Invoke(r, timeout=t),
+        **options,
+    )
 
 
 async def _outcome(call: object) -> Outcome:
@@ -302,7 +307,11 @@ async def fake_router_factory() -> AsyncIterator[Callable[..., asyncio.Future[Fa
         channel = open_channel(f"127.0.0.1:{router.port}", "svc-" + secrets.token_urlsafe(8))
         channels.append(channel)
         stub = router_pb2_grpc.RouterServiceStub(channel)
-        return router, RouterStreams(stub, lambda r, t: stub.InvokeBuffered(r, timeout=t))
+        return router, RouterStreams(
+            stub,
+            lambda r, t: stub.InvokeBuffered(r, timeout=t),
+            lambda r, t: stub.Invoke(r, timeout=t),
+        )
 
     yield make  # type: ignore[misc]
     for channel in channels:
@@ -436,7 +445,7 @@ async def test_a_cancel_and_a_duplicate_id_are_answered_and_the_stream_goes_on()
         await asyncio.sleep(30)
         raise AssertionError("never answered")
 
-    answers = answer_invoke_stream(_requests(queue), invoke)  # type: ignore[arg-type]
+    answers = one_by_one(answer_invoke_stream(_requests(queue), invoke))  # type: ignore[arg-type]
     queue.put_nowait(_call(1))
     queue.put_nowait(_call(1))
     duplicate = await anext(answers)
@@ -464,7 +473,7 @@ async def test_a_draining_stream_tells_the_caller_and_ends_after_its_side_closed
         await release.wait()
         return pb.InvokeBufferedResponse(head=pb.ResponseHead(status=200))
 
-    answers = answer_invoke_stream(_requests(queue), invoke, stop=stop)
+    answers = one_by_one(answer_invoke_stream(_requests(queue), invoke, stop=stop))
     queue.put_nowait(_call(1))
     first = asyncio.ensure_future(anext(answers))
     await started.wait()

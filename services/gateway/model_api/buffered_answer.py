@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import grpc.aio
 from aicreds.router.v1 import router_pb2
@@ -39,11 +38,12 @@ from services.gateway.model_api.stream_relay import (
     relayed_headers,
     warning_headers,
 )
+from services.gateway.router_streams import BufferedCall
 
 _log = logging.getLogger("aicreds.gateway.llm")
 
 
-class BufferedAnswer(RouterAnswer[Any]):
+class BufferedAnswer(RouterAnswer[BufferedCall]):
     """The ASGI response of one `RouterService.InvokeBuffered` call (a `BufferedCall`: grpc.aio's
     unary call, or `router_streams.StreamedCall`)."""
 

@@ -45,7 +45,7 @@ from services.gateway.model_api.vendor_errors import (
     openai_error_response,
     openai_stream_error_event,
 )
-from services.gateway.router_streams import BufferedCall
+from services.gateway.router_streams import BufferedCall, StreamCall
 
 API_PREFIX = "/v1"
 
@@ -75,8 +75,8 @@ class LlmBackend:
     """What the model endpoints use of the gateway (wired by `services.gateway.app`)."""
 
     authenticate: LlmAuthenticator
-    # The RouterServiceStub; looked up per call since the channel opens with the application.
-    router_stub: Callable[[], Any]
+    # A streamed call: `RouterClient.invoke_stream` (request, timeout in seconds).
+    invoke_stream: Callable[[router_pb2.InvokeRequest, float], StreamCall]
     # A non-streamed call: `RouterClient.invoke_buffered` (request, timeout in seconds).
     invoke_buffered: Callable[[router_pb2.InvokeBufferedRequest, float], BufferedCall]
     # A user's providers; a failure raises the mapped ApiError.
@@ -193,9 +193,7 @@ async def invoke(request: Request, backend: LlmBackend, vendor: Vendor) -> Respo
             extra_headers=headers,
         )
     return RouterRelay(
-        backend.router_stub().Invoke(
-            router_pb2.InvokeRequest(**call), timeout=backend.router_timeout
-        ),
+        backend.invoke_stream(router_pb2.InvokeRequest(**call), backend.router_timeout),
         render_error=render_error,
         stream_error_event=vendor.stream_error_event,
         extra_headers=headers,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 import grpc.aio
@@ -28,6 +28,7 @@ from starlette.responses import Response
 
 from services.common.http_headers import GATEWAY_RESPONSE_HEADERS, HOP_BY_HOP
 from services.gateway.errors import ApiError, from_rpc_error
+from services.gateway.router_streams import StreamCall
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -106,7 +107,11 @@ def warning_headers(warnings: Iterable[str]) -> list[tuple[bytes, bytes]]:
     ]
 
 
-CallT = TypeVar("CallT", bound=grpc.aio.Call)
+class _Cancellable(Protocol):
+    def cancel(self) -> bool: ...
+
+
+CallT = TypeVar("CallT", bound=_Cancellable)
 
 
 class RouterAnswer(Response, Generic[CallT]):
@@ -148,12 +153,13 @@ class RouterAnswer(Response, Generic[CallT]):
         await response(scope, receive, send)
 
 
-class RouterRelay(RouterAnswer[grpc.aio.UnaryStreamCall]):
-    """The ASGI response relaying one `RouterService.Invoke` call."""
+class RouterRelay(RouterAnswer[StreamCall]):
+    """The ASGI response relaying one `RouterService.Invoke` call (on a stream of the gateway's
+    or as an RPC of its own: `services.gateway.router_streams.StreamCall`)."""
 
     def __init__(
         self,
-        call: grpc.aio.UnaryStreamCall,
+        call: StreamCall,
         *,
         render_error: ErrorResponse,
         stream_error_event: StreamErrorEvent,

@@ -71,8 +71,8 @@ def stub_app(channel: grpc.aio.Channel) -> Starlette:
 
     backend = LlmBackend(
         authenticate=stand_in_authenticate,
-        router_stub=lambda: router,
         # Unary: the stub router has no InvokeBufferedStream (tests/router covers the streams).
+        invoke_stream=lambda request, timeout: router.Invoke(request, timeout=timeout),
         invoke_buffered=lambda request, timeout: router.InvokeBuffered(request, timeout=timeout),
         list_providers=list_providers,
         router_timeout=5,

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61icreds/router/v1/router.proto\x12\x11\x61icreds.router.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xbb\x01\n\rInvokeRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\rprovider_name\x18\x02 \x01(\tH\x00\x12\x0f\n\x05model\x18\x03 \x01(\tH\x00\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x0c\n\x04path\x18\x05 \x01(\t\x12\r\n\x05query\x18\x06 \x01(\t\x12*\n\x07headers\x18\x07 \x03(\x0b\x32\x19.aicreds.router.v1.Header\x12\x0c\n\x04\x62ody\x18\x08 \x01(\x0c\x42\x08\n\x06target\"J\n\x0cResponseHead\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12*\n\x07headers\x18\x02 \x03(\x0b\x32\x19.aicreds.router.v1.Header\"Z\n\x0eInvokeResponse\x12/\n\x04head\x18\x01 \x01(\x0b\x32\x1f.aicreds.router.v1.ResponseHeadH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"_\n\x15InvokeBufferedRequest\x12.\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32 .aicreds.router.v1.InvokeRequest\x12\x16\n\x0emax_body_bytes\x18\x02 \x01(\r\"g\n\x16InvokeBufferedResponse\x12-\n\x04head\x18\x01 \x01(\x0b\x32\x1f.aicreds.router.v1.ResponseHead\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x10\n\x08warnings\x18\x03 \x03(\t\"\xa5\x01\n\x1bInvokeBufferedStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x38\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32(.aicreds.router.v1.InvokeBufferedRequestH\x00\x12\x10\n\x06\x63\x61ncel\x18\x03 \x01(\x08H\x00\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x12\n\ntimeout_ms\x18\x05 \x01(\rB\x06\n\x04kind\"\xb4\x01\n\x1cInvokeBufferedStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12=\n\x08response\x18\x02 \x01(\x0b\x32).aicreds.router.v1.InvokeBufferedResponseH\x00\x12-\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1c.aicreds.router.v1.CallErrorH\x00\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\x42\x08\n\x06result\":\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"8\n\x0ePreviewRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x15\n\rprovider_name\x18\x02 \x01(\t\"O\n\x0fPreviewResponse\x12*\n\x07headers\x18\x01 \x03(\x0b\x32\x19.aicreds.router.v1.Header\x12\x10\n\x08warnings\x18\x02 \x03(\t\"(\n\x14\x43heckUpstreamRequest\x12\x10\n\x08\x62\x61se_url\x18\x01 \x01(\t\"J\n\x15\x43heckUpstreamResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08resolved\x18\x03 \x01(\x08\">\n\x14\x43heckProviderRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x15\n\rprovider_name\x18\x02 \x01(\t\"\xac\x01\n\x15\x43heckProviderResponse\x12\x30\n\x07outcome\x18\x01 \x01(\x0e\x32\x1f.aicreds.router.v1.CheckOutcome\x12\x0e\n\x06status\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x10\n\x08warnings\x18\x04 \x03(\t\x12.\n\nchecked_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xf5\x01\n\x0c\x43heckOutcome\x12\x1d\n\x19\x43HECK_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43HECK_OUTCOME_ACCEPTED\x10\x01\x12\x1e\n\x1a\x43HECK_OUTCOME_KEY_REJECTED\x10\x02\x12\x1d\n\x19\x43HECK_OUTCOME_UNREACHABLE\x10\x03\x12#\n\x1f\x43HECK_OUTCOME_REFUSED_BY_POLICY\x10\x04\x12 \n\x1c\x43HECK_OUTCOME_UPSTREAM_ERROR\x10\x05\x12$\n CHECK_OUTCOME_CREDENTIAL_MISSING\x10\x06\x32\xde\x04\n\rRouterService\x12O\n\x06Invoke\x12 .aicreds.router.v1.InvokeRequest\x1a!.aicreds.router.v1.InvokeResponse0\x01\x12\x65\n\x0eInvokeBuffered\x12(.aicreds.router.v1.InvokeBufferedRequest\x1a).aicreds.router.v1.InvokeBufferedResponse\x12{\n\x14InvokeBufferedStream\x12..aicreds.router.v1.InvokeBufferedStreamRequest\x1a/.aicreds.router.v1.InvokeBufferedStreamResponse(\x01\x30\x01\x12P\n\x07Preview\x12!.aicreds.router.v1.PreviewRequest\x1a\".aicreds.router.v1.PreviewResponse\x12\x62\n\rCheckUpstream\x12\'.aicreds.router.v1.CheckUpstreamRequest\x1a(.aicreds.router.v1.CheckUpstreamResponse\x12\x62\n\rCheckProvider\x12\'.aicreds.router.v1.CheckProviderRequest\x1a(.aicreds.router.v1.CheckProviderResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61icreds/router/v1/router.proto\x12\x11\x61icreds.router.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xbb\x01\n\rInvokeRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\rprovider_name\x18\x02 \x01(\tH\x00\x12\x0f\n\x05model\x18\x03 \x01(\tH\x00\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x0c\n\x04path\x18\x05 \x01(\t\x12\r\n\x05query\x18\x06 \x01(\t\x12*\n\x07headers\x18\x07 \x03(\x0b\x32\x19.aicreds.router.v1.Header\x12\x0c\n\x04\x62ody\x18\x08 \x01(\x0c\x42\x08\n\x06target\"J\n\x0cResponseHead\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12*\n\x07headers\x18\x02 \x03(\x0b\x32\x19.aicreds.router.v1.Header\"Z\n\x0eInvokeResponse\x12/\n\x04head\x18\x01 \x01(\x0b\x32\x1f.aicreds.router.v1.ResponseHeadH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"_\n\x15InvokeBufferedRequest\x12.\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32 .aicreds.router.v1.InvokeRequest\x12\x16\n\x0emax_body_bytes\x18\x02 \x01(\r\"g\n\x16InvokeBufferedResponse\x12-\n\x04head\x18\x01 \x01(\x0b\x32\x1f.aicreds.router.v1.ResponseHead\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x10\n\x08warnings\x18\x03 \x03(\t\"\xeb\x01\n\x1bInvokeBufferedStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x38\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32(.aicreds.router.v1.InvokeBufferedRequestH\x00\x12\x10\n\x06\x63\x61ncel\x18\x03 \x01(\x08H\x00\x12\x32\n\x06stream\x18\x06 \x01(\x0b\x32 .aicreds.router.v1.InvokeRequestH\x00\x12\x10\n\x06\x63redit\x18\x07 \x01(\rH\x00\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x12\n\ntimeout_ms\x18\x05 \x01(\rB\x06\n\x04kind\"\xc7\x02\n\x1cInvokeBufferedStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12=\n\x08response\x18\x02 \x01(\x0b\x32).aicreds.router.v1.InvokeBufferedResponseH\x00\x12-\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1c.aicreds.router.v1.CallErrorH\x00\x12\x31\n\x04part\x18\x05 \x01(\x0b\x32!.aicreds.router.v1.InvokeResponseH\x00\x12\r\n\x03\x65nd\x18\x06 \x01(\x08H\x00\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\x12\x10\n\x08warnings\x18\x07 \x03(\t\x12=\n\x04more\x18\x08 \x03(\x0b\x32/.aicreds.router.v1.InvokeBufferedStreamResponseB\x08\n\x06result\":\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"8\n\x0ePreviewRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x15\n\rprovider_name\x18\x02 \x01(\t\"O\n\x0fPreviewResponse\x12*\n\x07headers\x18\x01 \x03(\x0b\x32\x19.aicreds.router.v1.Header\x12\x10\n\x08warnings\x18\x02 \x03(\t\"(\n\x14\x43heckUpstreamRequest\x12\x10\n\x08\x62\x61se_url\x18\x01 \x01(\t\"J\n\x15\x43heckUpstreamResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08resolved\x18\x03 \x01(\x08\">\n\x14\x43heckProviderRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x15\n\rprovider_name\x18\x02 \x01(\t\"\xac\x01\n\x15\x43heckProviderResponse\x12\x30\n\x07outcome\x18\x01 \x01(\x0e\x32\x1f.aicreds.router.v1.CheckOutcome\x12\x0e\n\x06status\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x10\n\x08warnings\x18\x04 \x03(\t\x12.\n\nchecked_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xf5\x01\n\x0c\x43heckOutcome\x12\x1d\n\x19\x43HECK_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43HECK_OUTCOME_ACCEPTED\x10\x01\x12\x1e\n\x1a\x43HECK_OUTCOME_KEY_REJECTED\x10\x02\x12\x1d\n\x19\x43HECK_OUTCOME_UNREACHABLE\x10\x03\x12#\n\x1f\x43HECK_OUTCOME_REFUSED_BY_POLICY\x10\x04\x12 \n\x1c\x43HECK_OUTCOME_UPSTREAM_ERROR\x10\x05\x12$\n CHECK_OUTCOME_CREDENTIAL_MISSING\x10\x06\x32\xde\x04\n\rRouterService\x12O\n\x06Invoke\x12 .aicreds.router.v1.InvokeRequest\x1a!.aicreds.router.v1.InvokeResponse0\x01\x12\x65\n\x0eInvokeBuffered\x12(.aicreds.router.v1.InvokeBufferedRequest\x1a).aicreds.router.v1.InvokeBufferedResponse\x12{\n\x14InvokeBufferedStream\x12..aicreds.router.v1.InvokeBufferedStreamRequest\x1a/.aicreds.router.v1.InvokeBufferedStreamResponse(\x01\x30\x01\x12P\n\x07Preview\x12!.aicreds.router.v1.PreviewRequest\x1a\".aicreds.router.v1.PreviewResponse\x12\x62\n\rCheckUpstream\x12\'.aicreds.router.v1.CheckUpstreamRequest\x1a(.aicreds.router.v1.CheckUpstreamResponse\x12\x62\n\rCheckProvider\x12\'.aicreds.router.v1.CheckProviderRequest\x1a(.aicreds.router.v1.CheckProviderResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aicreds.router.v1.router_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHECKOUTCOME']._serialized_start=1593
-  _globals['_CHECKOUTCOME']._serialized_end=1838
+  _globals['_CHECKOUTCOME']._serialized_start=1810
+  _globals['_CHECKOUTCOME']._serialized_end=2055
   _globals['_HEADER']._serialized_start=86
   _globals['_HEADER']._serialized_end=123
   _globals['_INVOKEREQUEST']._serialized_start=126
@@ -47,23 +47,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INVOKEBUFFEREDRESPONSE']._serialized_start=580
   _globals['_INVOKEBUFFEREDRESPONSE']._serialized_end=683
   _globals['_INVOKEBUFFEREDSTREAMREQUEST']._serialized_start=686
-  _globals['_INVOKEBUFFEREDSTREAMREQUEST']._serialized_end=851
-  _globals['_INVOKEBUFFEREDSTREAMRESPONSE']._serialized_start=854
-  _globals['_INVOKEBUFFEREDSTREAMRESPONSE']._serialized_end=1034
-  _globals['_CALLERROR']._serialized_start=1036
-  _globals['_CALLERROR']._serialized_end=1094
-  _globals['_PREVIEWREQUEST']._serialized_start=1096
-  _globals['_PREVIEWREQUEST']._serialized_end=1152
-  _globals['_PREVIEWRESPONSE']._serialized_start=1154
-  _globals['_PREVIEWRESPONSE']._serialized_end=1233
-  _globals['_CHECKUPSTREAMREQUEST']._serialized_start=1235
-  _globals['_CHECKUPSTREAMREQUEST']._serialized_end=1275
-  _globals['_CHECKUPSTREAMRESPONSE']._serialized_start=1277
-  _globals['_CHECKUPSTREAMRESPONSE']._serialized_end=1351
-  _globals['_CHECKPROVIDERREQUEST']._serialized_start=1353
-  _globals['_CHECKPROVIDERREQUEST']._serialized_end=1415
-  _globals['_CHECKPROVIDERRESPONSE']._serialized_start=1418
-  _globals['_CHECKPROVIDERRESPONSE']._serialized_end=1590
-  _globals['_ROUTERSERVICE']._serialized_start=1841
-  _globals['_ROUTERSERVICE']._serialized_end=2447
+  _globals['_INVOKEBUFFEREDSTREAMREQUEST']._serialized_end=921
+  _globals['_INVOKEBUFFEREDSTREAMRESPONSE']._serialized_start=924
+  _globals['_INVOKEBUFFEREDSTREAMRESPONSE']._serialized_end=1251
+  _globals['_CALLERROR']._serialized_start=1253
+  _globals['_CALLERROR']._serialized_end=1311
+  _globals['_PREVIEWREQUEST']._serialized_start=1313
+  _globals['_PREVIEWREQUEST']._serialized_end=1369
+  _globals['_PREVIEWRESPONSE']._serialized_start=1371
+  _globals['_PREVIEWRESPONSE']._serialized_end=1450
+  _globals['_CHECKUPSTREAMREQUEST']._serialized_start=1452
+  _globals['_CHECKUPSTREAMREQUEST']._serialized_end=1492
+  _globals['_CHECKUPSTREAMRESPONSE']._serialized_start=1494
+  _globals['_CHECKUPSTREAMRESPONSE']._serialized_end=1568
+  _globals['_CHECKPROVIDERREQUEST']._serialized_start=1570
+  _globals['_CHECKPROVIDERREQUEST']._serialized_end=1632
+  _globals['_CHECKPROVIDERRESPONSE']._serialized_start=1635
+  _globals['_CHECKPROVIDERRESPONSE']._serialized_end=1807
+  _globals['_ROUTERSERVICE']._serialized_start=2058
+  _globals['_ROUTERSERVICE']._serialized_end=2664
 # @@protoc_insertion_point(module_scope)

@@ -90,30 +90,42 @@ class InvokeBufferedResponse(_message.Message):
     def __init__(self, head: _Optional[_Union[ResponseHead, _Mapping]] = ..., body: _Optional[bytes] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InvokeBufferedStreamRequest(_message.Message):
-    __slots__ = ("id", "call", "cancel", "request_id", "timeout_ms")
+    __slots__ = ("id", "call", "cancel", "stream", "credit", "request_id", "timeout_ms")
     ID_FIELD_NUMBER: _ClassVar[int]
     CALL_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     id: int
     call: InvokeBufferedRequest
     cancel: bool
+    stream: InvokeRequest
+    credit: int
     request_id: str
     timeout_ms: int
-    def __init__(self, id: _Optional[int] = ..., call: _Optional[_Union[InvokeBufferedRequest, _Mapping]] = ..., cancel: _Optional[bool] = ..., request_id: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., call: _Optional[_Union[InvokeBufferedRequest, _Mapping]] = ..., cancel: _Optional[bool] = ..., stream: _Optional[_Union[InvokeRequest, _Mapping]] = ..., credit: _Optional[int] = ..., request_id: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
 class InvokeBufferedStreamResponse(_message.Message):
-    __slots__ = ("id", "response", "error", "draining")
+    __slots__ = ("id", "response", "error", "part", "end", "draining", "warnings", "more")
     ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     id: int
     response: InvokeBufferedResponse
     error: CallError
+    part: InvokeResponse
+    end: bool
     draining: bool
-    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[InvokeBufferedResponse, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ..., draining: _Optional[bool] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    more: _containers.RepeatedCompositeFieldContainer[InvokeBufferedStreamResponse]
+    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[InvokeBufferedResponse, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ..., part: _Optional[_Union[InvokeResponse, _Mapping]] = ..., end: _Optional[bool] = ..., draining: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., more: _Optional[_Iterable[_Union[InvokeBufferedStreamResponse, _Mapping]]] = ...) -> None: ...
 
 class CallError(_message.Message):
     __slots__ = ("code", "message", "reason")

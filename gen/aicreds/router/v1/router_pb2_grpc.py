@@ -113,6 +113,19 @@ class RouterServiceServicer:
         caller has no message in flight when the stream ends: grpc.aio reports a stream that ends
         during a write as INTERNAL, whatever its status.) A stream ending in any other status fails
         its unanswered calls, which may have reached the upstream: they are not sent again.
+
+        A stream also carries streamed calls (`Invoke`'s): a request with `stream` starts one. Its
+        answer comes as parts with its id, in order: the head (with the credential warnings that
+        `Invoke` sends as initial metadata), then body chunks, then one last answer, `end` (OK) or
+        `error` (the status `Invoke` would end with); that last answer is the one that frees its
+        place. Flow control is per call: the router sends at most 256 KiB of a call's body beyond
+        what the caller has credited (`credit`: the body bytes it has passed on since its last
+        credit), and reads no more of that upstream answer until it may send again, so one slow
+        reader holds back only its own call. A cancel, the deadline and the rules on sending again
+        are those of a buffered call.
+
+        Several answers may come in one message (`more`): the router sends together what is ready
+        together, each as if it had come alone.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
