@@ -64,9 +64,10 @@ the `InvokeBufferedResponse` or raises `grpc.aio.AioRpcError` with the code, mes
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 from collections.abc import Callable, Generator
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import grpc.aio
@@ -74,7 +75,13 @@ from aicreds.router.v1 import router_pb2 as pb
 
 from services.common.error_reason import reason_metadata
 from services.common.grpc_handlers import CODE_BY_NUMBER
-from services.common.request_context import REQUEST_ID_KEY, current_request_id, new_request_id
+from services.common.invoke_streams import ANSWERS_TOGETHER_KEY
+from services.common.request_context import (
+    REQUEST_ID_KEY,
+    bind_request_id,
+    current_request_id,
+    new_request_id,
+)
 from services.common.stream_outbox import OUTBOX_END, write_outbox
 
 STREAMS = 4
@@ -137,6 +144,18 @@ def _rpc_error(code: grpc.StatusCode, message: str, reason: str = "") -> grpc.ai
         grpc.aio.Metadata(*reason_metadata(reason)),
         details=message,
     )
+
+
+R = TypeVar("R")
+
+
+def _in_own_context(request_id: str, start: Callable[..., R], *args: Any) -> R:
+    """`start(*args)` with `request_id` bound: a call sent again unary is started by the
+    stream's reader, whose context is that of the request that opened the stream (the channel
+    puts the current request id on each call)."""
+    context = contextvars.copy_context()
+    context.run(bind_request_id, request_id)
+    return context.run(start, *args)
 
 
 class StreamedCall:
@@ -227,7 +246,7 @@ class StreamedCall:
         if remaining <= 0:
             self._expire()
             return
-        call = unary(self.request, remaining)
+        call = _in_own_context(self.request_id, unary, self.request, remaining)
         self._unary = call
         asyncio.ensure_future(self._follow(call))
 
@@ -283,6 +302,7 @@ class StreamedInvoke:
         "_timer",
         "_unary",
         "_uncredited",
+        "answered_in_part",
     )
 
     def __init__(self, request: pb.InvokeRequest, request_id: str, deadline: float) -> None:
@@ -299,6 +319,7 @@ class StreamedInvoke:
         self._timer = loop.call_at(deadline, self._expire)
         self._unary: StreamCall | None = None
         self._uncredited = 0
+        self.answered_in_part = False  # a part came: never sent again (the client has some)
 
     def __repr__(self) -> str:
         return f"StreamedInvoke(id={self._id}, over={self._over})"
@@ -352,10 +373,15 @@ class StreamedInvoke:
         """`answer` arrived for this call: a part (False), or its last answer (True)."""
         kind = answer.WhichOneof("result")
         if kind == "part":
+            self.answered_in_part = True
             if not self._over:
                 if answer.part.HasField("head"):
                     self._warnings = tuple(answer.warnings)
-                self._parts.put_nowait(answer.part)
+                # A copy: the part would keep the whole message it came in (with the answers
+                # of other calls, `more`) for as long as it waits to be read.
+                part = pb.InvokeResponse()
+                part.CopyFrom(answer.part)
+                self._parts.put_nowait(part)
             return False
         self._stream = None
         if kind == "end":
@@ -382,7 +408,7 @@ class StreamedInvoke:
             self._expire()
             return
         self._timer.cancel()  # the unary call has its own deadline
-        self._unary = unary(self.request, remaining)
+        self._unary = _in_own_context(self.request_id, unary, self.request, remaining)
         self._parts.put_nowait(_GO_UNARY)
 
     def _finish(self, last: Any, *, drop_parts: bool = False) -> None:
@@ -432,6 +458,8 @@ class _Stream:
         self._outbox: asyncio.Queue[pb.InvokeBufferedStreamRequest | None] = asyncio.Queue()
         self._retired = False
         self._closing = False  # the end of our side is in the outbox
+        # The router said it takes streamed calls (its first message); none is sent before.
+        self.takes_streamed = False
         # The id of the last call whose message was handed to gRPC: a call with a higher id was
         # never sent (ids grow, and the outbox is written in order).
         self._last_written = 0
@@ -522,6 +550,9 @@ class _Stream:
                     # calls in flight are answered (their cancels must still reach it).
                     self.retire()
                     continue
+                if answer.takes_streamed:
+                    self.takes_streamed = True
+                    continue
                 self._take(answer)
                 for more in answer.more:  # answers sent together: each as if it came alone
                     self._take(more)
@@ -593,7 +624,7 @@ class RouterStreams:
         """Send `request` on a stream, to be answered within `timeout` seconds; None when no
         stream can take it now (the caller sends it as a unary call)."""
         now = asyncio.get_running_loop().time()
-        stream = self._stream_for_a_call(now)
+        stream = self._stream_for_a_call(now, streamed=False)
         if stream is None:
             return None
         call = StreamedCall(request, current_request_id() or new_request_id(), now + timeout)
@@ -602,45 +633,53 @@ class RouterStreams:
 
     def start_stream(self, request: pb.InvokeRequest, timeout: float) -> StreamedInvoke | None:
         """Send the streamed call `request` on a stream, to end within `timeout` seconds; None
-        when no stream can take it now (the caller sends it as a unary `Invoke`)."""
+        when no stream can take it now (the caller sends it as a unary `Invoke`), also while
+        no open stream has said it takes streamed calls."""
         now = asyncio.get_running_loop().time()
-        stream = self._stream_for_a_call(now)
+        stream = self._stream_for_a_call(now, streamed=True)
         if stream is None:
             return None
         call = StreamedInvoke(request, current_request_id() or new_request_id(), now + timeout)
         stream.send(call)
         return call
 
-    def _stream_for_a_call(self, now: float) -> _Stream | None:
+    def _stream_for_a_call(self, now: float, *, streamed: bool) -> _Stream | None:
         if self._closed or now < self._unsupported_until:
             return None
-        return self._stream_with_place(now)
+        return self._stream_with_place(now, streamed)
 
-    def _stream_with_place(self, now: float) -> _Stream | None:
-        """The next stream in turn that can take a call (opened if needed), or None."""
+    def _stream_with_place(self, now: float, streamed: bool) -> _Stream | None:
+        """The next stream in turn that can take a call (opened if needed; a streamed call
+        only on one that said it takes them), or None."""
         for _ in range(len(self._streams)):
             turn = self._turn
             self._turn = (turn + 1) % len(self._streams)
             stream = self._streams[turn]
             if stream is not None and stream.usable and now - stream.opened_at < self._max_age:
-                if stream.has_place():
+                if stream.has_place() and (stream.takes_streamed or not streamed):
                     return stream
                 continue
             if stream is not None:
                 stream.retire()
             # Its own request id: the stream outlives the call that happened to open it.
             rpc = self._stub.InvokeBufferedStream(
-                None, metadata=((REQUEST_ID_KEY, new_request_id()),)
+                None, metadata=((REQUEST_ID_KEY, new_request_id()), (ANSWERS_TOGETHER_KEY, "1"))
             )
             stream = _Stream(rpc, self._max_in_flight, now, self._stream_ended)
             self._streams[turn] = stream
-            return stream
+            if not streamed:
+                return stream
         return None
 
     def _stream_ended(self, call: OnStream, code: grpc.StatusCode | None, never_sent: bool) -> None:
         """`call`'s stream ended before its (last) answer: send it again if it was never read,
         else fail it with the stream's status."""
         if call.done():
+            return
+        if isinstance(call, StreamedInvoke) and call.answered_in_part:
+            # Not a router's way (it ends a stream OK only with every call answered), but a
+            # call whose answer was partly relayed must not be sent again: it fails.
+            call.fail(_rpc_error(grpc.StatusCode.UNAVAILABLE, "the router stream ended early"))
             return
         if code == grpc.StatusCode.UNIMPLEMENTED:
             loop = asyncio.get_running_loop()

@@ -22,8 +22,11 @@ end with. Its body goes at most `STREAM_WINDOW` bytes ahead of what the caller h
 (`_Window`): beyond that the call stops reading its upstream answer until credit comes, so a
 slow reader holds back its own call and neither this stream nor the router's memory.
 
-The answers that are ready together go in one message (`more`), up to `BATCH_BYTES`: under load
-several calls' chunks and answers then cost gRPC one message instead of one each.
+The answers that are ready together go in one message (`more`), up to `BATCH_BYTES`, when the
+caller said at the stream's opening that it reads them (metadata `ANSWERS_TOGETHER_KEY`: a
+caller from before would drop `more`): under load several calls' chunks and answers then cost
+gRPC one message instead of one each. The stream's first message says that it takes streamed
+calls (`TAKES_STREAMED`: a router from before would ignore them).
 
 At most `MAX_IN_FLIGHT` calls are in flight per stream, a place being freed when gRPC has taken
 the call's (last) answer: beyond that the next request is read only when a call was answered, so a
@@ -45,6 +48,7 @@ import grpc.aio
 from aicreds.router.v1 import router_pb2 as pb
 
 from services.common.grpc_handlers import record_streamed_request, status_of
+from services.common.invoke_streams import ANSWERS_TOGETHER_KEY
 from services.common.request_context import bind_request_id, new_request_id
 from services.router.servicer import WARNING_KEY, RouterServicer
 
@@ -53,7 +57,9 @@ MAX_IN_FLIGHT = 1000
 STREAM_WINDOW = 256 * 1024
 """Body bytes of a streamed call sent beyond the caller's credit (the proto's promise)."""
 BATCH_BYTES = 256 * 1024
-"""Answers are put together in one message up to this many bytes (a larger one goes alone)."""
+"""Answers are put together in one message while it holds at most this many bytes (a larger
+answer goes alone)."""
+_NOTHING = object()
 
 METHOD = "/aicreds.router.v1.RouterService/InvokeBufferedStream"
 # Each call's access-log line is that of the unary call it stands for (`via` the stream).
@@ -69,6 +75,11 @@ InvokeStreamed = Callable[
 ]
 """One streamed call: the request and its context (deadline; it keeps the warnings)."""
 
+
+TAKES_STREAMED = pb.InvokeBufferedStreamResponse(takes_streamed=True)
+"""The router's first message on a stream that takes streamed calls: a gateway sends none
+before it (a router from before streamed calls would ignore them, and they would wait for their
+deadline)."""
 
 DRAINING = pb.InvokeBufferedStreamResponse(draining=True)
 """Sent once when the router begins to stop: the caller sends no further call and closes
@@ -123,10 +134,11 @@ async def answer_invoke_stream(
     max_in_flight: int = MAX_IN_FLIGHT,
     stop: asyncio.Event | None = None,
     window: int = STREAM_WINDOW,
+    answers_together: bool = False,
 ) -> AsyncIterator[pb.InvokeBufferedStreamResponse]:
-    """The answers to the calls `requests` start, each as soon as it is ready (those ready
-    together in one message); ends when the caller has closed its side and every call read is
-    answered.
+    """The answers to the calls `requests` start, each as soon as it is ready (with
+    `answers_together`, those ready together in one message: the caller said it reads `more`);
+    ends when the caller has closed its side and every call read is answered.
 
     When `stop` is set (the router is stopping) the caller is told first, in a `draining`
     message, and closes its side (once its calls are answered: its cancels are still read);
@@ -135,6 +147,8 @@ async def answer_invoke_stream(
     would make grpc.aio report the stream's end as INTERNAL at the caller). A caller that never
     closes its side is cut off when the server's shutdown grace ends."""
     answers: asyncio.Queue[pb.InvokeBufferedStreamResponse | None] = asyncio.Queue()
+    if invoke_streamed is not None:
+        answers.put_nowait(TAKES_STREAMED)
     slots = asyncio.Semaphore(max_in_flight)
     working: dict[int, asyncio.Task[None]] = {}
     cancelled: set[int] = set()
@@ -264,26 +278,27 @@ async def answer_invoke_stream(
     if watcher is not None:
         watcher.add_done_callback(lambda _: drain())
     try:
-        ended = False
-        while not ended:
-            item = await answers.get()
+        carry: Any = _NOTHING  # taken from the queue, for the next message (in order)
+        while True:
+            item = carry if carry is not _NOTHING else await answers.get()
+            carry = _NOTHING
             if item is None:
                 break
-            if item is DRAINING:  # not a call's answer: alone, and it takes no place
+            if item is DRAINING or item is TAKES_STREAMED:  # not an answer: alone, no place
                 yield item
                 continue
-            # What else is ready goes in the same message, up to `BATCH_BYTES`.
+            # What else is ready goes in the same message, while it fits in `BATCH_BYTES`.
             together: list[pb.InvokeBufferedStreamResponse] = []
             size = item.ByteSize()
-            while size < BATCH_BYTES and not answers.empty():
+            while answers_together and not answers.empty():
                 queued = answers.get_nowait()
-                if queued is None:
-                    ended = True
-                    break
-                if queued is DRAINING:
-                    answers.put_nowait(DRAINING)  # after this message: order does not matter
+                if queued is None or queued is DRAINING:
+                    carry = queued
                     break
                 size += queued.ByteSize()
+                if size > BATCH_BYTES:
+                    carry = queued
+                    break
                 together.append(queued)
             last = sum(1 for answer in (item, *together) if _is_last(answer))
             yield _batch(item, together)
@@ -348,8 +363,10 @@ class StreamingRouterServicer(RouterServicer):
         ) -> AsyncGenerator[pb.InvokeResponse, None]:
             return self.Invoke(request, cast(grpc.aio.ServicerContext, context))
 
+        metadata = context.invocation_metadata() or ()
+        together = any(key == ANSWERS_TOGETHER_KEY for key, _ in metadata)
         async for answer in answer_invoke_stream(
-            requests, invoke, invoke_streamed, stop=self._draining
+            requests, invoke, invoke_streamed, stop=self._draining, answers_together=together
         ):
             yield answer
 

@@ -3,11 +3,13 @@ behind the fake vault, and an Invoke request for it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aicreds.router.v1 import router_pb2
 from aicreds.router.v1 import router_pb2 as pb
 
+from services.gateway.router_streams import RouterStreams, StreamedInvoke
 from tests.router.conftest import provider
 from tests.router.fake_vault import FakeVault
 from tests.support.fake_upstream import FakeUpstream
@@ -59,3 +61,16 @@ async def one_by_one(
         yield message
         for answer in more:
             yield answer
+
+
+async def start_stream_when_ready(
+    streams: RouterStreams, request: pb.InvokeRequest, timeout: float
+) -> StreamedInvoke:
+    """`streams.start_stream`, once a stream said it takes streamed calls (until then the
+    gateway sends them unary, and `start_stream` only opens the streams)."""
+    for _ in range(500):
+        call = streams.start_stream(request, timeout)
+        if call is not None:
+            return call
+        await asyncio.sleep(0.01)
+    raise AssertionError("no stream took a streamed call")

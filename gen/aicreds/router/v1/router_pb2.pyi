@@ -108,7 +108,7 @@ class InvokeBufferedStreamRequest(_message.Message):
     def __init__(self, id: _Optional[int] = ..., call: _Optional[_Union[InvokeBufferedRequest, _Mapping]] = ..., cancel: _Optional[bool] = ..., stream: _Optional[_Union[InvokeRequest, _Mapping]] = ..., credit: _Optional[int] = ..., request_id: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
 class InvokeBufferedStreamResponse(_message.Message):
-    __slots__ = ("id", "response", "error", "part", "end", "draining", "warnings", "more")
+    __slots__ = ("id", "response", "error", "part", "end", "draining", "warnings", "more", "takes_streamed")
     ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,7 @@ class InvokeBufferedStreamResponse(_message.Message):
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     MORE_FIELD_NUMBER: _ClassVar[int]
+    TAKES_STREAMED_FIELD_NUMBER: _ClassVar[int]
     id: int
     response: InvokeBufferedResponse
     error: CallError
@@ -125,7 +126,8 @@ class InvokeBufferedStreamResponse(_message.Message):
     draining: bool
     warnings: _containers.RepeatedScalarFieldContainer[str]
     more: _containers.RepeatedCompositeFieldContainer[InvokeBufferedStreamResponse]
-    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[InvokeBufferedResponse, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ..., part: _Optional[_Union[InvokeResponse, _Mapping]] = ..., end: _Optional[bool] = ..., draining: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., more: _Optional[_Iterable[_Union[InvokeBufferedStreamResponse, _Mapping]]] = ...) -> None: ...
+    takes_streamed: bool
+    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[InvokeBufferedResponse, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ..., part: _Optional[_Union[InvokeResponse, _Mapping]] = ..., end: _Optional[bool] = ..., draining: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., more: _Optional[_Iterable[_Union[InvokeBufferedStreamResponse, _Mapping]]] = ..., takes_streamed: _Optional[bool] = ...) -> None: ...
 
 class CallError(_message.Message):
     __slots__ = ("code", "message", "reason")

@@ -114,7 +114,8 @@ class RouterServiceServicer:
         during a write as INTERNAL, whatever its status.) A stream ending in any other status fails
         its unanswered calls, which may have reached the upstream: they are not sent again.
 
-        A stream also carries streamed calls (`Invoke`'s): a request with `stream` starts one. Its
+        A stream also carries streamed calls (`Invoke`'s), once the router said it takes them
+        (`takes_streamed`, in its first message): a request with `stream` starts one. Its
         answer comes as parts with its id, in order: the head (with the credential warnings that
         `Invoke` sends as initial metadata), then body chunks, then one last answer, `end` (OK) or
         `error` (the status `Invoke` would end with); that last answer is the one that frees its
@@ -124,8 +125,9 @@ class RouterServiceServicer:
         reader holds back only its own call. A cancel, the deadline and the rules on sending again
         are those of a buffered call.
 
-        Several answers may come in one message (`more`): the router sends together what is ready
-        together, each as if it had come alone.
+        Several answers may come in one message (`more`), to a caller that opened the stream with
+        the metadata key `x-aicreds-answers-together` (any value): the router then sends together
+        what is ready together, each as if it had come alone.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
