@@ -8,6 +8,10 @@
 
 from __future__ import annotations
 
+# First: the services' gRPC options must be set before grpc is imported
+# (`services.common.grpc_runtime`), so that the services the tests start run as deployed.
+import services  # noqa: F401  # isort: skip
+
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
