@@ -142,17 +142,19 @@ async def test_a_slow_reader_gets_the_whole_body_whatever_the_chunk_size(
         await streams.aclose()
 
 
+async def _endless_octets(request: RecordedRequest, reply: Reply) -> None:
+    """An upstream that never stops sending 64 KiB pieces as fast as it is read."""
+    await reply.head(200, [("content-type", "application/octet-stream")])
+    while True:
+        await reply.chunk(b"z" * 65536)
+
+
 async def test_a_deadline_while_waiting_for_credit_closes_the_upstream(
     fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     setup_openai(fake_vault, upstream, {})
 
-    async def endless(request: RecordedRequest, reply: Reply) -> None:
-        await reply.head(200, [("content-type", "application/octet-stream")])
-        while True:
-            await reply.chunk(b"z" * 65536)
-
-    upstream.handler = endless
+    upstream.handler = _endless_octets
     streams = _streams(fake_env, streams=1)
     try:
         call = await start_stream_when_ready(streams, invoke_request(), 1.0)
@@ -184,12 +186,7 @@ async def test_a_cancel_while_waiting_for_credit_closes_the_upstream_and_frees_t
 ) -> None:
     setup_openai(fake_vault, upstream, {})
 
-    async def endless(request: RecordedRequest, reply: Reply) -> None:
-        await reply.head(200, [("content-type", "application/octet-stream")])
-        while True:
-            await reply.chunk(b"z" * 65536)
-
-    upstream.handler = endless
+    upstream.handler = _endless_octets
     streams = _streams(fake_env, streams=1, max_in_flight=1)
     try:
         call = await start_stream_when_ready(streams, invoke_request(), 30)
@@ -349,12 +346,7 @@ async def test_a_stream_ending_while_a_call_waits_for_credit_closes_the_upstream
 ) -> None:
     setup_openai(fake_vault, upstream, {})
 
-    async def endless(request: RecordedRequest, reply: Reply) -> None:
-        await reply.head(200, [("content-type", "application/octet-stream")])
-        while True:
-            await reply.chunk(b"z" * 65536)
-
-    upstream.handler = endless
+    upstream.handler = _endless_octets
     streams = _streams(fake_env, streams=1)
     call = await start_stream_when_ready(streams, invoke_request(), 30)
     assert call is not None
