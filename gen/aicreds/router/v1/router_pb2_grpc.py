@@ -119,10 +119,11 @@ class RouterServiceServicer:
         answer comes as parts with its id, in order: the head (with the credential warnings that
         `Invoke` sends as initial metadata), then body chunks, then one last answer, `end` (OK) or
         `error` (the status `Invoke` would end with); that last answer is the one that frees its
-        place. Flow control is per call: the router sends at most 256 KiB of a call's body beyond
-        what the caller has credited (`credit`: the body bytes it has passed on since its last
-        credit), and reads no more of that upstream answer until it may send again, so one slow
-        reader holds back only its own call. A cancel, the deadline and the rules on sending again
+        place. Flow control is per call: the router sends no further chunk of a call's body once
+        256 KiB or more of it are beyond what the caller has credited (`credit`: the body bytes it
+        has passed on since its last credit; the chunk that crosses the mark still goes), and reads
+        no more of that upstream answer until it may send again, so one slow reader holds back only
+        its own call. A cancel, the deadline and the rules on sending again
         are those of a buffered call.
 
         Several answers may come in one message (`more`), to a caller that opened the stream with
