@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aicreds.router.v1 import router_pb2
 from aicreds.router.v1 import router_pb2 as pb
@@ -74,3 +75,14 @@ async def start_stream_when_ready(
             return call
         await asyncio.sleep(0.01)
     raise AssertionError("no stream took a streamed call")
+
+
+def streams_over(stub: Any, **options: Any) -> RouterStreams:
+    """The gateway's `RouterStreams` on a `RouterServiceStub`, its unary fallbacks on the same
+    stub (as `RouterClient` wires them)."""
+    return RouterStreams(
+        stub,
+        lambda r, t: stub.InvokeBuffered(r, timeout=t),
+        lambda r, t: stub.Invoke(r, timeout=t),
+        **options,
+    )

@@ -22,7 +22,13 @@ from services.gateway.router_streams import RouterStreams, StreamedCall
 from services.router.buffered_stream import answer_invoke_stream
 from tests.router.conftest import RouterEnv, RouterFactory
 from tests.router.fake_vault import FakeVault
-from tests.router.invoke_requests import SECRET, invoke_request, one_by_one, setup_openai
+from tests.router.invoke_requests import (
+    SECRET,
+    invoke_request,
+    one_by_one,
+    setup_openai,
+    streams_over,
+)
 from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply, echo_handler
 
 Outcome = pb.InvokeBufferedResponse | tuple[grpc.StatusCode, str, str | None]
@@ -38,12 +44,7 @@ def _reason(err: grpc.aio.AioRpcError) -> str | None:
 
 def _streams(env: RouterEnv, caller: str = "gateway", **options: int) -> RouterStreams:
     stub = env.stub(caller)
-    return RouterStreams(
-        stub,
-        lambda r, t: stub.InvokeBuffered(r, timeout=t),
-        lambda r, t: stub.Invoke(r, timeout=t),
-        **options,
-    )
+    return streams_over(stub, **options)
 
 
 async def _outcome(call: object) -> Outcome:
@@ -307,11 +308,7 @@ async def fake_router_factory() -> AsyncIterator[Callable[..., asyncio.Future[Fa
         channel = open_channel(f"127.0.0.1:{router.port}", "svc-" + secrets.token_urlsafe(8))
         channels.append(channel)
         stub = router_pb2_grpc.RouterServiceStub(channel)
-        return router, RouterStreams(
-            stub,
-            lambda r, t: stub.InvokeBuffered(r, timeout=t),
-            lambda r, t: stub.Invoke(r, timeout=t),
-        )
+        return router, streams_over(stub)
 
     yield make  # type: ignore[misc]
     for channel in channels:

@@ -25,7 +25,7 @@ from services.gateway.router_streams import RouterStreams
 from services.router.buffered_stream import answer_invoke_stream
 from tests.router.conftest import RouterEnv, RouterFactory
 from tests.router.fake_vault import FakeVault
-from tests.router.invoke_requests import invoke_request, one_by_one, setup_openai
+from tests.router.invoke_requests import invoke_request, one_by_one, setup_openai, streams_over
 from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply, echo_handler
 
 SERVICE = "aicreds.router.v1.RouterService"
@@ -76,12 +76,7 @@ async def test_a_cancel_read_before_its_call_ran_is_answered_and_frees_the_place
 
 def _streams(env: RouterEnv, **options: int) -> RouterStreams:
     stub = env.stub("gateway")
-    return RouterStreams(
-        stub,
-        lambda r, t: stub.InvokeBuffered(r, timeout=t),
-        lambda r, t: stub.Invoke(r, timeout=t),
-        **options,
-    )
+    return streams_over(stub, **options)
 
 
 async def test_a_draining_router_still_hears_the_cancel_of_a_call_it_runs(
@@ -193,13 +188,7 @@ async def fake_router() -> AsyncIterator[
         await router._server.start()
         channel = open_channel(f"127.0.0.1:{router.port}", "svc-" + secrets.token_urlsafe(8))
         stub = router_pb2_grpc.RouterServiceStub(channel)
-        streams = RouterStreams(
-            stub,
-            lambda r, t: stub.InvokeBuffered(r, timeout=t),
-            lambda r, t: stub.Invoke(r, timeout=t),
-            streams=1,
-            max_age=max_age,
-        )
+        streams = streams_over(stub, streams=1, max_age=max_age)
         made.append((router, channel, streams))
         return router, streams
 

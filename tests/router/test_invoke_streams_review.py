@@ -9,9 +9,21 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
+import grpc.aio
+import pytest
 from aicreds.router.v1 import router_pb2 as pb
 
+from services.gateway.router_streams import RouterStreams, StreamedInvoke
 from services.router.buffered_stream import CallContext, answer_invoke_stream
+from tests.router.conftest import RouterEnv
+from tests.router.fake_vault import FakeVault
+from tests.router.invoke_requests import (
+    invoke_request,
+    setup_openai,
+    start_stream_when_ready,
+    streams_over,
+)
+from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply
 
 
 async def _requests(
@@ -78,28 +90,10 @@ async def test_draining_reaches_a_busy_stream() -> None:
 
 # -- against a real router ------------------------------------------------------------------------
 
-import grpc.aio  # noqa: E402
-import pytest  # noqa: E402
-
-from services.gateway.router_streams import RouterStreams, StreamedInvoke  # noqa: E402
-from tests.router.conftest import RouterEnv  # noqa: E402
-from tests.router.fake_vault import FakeVault  # noqa: E402
-from tests.router.invoke_requests import (  # noqa: E402
-    invoke_request,
-    setup_openai,
-    start_stream_when_ready,
-)
-from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply  # noqa: E402
-
 
 def _streams(env: RouterEnv, **options: int) -> RouterStreams:
     stub = env.stub("gateway")
-    return RouterStreams(
-        stub,
-        lambda r, t: stub.InvokeBuffered(r, timeout=t),
-        lambda r, t: stub.Invoke(r, timeout=t),
-        **options,
-    )
+    return streams_over(stub, **options)
 
 
 async def _read_all(call: object, pause: float = 0.0) -> tuple[list[object], bytes]:
@@ -524,12 +518,7 @@ async def test_a_streamed_call_sent_again_unary_carries_its_own_request_id() -> 
     await server.start()
     channel = open_channel(f"127.0.0.1:{port}", "svc-" + secrets.token_urlsafe(8))
     stub = router_pb2_grpc.RouterServiceStub(channel)
-    streams = RouterStreams(
-        stub,
-        lambda r, t: stub.InvokeBuffered(r, timeout=t),
-        lambda r, t: stub.Invoke(r, timeout=t),
-        streams=1,
-    )
+    streams = streams_over(stub, streams=1)
 
     async def one(request_id: str) -> None:
         token = bind_request_id(request_id)

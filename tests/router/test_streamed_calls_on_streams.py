@@ -32,6 +32,7 @@ from tests.router.invoke_requests import (
     one_by_one,
     setup_openai,
     start_stream_when_ready,
+    streams_over,
 )
 from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply, echo_handler
 
@@ -98,12 +99,7 @@ async def _echo_or_cut(request: RecordedRequest, reply: Reply) -> None:
 
 def _streams(env: RouterEnv, **options: int) -> RouterStreams:
     stub = env.stub("gateway")
-    return RouterStreams(
-        stub,
-        lambda r, t: stub.InvokeBuffered(r, timeout=t),
-        lambda r, t: stub.Invoke(r, timeout=t),
-        **options,
-    )
+    return streams_over(stub, **options)
 
 
 def _waiting_chunks(call: StreamedInvoke) -> list[int]:
@@ -438,12 +434,7 @@ async def older_router(
     await router._server.start()
     channel = open_channel(f"127.0.0.1:{router.port}", "svc-" + secrets.token_urlsafe(8))
     stub = router_pb2_grpc.RouterServiceStub(channel)
-    streams = RouterStreams(
-        stub,
-        lambda r, t: stub.InvokeBuffered(r, timeout=t),
-        lambda r, t: stub.Invoke(r, timeout=t),
-        streams=1,
-    )
+    streams = streams_over(stub, streams=1)
     try:
         yield router, streams
     finally:
