@@ -302,11 +302,18 @@ class RouterClient(Backend):
         call: StreamCall = self.stub.Invoke(request, timeout=timeout)
         return call
 
+    def _streams_for(self, body: bytes) -> RouterStreams | None:
+        """The streams, if a call with `body` may go on one: not with tracing on (a unary call
+        carries its span) nor for a large body (it would hold up the calls behind it)."""
+        if tracing.active or len(body) > STREAM_BODY_LIMIT:
+            return None
+        return self._streams
+
     def invoke_stream(self, request: router_pb2.InvokeRequest, timeout: float) -> StreamCall:
         """A streamed model call, to end within `timeout` seconds: on one of the long-lived
         streams, or as a unary-stream `Invoke` under the same conditions as `invoke_buffered`."""
-        streams = self._streams
-        if streams is not None and not tracing.active and len(request.body) <= STREAM_BODY_LIMIT:
+        streams = self._streams_for(request.body)
+        if streams is not None:
             call = streams.start_stream(request, timeout)
             if call is not None:
                 return call
@@ -318,12 +325,8 @@ class RouterClient(Backend):
         """A non-streamed model call, answered within `timeout` seconds: on one of the
         long-lived streams, or as a unary `InvokeBuffered` when tracing is on (a unary call
         carries its span), its body is large, or no stream can take it now."""
-        streams = self._streams
-        if (
-            streams is not None
-            and not tracing.active
-            and len(request.call.body) <= STREAM_BODY_LIMIT
-        ):
+        streams = self._streams_for(request.call.body)
+        if streams is not None:
             call = streams.start(request, timeout)
             if call is not None:
                 return call

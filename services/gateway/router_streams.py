@@ -75,7 +75,7 @@ from aicreds.router.v1 import router_pb2 as pb
 
 from services.common.error_reason import reason_metadata
 from services.common.grpc_handlers import CODE_BY_NUMBER
-from services.common.invoke_streams import ANSWERS_TOGETHER_KEY
+from services.common.invoke_streams import ANSWERS_TOGETHER_KEY, CREDENTIAL_WARNING_KEY
 from services.common.request_context import (
     REQUEST_ID_KEY,
     bind_request_id,
@@ -98,7 +98,6 @@ STREAM_BODY_LIMIT = 1024 * 1024
 CREDIT_AT = 64 * 1024
 """A streamed call credits the router once it has passed on this many body bytes (the router
 sends at most 256 KiB beyond the credit: `services.router.buffered_stream.STREAM_WINDOW`)."""
-WARNING_KEY = "x-credential-warning"
 
 # The details grpc.aio gives a call whose message could not be sent (`set_internal_error`): it
 # replaces the call's status, e.g. UNAVAILABLE from a router that went away, with INTERNAL.
@@ -146,6 +145,12 @@ def _rpc_error(code: grpc.StatusCode, message: str, reason: str = "") -> grpc.ai
     )
 
 
+def _call_error(error: pb.CallError) -> grpc.aio.AioRpcError:
+    """The error a call that the router answered with `error` raises."""
+    code = CODE_BY_NUMBER.get(error.code, grpc.StatusCode.UNKNOWN)
+    return _rpc_error(code, error.message, error.reason)
+
+
 R = TypeVar("R")
 
 
@@ -158,31 +163,58 @@ def _in_own_context(request_id: str, start: Callable[..., R], *args: Any) -> R:
     return context.run(start, *args)
 
 
-class StreamedCall:
-    """One buffered call sent on a stream (or, if the stream could not take it after all, as a
-    unary call): awaitable and cancellable like grpc.aio's unary call."""
+class _OnStream:
+    """What a call on a stream keeps whatever its kind: its request, request id and deadline
+    (a timer gives up on it then), the stream and id it went out as, and the unary call it
+    became if the stream could not take it after all."""
 
-    __slots__ = (
-        "request",
-        "request_id",
-        "deadline",
-        "_future",
-        "_stream",
-        "_id",
-        "_timer",
-        "_unary",
-    )
+    __slots__ = ("request", "request_id", "deadline", "_stream", "_id", "_timer", "_unary")
 
-    def __init__(self, request: pb.InvokeBufferedRequest, request_id: str, deadline: float) -> None:
+    def __init__(self, request: Any, request_id: str, deadline: float) -> None:
         self.request = request
         self.request_id = request_id
         self.deadline = deadline  # loop time
-        loop = asyncio.get_running_loop()
-        self._future: asyncio.Future[pb.InvokeBufferedResponse] = loop.create_future()
         self._stream: _Stream | None = None
         self._id = 0
-        self._timer = loop.call_at(deadline, self._expire)
-        self._unary: BufferedCall | None = None
+        self._timer = asyncio.get_running_loop().call_at(deadline, self._expire)
+        self._unary: Any = None
+
+    def done(self) -> bool:
+        raise NotImplementedError
+
+    def _expire(self) -> None:
+        raise NotImplementedError
+
+    def _start_unary(self, unary: Callable[[Any, float], R]) -> R | None:
+        """`unary` started with the time the call has left, under its own request id; None if
+        no time is left (it expired)."""
+        self._stream = None
+        remaining = self.deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            self._expire()
+            return None
+        call = _in_own_context(self.request_id, unary, self.request, remaining)
+        self._unary = call
+        return call
+
+    def _let_go(self) -> None:
+        """The call was given up on: the router should stop it too."""
+        if self._stream is not None:
+            self._stream.cancel(self._id)  # its place stays taken until the router answers
+        elif self._unary is not None:
+            self._unary.cancel()
+
+
+class StreamedCall(_OnStream):
+    """One buffered call sent on a stream (or, if the stream could not take it after all, as a
+    unary call): awaitable and cancellable like grpc.aio's unary call."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, request: pb.InvokeBufferedRequest, request_id: str, deadline: float) -> None:
+        super().__init__(request, request_id, deadline)
+        loop = asyncio.get_running_loop()
+        self._future: asyncio.Future[pb.InvokeBufferedResponse] = loop.create_future()
 
     def __repr__(self) -> str:
         return f"StreamedCall(id={self._id}, done={self._future.done()})"
@@ -212,24 +244,19 @@ class StreamedCall:
 
     def take(self, answer: pb.InvokeBufferedStreamResponse) -> bool:
         """`answer` arrived for this call: it is the last (True)."""
-        self.answered(answer)
-        return True
-
-    def answered(self, answer: pb.InvokeBufferedStreamResponse) -> None:
         self._stream = None
         self._timer.cancel()
         if self._future.done():
-            return  # given up on already (cancelled, or its deadline)
+            return True  # given up on already (cancelled, or its deadline)
         if answer.HasField("error"):
-            error = answer.error
-            code = CODE_BY_NUMBER.get(error.code, grpc.StatusCode.UNKNOWN)
-            self._future.set_exception(_rpc_error(code, error.message, error.reason))
+            self._future.set_exception(_call_error(answer.error))
         elif answer.HasField("response"):
             self._future.set_result(answer.response)
         else:
             self._future.set_exception(
                 _rpc_error(grpc.StatusCode.INTERNAL, "the router answered without a result")
             )
+        return True
 
     def fail(self, error: BaseException) -> None:
         self._stream = None
@@ -242,13 +269,9 @@ class StreamedCall:
         self._stream = None
         if self._future.done():
             return
-        remaining = self.deadline - asyncio.get_running_loop().time()
-        if remaining <= 0:
-            self._expire()
-            return
-        call = _in_own_context(self.request_id, unary, self.request, remaining)
-        self._unary = call
-        asyncio.ensure_future(self._follow(call))
+        call = self._start_unary(unary)
+        if call is not None:
+            asyncio.ensure_future(self._follow(call))
 
     async def _follow(self, call: BufferedCall) -> None:
         try:
@@ -270,19 +293,12 @@ class StreamedCall:
         )
         self._let_go()
 
-    def _let_go(self) -> None:
-        """The call was given up on: the router should stop it too."""
-        if self._stream is not None:
-            self._stream.cancel(self._id)  # its place stays taken until the router answers
-        elif self._unary is not None:
-            self._unary.cancel()
-
 
 _GO_UNARY = object()
 """In a `StreamedInvoke`'s parts: read on from its unary call from here."""
 
 
-class StreamedInvoke:
+class StreamedInvoke(_OnStream):
     """One streamed call sent on a stream (or, if the stream could not take it after all, as a
     unary `Invoke`): read, and cancelled, like grpc.aio's `UnaryStreamCall` (`StreamCall`).
 
@@ -290,34 +306,14 @@ class StreamedInvoke:
     what this call credited, and `read()` credits what it hands on, `CREDIT_AT` bytes at a
     time, so a client that reads slowly holds back only its own call."""
 
-    __slots__ = (
-        "request",
-        "request_id",
-        "deadline",
-        "_parts",
-        "_over",
-        "_warnings",
-        "_stream",
-        "_id",
-        "_timer",
-        "_unary",
-        "_uncredited",
-        "answered_in_part",
-    )
+    __slots__ = ("_parts", "_over", "_warnings", "_uncredited", "answered_in_part")
 
     def __init__(self, request: pb.InvokeRequest, request_id: str, deadline: float) -> None:
-        self.request = request
-        self.request_id = request_id
-        self.deadline = deadline  # loop time
-        loop = asyncio.get_running_loop()
+        super().__init__(request, request_id, deadline)
         # Parts, then `grpc.aio.EOF` or the error to raise, or `_GO_UNARY`.
         self._parts: asyncio.Queue[Any] = asyncio.Queue()
         self._over = False  # its last answer arrived, or it was given up on
         self._warnings: tuple[str, ...] = ()
-        self._stream: _Stream | None = None
-        self._id = 0
-        self._timer = loop.call_at(deadline, self._expire)
-        self._unary: StreamCall | None = None
         self._uncredited = 0
         self.answered_in_part = False  # a part came: never sent again (the client has some)
 
@@ -350,12 +346,13 @@ class StreamedInvoke:
     async def initial_metadata(self) -> grpc.aio.Metadata:
         if self._unary is not None:
             return await self._unary.initial_metadata()
-        return grpc.aio.Metadata(*((WARNING_KEY, warning) for warning in self._warnings))
+        warnings = ((CREDENTIAL_WARNING_KEY, warning) for warning in self._warnings)
+        return grpc.aio.Metadata(*warnings)
 
     def cancel(self) -> bool:
         """Stop the call (its upstream request is closed); False if it had ended."""
         if self._unary is not None:
-            return self._unary.cancel()
+            return bool(self._unary.cancel())
         if self._over:
             return False
         self._finish(asyncio.CancelledError(), drop_parts=True)
@@ -387,9 +384,7 @@ class StreamedInvoke:
         if kind == "end":
             self._finish(grpc.aio.EOF)
         elif kind == "error":
-            error = answer.error
-            code = CODE_BY_NUMBER.get(error.code, grpc.StatusCode.UNKNOWN)
-            self._finish(_rpc_error(code, error.message, error.reason))
+            self._finish(_call_error(answer.error))
         else:
             self._finish(_rpc_error(grpc.StatusCode.INTERNAL, "the router answered amiss"))
         return True
@@ -403,13 +398,9 @@ class StreamedInvoke:
         self._stream = None
         if self._over:
             return
-        remaining = self.deadline - asyncio.get_running_loop().time()
-        if remaining <= 0:
-            self._expire()
-            return
-        self._timer.cancel()  # the unary call has its own deadline
-        self._unary = _in_own_context(self.request_id, unary, self.request, remaining)
-        self._parts.put_nowait(_GO_UNARY)
+        if self._start_unary(unary) is not None:
+            self._timer.cancel()  # the unary call has its own deadline
+            self._parts.put_nowait(_GO_UNARY)
 
     def _finish(self, last: Any, *, drop_parts: bool = False) -> None:
         """The call is over: `last` (EOF or an error) is read after the parts that came, or
@@ -428,11 +419,6 @@ class StreamedInvoke:
         error = _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         self._finish(error, drop_parts=True)
         self._let_go()
-
-    def _let_go(self) -> None:
-        """The call was given up on: the router should stop it too."""
-        if self._stream is not None:
-            self._stream.cancel(self._id)  # its place stays taken until the router answers
 
 
 OnStream = StreamedCall | StreamedInvoke

@@ -48,9 +48,9 @@ import grpc.aio
 from aicreds.router.v1 import router_pb2 as pb
 
 from services.common.grpc_handlers import record_streamed_request, status_of
-from services.common.invoke_streams import ANSWERS_TOGETHER_KEY
+from services.common.invoke_streams import ANSWERS_TOGETHER_KEY, CREDENTIAL_WARNING_KEY
 from services.common.request_context import bind_request_id, new_request_id
-from services.router.servicer import WARNING_KEY, RouterServicer
+from services.router.servicer import RouterServicer
 
 MAX_IN_FLIGHT = 1000
 """Calls in flight per stream (the proto's promise)."""
@@ -120,13 +120,6 @@ class _Window:
             self._open.set()
 
 
-def _batch(first: pb.InvokeBufferedStreamResponse, more: list[Any]) -> Any:
-    """`first` carrying `more` (each as if it came alone)."""
-    if more:
-        first.more.extend(more)
-    return first
-
-
 async def answer_invoke_stream(
     requests: AsyncIterator[pb.InvokeBufferedStreamRequest],
     invoke: InvokeOne,
@@ -154,14 +147,16 @@ async def answer_invoke_stream(
     cancelled: set[int] = set()
     windows: dict[int, _Window] = {}
 
-    async def answer_buffered(ident: int, message: pb.InvokeBufferedStreamRequest) -> Any:
-        timeout = message.timeout_ms / 1000 if message.timeout_ms else None
+    async def answer_buffered(
+        ident: int, message: pb.InvokeBufferedStreamRequest, timeout: float | None
+    ) -> Any:
         reply = await invoke(message.call, timeout)
         return pb.InvokeBufferedStreamResponse(id=ident, response=reply)
 
-    async def answer_streamed(ident: int, message: pb.InvokeBufferedStreamRequest) -> Any:
+    async def answer_streamed(
+        ident: int, message: pb.InvokeBufferedStreamRequest, timeout: float | None
+    ) -> Any:
         assert invoke_streamed is not None
-        timeout = message.timeout_ms / 1000 if message.timeout_ms else None
         context = CallContext(timeout)
         credit = windows[ident]
         parts = invoke_streamed(message.stream, context)
@@ -193,10 +188,8 @@ async def answer_invoke_stream(
         code = grpc.StatusCode.OK
         try:
             async with asyncio.timeout(timeout) as within:
-                if streamed:
-                    result = await answer_streamed(ident, message)
-                else:
-                    result = await answer_buffered(ident, message)
+                answer = answer_streamed if streamed else answer_buffered
+                result = await answer(ident, message, timeout)
         except asyncio.CancelledError:
             if ident not in cancelled:
                 # The stream itself is ending: nobody is left to answer; the log still says.
@@ -301,7 +294,9 @@ async def answer_invoke_stream(
                     break
                 together.append(queued)
             last = sum(1 for answer in (item, *together) if _is_last(answer))
-            yield _batch(item, together)
+            if together:
+                item.more.extend(together)  # each as if it came alone
+            yield item
             for _ in range(last):
                 slots.release()  # gRPC took the answers: a place for each next call
         await reader  # the caller's side ended in an error: the stream ends with it
@@ -333,7 +328,7 @@ class CallContext:
         pass
 
     async def send_initial_metadata(self, metadata: Any) -> None:
-        self.warnings = [value for key, value in metadata if key == WARNING_KEY]
+        self.warnings = [value for key, value in metadata if key == CREDENTIAL_WARNING_KEY]
 
     def add_done_callback(self, callback: Any) -> None:
         pass  # the call's task closes its `Invoke` itself when it ends

@@ -25,10 +25,10 @@ import grpc.aio
 from aicreds.router.v1 import router_pb2, router_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common.invoke_streams import CREDENTIAL_WARNING_KEY
 from services.router.invocation import MAX_BUFFERED_BODY, InvokeCall, PreparedCall, Router
 from services.router.provider_check import CheckOutcome, ProviderChecker
 
-WARNING_KEY = "x-credential-warning"
 _OUTCOMES = {
     CheckOutcome.ACCEPTED: router_pb2.CHECK_OUTCOME_ACCEPTED,
     CheckOutcome.KEY_REJECTED: router_pb2.CHECK_OUTCOME_KEY_REJECTED,
@@ -52,7 +52,7 @@ async def _report_warnings(
     body."""
     if not warnings:
         return
-    metadata = tuple((WARNING_KEY, w) for w in warnings)
+    metadata = tuple((CREDENTIAL_WARNING_KEY, w) for w in warnings)
     context.set_trailing_metadata(metadata)
     if ahead_of_the_answer:
         await context.send_initial_metadata(metadata)

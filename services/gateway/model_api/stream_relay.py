@@ -27,6 +27,7 @@ from aicreds.router.v1 import router_pb2
 from starlette.responses import Response
 
 from services.common.http_headers import GATEWAY_RESPONSE_HEADERS, HOP_BY_HOP
+from services.common.invoke_streams import CREDENTIAL_WARNING_KEY
 from services.gateway.errors import ApiError, from_rpc_error
 from services.gateway.router_streams import StreamCall
 
@@ -35,7 +36,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-WARNING_METADATA_KEY = "x-credential-warning"
 WARNING_HEADER = "x-credential-warning"
 UPSTREAM_REQUEST_ID = "x-upstream-request-id"
 #: A non-streamed answer up to this size gets a Content-Length; a longer one is sent chunked.
@@ -85,7 +85,7 @@ def credential_warnings(*metadata: Any) -> list[str]:
     for items in metadata:
         for item in items or ():
             name, value = item[0], item[1]
-            if name != WARNING_METADATA_KEY:
+            if name != CREDENTIAL_WARNING_KEY:
                 continue
             text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
             if text not in warnings:
