@@ -1,20 +1,27 @@
 """The call every RouterService test makes: user-1's `openai` provider on the fake upstream,
-behind the fake vault, and an Invoke request for it."""
+behind the fake vault, and an Invoke request for it; and the gateway's `RouterStreams` on a
+real router or on a small fake one."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from aicreds.router.v1 import router_pb2
+import grpc
+import grpc.aio
+from aicreds.router.v1 import router_pb2, router_pb2_grpc
 from aicreds.router.v1 import router_pb2 as pb
 
+from services.common.grpc_server import open_channel
 from services.gateway.router_streams import RouterStreams, StreamedInvoke
-from tests.router.conftest import provider
+from tests.router.conftest import RouterEnv, provider
 from tests.router.fake_vault import FakeVault
-from tests.support.fake_upstream import FakeUpstream
+from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply
 
+SERVICE = "aicreds.router.v1.RouterService"
 SECRET = "sk-live-0123456789abcdef-SECRET"
 USER = "user-1"
 
@@ -86,3 +93,61 @@ def streams_over(stub: Any, **options: Any) -> RouterStreams:
         lambda r, t: stub.Invoke(r, timeout=t),
         **options,
     )
+
+
+def gateway_streams(env: RouterEnv, caller: str = "gateway", **options: Any) -> RouterStreams:
+    """`streams_over` the stub of `env`'s router that `caller` holds."""
+    return streams_over(env.stub(caller), **options)
+
+
+def router_server(handlers: dict[str, grpc.RpcMethodHandler]) -> tuple[grpc.aio.Server, int]:
+    """A RouterService on 127.0.0.1 (a free port) with only `handlers`, not yet started: the
+    server and its port."""
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    return server, server.add_insecure_port("127.0.0.1:0")
+
+
+@asynccontextmanager
+async def serving(
+    server: grpc.aio.Server, port: int, **options: Any
+) -> AsyncIterator[RouterStreams]:
+    """Starts `server` (a `router_server`) and gives the gateway's `RouterStreams` on a channel
+    to it; on the way out closes the streams, the channel and the server."""
+    await server.start()
+    channel = open_channel(f"127.0.0.1:{port}", "svc-" + secrets.token_urlsafe(8))
+    streams = streams_over(router_pb2_grpc.RouterServiceStub(channel), **options)
+    try:
+        yield streams
+    finally:
+        await streams.aclose()
+        await channel.close()
+        await server.stop(None)
+
+
+class HeldReply:
+    """An upstream handler that sets `started` when a request arrives and, once `release` is
+    set, answers it 200 with `{}`."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, request: RecordedRequest, reply: Reply) -> None:
+        self.started.set()
+        await self.release.wait()
+        await reply.head(200, [("content-type", "application/json")])
+        await reply.chunk(b"{}")
+        await reply.end()
+
+
+@asynccontextmanager
+async def open_streams(
+    env: RouterEnv, caller: str = "gateway", **options: Any
+) -> AsyncIterator[RouterStreams]:
+    """`gateway_streams`, closed on the way out."""
+    streams = gateway_streams(env, caller, **options)
+    try:
+        yield streams
+    finally:
+        await streams.aclose()

@@ -8,26 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 
 import grpc
 import grpc.aio
 import pytest
 from aicreds.router.v1 import router_pb2 as pb
-from aicreds.router.v1 import router_pb2_grpc
 
-from services.common.grpc_server import open_channel
 from services.gateway.router_streams import RouterStreams, StreamedCall
 from services.router.buffered_stream import answer_invoke_stream
 from tests.router.conftest import RouterEnv, RouterFactory
 from tests.router.fake_vault import FakeVault
 from tests.router.invoke_requests import (
     SECRET,
+    HeldReply,
     invoke_request,
     one_by_one,
+    open_streams,
+    router_server,
+    serving,
     setup_openai,
-    streams_over,
 )
 from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply, echo_handler
 
@@ -40,11 +41,6 @@ def _buffered(**fields: object) -> pb.InvokeBufferedRequest:
 
 def _reason(err: grpc.aio.AioRpcError) -> str | None:
     return next((str(v) for k, v in err.trailing_metadata() or () if k == "x-error-reason"), None)
-
-
-def _streams(env: RouterEnv, caller: str = "gateway", **options: int) -> RouterStreams:
-    stub = env.stub(caller)
-    return streams_over(stub, **options)
 
 
 async def _outcome(call: object) -> Outcome:
@@ -77,13 +73,10 @@ async def test_streamed_calls_answer_and_fail_exactly_as_unary_ones(
     ]
     stub = fake_env.stub()
     unary = [await _outcome(stub.InvokeBuffered(r, timeout=10)) for r in requests]
-    streams = _streams(fake_env)
-    try:
+    async with open_streams(fake_env) as streams:
         calls = [streams.start(r, 10) for r in requests]
         assert all(isinstance(c, StreamedCall) for c in calls)
         streamed = [await _outcome(c) for c in calls]
-    finally:
-        await streams.aclose()
     assert streamed == unary
     first = streamed[0]
     assert isinstance(first, pb.InvokeBufferedResponse) and first.head.status == 200
@@ -119,8 +112,7 @@ async def test_cancelling_a_streamed_call_closes_the_upstream_and_the_stream_goe
             await asyncio.sleep(0.02)
 
     upstream.handler = endless
-    streams = _streams(fake_env, streams=1)
-    try:
+    async with open_streams(fake_env, streams=1) as streams:
         call = streams.start(_buffered(), 30)
         assert call is not None
         await asyncio.wait_for(started.wait(), timeout=5)
@@ -132,8 +124,6 @@ async def test_cancelling_a_streamed_call_closes_the_upstream_and_the_stream_goe
         again = streams.start(_buffered(), 10)
         reply = await _outcome(again)
         assert isinstance(reply, pb.InvokeBufferedResponse) and reply.head.status == 200
-    finally:
-        await streams.aclose()
 
 
 async def test_a_streamed_calls_deadline_closes_the_upstream(
@@ -148,13 +138,10 @@ async def test_a_streamed_calls_deadline_closes_the_upstream(
         await asyncio.sleep(30)
 
     upstream.handler = slow
-    streams = _streams(env)
-    try:
+    async with open_streams(env) as streams:
         outcome = await _outcome(streams.start(_buffered(), 0.3))
         assert isinstance(outcome, tuple) and outcome[0] == grpc.StatusCode.DEADLINE_EXCEEDED
         await asyncio.wait_for(upstream.disconnected.wait(), timeout=2)
-    finally:
-        await streams.aclose()
 
 
 @pytest.mark.parametrize(
@@ -172,11 +159,8 @@ async def test_a_stream_needs_a_caller_with_invoke(
     code: grpc.StatusCode,
 ) -> None:
     setup_openai(fake_vault, upstream, {})
-    streams = _streams(fake_env, caller)
-    try:
+    async with open_streams(fake_env, caller) as streams:
         outcome = await _outcome(streams.start(_buffered(), 10))
-    finally:
-        await streams.aclose()
     assert isinstance(outcome, tuple) and outcome[0] == code
     assert upstream.requests == [] and fake_vault.requests == []
 
@@ -185,29 +169,17 @@ async def test_a_stopping_router_finishes_the_streamed_calls_it_read(
     fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     setup_openai(fake_vault, upstream, {})
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def held(request: RecordedRequest, reply: Reply) -> None:
-        started.set()
-        await release.wait()
-        await reply.head(200, [("content-type", "application/json")])
-        await reply.chunk(b"{}")
-        await reply.end()
-
-    upstream.handler = held
-    streams = _streams(fake_env, streams=1)
-    try:
+    upstream.handler = held = HeldReply()
+    async with open_streams(fake_env, streams=1) as streams:
         call = streams.start(_buffered(), 10)
-        await asyncio.wait_for(started.wait(), timeout=5)
+        await asyncio.wait_for(held.started.wait(), timeout=5)
         stopping = asyncio.ensure_future(fake_env.router.stop(grace=60))
         await asyncio.sleep(0.1)
-        release.set()
+        held.release.set()
         reply = await _outcome(call)
         assert isinstance(reply, pb.InvokeBufferedResponse) and reply.head.status == 200
         # The stream ended once its call was answered: the 60 s grace is not waited out.
         await asyncio.wait_for(stopping, timeout=20)
-    finally:
-        await streams.aclose()
 
 
 # -- against a fake router: the cases only a router of another kind shows -----------------------
@@ -236,7 +208,6 @@ class FakeRouter:
         self.streams_ended = 0  # ended OK after the caller closed its side
         self.read_calls = 0
         self._unread = unread
-        self._server = grpc.aio.server()
         handlers: dict[str, grpc.RpcMethodHandler] = {
             "InvokeBuffered": grpc.unary_unary_rpc_method_handler(
                 self._unary,
@@ -250,10 +221,7 @@ class FakeRouter:
                 pb.InvokeBufferedStreamRequest.FromString,
                 pb.InvokeBufferedStreamResponse.SerializeToString,
             )
-        self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler("aicreds.router.v1.RouterService", handlers),)
-        )
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self._server, self.port = router_server(handlers)
 
     async def _unary(
         self, request: pb.InvokeBufferedRequest, context: grpc.aio.ServicerContext
@@ -298,125 +266,90 @@ class FakeRouter:
 
 @pytest.fixture
 async def fake_router_factory() -> AsyncIterator[Callable[..., asyncio.Future[FakeRouter]]]:
-    routers: list[FakeRouter] = []
-    channels: list[grpc.aio.Channel] = []
+    async with AsyncExitStack() as stack:
 
-    async def make(**options: object) -> tuple[FakeRouter, RouterStreams]:
-        router = FakeRouter(**options)  # type: ignore[arg-type]
-        await router._server.start()
-        routers.append(router)
-        channel = open_channel(f"127.0.0.1:{router.port}", "svc-" + secrets.token_urlsafe(8))
-        channels.append(channel)
-        stub = router_pb2_grpc.RouterServiceStub(channel)
-        return router, streams_over(stub)
+        async def make(**options: object) -> tuple[FakeRouter, RouterStreams]:
+            router = FakeRouter(**options)  # type: ignore[arg-type]
+            streams = await stack.enter_async_context(serving(router._server, router.port))
+            return router, streams
 
-    yield make  # type: ignore[misc]
-    for channel in channels:
-        await channel.close()
-    for router in routers:
-        await router._server.stop(None)
+        yield make  # type: ignore[misc]
 
 
 async def test_a_router_without_streams_answers_unary_calls(
     fake_router_factory: Callable[..., asyncio.Future[tuple[FakeRouter, RouterStreams]]],
 ) -> None:
     router, streams = await fake_router_factory(streams=False)
-    try:
-        first = await _outcome(streams.start(_buffered(), 10))
-        assert isinstance(first, pb.InvokeBufferedResponse) and first.body == b"unary"
-        assert streams.start(_buffered(), 10) is None  # unary from now on, for a while
-        assert router.unary_calls == 1
-    finally:
-        await streams.aclose()
+    first = await _outcome(streams.start(_buffered(), 10))
+    assert isinstance(first, pb.InvokeBufferedResponse) and first.body == b"unary"
+    assert streams.start(_buffered(), 10) is None  # unary from now on, for a while
+    assert router.unary_calls == 1
 
 
 async def test_calls_a_draining_router_never_read_are_sent_again_unary(
     fake_router_factory: Callable[..., asyncio.Future[tuple[FakeRouter, RouterStreams]]],
 ) -> None:
     router, streams = await fake_router_factory(streams=True, unread=1)
-    try:
-        reply = await _outcome(streams.start(_buffered(), 10))
-        assert isinstance(reply, pb.InvokeBufferedResponse) and reply.body == b"unary"
-        assert router.read_calls == 0 and router.unary_calls == 1
-        # The next call opens a new stream (this one reads).
-        reply = await _outcome(streams.start(_buffered(), 10))
-        assert isinstance(reply, pb.InvokeBufferedResponse) and reply.body == b"streamed"
-        assert router.streams_opened == 2 and router.read_calls == 1
-    finally:
-        await streams.aclose()
+    reply = await _outcome(streams.start(_buffered(), 10))
+    assert isinstance(reply, pb.InvokeBufferedResponse) and reply.body == b"unary"
+    assert router.read_calls == 0 and router.unary_calls == 1
+    # The next call opens a new stream (this one reads).
+    reply = await _outcome(streams.start(_buffered(), 10))
+    assert isinstance(reply, pb.InvokeBufferedResponse) and reply.body == b"streamed"
+    assert router.streams_opened == 2 and router.read_calls == 1
 
 
 async def test_calls_of_a_stream_refused_before_it_was_accepted_are_sent_again_unary(
     fake_router_factory: Callable[..., asyncio.Future[tuple[FakeRouter, RouterStreams]]],
 ) -> None:
     router, streams = await fake_router_factory(streams=True, refuse=grpc.StatusCode.UNAVAILABLE)
-    try:
-        reply = await _outcome(streams.start(_buffered(), 10))
-        # Never written (the stream was not accepted), so safe to send again.
-        assert isinstance(reply, pb.InvokeBufferedResponse) and reply.body == b"unary"
-        assert router.read_calls == 0 and router.unary_calls == 1
-    finally:
-        await streams.aclose()
+    reply = await _outcome(streams.start(_buffered(), 10))
+    # Never written (the stream was not accepted), so safe to send again.
+    assert isinstance(reply, pb.InvokeBufferedResponse) and reply.body == b"unary"
+    assert router.read_calls == 0 and router.unary_calls == 1
 
 
 async def test_a_draining_router_has_the_gateway_close_its_side_and_move_on(
     fake_router_factory: Callable[..., asyncio.Future[tuple[FakeRouter, RouterStreams]]],
 ) -> None:
     router, streams = await fake_router_factory(streams=True, drain_after_first=True)
-    try:
-        reply = await _outcome(streams.start(_buffered(), 10))
-        assert isinstance(reply, pb.InvokeBufferedResponse) and reply.body == b"streamed"
-        assert router.stop is not None
-        router.stop.set()  # the router begins to stop: `draining` on the first stream
-        for _ in range(100):
-            if router.streams_ended == 1:
-                break
-            await asyncio.sleep(0.02)
-        # The gateway closed its side, so the stream ended OK, with nothing in flight.
-        assert router.streams_ended == 1
-        reply = await _outcome(streams.start(_buffered(), 10))
-        assert isinstance(reply, pb.InvokeBufferedResponse) and reply.body == b"streamed"
-        assert router.streams_opened == 2 and router.unary_calls == 0
-    finally:
-        await streams.aclose()
+    reply = await _outcome(streams.start(_buffered(), 10))
+    assert isinstance(reply, pb.InvokeBufferedResponse) and reply.body == b"streamed"
+    assert router.stop is not None
+    router.stop.set()  # the router begins to stop: `draining` on the first stream
+    for _ in range(100):
+        if router.streams_ended == 1:
+            break
+        await asyncio.sleep(0.02)
+    # The gateway closed its side, so the stream ended OK, with nothing in flight.
+    assert router.streams_ended == 1
+    reply = await _outcome(streams.start(_buffered(), 10))
+    assert isinstance(reply, pb.InvokeBufferedResponse) and reply.body == b"streamed"
+    assert router.streams_opened == 2 and router.unary_calls == 0
 
 
 async def test_calls_of_a_stream_that_broke_are_not_sent_again(
     fake_router_factory: Callable[..., asyncio.Future[tuple[FakeRouter, RouterStreams]]],
 ) -> None:
     router, streams = await fake_router_factory(streams=True, fail=grpc.StatusCode.UNAVAILABLE)
-    try:
-        outcome = await _outcome(streams.start(_buffered(), 10))
-        assert isinstance(outcome, tuple) and outcome[0] == grpc.StatusCode.UNAVAILABLE
-        assert router.read_calls == 1 and router.unary_calls == 0
-    finally:
-        await streams.aclose()
+    outcome = await _outcome(streams.start(_buffered(), 10))
+    assert isinstance(outcome, tuple) and outcome[0] == grpc.StatusCode.UNAVAILABLE
+    assert router.read_calls == 1 and router.unary_calls == 0
 
 
 async def test_a_full_stream_is_never_waited_for(
     fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     setup_openai(fake_vault, upstream, {})
-    release = asyncio.Event()
-
-    async def held(request: RecordedRequest, reply: Reply) -> None:
-        await release.wait()
-        await reply.head(200, [("content-type", "application/json")])
-        await reply.chunk(b"{}")
-        await reply.end()
-
-    upstream.handler = held
-    streams = _streams(fake_env, streams=1, max_in_flight=1)
-    try:
+    upstream.handler = held = HeldReply()
+    async with open_streams(fake_env, streams=1, max_in_flight=1) as streams:
         first = streams.start(_buffered(), 10)
         assert first is not None
         assert streams.start(_buffered(), 10) is None  # the caller sends it unary instead
-        release.set()
+        held.release.set()
         reply = await _outcome(first)
         assert isinstance(reply, pb.InvokeBufferedResponse) and reply.head.status == 200
         assert streams.start(_buffered(), 10) is not None  # its place is free again
-    finally:
-        await streams.aclose()
 
 
 # -- the router's side alone ----------------------------------------------------------------------

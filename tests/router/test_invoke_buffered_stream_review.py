@@ -11,24 +11,28 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 
 import grpc
 import grpc.aio
 import pytest
 from aicreds.router.v1 import router_pb2 as pb
-from aicreds.router.v1 import router_pb2_grpc
 
-from services.common.grpc_server import open_channel
 from services.gateway.router_streams import RouterStreams
 from services.router.buffered_stream import answer_invoke_stream
 from tests.router.conftest import RouterEnv, RouterFactory
 from tests.router.fake_vault import FakeVault
-from tests.router.invoke_requests import invoke_request, one_by_one, setup_openai, streams_over
+from tests.router.invoke_requests import (
+    HeldReply,
+    gateway_streams,
+    invoke_request,
+    one_by_one,
+    router_server,
+    serving,
+    setup_openai,
+)
 from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply, echo_handler
-
-SERVICE = "aicreds.router.v1.RouterService"
 
 
 def _buffered(**fields: object) -> pb.InvokeBufferedRequest:
@@ -74,31 +78,17 @@ async def test_a_cancel_read_before_its_call_ran_is_answered_and_frees_the_place
 # -- the gateway against a real router -----------------------------------------------------------
 
 
-def _streams(env: RouterEnv, **options: int) -> RouterStreams:
-    stub = env.stub("gateway")
-    return streams_over(stub, **options)
-
-
 async def test_a_draining_router_still_hears_the_cancel_of_a_call_it_runs(
     fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
     setup_openai(fake_vault, upstream, {})
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def held(request: RecordedRequest, reply: Reply) -> None:
-        started.set()
-        await release.wait()
-        await reply.head(200, [("content-type", "application/json")])
-        await reply.chunk(b"{}")
-        await reply.end()
-
-    upstream.handler = held
-    streams = _streams(fake_env, streams=1)
+    upstream.handler = held = HeldReply()
+    streams = gateway_streams(fake_env, streams=1)
     stopping: asyncio.Future[None] | None = None
     try:
         call = streams.start(_buffered(), 30)
         assert call is not None
-        await asyncio.wait_for(started.wait(), timeout=5)
+        await asyncio.wait_for(held.started.wait(), timeout=5)
         stopping = asyncio.ensure_future(fake_env.router.stop(grace=30))
         await asyncio.sleep(0.2)  # the gateway has had `draining`
         assert call.cancel()  # the client went away
@@ -106,7 +96,7 @@ async def test_a_draining_router_still_hears_the_cancel_of_a_call_it_runs(
         await asyncio.wait_for(upstream.disconnected.wait(), timeout=5)
         await asyncio.wait_for(stopping, timeout=10)
     finally:
-        release.set()
+        held.release.set()
         upstream.handler = echo_handler
         await streams.aclose()
         if stopping is not None:
@@ -126,23 +116,20 @@ class _FakeRouter:
         self.calls_read = 0
         self._break_after = break_after
         self._answer = answer
-        self._server = grpc.aio.server()
-        handlers = {
-            "InvokeBufferedStream": grpc.stream_stream_rpc_method_handler(
-                self._stream,
-                pb.InvokeBufferedStreamRequest.FromString,
-                pb.InvokeBufferedStreamResponse.SerializeToString,
-            ),
-            "InvokeBuffered": grpc.unary_unary_rpc_method_handler(
-                self._unary,
-                pb.InvokeBufferedRequest.FromString,
-                pb.InvokeBufferedResponse.SerializeToString,
-            ),
-        }
-        self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, handlers),)
+        self._server, self.port = router_server(
+            {
+                "InvokeBufferedStream": grpc.stream_stream_rpc_method_handler(
+                    self._stream,
+                    pb.InvokeBufferedStreamRequest.FromString,
+                    pb.InvokeBufferedStreamResponse.SerializeToString,
+                ),
+                "InvokeBuffered": grpc.unary_unary_rpc_method_handler(
+                    self._unary,
+                    pb.InvokeBufferedRequest.FromString,
+                    pb.InvokeBufferedResponse.SerializeToString,
+                ),
+            }
         )
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
 
     async def _unary(
         self, request: pb.InvokeBufferedRequest, context: grpc.aio.ServicerContext
@@ -179,24 +166,18 @@ class _FakeRouter:
 async def fake_router() -> AsyncIterator[
     Callable[..., Awaitable[tuple[_FakeRouter, RouterStreams]]]
 ]:
-    made: list[tuple[_FakeRouter, grpc.aio.Channel, RouterStreams]] = []
+    async with AsyncExitStack() as stack:
 
-    async def make(
-        break_after: int | None = None, answer: bool = True, max_age: float = 60
-    ) -> tuple[_FakeRouter, RouterStreams]:
-        router = _FakeRouter(break_after, answer)
-        await router._server.start()
-        channel = open_channel(f"127.0.0.1:{router.port}", "svc-" + secrets.token_urlsafe(8))
-        stub = router_pb2_grpc.RouterServiceStub(channel)
-        streams = streams_over(stub, streams=1, max_age=max_age)
-        made.append((router, channel, streams))
-        return router, streams
+        async def make(
+            break_after: int | None = None, answer: bool = True, max_age: float = 60
+        ) -> tuple[_FakeRouter, RouterStreams]:
+            router = _FakeRouter(break_after, answer)
+            streams = await stack.enter_async_context(
+                serving(router._server, router.port, streams=1, max_age=max_age)
+            )
+            return router, streams
 
-    yield make
-    for router, channel, streams in made:
-        await streams.aclose()
-        await channel.close()
-        await router._server.stop(None)
+        yield make
 
 
 async def test_a_call_given_up_on_before_it_was_written_never_reaches_the_router(
@@ -260,7 +241,7 @@ async def test_a_call_cut_by_the_routers_shutdown_grace_fails_as_a_unary_one(
     for streamed in (False, True):
         started.clear()
         env = await router_factory(fake_vault.address, fake_vault.token)
-        streams = _streams(env)
+        streams = gateway_streams(env)
         stub = env.stub("gateway")
         try:
             call = streams.start(_buffered(), 30) if streamed else None

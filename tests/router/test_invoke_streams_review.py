@@ -6,24 +6,38 @@ in logs and reprs, and one last answer per call whatever races it."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 import grpc.aio
 import pytest
 from aicreds.router.v1 import router_pb2 as pb
+from starlette.responses import JSONResponse
 
+from services.common.request_context import bind_request_id, unbind_request_id
+from services.gateway.model_api.stream_relay import RouterRelay
 from services.gateway.router_streams import RouterStreams, StreamedInvoke
-from services.router.buffered_stream import CallContext, answer_invoke_stream
+from services.router.buffered_stream import (
+    BATCH_BYTES,
+    CallContext,
+    answer_invoke_stream,
+)
 from tests.router.conftest import RouterEnv
 from tests.router.fake_vault import FakeVault
 from tests.router.invoke_requests import (
+    SECRET,
+    gateway_streams,
     invoke_request,
+    one_by_one,
+    open_streams,
+    router_server,
+    serving,
     setup_openai,
     start_stream_when_ready,
-    streams_over,
 )
-from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply
+from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply, echo_handler
 
 
 async def _requests(
@@ -91,11 +105,6 @@ async def test_draining_reaches_a_busy_stream() -> None:
 # -- against a real router ------------------------------------------------------------------------
 
 
-def _streams(env: RouterEnv, **options: int) -> RouterStreams:
-    stub = env.stub("gateway")
-    return streams_over(stub, **options)
-
-
 async def _read_all(call: object, pause: float = 0.0) -> tuple[list[object], bytes]:
     messages: list[object] = []
     body = b""
@@ -123,8 +132,7 @@ async def test_a_slow_reader_gets_the_whole_body_whatever_the_chunk_size(
         await reply.end()
 
     upstream.handler = big
-    streams = _streams(fake_env, streams=1)
-    try:
+    async with open_streams(fake_env, streams=1) as streams:
         call = await start_stream_when_ready(streams, invoke_request(), 30)
         assert isinstance(call, StreamedInvoke)
         messages, body = await asyncio.wait_for(_read_all(call, 0.0005 if size > 1 else 0), 25)
@@ -132,8 +140,6 @@ async def test_a_slow_reader_gets_the_whole_body_whatever_the_chunk_size(
         assert messages[0].HasField("head")  # type: ignore[attr-defined]
         warnings = [v for k, v in await call.initial_metadata() if k == "x-credential-warning"]
         assert warnings == ["Credential not found: x"]
-    finally:
-        await streams.aclose()
 
 
 async def _endless_octets(request: RecordedRequest, reply: Reply) -> None:
@@ -149,8 +155,7 @@ async def test_a_deadline_while_waiting_for_credit_closes_the_upstream(
     setup_openai(fake_vault, upstream, {})
 
     upstream.handler = _endless_octets
-    streams = _streams(fake_env, streams=1)
-    try:
+    async with open_streams(fake_env, streams=1) as streams:
         call = await start_stream_when_ready(streams, invoke_request(), 1.0)
         assert call is not None
         first = await call.read()  # the head; then nothing is read: no credit
@@ -165,8 +170,6 @@ async def test_a_deadline_while_waiting_for_credit_closes_the_upstream(
         again = await start_stream_when_ready(streams, invoke_request(), 10)
         _, body = await asyncio.wait_for(_read_all(again), 10)
         assert body == b"ok"
-    finally:
-        await streams.aclose()
 
 
 async def _short(request: RecordedRequest, reply: Reply) -> None:
@@ -181,8 +184,7 @@ async def test_a_cancel_while_waiting_for_credit_closes_the_upstream_and_frees_t
     setup_openai(fake_vault, upstream, {})
 
     upstream.handler = _endless_octets
-    streams = _streams(fake_env, streams=1, max_in_flight=1)
-    try:
+    async with open_streams(fake_env, streams=1, max_in_flight=1) as streams:
         call = await start_stream_when_ready(streams, invoke_request(), 30)
         assert call is not None
         assert (await call.read()).HasField("head")
@@ -200,8 +202,6 @@ async def test_a_cancel_while_waiting_for_credit_closes_the_upstream_and_frees_t
         assert again is not None
         _, body = await asyncio.wait_for(_read_all(again), 10)
         assert body == b"ok"
-    finally:
-        await streams.aclose()
 
 
 async def test_streamed_errors_match_unary(
@@ -210,7 +210,7 @@ async def test_streamed_errors_match_unary(
     setup_openai(fake_vault, upstream, {})
     stub = fake_env.stub()
     requests = [invoke_request(provider_name="nope"), invoke_request(path="/../admin")]
-    streams = _streams(fake_env, streams=1)
+    streams = gateway_streams(fake_env, streams=1)
 
     async def outcome(call: object) -> object:
         try:
@@ -230,10 +230,6 @@ async def test_streamed_errors_match_unary(
 async def test_the_relay_over_a_stream_has_warnings_and_a_client_gone_closes_the_upstream(
     fake_vault: FakeVault, fake_env: RouterEnv, upstream: FakeUpstream
 ) -> None:
-    from starlette.responses import JSONResponse
-
-    from services.gateway.model_api.stream_relay import RouterRelay
-
     setup_openai(fake_vault, upstream, {"X-Org": ["{{credential:x}}"]})
 
     async def endless(request: RecordedRequest, reply: Reply) -> None:
@@ -243,8 +239,7 @@ async def test_the_relay_over_a_stream_has_warnings_and_a_client_gone_closes_the
             await asyncio.sleep(0.01)
 
     upstream.handler = endless
-    streams = _streams(fake_env, streams=1)
-    try:
+    async with open_streams(fake_env, streams=1) as streams:
         call = await start_stream_when_ready(streams, invoke_request(), 30)
         assert call is not None
         sent: list[dict[str, object]] = []
@@ -274,8 +269,6 @@ async def test_the_relay_over_a_stream_has_warnings_and_a_client_gone_closes_the
                 break
             await asyncio.sleep(0.02)
         assert not streams._streams[0]._pending  # the router answered the cancel: place free
-    finally:
-        await streams.aclose()
 
 
 async def test_a_stopping_router_finishes_a_streamed_call_and_ends_the_stream_ok(
@@ -293,8 +286,7 @@ async def test_a_stopping_router_finishes_a_streamed_call_and_ends_the_stream_ok
         await reply.end()
 
     upstream.handler = held
-    streams = _streams(fake_env, streams=1)
-    try:
+    async with open_streams(fake_env, streams=1) as streams:
         call = await start_stream_when_ready(streams, invoke_request(), 30)
         assert call is not None
         await asyncio.wait_for(started.wait(), timeout=5)
@@ -304,8 +296,6 @@ async def test_a_stopping_router_finishes_a_streamed_call_and_ends_the_stream_ok
         _, body = await asyncio.wait_for(_read_all(call, 0.001), 10)
         assert body == b"a" * 100_000 + b"b" * 500_000
         await asyncio.wait_for(stopping, timeout=20)
-    finally:
-        await streams.aclose()
 
 
 async def test_a_streamed_call_cancelled_before_it_was_written_never_reaches_the_upstream(
@@ -313,8 +303,7 @@ async def test_a_streamed_call_cancelled_before_it_was_written_never_reaches_the
 ) -> None:
     setup_openai(fake_vault, upstream, {})
     upstream.handler = _short
-    streams = _streams(fake_env, streams=1, max_in_flight=1)
-    try:
+    async with open_streams(fake_env, streams=1, max_in_flight=1) as streams:
         call = await start_stream_when_ready(streams, invoke_request(), 10)
         assert call is not None and call.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -331,8 +320,6 @@ async def test_a_streamed_call_cancelled_before_it_was_written_never_reaches_the
         _, body = await asyncio.wait_for(_read_all(again), 10)
         assert body == b"ok"
         assert len(upstream.requests) == 1
-    finally:
-        await streams.aclose()
 
 
 async def test_a_stream_ending_while_a_call_waits_for_credit_closes_the_upstream(
@@ -341,7 +328,7 @@ async def test_a_stream_ending_while_a_call_waits_for_credit_closes_the_upstream
     setup_openai(fake_vault, upstream, {})
 
     upstream.handler = _endless_octets
-    streams = _streams(fake_env, streams=1)
+    streams = gateway_streams(fake_env, streams=1)
     call = await start_stream_when_ready(streams, invoke_request(), 30)
     assert call is not None
     assert (await call.read()).HasField("head")
@@ -362,14 +349,6 @@ async def test_a_slow_streamed_call_does_not_pin_other_calls_answers_in_memory()
     """A part taken out of a batched message (`answer.more[i].part`) is a view into that
     message's upb arena: while it waits in a slow call's queue, the whole batch (other calls'
     answers, up to 32 MiB of a buffered body) stays in memory."""
-    import gc
-    import os
-    import secrets
-
-    from aicreds.router.v1 import router_pb2_grpc
-
-    from services.common.grpc_server import open_channel
-
     batches = 50
     big = os.urandom(4 << 20)
     sent = asyncio.Event()
@@ -393,23 +372,16 @@ async def test_a_slow_streamed_call_does_not_pin_other_calls_answers_in_memory()
         sent.set()
         await asyncio.sleep(30)
 
-    server = grpc.aio.server()
-    handlers = {
-        "InvokeBufferedStream": grpc.stream_stream_rpc_method_handler(
-            stream,
-            pb.InvokeBufferedStreamRequest.FromString,
-            pb.InvokeBufferedStreamResponse.SerializeToString,
-        ),
-    }
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("aicreds.router.v1.RouterService", handlers),)
+    server, port = router_server(
+        {
+            "InvokeBufferedStream": grpc.stream_stream_rpc_method_handler(
+                stream,
+                pb.InvokeBufferedStreamRequest.FromString,
+                pb.InvokeBufferedStreamResponse.SerializeToString,
+            ),
+        }
     )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = open_channel(f"127.0.0.1:{port}", "svc-" + secrets.token_urlsafe(8))
-    stub = router_pb2_grpc.RouterServiceStub(channel)
-    streams = RouterStreams(stub, lambda r, t: None, lambda r, t: None, streams=1)  # type: ignore[arg-type,return-value]
-    try:
+    async with serving(server, port, streams=1) as streams:
         gc.collect()
         before = _rss_mib()
         call = await start_stream_when_ready(streams, invoke_request(), 30)
@@ -426,18 +398,12 @@ async def test_a_slow_streamed_call_does_not_pin_other_calls_answers_in_memory()
         # 250 bytes of this call's body wait; the other calls' 200 MiB should be gone.
         assert grown < 60, f"the gateway holds {grown} MiB for 250 bytes of a slow call"
         call.cancel()
-    finally:
-        await streams.aclose()
-        await channel.close()
-        await server.stop(None)
 
 
 async def test_an_answer_over_batch_bytes_goes_alone() -> None:
     """BATCH_BYTES: "a larger one goes alone". The size is checked before an answer is added,
     so a large buffered answer (up to 32 MiB) is appended to a batch: copied into it
     (`more.extend`), and at the gateway it pins the batch's other answers."""
-    from services.router.buffered_stream import BATCH_BYTES
-
     queue: asyncio.Queue[pb.InvokeBufferedStreamRequest | None] = asyncio.Queue()
     release = asyncio.Event()
 
@@ -476,13 +442,6 @@ async def test_an_answer_over_batch_bytes_goes_alone() -> None:
 async def test_a_streamed_call_sent_again_unary_carries_its_own_request_id() -> None:
     """`go_unary` runs in the stream's reader task, whose context is that of the request that
     happened to open the stream: the unary `Invoke` carries that request's id."""
-    import secrets
-
-    from aicreds.router.v1 import router_pb2_grpc
-
-    from services.common.grpc_server import open_channel
-    from services.common.request_context import bind_request_id, unbind_request_id
-
     seen: list[str] = []
 
     async def stream(
@@ -500,27 +459,20 @@ async def test_a_streamed_call_sent_again_unary_carries_its_own_request_id() -> 
         seen.append(next(str(v) for k, v in context.invocation_metadata() if k == "x-request-id"))
         yield pb.InvokeResponse(head=pb.ResponseHead(status=200))
 
-    server = grpc.aio.server()
-    handlers = {
-        "InvokeBufferedStream": grpc.stream_stream_rpc_method_handler(
-            stream,
-            pb.InvokeBufferedStreamRequest.FromString,
-            pb.InvokeBufferedStreamResponse.SerializeToString,
-        ),
-        "Invoke": grpc.unary_stream_rpc_method_handler(
-            unary_invoke, pb.InvokeRequest.FromString, pb.InvokeResponse.SerializeToString
-        ),
-    }
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("aicreds.router.v1.RouterService", handlers),)
+    server, port = router_server(
+        {
+            "InvokeBufferedStream": grpc.stream_stream_rpc_method_handler(
+                stream,
+                pb.InvokeBufferedStreamRequest.FromString,
+                pb.InvokeBufferedStreamResponse.SerializeToString,
+            ),
+            "Invoke": grpc.unary_stream_rpc_method_handler(
+                unary_invoke, pb.InvokeRequest.FromString, pb.InvokeResponse.SerializeToString
+            ),
+        }
     )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = open_channel(f"127.0.0.1:{port}", "svc-" + secrets.token_urlsafe(8))
-    stub = router_pb2_grpc.RouterServiceStub(channel)
-    streams = streams_over(stub, streams=1)
 
-    async def one(request_id: str) -> None:
+    async def one(streams: RouterStreams, request_id: str) -> None:
         token = bind_request_id(request_id)
         try:
             call = await start_stream_when_ready(streams, invoke_request(), 5)
@@ -529,13 +481,9 @@ async def test_a_streamed_call_sent_again_unary_carries_its_own_request_id() -> 
         finally:
             unbind_request_id(token)
 
-    try:
-        await asyncio.gather(one("req-opener"), one("req-second"))
+    async with serving(server, port, streams=1) as streams:
+        await asyncio.gather(one(streams, "req-opener"), one(streams, "req-second"))
         assert sorted(seen) == ["req-opener", "req-second"]
-    finally:
-        await streams.aclose()
-        await channel.close()
-        await server.stop(None)
 
 
 async def test_no_secret_or_body_in_logs_or_reprs_of_a_streamed_call(
@@ -544,14 +492,10 @@ async def test_no_secret_or_body_in_logs_or_reprs_of_a_streamed_call(
     upstream: FakeUpstream,
     all_logs: object,
 ) -> None:
-    from tests.router.invoke_requests import SECRET
-    from tests.support.fake_upstream import echo_handler
-
     setup_openai(fake_vault, upstream, {"Authorization": ["Bearer {{credential:openai_api_key}}"]})
     upstream.handler = echo_handler
     body = b'{"model":"gpt-4o","messages":"BODY-MARKER-42"}'
-    streams = _streams(fake_env, streams=1)
-    try:
+    async with open_streams(fake_env, streams=1) as streams:
         call = await start_stream_when_ready(streams, invoke_request(body=body), 10)
         assert call is not None
         reprs = repr(call) + repr(streams) + repr(streams._streams[0])
@@ -562,8 +506,6 @@ async def test_no_secret_or_body_in_logs_or_reprs_of_a_streamed_call(
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await _read_all(failing)
         reprs += repr(failing) + repr(err.value) + str(err.value)
-    finally:
-        await streams.aclose()
     text = all_logs() + reprs  # type: ignore[operator]
     assert SECRET not in text and "BODY-MARKER-42" not in text
 
@@ -572,8 +514,6 @@ async def test_no_secret_or_body_in_logs_or_reprs_of_a_streamed_call(
 async def test_a_cancel_racing_the_end_gives_one_last_answer_and_frees_one_place(
     steps: int,
 ) -> None:
-    from tests.router.invoke_requests import one_by_one
-
     queue: asyncio.Queue[pb.InvokeBufferedStreamRequest | None] = asyncio.Queue()
 
     async def short(

@@ -18,9 +18,7 @@ import grpc
 import grpc.aio
 import pytest
 from aicreds.router.v1 import router_pb2 as pb
-from aicreds.router.v1 import router_pb2_grpc
 
-from services.common.grpc_server import open_channel
 from services.common.invoke_streams import ANSWERS_TOGETHER_KEY
 from services.gateway.router_streams import RouterStreams, StreamedInvoke
 from services.router.buffered_stream import STREAM_WINDOW, CallContext, answer_invoke_stream
@@ -30,13 +28,14 @@ from tests.router.invoke_requests import (
     SECRET,
     invoke_request,
     one_by_one,
+    open_streams,
+    router_server,
+    serving,
     setup_openai,
     start_stream_when_ready,
-    streams_over,
 )
 from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply, echo_handler
 
-SERVICE = "aicreds.router.v1.RouterService"
 INVOKE = "/aicreds.router.v1.RouterService/Invoke"
 BIG_BODY = (bytes(range(251)) * (4 * 1024 * 1024 // 251 + 1))[: 4 * 1024 * 1024]
 """A 4 MiB body whose pattern (period 251) shows a chunk lost, doubled or out of order."""
@@ -97,11 +96,6 @@ async def _echo_or_cut(request: RecordedRequest, reply: Reply) -> None:
     reply.close()
 
 
-def _streams(env: RouterEnv, **options: int) -> RouterStreams:
-    stub = env.stub("gateway")
-    return streams_over(stub, **options)
-
-
 def _waiting_chunks(call: StreamedInvoke) -> list[int]:
     """The sizes of the body chunks that arrived for `call` and wait to be read."""
     queued = list(call._parts._queue)  # type: ignore[attr-defined]
@@ -142,13 +136,10 @@ async def test_streamed_calls_on_a_stream_give_exactly_what_the_unary_invoke_giv
     unary = [await _read_all(stub.Invoke(r, timeout=10)) for r in requests]
     unary_codes = sorted(line["code"] for line in _access_lines(caplog, via=False))
     caplog.clear()  # from here on: the streamed calls' records only
-    streams = _streams(fake_env)
-    try:
+    async with open_streams(fake_env) as streams:
         calls = [await start_stream_when_ready(streams, r, 10) for r in requests]
         assert all(isinstance(c, StreamedInvoke) for c in calls)
         streamed = [await _read_all(c) for c in calls]
-    finally:
-        await streams.aclose()
     assert streamed == unary
     answered = streamed[0]
     assert answered.error is None and answered.messages[0].head.status == 200
@@ -186,8 +177,7 @@ async def test_a_slow_reader_holds_back_only_its_own_call_and_gets_its_whole_bod
         await reply.end()
 
     upstream.handler = big_or_echo
-    streams = _streams(fake_env, streams=1)
-    try:
+    async with open_streams(fake_env, streams=1) as streams:
         slow = await start_stream_when_ready(streams, invoke_request(query="big=1"), 30)
         assert slow is not None
         await _head(slow)
@@ -220,8 +210,6 @@ async def test_a_slow_reader_holds_back_only_its_own_call_and_gets_its_whole_bod
         rest = await asyncio.wait_for(_read_all(slow), timeout=30)
         assert rest.error is None
         assert b"".join(m.chunk for m in rest.messages) == BIG_BODY
-    finally:
-        await streams.aclose()
 
 
 async def _one_chunk_then_wait(request: RecordedRequest, reply: Reply) -> None:
@@ -253,8 +241,7 @@ async def test_cancelling_a_streamed_call_mid_body_closes_the_upstream_and_the_s
     then parked at a `yield`: the cancellation must close it)."""
     setup_openai(fake_vault, upstream, {})
     upstream.handler = _one_chunk_then_wait if held_by == "upstream" else _endless
-    streams = _streams(fake_env, streams=1)
-    try:
+    async with open_streams(fake_env, streams=1) as streams:
         call = await start_stream_when_ready(streams, invoke_request(), 30)
         assert call is not None
         await _head(call)
@@ -276,8 +263,6 @@ async def test_cancelling_a_streamed_call_mid_body_closes_the_upstream_and_the_s
             _read_all(await start_stream_when_ready(streams, invoke_request(), 10)), 5
         )
         assert again.error is None and again.messages[0].head.status == 200
-    finally:
-        await streams.aclose()
 
 
 async def test_a_streamed_calls_deadline_ends_it_and_closes_the_upstream(
@@ -291,15 +276,12 @@ async def test_a_streamed_calls_deadline_ends_it_and_closes_the_upstream(
         await asyncio.sleep(30)
 
     upstream.handler = slow
-    streams = _streams(fake_env)
-    try:
+    async with open_streams(fake_env) as streams:
         call = await start_stream_when_ready(streams, invoke_request(), 0.3)
         assert call is not None
         outcome = await asyncio.wait_for(_read_all(call), timeout=5)
         assert outcome.error is not None and outcome.error[0] == grpc.StatusCode.DEADLINE_EXCEEDED
         await asyncio.wait_for(upstream.disconnected.wait(), timeout=5)
-    finally:
-        await streams.aclose()
 
 
 async def test_reprs_carry_no_request_body_nor_secret(
@@ -307,8 +289,7 @@ async def test_reprs_carry_no_request_body_nor_secret(
 ) -> None:
     setup_openai(fake_vault, upstream, {"Authorization": ["Bearer {{credential:openai_api_key}}"]})
     marker = "body-" + secrets.token_hex(8)
-    streams = _streams(fake_env, streams=1)
-    try:
+    async with open_streams(fake_env, streams=1) as streams:
         call = await start_stream_when_ready(
             streams, invoke_request(body=f'{{"q":"{marker}"}}'.encode()), 10
         )
@@ -318,8 +299,6 @@ async def test_reprs_carry_no_request_body_nor_secret(
         outcome = await asyncio.wait_for(_read_all(call), timeout=5)
         assert outcome.error is None
         texts += [repr(call), repr(stream)]
-    finally:
-        await streams.aclose()
     for text in texts:
         assert marker not in text and SECRET not in text and "user-1" not in text
 
@@ -370,8 +349,7 @@ class _OlderRouter:
         self.mode = mode
         self.invokes: list[pb.InvokeRequest] = []
         self.read_on_streams: list[pb.InvokeBufferedStreamRequest] = []
-        self._server = grpc.aio.server()
-        handlers = {
+        handlers: dict[str, grpc.RpcMethodHandler] = {
             "Invoke": grpc.unary_stream_rpc_method_handler(
                 self._invoke,
                 pb.InvokeRequest.FromString,
@@ -389,10 +367,7 @@ class _OlderRouter:
                 pb.InvokeBufferedStreamRequest.FromString,
                 pb.InvokeBufferedStreamResponse.SerializeToString,
             )
-        self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, handlers),)
-        )
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self._server, self.port = router_server(handlers)
 
     async def _invoke(
         self, request: pb.InvokeRequest, context: grpc.aio.ServicerContext
@@ -431,16 +406,8 @@ async def older_router(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[tuple[_OlderRouter, RouterStreams]]:
     router = _OlderRouter(request.param)
-    await router._server.start()
-    channel = open_channel(f"127.0.0.1:{router.port}", "svc-" + secrets.token_urlsafe(8))
-    stub = router_pb2_grpc.RouterServiceStub(channel)
-    streams = streams_over(stub, streams=1)
-    try:
+    async with serving(router._server, router.port, streams=1) as streams:
         yield router, streams
-    finally:
-        await streams.aclose()
-        await channel.close()
-        await router._server.stop(None)
 
 
 @pytest.mark.parametrize("older_router", ["none", "buffered"], indirect=True)

@@ -263,30 +263,44 @@ async def test_a_caller_that_reads_no_answers_holds_back_the_requests_it_sends()
     assert sorted(a.id for a in got) == list(range(1000))
 
 
-async def test_draining_answers_what_was_read_and_ends_the_stream() -> None:
-    """The vault is stopping: a stream reads no further request, answers those it read, and
-    ends (OK) instead of holding the vault's shutdown for its whole grace and then being cut."""
-    release = asyncio.Event()
+async def _two_requests(
+    then: asyncio.Event | None = None,
+) -> AsyncIterator[cpb.ResolveStreamRequest]:
+    """Requests 0 and 1 (users u0 and u1); then, with `then`, the caller's side stays open
+    until it is set."""
+    for n in range(2):
+        yield cpb.ResolveStreamRequest(id=n, request=cpb.ResolveRequest(user_id=f"u{n}"))
+    if then is not None:
+        await then.wait()
+
+
+async def _drained(
+    requests: AsyncIterator[cpb.ResolveStreamRequest], release: asyncio.Event
+) -> asyncio.Future[list[cpb.ResolveStreamResponse]]:
+    """The answers of a stream over `requests`, each resolved (the request's user as its model)
+    once `release` is set, collected in a task: returned once the stream has read the requests
+    and the vault has begun to stop (`draining`)."""
     draining = asyncio.Event()
 
     async def resolve(request: cpb.ResolveRequest) -> cpb.ResolveResponse:
         await release.wait()
         return cpb.ResolveResponse(upstream_model=request.user_id)
 
-    more = asyncio.Event()  # the caller never closes its side
-
-    async def requests() -> AsyncIterator[cpb.ResolveStreamRequest]:
-        for n in range(2):
-            yield cpb.ResolveStreamRequest(id=n, request=cpb.ResolveRequest(user_id=f"u{n}"))
-        await more.wait()
-
-    answers = answer_resolve_stream(requests(), resolve, stop=draining)
-    got = asyncio.ensure_future(_all(answers))
+    got = asyncio.ensure_future(_all(answer_resolve_stream(requests, resolve, stop=draining)))
     for _ in range(20):
         await asyncio.sleep(0)
     draining.set()
     for _ in range(20):
         await asyncio.sleep(0)
+    return got
+
+
+async def test_draining_answers_what_was_read_and_ends_the_stream() -> None:
+    """The vault is stopping: a stream reads no further request, answers those it read, and
+    ends (OK) instead of holding the vault's shutdown for its whole grace and then being cut."""
+    release = asyncio.Event()
+    more = asyncio.Event()  # the caller never closes its side
+    got = await _drained(_two_requests(more), release)
     assert not got.done()  # the two requests read are still being worked on
     release.set()
     ended = await asyncio.wait_for(got, 5.0)
@@ -297,23 +311,7 @@ async def test_draining_after_the_caller_closed_its_side_still_answers_everythin
     """The caller has closed its side and waits for its answers when the vault begins to stop:
     the drain has nothing left to cut short, and every request read is still answered."""
     release = asyncio.Event()
-    draining = asyncio.Event()
-
-    async def resolve(request: cpb.ResolveRequest) -> cpb.ResolveResponse:
-        await release.wait()
-        return cpb.ResolveResponse(upstream_model=request.user_id)
-
-    async def requests() -> AsyncIterator[cpb.ResolveStreamRequest]:
-        for n in range(2):
-            yield cpb.ResolveStreamRequest(id=n, request=cpb.ResolveRequest(user_id=f"u{n}"))
-
-    answers = answer_resolve_stream(requests(), resolve, stop=draining)
-    got = asyncio.ensure_future(_all(answers))
-    for _ in range(20):
-        await asyncio.sleep(0)
-    draining.set()
-    for _ in range(20):
-        await asyncio.sleep(0)
+    got = await _drained(_two_requests(), release)
     release.set()
     ended = await asyncio.wait_for(got, 5.0)
     assert sorted(a.id for a in ended) == [0, 1]
