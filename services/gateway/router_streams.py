@@ -423,6 +423,7 @@ class StreamedInvoke(_OnStream):
 
 OnStream = StreamedCall | StreamedInvoke
 """A call carried on a stream."""
+C = TypeVar("C", StreamedCall, StreamedInvoke)
 
 
 class _Stream:
@@ -609,30 +610,24 @@ class RouterStreams:
     def start(self, request: pb.InvokeBufferedRequest, timeout: float) -> StreamedCall | None:
         """Send `request` on a stream, to be answered within `timeout` seconds; None when no
         stream can take it now (the caller sends it as a unary call)."""
-        now = asyncio.get_running_loop().time()
-        stream = self._stream_for_a_call(now, streamed=False)
-        if stream is None:
-            return None
-        call = StreamedCall(request, current_request_id() or new_request_id(), now + timeout)
-        stream.send(call)
-        return call
+        return self._send(StreamedCall, request, timeout)
 
     def start_stream(self, request: pb.InvokeRequest, timeout: float) -> StreamedInvoke | None:
         """Send the streamed call `request` on a stream, to end within `timeout` seconds; None
         when no stream can take it now (the caller sends it as a unary `Invoke`), also while
         no open stream has said it takes streamed calls."""
-        now = asyncio.get_running_loop().time()
-        stream = self._stream_for_a_call(now, streamed=True)
-        if stream is None:
-            return None
-        call = StreamedInvoke(request, current_request_id() or new_request_id(), now + timeout)
-        stream.send(call)
-        return call
+        return self._send(StreamedInvoke, request, timeout)
 
-    def _stream_for_a_call(self, now: float, *, streamed: bool) -> _Stream | None:
+    def _send(self, kind: type[C], request: Any, timeout: float) -> C | None:
+        now = asyncio.get_running_loop().time()
         if self._closed or now < self._unsupported_until:
             return None
-        return self._stream_with_place(now, streamed)
+        stream = self._stream_with_place(now, streamed=kind is StreamedInvoke)
+        if stream is None:
+            return None
+        call = kind(request, current_request_id() or new_request_id(), now + timeout)
+        stream.send(call)
+        return call
 
     def _stream_with_place(self, now: float, streamed: bool) -> _Stream | None:
         """The next stream in turn that can take a call (opened if needed; a streamed call
