@@ -37,6 +37,7 @@ import grpc.aio
 from opentelemetry.trace import Tracer
 
 from services.common import request_context
+from services.common.after_answer import after_answer
 from services.common.callers import Caller, CallerRegistry, Right
 from services.common.error_reason import ERROR_REASON_KEY, reason_metadata
 from services.common.errors import AicredsError
@@ -311,7 +312,8 @@ def _log_access(call: _Call, context: grpc.aio.ServicerContext, start: float) ->
     """The one access-log line of an RPC (made without logging's caller lookup)."""
     if not access_log.isEnabledFor(logging.INFO):
         return
-    _write_access_line(call, call.method, _status(call, context), start, call.request_id, None)
+    elapsed = time.perf_counter() - start
+    _write_access_line(call, call.method, _status(call, context), elapsed, call.request_id, None)
 
 
 def record_streamed_request(method: str, code: grpc.StatusCode, start: float) -> None:
@@ -323,11 +325,16 @@ def record_streamed_request(method: str, code: grpc.StatusCode, start: float) ->
     call = _current_call.get(None)
     if call is None:  # not inside an RPC of an intercepted server: nothing to record
         return
+    # Measured now; counted and logged once the answer is on its way (`after_answer`).
+    after_answer(_record_streamed, call, method, code, time.perf_counter() - start)
+
+
+def _record_streamed(call: _Call, method: str, code: grpc.StatusCode, elapsed: float) -> None:
     if call.metrics is not None:
-        call.metrics.for_method(method).finished(code, time.perf_counter() - start)
+        call.metrics.for_method(method).finished(code, elapsed)
     if access_log.isEnabledFor(logging.INFO):
         _write_access_line(
-            call, method, code, start, request_context.current_request_id(), call.method
+            call, method, code, elapsed, request_context.current_request_id(), call.method
         )
 
 
@@ -335,7 +342,7 @@ def _write_access_line(
     call: _Call,
     method: str,
     code: grpc.StatusCode,
-    start: float,
+    elapsed: float,
     request_id: str,
     via: str | None,
 ) -> None:
@@ -344,7 +351,7 @@ def _write_access_line(
         "method": method,
         "caller": call.caller.name if call.caller else None,
         "code": code.name,
-        "ms": round((time.perf_counter() - start) * 1000, 3),
+        "ms": round(elapsed * 1000, 3),
         "request_id": request_id,
     }
     if via is not None:

@@ -47,6 +47,7 @@ import grpc
 import grpc.aio
 from aicreds.router.v1 import router_pb2 as pb
 
+from services.common.after_answer import answered, defer_until_answered
 from services.common.grpc_handlers import record_streamed_request, status_of
 from services.common.invoke_streams import ANSWERS_TOGETHER_KEY, CREDENTIAL_WARNING_KEY
 from services.common.request_context import bind_request_id, new_request_id
@@ -179,6 +180,7 @@ async def answer_invoke_stream(
 
     async def run(message: pb.InvokeBufferedStreamRequest) -> None:
         # A task of its own: its request id stays its own (a copy of the stream's context).
+        deferred = defer_until_answered()
         ident = message.id
         streamed = message.HasField("stream")
         method = INVOKE if streamed else INVOKE_BUFFERED
@@ -194,6 +196,7 @@ async def answer_invoke_stream(
             if ident not in cancelled:
                 # The stream itself is ending: nobody is left to answer; the log still says.
                 record_streamed_request(method, grpc.StatusCode.CANCELLED, start)
+                answered(deferred)
                 raise
             code = grpc.StatusCode.CANCELLED
             result = _error(ident, code, "the call was cancelled")
@@ -214,6 +217,7 @@ async def answer_invoke_stream(
         # Exactly one last answer per call: each one taken frees one place.
         answers.put_nowait(result)
         record_streamed_request(method, code, start)
+        answered(deferred)  # what the call reports runs after the writer sent the answer
 
     def cancel(ident: int) -> None:
         task = working.get(ident)

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry.trace import Span, Tracer
 
+from services.common.after_answer import after_answer
 from services.common.errors import AicredsError, InvalidArgument
 from services.common.header_bounds import HeaderBounds
 from services.common.header_masking import mask_credential_value, mask_header_value
@@ -273,7 +274,7 @@ def _log_upstream_call(
     prepared: PreparedCall,
     response: UpstreamResponse | None,
     head_ms: float | None,
-    started: float,
+    elapsed: float,
     outcome: str,
 ) -> None:
     """One line per upstream call: where, what came back, how long. No query, no headers."""
@@ -289,7 +290,7 @@ def _log_upstream_call(
                 "status": response.status if response else None,
                 "outcome": outcome,
                 "head_ms": head_ms,
-                "ms": round((time.perf_counter() - started) * 1000, 3),
+                "ms": round(elapsed * 1000, 3),
                 "chunks": response.chunks_received if response else 0,
                 "bytes": response.bytes_received if response else 0,
             }
@@ -380,30 +381,41 @@ class Router:
             outcome = "cancelled" if cancelled else "error"
             raise
         finally:
-            _log_upstream_call(prepared, response, head_ms, started, outcome)
-            if self._metrics is not None:
-                self._metrics.upstream_call(
-                    prepared.provider_name,
-                    response.status if response else None,
-                    None if head_ms is None else head_ms / 1000,
-                    time.perf_counter() - started,
-                    egress_refused=outcome == EgressRefused.reason,
-                )
-            usage = tap.usage() if tap is not None else None
-            if span is not None:
+            elapsed = time.perf_counter() - started
+            if span is None:  # reported once the call is answered (`after_answer`)
+                after_answer(self._report, prepared, response, head_ms, elapsed, outcome, tap)
+            else:  # the span carries the usage: reported now, before the span ends
+                usage = self._report(prepared, response, head_ms, elapsed, outcome, tap)
                 if usage is not None:
                     record_usage(span, usage.input_tokens, usage.output_tokens)
                 status = response.status if response else None
                 end_upstream_span(span, status, None if outcome == "ok" else outcome)
-            self._report_usage(prepared, usage)
 
-    def _report_usage(self, prepared: PreparedCall, usage: TokenUsage | None) -> None:
-        """Hand what an answer reported to the usage sink; an answer without usage counts
-        nothing."""
-        if usage is None or self._usage is None or not prepared.user_id:
-            return
-        model = usage_model(prepared.model)
-        self._usage.record(UsageReport(prepared.user_id, prepared.provider_name, model, usage))
+    def _report(
+        self,
+        prepared: PreparedCall,
+        response: UpstreamResponse | None,
+        head_ms: float | None,
+        elapsed: float,
+        outcome: str,
+        tap: UsageTap | None,
+    ) -> TokenUsage | None:
+        """What one upstream exchange reports: its log line, its metrics, and the tokens its
+        answer reported to the usage sink (an answer without usage counts nothing)."""
+        _log_upstream_call(prepared, response, head_ms, elapsed, outcome)
+        if self._metrics is not None:
+            self._metrics.upstream_call(
+                prepared.provider_name,
+                response.status if response else None,
+                None if head_ms is None else head_ms / 1000,
+                elapsed,
+                egress_refused=outcome == EgressRefused.reason,
+            )
+        usage = tap.usage() if tap is not None else None
+        if usage is not None and self._usage is not None and prepared.user_id:
+            model = usage_model(prepared.model)
+            self._usage.record(UsageReport(prepared.user_id, prepared.provider_name, model, usage))
+        return usage
 
     async def fetch(
         self, prepared: PreparedCall, *, deadline: float, max_body: int = MAX_BUFFERED_BODY

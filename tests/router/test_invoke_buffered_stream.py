@@ -93,6 +93,10 @@ async def test_streamed_calls_answer_and_fail_exactly_as_unary_ones(
     assert len(lines) == len(requests)
     assert {line["method"] for line in lines} == {"/aicreds.router.v1.RouterService/InvokeBuffered"}
     assert [line["code"] for line in lines].count("OK") == 2
+    # And each exchange with the upstream its line, on the stream too (reported after the
+    # answer: `after_answer`).
+    exchanges = [r for r in caplog.records if r.getMessage() == "upstream call"]
+    assert len(exchanges) == 4
     assert all(
         SECRET not in r.getMessage() + repr(getattr(r, "fields", "")) for r in caplog.records
     )

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 from aicreds.vault.v1 import credentials_pb2 as pb
 
+from services.common.after_answer import answered, defer_until_answered
 from services.common.grpc_handlers import record_streamed_request, status_of
 from services.common.request_context import bind_request_id, new_request_id
 
@@ -56,6 +57,7 @@ async def answer_resolve_stream(
 
     async def answer(message: pb.ResolveStreamRequest) -> None:
         # A task of its own: its request id stays its own (a copy of the stream's context).
+        deferred = defer_until_answered()
         start = time.perf_counter()
         bind_request_id(message.request_id[:_MAX_REQUEST_ID] or new_request_id())
         try:
@@ -72,6 +74,7 @@ async def answer_resolve_stream(
         # Exactly one answer per request: each answer taken frees one place.
         answers.put_nowait(result)
         record_streamed_request(RESOLVE, code, start)
+        answered(deferred)  # its access line and metrics: after the writer sent the answer
 
     def stopping() -> bool:
         return stop is not None and stop.is_set()
