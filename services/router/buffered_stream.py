@@ -284,20 +284,22 @@ async def answer_invoke_stream(
             if item is DRAINING or item is TAKES_STREAMED:  # not an answer: alone, no place
                 yield item
                 continue
-            # What else is ready goes in the same message, while it fits in `BATCH_BYTES`.
+            # What else is ready goes in the same message, while it fits in `BATCH_BYTES` (sizes
+            # are measured only then: at low load the queue holds one answer at a time).
             together: list[pb.InvokeBufferedStreamResponse] = []
-            size = item.ByteSize()
-            while answers_together and not answers.empty():
-                queued = answers.get_nowait()
-                if queued is None or queued is DRAINING:
-                    carry = queued
-                    break
-                size += queued.ByteSize()
-                if size > BATCH_BYTES:
-                    carry = queued
-                    break
-                together.append(queued)
-            last = sum(1 for answer in (item, *together) if _is_last(answer))
+            if answers_together and not answers.empty():
+                size = item.ByteSize()
+                while not answers.empty():
+                    queued = answers.get_nowait()
+                    if queued is None or queued is DRAINING:
+                        carry = queued
+                        break
+                    size += queued.ByteSize()
+                    if size > BATCH_BYTES:
+                        carry = queued
+                        break
+                    together.append(queued)
+            last = _is_last(item) + sum(1 for answer in together if _is_last(answer))
             if together:
                 item.more.extend(together)  # each as if it came alone
             yield item
