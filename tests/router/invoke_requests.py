@@ -24,6 +24,11 @@ from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply
 SERVICE = "aicreds.router.v1.RouterService"
 SECRET = "sk-live-0123456789abcdef-SECRET"
 USER = "user-1"
+ONE_KEY_MISSING = {
+    "Authorization": ["Bearer {{credential:openai_api_key}}"],
+    "X-Org": ["{{credential:x}}"],
+}
+"""Headers of which one references a key user-1 does not have (`x`): a call's warning."""
 
 
 def setup_openai(

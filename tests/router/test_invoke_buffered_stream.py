@@ -21,6 +21,7 @@ from services.router.buffered_stream import answer_invoke_stream
 from tests.router.conftest import RouterEnv, RouterFactory
 from tests.router.fake_vault import FakeVault
 from tests.router.invoke_requests import (
+    ONE_KEY_MISSING,
     SECRET,
     HeldReply,
     invoke_request,
@@ -58,11 +59,7 @@ async def test_streamed_calls_answer_and_fail_exactly_as_unary_ones(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    setup_openai(
-        fake_vault,
-        upstream,
-        {"Authorization": ["Bearer {{credential:openai_api_key}}"], "X-Org": ["{{credential:x}}"]},
-    )
+    setup_openai(fake_vault, upstream, ONE_KEY_MISSING)
     requests = [
         _buffered(query="a=1"),
         _buffered(provider_name=None, model="openai/gpt-4o", body=b'{"model":"openai/gpt-4o"}'),

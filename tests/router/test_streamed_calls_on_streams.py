@@ -25,6 +25,7 @@ from services.router.buffered_stream import STREAM_WINDOW, CallContext, answer_i
 from tests.router.conftest import RouterEnv, warnings_of
 from tests.router.fake_vault import FakeVault
 from tests.router.invoke_requests import (
+    ONE_KEY_MISSING,
     SECRET,
     invoke_request,
     one_by_one,
@@ -118,11 +119,7 @@ async def test_streamed_calls_on_a_stream_give_exactly_what_the_unary_invoke_giv
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    setup_openai(
-        fake_vault,
-        upstream,
-        {"Authorization": ["Bearer {{credential:openai_api_key}}"], "X-Org": ["{{credential:x}}"]},
-    )
+    setup_openai(fake_vault, upstream, ONE_KEY_MISSING)
     upstream.handler = _echo_or_cut
     requests = [
         invoke_request(query="a=1"),  # answered, with a warning (no credential `x`)
