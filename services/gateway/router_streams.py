@@ -598,6 +598,9 @@ class RouterStreams:
         self._unary = unary
         self._unary_stream = unary_stream
         self._streams: list[_Stream | None] = [None] * streams
+        # Streams replaced while calls were still in flight on them: they end once those are
+        # answered, and `aclose` ends them too.
+        self._retiring: set[_Stream] = set()
         self._turn = 0
         self._max_in_flight = max_in_flight
         self._max_age = max_age
@@ -641,7 +644,7 @@ class RouterStreams:
                     return stream
                 continue
             if stream is not None:
-                stream.retire()
+                self._retire(stream)
             # Its own request id: the stream outlives the call that happened to open it.
             rpc = self._stub.InvokeBufferedStream(
                 None, metadata=((REQUEST_ID_KEY, new_request_id()), (ANSWERS_TOGETHER_KEY, "1"))
@@ -651,6 +654,12 @@ class RouterStreams:
             if not streamed:
                 return stream
         return None
+
+    def _retire(self, stream: _Stream) -> None:
+        stream.retire()
+        self._retiring = {s for s in self._retiring if not s.ended}
+        if not stream.ended:
+            self._retiring.add(stream)
 
     def _stream_ended(self, call: OnStream, code: grpc.StatusCode | None, never_sent: bool) -> None:
         """`call`'s stream ended before its (last) answer: send it again if it was never read,
@@ -683,8 +692,10 @@ class RouterStreams:
             call.go_unary(self._unary)
 
     async def aclose(self) -> None:
-        """End every stream (their calls in flight fail with CANCELLED, or UNAVAILABLE)."""
+        """End every stream, retired ones still waiting for answers too (their calls in flight
+        fail with CANCELLED, or UNAVAILABLE)."""
         self._closed = True
-        streams = [s for s in self._streams if s is not None]
+        streams = [s for s in self._streams if s is not None] + list(self._retiring)
         self._streams = [None] * len(self._streams)
+        self._retiring = set()
         await asyncio.gather(*(s.aclose() for s in streams))
