@@ -259,7 +259,7 @@ async def test_one_user_holds_at_most_two_large_bodies_in_the_scan_lane() -> Non
         return real(body, **kwargs)
 
     big = b'{"model":"m","pad":"' + b"x" * PARSE_WHOLE_BELOW + b'"}'
-    call_options.read_call_options = blocked  # type: ignore[assignment]
+    call_options.read_call_options = blocked
     try:
         first = asyncio.ensure_future(call_options.read_call_options_off_loop(big, "mallory"))
         second = asyncio.ensure_future(call_options.read_call_options_off_loop(big, "mallory"))
@@ -273,7 +273,7 @@ async def test_one_user_holds_at_most_two_large_bodies_in_the_scan_lane() -> Non
         release.set()
         assert [o.model for o in await asyncio.gather(first, second, other)] == ["m"] * 3
     finally:
-        call_options.read_call_options = real  # type: ignore[assignment]
+        call_options.read_call_options = real
     # Every slot was given back.
     assert (await call_options.read_call_options_off_loop(big, "mallory")).model == "m"
     assert call_options._SCAN_SLOTS.in_flight("mallory") == 0

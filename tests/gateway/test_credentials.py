@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -209,7 +210,7 @@ async def test_body_over_one_mib_is_413(stack: Stack, alice: Minted) -> None:
 
 
 async def test_chunked_body_over_one_mib_is_413(stack: Stack, alice: Minted) -> None:
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         yield b'{"credentials": {"k": "'
         for _ in range(1100):
             yield b"v" * 1024

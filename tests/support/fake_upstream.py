@@ -284,7 +284,7 @@ class FakeUpstream:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         conn = h11.Connection(h11.SERVER)
         try:
             while True:
@@ -305,7 +305,7 @@ class FakeUpstream:
         except asyncio.CancelledError:
             return  # stopped by `stop()`; this task is the connection's outermost frame
         finally:
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

@@ -126,7 +126,7 @@ async def test_small_reads_fall_back_to_a_reader_thread_while_sqlite_answers_bus
     class Busy:
         def execute(self, sql: str, params: object) -> None:
             err = sqlite3.OperationalError("database is locked")
-            err.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+            err.sqlite_errorcode = sqlite3.SQLITE_BUSY
             raise err
 
     monkeypatch.setattr(db, "_inline", Busy())

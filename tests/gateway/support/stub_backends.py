@@ -37,7 +37,7 @@ class RouterScript:
     hold_after_first_chunk: bool = False
 
 
-class StubRouter(router_pb2_grpc.RouterServiceServicer):  # type: ignore[misc]
+class StubRouter(router_pb2_grpc.RouterServiceServicer):
     """Answers Invoke and InvokeBuffered from the same script; `requests` holds the calls of
     both (an InvokeBuffered's `call`), `rpcs` which RPC each was and `max_body_bytes` what a
     buffered call asked for."""
@@ -158,7 +158,7 @@ async def _abort(context: grpc.aio.ServicerContext, failure: Failure) -> None:
     await context.abort(code, details, trailing_metadata=trailing)
 
 
-class StubProviders(providers_pb2_grpc.ProviderServiceServicer):  # type: ignore[misc]
+class StubProviders(providers_pb2_grpc.ProviderServiceServicer):
     def __init__(self) -> None:
         self.providers: dict[str, list[providers_pb2.Provider]] = {}
         self.failure: Failure | None = None
