@@ -54,7 +54,9 @@ def test_callers_file_readable_by_others_is_refused(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_malformed_entries_are_refused_with_the_reason(entries: list, problem: str) -> None:
+def test_malformed_entries_are_refused_with_the_reason(
+    entries: list[dict[str, object]], problem: str
+) -> None:
     with pytest.raises(ValueError, match=problem):
         CallerRegistry.from_entries(entries)
 

@@ -78,7 +78,8 @@ async def _call(port: int, token: str | None, method: str, body: bytes) -> bytes
     target = f"127.0.0.1:{port}"
     channel = open_channel(target, token) if token else grpc.aio.insecure_channel(target)
     async with channel:
-        return await channel.unary_unary(method)(body, timeout=5)
+        reply: bytes = await channel.unary_unary(method)(body, timeout=5)
+        return reply
 
 
 async def test_authorised_caller_reaches_the_handler(server: RunningServer) -> None:

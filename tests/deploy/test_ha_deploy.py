@@ -168,7 +168,8 @@ def test_redis_secret_template_holds_only_placeholders(overlay: list[Obj]) -> No
 
 def _selects(policy: Obj, labels: dict[str, str]) -> bool:
     selector = policy["spec"]["podSelector"].get("matchLabels", {})
-    return selector.items() <= labels.items()
+    selected: bool = selector.items() <= labels.items()
+    return selected
 
 
 def test_only_the_gateway_reaches_redis(base: list[Obj], overlay: list[Obj]) -> None:

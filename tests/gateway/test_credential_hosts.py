@@ -90,6 +90,7 @@ async def test_the_rest_endpoints(
     assert bad.status_code == 400
     assert bad.json()["error"]["code"] == "invalid_argument"
     assert "https://x.example/" in bad.json()["error"]["message"]
+    body: object
     for body in ({}, {"hosts": "api.openai.com"}, {"hosts": [1]}, [], {"hosts": [], "x": 1}):
         response = await client.put(f"{CREDENTIALS}/{KEY}/hosts", headers=auth, json=body)
         assert response.status_code == 400, body

@@ -164,7 +164,7 @@ async def test_published_revocations_name_what_to_drop_and_hold_no_secret(
         secret = await _login(a, manager)
         assert (await a.client.delete(f"{TOKENS}/{victim.id}", headers=manager.bearer())).is_success
         await _logout(a, secret)
-        received = []
+        received: list[bytes] = []
         deadline = time.monotonic() + 2
         while len(received) < 2 and time.monotonic() < deadline:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)

@@ -13,10 +13,9 @@ import httpx
 import pytest
 
 from services.router.headers import downstream_response_headers
-from services.router.server import RunningRouter
 from tests.gateway.conftest import StackFactory
 from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply, running_upstream
-from tests.support.stack import running_router
+from tests.support.stack import RouterHandle, running_router
 from tests.support.vault import VaultHandle
 
 FORGED = [
@@ -48,7 +47,7 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
 
 
 @pytest.fixture
-async def loopback_router(tmp_path: Path, vault: VaultHandle) -> AsyncIterator[RunningRouter]:
+async def loopback_router(tmp_path: Path, vault: VaultHandle) -> AsyncIterator[RouterHandle]:
     async with running_router(tmp_path, vault, egress_allow="127.0.0.1") as running:
         yield running
 
@@ -60,7 +59,7 @@ def _all(response: httpx.Response, name: str) -> list[str]:
 @pytest.mark.parametrize("stream", [False, True])
 async def test_upstream_cannot_set_the_gateways_headers(
     gateway_stack: StackFactory,
-    loopback_router: RunningRouter,
+    loopback_router: RouterHandle,
     upstream: FakeUpstream,
     stream: bool,
 ) -> None:

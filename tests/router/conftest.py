@@ -106,7 +106,7 @@ def provider(
     *,
     models: Sequence[str] = (),
     on_missing: str = "warn",
-    kind: providers_pb2.ProviderKind.ValueType = providers_pb2.PROVIDER_KIND_CUSTOM,
+    kind: providers_pb2.ProviderKind = providers_pb2.PROVIDER_KIND_CUSTOM,
 ) -> providers_pb2.Provider:
     """A provider message as the vault stores it."""
     return providers_pb2.Provider(

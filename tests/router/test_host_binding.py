@@ -5,7 +5,7 @@ network)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pytest
 
@@ -42,7 +42,7 @@ def _call() -> InvokeCall:
     return InvokeCall("alice", "p", None, "POST", "/chat/completions")
 
 
-def _header(headers: tuple[tuple[str, str], ...], name: str) -> str:
+def _header(headers: Sequence[tuple[str, str]], name: str) -> str:
     return next(value for key, value in headers if key == name)
 
 

@@ -53,7 +53,9 @@ def _stream_call(ident: int, user: str = "u") -> pb.InvokeBufferedStreamRequest:
     )
 
 
-async def _never(request: pb.InvokeBufferedRequest, timeout: float | None) -> object:
+async def _never(
+    request: pb.InvokeBufferedRequest, timeout: float | None
+) -> pb.InvokeBufferedResponse:
     raise AssertionError("no buffered call here")
 
 
@@ -80,7 +82,7 @@ async def test_draining_reaches_a_busy_stream() -> None:
         _never,
         chatty,
         stop=stop,
-        window=1 << 40,  # type: ignore[arg-type]
+        window=1 << 40,
         answers_together=True,
     )
     for ident in (1, 2, 3):
@@ -110,7 +112,7 @@ async def _read_all(call: object, pause: float = 0.0) -> tuple[list[object], byt
     body = b""
     while (m := await call.read()) is not grpc.aio.EOF:  # type: ignore[attr-defined]
         messages.append(m)
-        body += m.chunk  # type: ignore[attr-defined]
+        body += m.chunk
         if pause:
             await asyncio.sleep(pause)
     return messages, body
@@ -416,7 +418,7 @@ async def test_an_answer_over_batch_bytes_goes_alone() -> None:
 
     answers = answer_invoke_stream(
         _requests(queue),
-        invoke,  # type: ignore[arg-type]
+        invoke,
         answers_together=True,
     )
     for ident, path in ((1, "/small"), (2, "/big")):
@@ -427,7 +429,7 @@ async def test_an_answer_over_batch_bytes_goes_alone() -> None:
                 timeout_ms=10_000,
             )
         )
-    pending = asyncio.ensure_future(anext(answers))  # type: ignore[call-overload]
+    pending = asyncio.ensure_future(anext(answers))
     await asyncio.sleep(0.05)
     release.set()
     first = await pending
@@ -522,9 +524,7 @@ async def test_a_cancel_racing_the_end_gives_one_last_answer_and_frees_one_place
         yield pb.InvokeResponse(head=pb.ResponseHead(status=200))
         yield pb.InvokeResponse(chunk=b"x" * 10)
 
-    answers = one_by_one(
-        answer_invoke_stream(_requests(queue), _never, short, max_in_flight=1)  # type: ignore[arg-type]
-    )
+    answers = one_by_one(answer_invoke_stream(_requests(queue), _never, short, max_in_flight=1))
     queue.put_nowait(_stream_call(1))
     for _ in range(steps):
         await asyncio.sleep(0)

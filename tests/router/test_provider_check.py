@@ -25,7 +25,7 @@ from services.router.provider_check import CheckOutcome, ProviderChecker
 from services.router.transport import UpstreamClient
 from tests.router.conftest import RouterEnv, provider, warnings_of
 from tests.router.fake_vault import FakeVault
-from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply
+from tests.support.fake_upstream import FakeUpstream, Handler, RecordedRequest, Reply
 
 SECRET = "sk-live-0123456789abcdef-CHECKSECRET"
 USER = "user-1"
@@ -33,7 +33,7 @@ BODY_MARKER = "UPSTREAM-BODY-MARKER-7f3a"
 AUTH = {"Authorization": ["Bearer {{credential:api_key}}"]}
 
 
-def _models_handler(status_if_wrong: int = 401, status: int | None = None) -> Callable[..., object]:
+def _models_handler(status_if_wrong: int = 401, status: int | None = None) -> Handler:
     """An upstream whose model list wants `Authorization: Bearer SECRET` (or answers `status`)."""
 
     async def handle(request: RecordedRequest, reply: Reply) -> None:
@@ -60,7 +60,7 @@ def _setup(
     headers: dict[str, list[str]] | None = None,
     credentials: dict[str, str] | None = None,
     on_missing: str = "warn",
-    kind: providers_pb2.ProviderKind.ValueType = providers_pb2.PROVIDER_KIND_OPENAI,
+    kind: providers_pb2.ProviderKind = providers_pb2.PROVIDER_KIND_OPENAI,
 ) -> None:
     vault.providers[USER] = [
         provider(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -55,7 +56,7 @@ def _client(**options: object) -> UpstreamClient:
 
 
 async def _healthy_calls_while(
-    client: UpstreamClient, healthy: FakeUpstream, stalled: asyncio.Future[object]
+    client: UpstreamClient, healthy: FakeUpstream, stalled: asyncio.Future[Any]
 ) -> int:
     """Calls to the healthy upstream, one after another, until `stalled` is over."""
     done = 0

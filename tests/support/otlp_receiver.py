@@ -113,7 +113,7 @@ class OtlpReceiver:
             return list(self._bodies)
 
     def spans(self) -> list[ReceivedSpan]:
-        found = []
+        found: list[ReceivedSpan] = []
         for body in self.bodies():
             request = ExportTraceServiceRequest.FromString(body)
             for resource_spans in request.resource_spans:

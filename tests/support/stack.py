@@ -115,7 +115,7 @@ class RouterHandle:
     def address(self) -> str:
         return self.router.address
 
-    async def stop(self, grace: float | None = 0) -> None:
+    async def stop(self, grace: float = 0) -> None:
         await self.router.stop(grace)
 
 

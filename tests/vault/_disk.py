@@ -80,6 +80,7 @@ def age(
     vault's state directory), since a row changed without the keyring is refused. One UPDATE:
     the vault never reads the row moved but not yet sealed again."""
     assert table in ("api_tokens", "sessions")
+    times: tuple[str, ...]
     if table == "api_tokens":
         columns, times = TOKEN_COLUMNS, ("created_at", "expires_at", "last_used_at")
         alias, fields, kind = "t", token_row_fields, TOKEN_ROW

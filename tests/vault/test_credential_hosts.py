@@ -51,9 +51,10 @@ async def _hosts(stub: CredentialServiceStub, user: str = "alice") -> dict[str, 
 
 
 async def _resolve(vault: VaultHandle, *keys: str) -> pb.ResolveResponse:
-    return await _stub(vault, "router").Resolve(
+    response: pb.ResolveResponse = await _stub(vault, "router").Resolve(
         pb.ResolveRequest(user_id="alice", keys=pb.KeyNames(keys=list(keys)))
     )
+    return response
 
 
 async def test_set_get_and_unbind(vault: VaultHandle) -> None:

@@ -60,7 +60,8 @@ async def _unary_outcome(
     stub: CredentialServiceStub, request: cpb.ResolveRequest
 ) -> cpb.ResolveResponse | tuple[int, str, str]:
     try:
-        return await stub.Resolve(request, timeout=10)
+        response: cpb.ResolveResponse = await stub.Resolve(request, timeout=10)
+        return response
     except grpc.aio.AioRpcError as err:
         reason = dict(err.trailing_metadata() or ()).get("x-error-reason", "")
         return err.code().value[0], err.details() or "", str(reason)

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import schemathesis
 
 from tests.support.background import BackgroundLoop
-from tests.support.contract import CHECKS, run_contract
+from tests.support.contract import CHECKS, Operation, run_contract
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.stack import LlmStack, llm_stack
 
@@ -41,7 +40,7 @@ def test_generated_model_calls_get_documented_answers(
 ) -> None:
     auth = {"Authorization": f"Bearer {live.tokens.invoke}"}
 
-    def call_served_models(operation: schemathesis.APIOperation) -> None:
+    def call_served_models(operation: Operation) -> None:
         # Generated models are almost never served; these are, and stream or not.
         anthropic = operation.path.startswith("/v1/messages")
         model = "claude-3.5-sonnet" if anthropic else "gpt-4"

@@ -5,7 +5,7 @@ per-day totals through `GET /api/v2/users/me/usage`, and the router's token metr
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +31,7 @@ async def usage_stack(directory: Path, upstream: FakeUpstream) -> AsyncIterator[
 
 
 async def call(
-    client: httpx.AsyncClient, stack: LlmStack, path: str, body: dict[str, object]
+    client: httpx.AsyncClient, stack: LlmStack, path: str, body: Mapping[str, object]
 ) -> bytes:
     headers = {"Authorization": f"Bearer {stack.tokens.invoke}", "anthropic-version": "2023-06-01"}
     response = await client.post(f"{stack.url}{path}", json=body, headers=headers)
