@@ -243,7 +243,8 @@ def _policies(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def _selected(policy: dict[str, Any]) -> str | None:
     labels = policy["spec"]["podSelector"].get("matchLabels", {})
-    return labels.get("app.kubernetes.io/component")
+    component: str | None = labels.get("app.kubernetes.io/component")
+    return component
 
 
 def _ports(rule: dict[str, Any]) -> set[int]:
@@ -276,7 +277,7 @@ def test_network_policies_deny_by_default_and_wall_off_the_vault(
     policies = _policies(objects)
     deny = policies["aicreds-default-deny"]["spec"]
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    by_component = {_selected(p): p["spec"] for p in policies.values() if _selected(p)}
+    by_component = {name: p["spec"] for p in policies.values() if (name := _selected(p))}
     vault = by_component["vault"]
     sources = {
         peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]

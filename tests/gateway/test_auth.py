@@ -10,10 +10,10 @@ import httpx
 import pytest
 from aicreds.vault.v1 import auth_pb2, auth_pb2_grpc
 
+from services.common.scopes import ALL_SCOPES
 from services.gateway.app import create_app
 from services.gateway.endpoint_table import Endpoint
 from services.gateway.settings import GatewaySettings
-from services.gateway.validation import ALL_SCOPES
 from tests.support.stack import Minted, Stack, StackFactory
 
 CREDS = "/api/v2/users/me/ai-credentials"

@@ -22,7 +22,7 @@ CHECKED_AT = datetime(2026, 11, 27, 12, 0, 0, 500_000, tzinfo=UTC)
 
 
 @dataclass
-class CheckRouter(router_pb2_grpc.RouterServiceServicer):  # type: ignore[misc]
+class CheckRouter(router_pb2_grpc.RouterServiceServicer):
     """Answers CheckProvider from `answers` (provider name -> reply); any other name is the
     router's NOT_FOUND with reason `provider_not_found`. Records each request and its
     metadata."""
@@ -43,6 +43,7 @@ class CheckRouter(router_pb2_grpc.RouterServiceServicer):  # type: ignore[misc]
                 f"provider {request.provider_name!r} not found",
                 trailing_metadata=(("x-error-reason", "provider_not_found"),),
             )
+            raise AssertionError("unreachable")
         return answer
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.gateway.validation import ALL_SCOPES
+from services.common.scopes import ALL_SCOPES
 from tests.gateway.conftest import Minted, Stack
 
 TOKENS = "/api/v2/users/me/api-tokens"

@@ -15,6 +15,7 @@ import grpc
 import grpc.aio
 import pytest
 from aicreds.router.v1 import router_pb2
+from aicreds.vault.v1 import providers_pb2
 
 from tests.router.conftest import RouterEnv, RouterFactory, warnings_of
 from tests.router.fake_vault import FakeVault
@@ -413,7 +414,7 @@ async def test_no_credential_value_in_any_log_record(
     )
     await fake_env.invoke(invoke_request())
     await fake_env.stub().Preview(router_pb2.PreviewRequest(user_id=USER, provider_name="openai"))
-    fake_vault.providers[USER][0].on_missing_credential = 2  # error
+    fake_vault.providers[USER][0].on_missing_credential = providers_pb2.ON_MISSING_CREDENTIAL_ERROR
     with pytest.raises(grpc.aio.AioRpcError):
         await fake_env.invoke(invoke_request())
     logs = all_logs()

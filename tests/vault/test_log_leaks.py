@@ -104,11 +104,13 @@ async def test_no_value_token_or_key_occurs_in_any_log_record(
         )
         await providers.GetProvider(ppb.GetProviderRequest(user_id="alice", name="openai"))
         await providers.ListProviders(ppb.ListProvidersRequest(user_id="alice"))
-        bad = ppb.Provider()
-        bad.CopyFrom(provider)
-        bad.headers["X-Api-Key"].values[0] = PROVIDER_LITERAL + "\n"
+        bad_provider = ppb.Provider()
+        bad_provider.CopyFrom(provider)
+        bad_provider.headers["X-Api-Key"].values[0] = PROVIDER_LITERAL + "\n"
         with pytest.raises(grpc.aio.AioRpcError):
-            await providers.UpdateProvider(ppb.UpdateProviderRequest(user_id="alice", provider=bad))
+            await providers.UpdateProvider(
+                ppb.UpdateProviderRequest(user_id="alice", provider=bad_provider)
+            )
         await router.Resolve(pb.ResolveRequest(user_id="alice", provider_name="openai"))
         await router.Resolve(pb.ResolveRequest(user_id="alice", model="openai/gpt-4o"))
         tokens = [vault.token("gateway"), vault.token("router")]

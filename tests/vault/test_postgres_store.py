@@ -190,7 +190,9 @@ async def test_a_rewrap_on_one_replica_never_undoes_a_revocation_committed_on_an
     un-revoke the token by clearing `revoked_at`)."""
     a_db, b_db = replicas
     old = Keyring.generate("k1")
-    new = Keyring("k2", {"k1": old.get("k1"), "k2": secrets.token_bytes(32)}, old.pepper)
+    k1 = old.get("k1")
+    assert k1 is not None
+    new = Keyring("k2", {"k1": k1, "k2": secrets.token_bytes(32)}, old.pepper)
     minting = SqlAuthStore(b_db, RowSealer(KeyringSource(tmp_path / "old", old)))
     info = TokenInfo(
         id="tok_race", user_id="alice", name="n", prefix="sk-aic-xx", scopes=("x",),

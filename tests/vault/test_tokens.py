@@ -124,7 +124,8 @@ async def _authenticate(auth: AuthServiceStub, token: str) -> pb.AuthenticateRes
 
 
 def _reason(err: grpc.aio.AioRpcError) -> str:
-    return dict(err.trailing_metadata() or ())["x-error-reason"]
+    reason: str = dict(err.trailing_metadata() or ())["x-error-reason"]
+    return reason
 
 
 async def test_created_token_authenticates_as_its_user_with_all_scopes(
@@ -281,9 +282,9 @@ async def test_last_used_is_written_at_most_once_a_minute(tmp_path: Path) -> Non
         writes: list[str] = []
         original_touch = store.touch_token
 
-        async def counting_touch(token_id: str, at: float, older_than: float) -> None:
+        async def counting_touch(token_id: str, now: float, older_than: float) -> None:
             writes.append(token_id)
-            await original_touch(token_id, at, older_than)
+            await original_touch(token_id, now, older_than)
 
         store.touch_token = counting_touch  # type: ignore[method-assign]
         for step in range(0, 60, 5):  # a request every 5 s for a minute: one write

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx
@@ -170,7 +171,13 @@ def test_body_is_forwarded_byte_for_byte_and_a_provider_prefix_is_stripped(
 def test_langchain_chat_openai_exactly_as_the_seed_writes_it(
     stack: LlmStack, upstream: FakeUpstream
 ) -> None:
-    llm = ChatOpenAI(base_url=stack.openai_url, api_key=stack.tokens.invoke, model="gpt-4")
+    # A plain str, as the seed (and LangChain's docs) pass it; the field is typed SecretStr and
+    # pydantic converts it.
+    llm = ChatOpenAI(
+        base_url=stack.openai_url,
+        api_key=stack.tokens.invoke,  # type: ignore[arg-type]
+        model="gpt-4",
+    )
     response = llm.invoke("Hello!")
     assert response.content == ANSWER_TEXT
     assert upstream.last_request().json()["messages"] == [{"role": "user", "content": "Hello!"}]
@@ -220,12 +227,12 @@ def test_anthropic_messages_with_and_without_stream(
     token = stack.tokens.invoke
     # anthropic 2.x sends `api_key` as `Authorization: Bearer` too; the x-api-key header is
     # what anthropic 0.x/1.x sent for `api_key` and what curl users send.
-    options = {
+    options: dict[str, dict[str, Any]] = {
         "api_key": {"api_key": token},
         "auth_token": {"auth_token": token},
         "x-api-key": {"default_headers": {"x-api-key": token}},
-    }[auth]
-    with anthropic.Anthropic(base_url=stack.url, max_retries=0, **options) as client:
+    }
+    with anthropic.Anthropic(base_url=stack.url, max_retries=0, **options[auth]) as client:
         message = client.messages.create(
             model="claude-3.5-sonnet",
             max_tokens=100,
@@ -298,14 +305,14 @@ def test_client_disconnect_mid_stream_reaches_the_upstream_within_a_second(
     stack: LlmStack, upstream: FakeUpstream, sdk: str
 ) -> None:
     upstream.hold_streams()
+    client: openai.OpenAI | anthropic.Anthropic
+    stream: openai.Stream[Any] | anthropic.Stream[Any]
     if sdk == "openai":
-        client: openai.OpenAI | anthropic.Anthropic = openai_client(stack)
-        stream: openai.Stream | anthropic.Stream = client.chat.completions.create(  # type: ignore[union-attr]
-            model="gpt-4", messages=[], stream=True
-        )
+        client = openai_client(stack)
+        stream = client.chat.completions.create(model="gpt-4", messages=[], stream=True)
     else:
         client = anthropic_client(stack)
-        stream = client.messages.create(  # type: ignore[union-attr]
+        stream = client.messages.create(
             model="claude-3.5-sonnet", max_tokens=10, messages=[], stream=True
         )
     next(iter(stream))

@@ -35,7 +35,7 @@ from tests.support.fake_upstream import anthropic_events, openai_events
 def test_authentication_scope_and_rate_limit_errors_raise_the_documented_exceptions(
     gw: Gateway,
 ) -> None:
-    cases: list[tuple[str, type[Exception], type[Exception], str]] = [
+    cases: list[tuple[str, type[openai.APIStatusError], type[anthropic.APIStatusError], str]] = [
         ("sk-aic-wrong", openai.AuthenticationError, anthropic.AuthenticationError, "unknown"),
         (NO_SCOPE, openai.PermissionDeniedError, anthropic.PermissionDeniedError, "llm:invoke"),
         (LIMITED, openai.RateLimitError, anthropic.RateLimitError, "too many"),
