@@ -1,11 +1,11 @@
 """Work a call leaves until its answer is on its way: its log lines, metrics, usage report.
 
 On a long-lived stream (the vault's `ResolveStream`, the router's `InvokeBufferedStream`) a call
-is a task of its own that puts its answer in the stream's queue; the stream's writer sends it on
-its next step. What the call's task does after that, or just before it in code that only reports
-(the router's upstream-call line, the access-log line, metrics, the usage report), runs before
-the writer's step and so delays the answer: at one call at a time about 55 µs per call in the
-router and 40 µs in the vault, of a call's 1.3 ms through the stack.
+is a task of its own that puts its answer in the stream's queue (`stream_answers`); the stream's
+writer sends it on its next step. What the call's task does after that, or just before it in
+code that only reports (the router's upstream-call line, the access-log line, metrics, the usage
+report), runs before the writer's step and so delays the answer: at one call at a time about
+55 µs per call in the router and 40 µs in the vault, of a call's 1.3 ms through the stack.
 
 Such work goes through `after_answer`. In a call whose task began with `defer_until_answered`,
 it waits, in order, until the task calls `answered` with its answer queued; it then runs from

@@ -7,14 +7,17 @@ grpc.aio unary round trip took about 0.54 ms where a message each way on an open
 The gateway keeps a few of these streams (`services.gateway.router_streams`).
 
 The caller was authenticated (right `invoke`) when the stream opened (`grpc_handlers`). Each
-call then runs as a task of its own, with its request id bound for the log lines about it and
-its own deadline, through the servicer's own `InvokeBuffered` (`StreamingRouterServicer`): the
-same resolve, substitution, checks, upstream request and answer. Its answer carries its id. A
-call that fails is answered with the status the unary RPC would have ended with
-(`grpc_handlers.status_of`: same code, message and reason); one past its deadline with
+call then runs, with its own deadline, through the servicer's own `InvokeBuffered`
+(`StreamingRouterServicer`): the same resolve, substitution, checks, upstream request and answer.
+Its answer carries its id. A call that fails is answered with the status the unary RPC would have
+ended with (`grpc_handlers.status_of`: same code, message and reason); one past its deadline with
 DEADLINE_EXCEEDED; one the caller cancelled with CANCELLED (its upstream request is closed at
-once). Each call is counted in the RPC metrics and has the access-log line of a unary
-`InvokeBuffered`, with `via` naming the stream.
+once). Each call has the access-log line of a unary `InvokeBuffered`, with `via` naming the
+stream.
+
+The rules this stream shares with the vault's `ResolveStream` (a task per call, its reports after
+its answer, at most `MAX_IN_FLIGHT` calls in flight) are in `services.common.stream_answers`.
+What follows is its own.
 
 A stream also carries streamed calls (`Invoke`'s): each runs through the servicer's own
 `Invoke`, and its messages go back as parts with its id, then `end` or the error `Invoke` would
@@ -28,12 +31,10 @@ caller from before would drop `more`): under load several calls' chunks and answ
 gRPC one message instead of one each. The stream's first message says that it takes streamed
 calls (`TAKES_STREAMED`: a router from before would ignore them).
 
-At most `MAX_IN_FLIGHT` calls are in flight per stream, a place being freed when gRPC has taken
-the call's (last) answer: beyond that the next request is read only when a call was answered, so a
-caller that sends faster than the router answers, or never reads, is held back by the stream's
-flow control instead of piling up tasks and answers here. A caller that counts its own calls in
-flight against the same limit (the gateway does) never meets it, so its cancellations are read
-at once.
+A place among the `MAX_IN_FLIGHT` is freed when gRPC has taken the call's last answer: a streamed
+call's parts free none, nor do `draining` and `takes_streamed`. A caller that counts its own calls
+in flight against the same limit (the gateway does) never meets it, so the reader never waits for
+a place and the caller's cancellations are read at once.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from aicreds.router.v1 import router_pb2 as pb
 from services.common.after_answer import answered, defer_until_answered
 from services.common.grpc_handlers import record_streamed_request, status_of
 from services.common.invoke_streams import ANSWERS_TOGETHER_KEY, CREDENTIAL_WARNING_KEY
-from services.common.request_context import bind_request_id, new_request_id
+from services.common.stream_answers import StreamAnswers, begin_request
 from services.router.servicer import RouterServicer
 
 MAX_IN_FLIGHT = 1000
@@ -66,8 +67,6 @@ METHOD = "/aicreds.router.v1.RouterService/InvokeBufferedStream"
 # Each call's access-log line is that of the unary call it stands for (`via` the stream).
 INVOKE_BUFFERED = "/aicreds.router.v1.RouterService/InvokeBuffered"
 INVOKE = "/aicreds.router.v1.RouterService/Invoke"
-# A request id arrives in a message, not in metadata: bounded before it goes on log lines.
-_MAX_REQUEST_ID = 128
 
 InvokeOne = Callable[[pb.InvokeBufferedRequest, float | None], Awaitable[pb.InvokeBufferedResponse]]
 """One buffered call: the request and its timeout in seconds (None: the router's default)."""
@@ -140,10 +139,10 @@ async def answer_invoke_stream(
     the caller closed its side, so no message of the caller's is in flight when it ends (one
     would make grpc.aio report the stream's end as INTERNAL at the caller). A caller that never
     closes its side is cut off when the server's shutdown grace ends."""
-    answers: asyncio.Queue[pb.InvokeBufferedStreamResponse | None] = asyncio.Queue()
+    stream: StreamAnswers[pb.InvokeBufferedStreamResponse] = StreamAnswers(max_in_flight)
+    answers, slots = stream.answers, stream.slots
     if invoke_streamed is not None:
         answers.put_nowait(TAKES_STREAMED)
-    slots = asyncio.Semaphore(max_in_flight)
     working: dict[int, asyncio.Task[None]] = {}
     cancelled: set[int] = set()
     windows: dict[int, _Window] = {}
@@ -179,13 +178,11 @@ async def answer_invoke_stream(
         return pb.InvokeBufferedStreamResponse(id=ident, end=True)
 
     async def run(message: pb.InvokeBufferedStreamRequest) -> None:
-        # A task of its own: its request id stays its own (a copy of the stream's context).
         deferred = defer_until_answered()
         ident = message.id
         streamed = message.HasField("stream")
         method = INVOKE if streamed else INVOKE_BUFFERED
-        start = time.perf_counter()
-        bind_request_id(message.request_id[:_MAX_REQUEST_ID] or new_request_id())
+        start = begin_request(message.request_id)
         timeout = message.timeout_ms / 1000 if message.timeout_ms else None
         code = grpc.StatusCode.OK
         try:
@@ -215,9 +212,7 @@ async def answer_invoke_stream(
             cancelled.discard(ident)
             windows.pop(ident, None)
         # Exactly one last answer per call: each one taken frees one place.
-        answers.put_nowait(result)
-        record_streamed_request(method, code, start)
-        answered(deferred)  # what the call reports runs after the writer sent the answer
+        stream.answer(result, method, code, start, deferred)
 
     def cancel(ident: int) -> None:
         task = working.get(ident)
@@ -240,40 +235,32 @@ async def answer_invoke_stream(
         answers.put_nowait(_error(ident, grpc.StatusCode.INVALID_ARGUMENT, text))
 
     async def read() -> None:
-        try:
-            async for message in requests:
-                kind = message.WhichOneof("kind")
-                if kind == "credit":
-                    if (credit := windows.get(message.id)) is not None:
-                        credit.give(message.credit)
-                    continue
-                if kind not in ("call", "stream"):
-                    if message.cancel:
-                        cancel(message.id)
-                    continue
-                await slots.acquire()
-                if message.id in working:
-                    refuse(message.id, "a call with this id is already in flight on the stream")
-                elif kind == "stream" and invoke_streamed is None:
-                    refuse(message.id, "this stream takes no streamed call")
-                else:
-                    if kind == "stream":  # credit may come before its task first runs
-                        windows[message.id] = _Window(window)
-                    working[message.id] = asyncio.ensure_future(run(message))
-            if working:
-                await asyncio.wait(set(working.values()))
-        finally:
-            answers.put_nowait(None)
-
-    reader = asyncio.ensure_future(read())
+        async for message in requests:
+            kind = message.WhichOneof("kind")
+            if kind == "credit":
+                if (credit := windows.get(message.id)) is not None:
+                    credit.give(message.credit)
+                continue
+            if kind not in ("call", "stream"):
+                if message.cancel:
+                    cancel(message.id)
+                continue
+            await slots.acquire()
+            if message.id in working:
+                refuse(message.id, "a call with this id is already in flight on the stream")
+            elif kind == "stream" and invoke_streamed is None:
+                refuse(message.id, "this stream takes no streamed call")
+            else:
+                if kind == "stream":  # credit may come before its task first runs
+                    windows[message.id] = _Window(window)
+                working[message.id] = asyncio.ensure_future(run(message))
+        if working:
+            await asyncio.wait(set(working.values()))
 
     def drain() -> None:
-        if not reader.done():
-            answers.put_nowait(DRAINING)
+        answers.put_nowait(DRAINING)  # the caller closes its side; its calls still run
 
-    watcher = asyncio.ensure_future(stop.wait()) if stop is not None else None
-    if watcher is not None:
-        watcher.add_done_callback(lambda _: drain())
+    reader = stream.start(read, stop, drain)
     try:
         carry: Any = _NOTHING  # taken from the queue, for the next message (in order)
         while True:
@@ -307,11 +294,7 @@ async def answer_invoke_stream(
                 slots.release()  # gRPC took the answers: a place for each next call
         await reader  # the caller's side ended in an error: the stream ends with it
     finally:
-        if watcher is not None:
-            watcher.cancel()
-        reader.cancel()
-        for task in list(working.values()):
-            task.cancel()
+        stream.close(working.values())
 
 
 class CallContext:
