@@ -88,7 +88,7 @@ class StreamAnswers(Generic[A]):
 
     def start(
         self,
-        read: Callable[[], Awaitable[None]],
+        read: Callable[[], Awaitable[object]],
         stop: asyncio.Event | None,
         drain: Callable[[], None],
     ) -> asyncio.Task[None]:
@@ -107,7 +107,7 @@ class StreamAnswers(Generic[A]):
             self._watcher.add_done_callback(stopped)
         return reader
 
-    async def _read_then_end(self, read: Callable[[], Awaitable[None]]) -> None:
+    async def _read_then_end(self, read: Callable[[], Awaitable[object]]) -> None:
         try:
             await read()
         finally:

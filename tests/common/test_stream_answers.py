@@ -119,7 +119,7 @@ async def test_a_stream_closed_before_its_reader_ran_never_made_its_read_corouti
     stream: StreamAnswers[str] = StreamAnswers(max_in_flight=1)
     calls: list[str] = []
 
-    def read() -> Awaitable[None]:
+    def read() -> Awaitable[object]:
         calls.append("read")
         return asyncio.Event().wait()
 
