@@ -89,6 +89,16 @@ async def start_stream_when_ready(
     raise AssertionError("no stream took a streamed call")
 
 
+async def status_of_call(call: object) -> grpc.StatusCode:
+    """The status a call (a grpc.aio call, or the gateway's call on a stream) ends with: OK, or
+    the code of the `AioRpcError` awaiting it raises."""
+    try:
+        await call  # type: ignore[misc]
+    except grpc.aio.AioRpcError as err:
+        return err.code()
+    return grpc.StatusCode.OK
+
+
 def streams_over(stub: Any, **options: Any) -> RouterStreams:
     """The gateway's `RouterStreams` on a `RouterServiceStub`, its unary fallbacks on the same
     stub (as `RouterClient` wires them)."""

@@ -18,7 +18,7 @@ from aicreds.router.v1 import router_pb2 as pb
 
 from services.gateway.router_streams import CREDIT_AT
 from services.router.buffered_stream import STREAM_WINDOW
-from tests.router.invoke_requests import invoke_request, router_server, serving
+from tests.router.invoke_requests import invoke_request, router_server, serving, status_of_call
 
 
 async def _never_answer(
@@ -29,14 +29,6 @@ async def _never_answer(
         pass
     await asyncio.sleep(3600)
     yield pb.InvokeBufferedStreamResponse()  # never reached: makes this a generator
-
-
-async def _code(call: object) -> grpc.StatusCode:
-    try:
-        await call  # type: ignore[misc]
-    except grpc.aio.AioRpcError as err:
-        return err.code()
-    return grpc.StatusCode.OK
 
 
 async def test_closing_ends_a_retired_stream_whose_call_still_waits() -> None:
@@ -62,7 +54,8 @@ async def test_closing_ends_a_retired_stream_whose_call_still_waits() -> None:
         await asyncio.wait_for(streams.aclose(), timeout=5)
         assert old.ended
         # Both calls fail now, not after their 30 s.
-        codes = await asyncio.wait_for(asyncio.gather(_code(waiting), _code(newer)), timeout=5)
+        ending = asyncio.gather(status_of_call(waiting), status_of_call(newer))
+        codes = await asyncio.wait_for(ending, timeout=5)
         assert set(codes) <= {grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE}
 
 

@@ -31,6 +31,7 @@ from tests.router.invoke_requests import (
     router_server,
     serving,
     setup_openai,
+    status_of_call,
 )
 from tests.support.fake_upstream import FakeUpstream, RecordedRequest, Reply, echo_handler
 
@@ -41,14 +42,6 @@ def _buffered(**fields: object) -> pb.InvokeBufferedRequest:
 
 def _call(ident: int) -> pb.InvokeBufferedStreamRequest:
     return pb.InvokeBufferedStreamRequest(id=ident, call=_buffered(), timeout_ms=10_000)
-
-
-async def _code(call: object) -> grpc.StatusCode:
-    try:
-        await call  # type: ignore[misc]
-    except grpc.aio.AioRpcError as err:
-        return err.code()
-    return grpc.StatusCode.OK
 
 
 # -- the router's side alone ----------------------------------------------------------------------
@@ -190,8 +183,8 @@ async def test_a_call_given_up_on_before_it_was_written_never_reaches_the_router
     late = streams.start(_buffered(), 0.000_001)  # its deadline passes in the outbox
     assert late is not None
     kept = streams.start(_buffered(), 10)
-    assert await _code(kept) == grpc.StatusCode.OK
-    assert await _code(late) == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert await status_of_call(kept) == grpc.StatusCode.OK
+    assert await status_of_call(late) == grpc.StatusCode.DEADLINE_EXCEEDED
     # Neither would have been answered to anyone: neither may reach an upstream.
     assert router.calls_read == 1
     assert streams.start(_buffered(), 10) is not None  # and their places are free
@@ -204,7 +197,7 @@ async def test_calls_of_a_stream_that_broke_mid_write_fail_unavailable_as_unary_
     body = b"x" * 20_000  # writes stay in flight as the stream ends
     for _ in range(5):  # each round, INTERNAL came about 2 times in 3 before the fix
         calls = [streams.start(_buffered(body=body), 10) for _ in range(200)]
-        codes = {await _code(c) for c in calls}
+        codes = {await status_of_call(c) for c in calls}
         # Those it may have read fail, and as a broken connection fails a unary call (503).
         assert codes - {grpc.StatusCode.OK} == {grpc.StatusCode.UNAVAILABLE}
         router.calls_read = 0
@@ -216,7 +209,8 @@ async def test_a_retired_stream_whose_calls_were_all_given_up_on_is_ended(
     router, streams = await fake_router(answer=False, max_age=0.2)
     late = streams.start(_buffered(), 0.05)
     assert late is not None
-    assert await _code(late) == grpc.StatusCode.DEADLINE_EXCEEDED  # the router never answers
+    # The router never answers.
+    assert await status_of_call(late) == grpc.StatusCode.DEADLINE_EXCEEDED
     stuck = streams._streams[0]
     assert stuck is not None
     await asyncio.sleep(0.3)
@@ -249,7 +243,7 @@ async def test_a_call_cut_by_the_routers_shutdown_grace_fails_as_a_unary_one(
                 call = stub.InvokeBuffered(_buffered(), timeout=30)
             await asyncio.wait_for(started.wait(), timeout=5)
             await env.router.stop(grace=0.2)
-            codes.append(await _code(call))
+            codes.append(await status_of_call(call))
         finally:
             await streams.aclose()
     assert codes[0] == codes[1] == grpc.StatusCode.UNAVAILABLE
