@@ -20,11 +20,12 @@ stays in its module.
   faster than the server answers, or never reads, is held back by the stream's flow control
   instead of piling up tasks and answers (with their credentials) here.
 - **A reader and a watcher.** The requests are read by a task of their own (`start`), which puts
-  `END` in the queue when it ends, once every request it read is answered; the writer then
-  ends the stream (with the reader's error, if the caller's side ended in one). When `stop` is
-  set the service's `drain` runs, unless the reader has already ended. When the stream ends, for
-  whatever reason, the reader, the watcher and the requests still in flight are cancelled
-  (`close`).
+  `END` in the queue when it ends: once every request it read is answered, or at once if the
+  caller's side ended in an error (the writer then ends the stream with that error, and the
+  requests still in flight are cancelled). When `stop` is set the service's `drain` runs,
+  unless the reader has already ended (never when the stream ends without a stop). When the
+  stream ends, for whatever reason, the reader, the watcher and the requests still in flight are
+  cancelled (`close`).
 
 Nothing here runs per request beyond two plain calls (`begin_request`, `StreamAnswers.answer`):
 no task, queue or await of its own, since these streams carry thousands of calls a second.
@@ -100,7 +101,8 @@ class StreamAnswers(Generic[A]):
         if stop is not None:
 
             def stopped(_: object) -> None:
-                if not reader.done():
+                # Also called when `close` cancels the watcher: that is no stop.
+                if stop.is_set() and not reader.done():
                     drain()
 
             self._watcher = asyncio.ensure_future(stop.wait())

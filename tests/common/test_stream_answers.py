@@ -112,10 +112,9 @@ async def test_closing_cancels_the_reader_the_watcher_and_the_requests_in_flight
     assert asyncio.all_tasks() == {asyncio.current_task()}  # no watcher left waiting
 
 
-async def test_a_stream_closed_before_its_reader_ran_never_made_its_read_coroutine() -> None:
+async def test_a_stream_closed_before_its_reader_ran_never_reads() -> None:
     """The router's writer yields `takes_streamed` before its reader first runs: a caller gone
-    at once closes the stream then. A `read()` made before would never be awaited (a
-    RuntimeWarning, and an error under `filterwarnings = error`)."""
+    at once closes the stream then, and nothing reads the caller's requests any more."""
     stream: StreamAnswers[str] = StreamAnswers(max_in_flight=1)
     calls: list[str] = []
 
@@ -128,3 +127,27 @@ async def test_a_stream_closed_before_its_reader_ran_never_made_its_read_corouti
     await asyncio.gather(reader, return_exceptions=True)
     assert reader.cancelled()
     assert calls == []
+
+
+async def test_closing_a_stream_whose_stop_was_never_set_does_not_drain() -> None:
+    """Closing cancels the watcher, which then ends too: that is no stop. A drain then (the
+    vault's cancels its reader again) would cut short the reader's own clean-up."""
+    stream: StreamAnswers[str] = StreamAnswers(max_in_flight=1)
+    drains: list[str] = []
+    cleaned: list[str] = []
+
+    async def read() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0)  # a clean-up that takes a step (the request iterator's)
+            cleaned.append("done")
+
+    reader = stream.start(read, asyncio.Event(), lambda: drains.append("drain"))
+    await asyncio.sleep(0)
+    stream.close(())
+    await asyncio.gather(reader, return_exceptions=True)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert drains == []
+    assert cleaned == ["done"]
