@@ -7,9 +7,9 @@ what is each one's own (how it drains, the router's cancels, credit and answers 
 stays in its module.
 
 - **A task per request.** Each request runs as a task of its own (`begin_request` first), so
-  its request id, bound for the log lines about it, stays its own (a copy of the stream's
-  context). The id comes in a message, not in metadata: it is bounded before it goes on a log
-  line, and a request without one gets a new one.
+  its request id, bound for the log lines about it, and its deferred reports stay its own (a
+  copy of the stream's context). The id comes in a message, not in metadata: it is bounded
+  before it goes on a log line, and a request without one gets a new one.
 - **Its answer, then its reports.** A request's (last) answer goes in the stream's queue
   (`StreamAnswers.answer`) and the request is counted in the RPC metrics, with the access-log
   line of the unary call it stands for (`via` naming the stream), from the event loop right after
@@ -36,11 +36,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import grpc
 
-from services.common.after_answer import Deferred, answered
+from services.common.after_answer import Deferred, answered, defer_until_answered
 from services.common.grpc_handlers import record_streamed_request
 from services.common.request_context import bind_request_id, new_request_id
 
@@ -53,13 +53,22 @@ MAX_REQUEST_ID = 128
 """Characters of a request id from a message that go on log lines."""
 
 
-def begin_request(request_id: str) -> float:
-    """A request read from a stream begins, in a task of its own (after its
-    `defer_until_answered`): binds its `request_id` (bounded; a new one when empty) and returns
-    when it began (`time.perf_counter()`), for `StreamAnswers.answer`."""
+class Request(NamedTuple):
+    """A request begun on a stream: what its task defers until it is answered, and when it
+    began (`time.perf_counter()`)."""
+
+    deferred: Deferred
+    start: float
+
+
+def begin_request(request_id: str) -> Request:
+    """A request read from a stream begins, first thing in a task of its own: from here on its
+    reports wait for its answer (`defer_until_answered`), and its `request_id` is bound (bounded;
+    a new one when empty)."""
+    deferred = defer_until_answered()
     start = time.perf_counter()
     bind_request_id(request_id[:MAX_REQUEST_ID] or new_request_id())
-    return start
+    return Request(deferred, start)
 
 
 class StreamAnswers(Generic[A]):
@@ -77,15 +86,17 @@ class StreamAnswers(Generic[A]):
         self._reader: asyncio.Task[None] | None = None
         self._watcher: asyncio.Future[Any] | None = None
 
-    def answer(
-        self, answer: A, method: str, code: grpc.StatusCode, start: float, deferred: Deferred
-    ) -> None:
-        """The request's (last) `answer`: queued for the writer; the request, ended with `code`,
-        is recorded as a call of `method` begun at `start`, and what its task `deferred`
-        runs, right after the writer's step."""
+    def answer(self, answer: A, method: str, code: grpc.StatusCode, request: Request) -> None:
+        """The `request`'s (last) `answer`: queued for the writer, then the request `ended`."""
         self.answers.put_nowait(answer)
-        record_streamed_request(method, code, start)
-        answered(deferred)
+        self.ended(method, code, request)
+
+    @staticmethod
+    def ended(method: str, code: grpc.StatusCode, request: Request) -> None:
+        """The `request` ended with `code`: it is recorded as a call of `method`, and what its
+        task deferred runs right after the writer's step (at once if nothing is queued)."""
+        record_streamed_request(method, code, request.start)
+        answered(request.deferred)
 
     def start(
         self,

@@ -48,10 +48,9 @@ import grpc
 import grpc.aio
 from aicreds.router.v1 import router_pb2 as pb
 
-from services.common.after_answer import answered, defer_until_answered
 from services.common.grpc_handlers import record_streamed_request, status_of
 from services.common.invoke_streams import ANSWERS_TOGETHER_KEY, CREDENTIAL_WARNING_KEY
-from services.common.stream_answers import StreamAnswers, begin_request
+from services.common.stream_answers import END, StreamAnswers, begin_request
 from services.router.servicer import RouterServicer
 
 MAX_IN_FLIGHT = 1000
@@ -178,11 +177,10 @@ async def answer_invoke_stream(
         return pb.InvokeBufferedStreamResponse(id=ident, end=True)
 
     async def run(message: pb.InvokeBufferedStreamRequest) -> None:
-        deferred = defer_until_answered()
         ident = message.id
         streamed = message.HasField("stream")
         method = INVOKE if streamed else INVOKE_BUFFERED
-        start = begin_request(message.request_id)
+        request = begin_request(message.request_id)
         timeout = message.timeout_ms / 1000 if message.timeout_ms else None
         code = grpc.StatusCode.OK
         try:
@@ -192,8 +190,7 @@ async def answer_invoke_stream(
         except asyncio.CancelledError:
             if ident not in cancelled:
                 # The stream itself is ending: nobody is left to answer; the log still says.
-                record_streamed_request(method, grpc.StatusCode.CANCELLED, start)
-                answered(deferred)
+                stream.ended(method, grpc.StatusCode.CANCELLED, request)
                 raise
             code = grpc.StatusCode.CANCELLED
             result = _error(ident, code, "the call was cancelled")
@@ -212,7 +209,7 @@ async def answer_invoke_stream(
             cancelled.discard(ident)
             windows.pop(ident, None)
         # Exactly one last answer per call: each one taken frees one place.
-        stream.answer(result, method, code, start, deferred)
+        stream.answer(result, method, code, request)
 
     def cancel(ident: int) -> None:
         task = working.get(ident)
@@ -266,7 +263,7 @@ async def answer_invoke_stream(
         while True:
             item = carry if carry is not _NOTHING else await answers.get()
             carry = _NOTHING
-            if item is None:
+            if item is END:
                 break
             if item is DRAINING or item is TAKES_STREAMED:  # not an answer: alone, no place
                 yield item
@@ -278,7 +275,7 @@ async def answer_invoke_stream(
                 size = item.ByteSize()
                 while not answers.empty():
                     queued = answers.get_nowait()
-                    if queued is None or queued is DRAINING:
+                    if queued is END or queued is DRAINING:
                         carry = queued
                         break
                     size += queued.ByteSize()

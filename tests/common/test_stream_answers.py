@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 import grpc
 import pytest
 
-from services.common.after_answer import after_answer, defer_until_answered
+from services.common.after_answer import after_answer
 from services.common.request_context import bind_request_id, current_request_id
 from services.common.stream_answers import END, MAX_REQUEST_ID, StreamAnswers, begin_request
 
@@ -44,10 +44,9 @@ async def test_a_requests_reports_run_after_the_writer_took_its_answer() -> None
         events.append(f"wrote {await stream.answers.get()}")
 
     async def request() -> None:
-        deferred = defer_until_answered()
-        start = begin_request("req-9")
+        request = begin_request("req-9")
         after_answer(lambda: events.append(f"reported {current_request_id()}"))
-        stream.answer("answer", "/svc/Method", grpc.StatusCode.OK, start, deferred)
+        stream.answer("answer", "/svc/Method", grpc.StatusCode.OK, request)
         events.append("request returned")
 
     writing = asyncio.ensure_future(writer())

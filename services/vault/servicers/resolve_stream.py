@@ -21,9 +21,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 from aicreds.vault.v1 import credentials_pb2 as pb
 
-from services.common.after_answer import defer_until_answered
 from services.common.grpc_handlers import status_of
-from services.common.stream_answers import StreamAnswers, begin_request
+from services.common.stream_answers import END, StreamAnswers, begin_request
 
 MAX_IN_FLIGHT = 100
 """Requests worked on at once per stream (the proto's promise)."""
@@ -50,8 +49,7 @@ async def answer_resolve_stream(
     working: set[asyncio.Task[None]] = set()
 
     async def answer(message: pb.ResolveStreamRequest) -> None:
-        deferred = defer_until_answered()
-        start = begin_request(message.request_id)
+        request = begin_request(message.request_id)
         try:
             reply = await resolve(message.request)
         except Exception as err:
@@ -64,7 +62,7 @@ async def answer_resolve_stream(
                 pb.ResolveStreamResponse(id=message.id, response=reply),
             )
         # Exactly one answer per request: each answer taken frees one place.
-        stream.answer(result, RESOLVE, code, start, deferred)
+        stream.answer(result, RESOLVE, code, request)
 
     def stopping() -> bool:
         return stop is not None and stop.is_set()
@@ -96,7 +94,7 @@ async def answer_resolve_stream(
 
     reader = stream.start(read, stop, drain)
     try:
-        while (item := await answers.get()) is not None:
+        while (item := await answers.get()) is not END:
             yield item
             slots.release()  # gRPC took the answer: a place for the next request
         await reader  # the caller's side ended in an error: the stream ends with it
